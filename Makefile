@@ -1,0 +1,33 @@
+# stabilityscope — common tasks. `make demo` and `make test` work on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Datasets: $STABILITYSCOPE_DATA if set, else a sibling shared/data folder when present, else ./data.
+STABILITYSCOPE_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
+export STABILITYSCOPE_DATA
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+# The canonical run, short: trace and figures land in checkpoints/fmnist_fc-fashion_mnist/<timestamp>/.
+# dataset.download=true only downloads when the files are not already in $(STABILITYSCOPE_DATA).
+demo: install
+	$(PY) -m stabilityscope experiment=demo dataset.download=true
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_tracking.py
+	$(PY) benchmarks/bench_phase_diagram.py
+	$(PY) benchmarks/bench_lyapunov.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,125 @@
+"""The Hydra application behind ``python -m stabilityscope``.
+
+Tasks: ``task=train`` (default; the canonical EOC-training run unless overridden) and
+``task=phase_diagram`` (the numerical phase diagram of SCIENCE.md §1.4). Errors that are the user's
+to fix (:class:`~stabilityscope.errors.StabilityscopeError`) print one paragraph and exit non-zero.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from stabilityscope.config import Config, register_configs, validate
+from stabilityscope.errors import ConfigError, StabilityscopeError, TraceError
+
+log = logging.getLogger("stabilityscope")
+
+# Overrides that may accompany resume=<run dir>; everything else comes from the stored config.
+RESUME_OVERRIDABLE = ("train.epochs", "train.device", "figures")
+
+
+def conf_dir() -> str:
+    """The shipped configs: ``stabilityscope/conf`` in an installed wheel, ``conf/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").exists():
+            return str(candidate)
+    raise RuntimeError(f"stabilityscope's conf/ folder is missing (looked in {here} and {here.parent}).")
+
+
+def _name(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def run_dir_resolver(root: str, task: Any, model: str, dataset: str, resume: Optional[str], stamp: str) -> str:
+    """``checkpoints/<model>-<dataset>/<timestamp>`` for training, ``checkpoints/<task>/<timestamp>`` else."""
+    if resume:
+        return str(resume)
+    task = _name(task)
+    return f"{root}/{model}-{dataset}/{stamp}" if task == "train" else f"{root}/{task}/{stamp}"
+
+
+def output_subdir_resolver(resume: Optional[str], stamp: str) -> str:
+    """Hydra's own files; a resume keeps the original ``.hydra`` and adds one of its own."""
+    return f".hydra/resume-{stamp}" if resume else ".hydra"
+
+
+def register_resolvers() -> None:
+    for name, fn in (("ss_run_dir", run_dir_resolver), ("ss_output_subdir", output_subdir_resolver)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The stored config of ``run_dir`` with the few overrides a resume may change."""
+    trace = run_dir / "trace.h5"
+    if not trace.exists():
+        raise TraceError(f"resume={str(run_dir)!r}: no trace.h5 there. Pass the run directory of an earlier "
+                         f"run (checkpoints/<model>-<dataset>/<timestamp>).")
+    from stabilityscope.trace import open_trace
+
+    with open_trace(trace) as tr:
+        stored = tr.config
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), stored)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if key == "resume":
+            continue
+        if key not in RESUME_OVERRIDABLE:
+            raise ConfigError(f"{key} cannot be changed when resuming (the run continues with its stored "
+                              f"config); allowed with resume: {', '.join(RESUME_OVERRIDABLE)}.")
+        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=True)
+    cfg.resume = str(run_dir)
+    return cfg  # type: ignore[return-value]
+
+
+def run_task(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
+    task = _name(cfg.task)
+    if task == "train":
+        from stabilityscope.training import Run
+
+        resume = cfg.resume is not None
+        if resume:
+            cfg = resumed_config(Path(cfg.resume), overrides)
+        validate(cfg)
+        run = Run(cfg, run_dir)
+        log.info("Run directory: %s", run_dir.resolve())
+        run.execute(resume=resume)
+        log.info("Trace: %s", (run_dir / "trace.h5").resolve())
+        if cfg.figures:
+            from stabilityscope.figures import training_figures
+
+            paths = training_figures(run_dir / "trace.h5", run_dir / "figures")
+            log.info("Figures: %s", ", ".join(str(p.resolve()) for p in paths))
+    elif task == "phase_diagram":
+        from stabilityscope.phase_diagram_task import run_phase_diagram_task
+
+        run_phase_diagram_task(cfg.phase_diagram, run_dir)
+    else:  # the Task enum makes this unreachable from the command line
+        raise ConfigError(f"Unknown task {task!r}.")
+
+
+register_configs()
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        run_task(cfg, run_dir, list(hc.overrides.task))
+    except StabilityscopeError as exc:
+        print(f"stabilityscope: error: {exc}", file=sys.stderr)
+        if hc.mode == RunMode.MULTIRUN:  # one failed job must not end the sweep
+            return
+        sys.exit(exc.exit_code)

@@ -1,0 +1,196 @@
+"""Typed configuration schemas, registered with Hydra's ConfigStore.
+
+The YAML files in ``conf/`` fill these dataclasses. Because the primary config is built on
+:class:`Config`, a misspelt key (``train.epoch=3``) or a wrong type (``train.epochs=many``) fails at
+composition with a message that names the key. Value ranges (lr > 0, ...) are checked by
+:func:`validate`, which raises :class:`~stabilityscope.errors.ConfigError`.
+
+Weight-decay convention: ``optim.weight_decay`` is PyTorch's coefficient (the optimiser adds
+``weight_decay * w`` to the gradient of every weight matrix, never to biases). Keras' L2
+regulariser ``λ·Σw²`` (used by EOC-training) has gradient ``2λw``, so ``weight_decay = 2λ``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from stabilityscope.errors import ConfigError
+
+
+class Task(str, Enum):
+    train = "train"
+    phase_diagram = "phase_diagram"
+
+
+class Activation(str, Enum):
+    tanh = "tanh"
+    relu = "relu"
+
+
+class OptimName(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+class ScheduleKind(str, Enum):
+    every = "every"  # checkpoint every `every` epochs
+    log = "log"  # about `num` log-spaced epochs
+    list = "list"  # the explicit `epochs`
+
+
+class WeightsDtype(str, Enum):
+    float16 = "float16"
+    float32 = "float32"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "fmnist_fc"  # registry name (stabilityscope.models.MODELS)
+    width: int = 784  # hidden width; 784 makes the hidden layer square (an iterated map)
+    activation: Activation = Activation.tanh  # nonlinearity after the hidden layer
+    init_J: float = 0.5  # hidden init std = init_J / sqrt(fan_in): J = 0.5 puts the start at (0, 2)
+    init_J0: float = 0.0  # hidden init mean = init_J0 / fan_in
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "fashion_mnist"  # registry name (stabilityscope.data.DATASETS)
+    root: str = "${oc.env:STABILITYSCOPE_DATA,data}"  # folder in torchvision's on-disk layout
+    download: bool = False  # fetch with torchvision's downloader (needs internet; writes into root)
+    train_subset: Optional[int] = None  # first n training examples (quick runs)
+    test_subset: Optional[int] = None  # first n test examples
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName = OptimName.sgd
+    lr: float = 0.02
+    momentum: float = 0.5  # SGD only
+    weight_decay: float = 0.0  # PyTorch convention, weight matrices only; Keras L2 λ = weight_decay / 2
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam only
+
+
+@dataclass
+class CheckpointSchedule:
+    kind: ScheduleKind = ScheduleKind.every
+    every: int = 1  # kind=every: a checkpoint each `every` epochs
+    num: int = 30  # kind=log: about this many log-spaced epochs
+    epochs: list[int] = field(default_factory=list)  # kind=list: these epochs
+    # Checkpoint 0 (the initialisation) and the last epoch are always included.
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
+    keep_states: int = 2  # resumable states kept on disk (the newest ones)
+
+
+@dataclass
+class TraceConfig:
+    weights: bool = False  # store full weight matrices of the recorded layers
+    weights_every: int = 1  # ... at every k-th checkpoint (0 and the last always)
+    weights_dtype: WeightsDtype = WeightsDtype.float32
+
+
+@dataclass
+class AnalysisConfig:
+    """What is measured at every checkpoint (see stabilityscope.tracking)."""
+
+    name: str = "standard"
+    layers: str = "all"  # which FC layers: all, head, or a regex on qualified names
+    meanfield: bool = True  # χ, edge distance and phase of each layer's (J0, J) surrogate
+    maps: bool = True  # iterate square layers: s (M1), λ_max, M4, attractor
+    n_inputs: int = 100  # real test inputs used as start states
+    steps: int = 500  # T of the iterated map
+    spectrum_k: int = 0  # top-k Lyapunov exponents (QR) of square layers; 0 = off
+    spectrum_inputs: int = 10  # start states (the first test inputs) for the spectrum
+    weight_structure: bool = True  # oscillation–diffusion diagnostics (interpretations)
+    eigen: bool = True  # spectral radius / norm / complex fraction (eigendecomposition)
+
+
+@dataclass
+class GridAxis:
+    start: float = 0.0
+    stop: float = 1.0
+    num: int = 11
+
+
+@dataclass
+class PhaseDiagramConfig:
+    j0_over_j: GridAxis = field(default_factory=lambda: GridAxis(-2.0, 3.0, 51))
+    inv_j: GridAxis = field(default_factory=lambda: GridAxis(0.1, 2.0, 39))
+    n: int = 1000  # network size N (the original used 10,000)
+    steps: Optional[int] = None  # T; None → 500 for tanh, 100 for relu
+    activation: Activation = Activation.tanh
+    seed: int = 0
+    sampling: str = "common"  # common (shared Gaussian, one matmul per step) or independent
+    device: str = "auto"
+
+
+@dataclass
+class Config:
+    task: Task = Task.train
+    resume: Optional[str] = None  # a run directory to continue (train task)
+    figures: bool = True  # draw the run's figures when training ends
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    phase_diagram: PhaseDiagramConfig = field(default_factory=PhaseDiagramConfig)
+    checkpoint_root: str = "checkpoints"  # run directories go below this folder
+
+
+def register_configs() -> None:
+    """Register the schemas; `conf/config.yaml` lists `config_schema` first in its defaults."""
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"Invalid value {key}={value!r}: {allowed}.")
+
+
+def validate(cfg: DictConfig | Config) -> None:
+    """Check value ranges that the types alone cannot express; raise ConfigError naming the key."""
+    c = cfg
+    _require(c.train.epochs >= 1, "train.epochs", c.train.epochs, "the number of epochs must be a positive integer")
+    _require(c.train.batch_size >= 1, "train.batch_size", c.train.batch_size, "the batch size must be a positive integer")
+    _require(c.optim.lr > 0 and c.optim.lr == c.optim.lr and c.optim.lr != float("inf"),
+             "optim.lr", c.optim.lr, "the learning rate must be a positive finite number")
+    _require(0 <= c.optim.momentum < 1, "optim.momentum", c.optim.momentum, "momentum must lie in [0, 1)")
+    _require(c.optim.weight_decay >= 0, "optim.weight_decay", c.optim.weight_decay, "weight decay must be >= 0")
+    _require(c.model.width >= 1, "model.width", c.model.width, "the hidden width must be a positive integer")
+    _require(c.model.init_J >= 0, "model.init_J", c.model.init_J, "the initial coupling J must be >= 0")
+    sched = c.train.checkpoints
+    _require(sched.every >= 1, "train.checkpoints.every", sched.every, "must be a positive integer")
+    _require(sched.num >= 1, "train.checkpoints.num", sched.num, "must be a positive integer")
+    bad = [e for e in sched.epochs if e < 0]
+    _require(not bad, "train.checkpoints.epochs", list(sched.epochs), "epochs must be >= 0")
+    _require(c.train.keep_states >= 1, "train.keep_states", c.train.keep_states, "keep at least one state")
+    _require(c.trace.weights_every >= 1, "trace.weights_every", c.trace.weights_every, "must be a positive integer")
+    for key in ("train_subset", "test_subset"):
+        v = c.dataset[key] if isinstance(c, DictConfig) else getattr(c.dataset, key)
+        _require(v is None or v >= 1, f"dataset.{key}", v, "a subset size must be a positive integer (or null for all)")
+    _require(c.analysis.n_inputs >= 1, "analysis.n_inputs", c.analysis.n_inputs, "must be a positive integer")
+    _require(c.analysis.steps >= 2, "analysis.steps", c.analysis.steps, "the map needs at least 2 steps")
+    _require(c.analysis.spectrum_k >= 0, "analysis.spectrum_k", c.analysis.spectrum_k, "must be >= 0 (0 = off)")
+    _require(c.analysis.spectrum_inputs >= 1, "analysis.spectrum_inputs", c.analysis.spectrum_inputs,
+             "must be a positive integer")
+    dev = str(c.train.device)
+    _require(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev,
+             "allowed: auto, cpu, cuda, cuda:N")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """The resolved config as plain Python (enums as their names)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]

@@ -1,0 +1,47 @@
+"""Shared fixtures: the real datasets, Hydra composition, and running the CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from stabilityscope.app import conf_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The folder with the real datasets; tests needing it fail (not skip) under CI."""
+    root = os.environ.get("STABILITYSCOPE_DATA")
+    if root and (Path(root) / "FashionMNIST" / "raw").is_dir():
+        return Path(root)
+    msg = f"real datasets not found (STABILITYSCOPE_DATA={root!r}); set it to a torchvision-layout folder"
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def compose_cfg():
+    """compose_cfg(*overrides) → the composed DictConfig, exactly as the app would see it."""
+
+    def _compose(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m stabilityscope`` with ``args`` in ``cwd``; returns the completed process."""
+    full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "stabilityscope", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

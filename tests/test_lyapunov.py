@@ -1,0 +1,234 @@
+"""Lyapunov exponents, M1–M5 and attractor classes against analytic ground truths (SCIENCE.md §2)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stabilityscope.lyapunov import (ATTRACTORS, STOP_REASONS, classify_attractor, largest_lyapunov,
+                                     lyapunov_spectrum, map_measures)
+from stabilityscope.maps import LayerMap
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script:FutureWarning")
+
+# tolerances, in one place
+EXACT = 1e-3  # exponents of linear maps (orthogonal, a·Q, diagonal): exact up to rounding/transient
+S_RTOL = 0.03  # M1 against the measured values of SCIENCE.md §2 ("a few %")
+S_CHI_RTOL = 0.02  # M1 against sqrt(χ) of mean-field theory
+CROSS = 0.015  # λ_max by QR vs Benettin vs M3 (finite-T fluctuation at N = 400, τ ≈ 100-400)
+
+# SCIENCE.md §2 consistency check (tanh, J0 = 0, T = 500): J → (measured s, sqrt(χ))
+S_REFERENCE = {0.5: (0.500, 0.5), 0.9: (0.899, 0.9), 1.5: (1.078, math.sqrt(1.1393)), 2.0: (1.152, math.sqrt(1.3627))}
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _orthogonal(n: int, seed: int) -> torch.Tensor:
+    return torch.linalg.qr(torch.randn(n, n, generator=_gen(seed), dtype=torch.float64))[0]
+
+
+def _random_tanh(n: int, j: float, seed: int, dtype=torch.float64) -> LayerMap:
+    return LayerMap(torch.randn(n, n, generator=_gen(seed), dtype=dtype) * j / math.sqrt(n))
+
+
+def _name(code: torch.Tensor) -> list[str]:
+    return [ATTRACTORS[int(c)] for c in code.flatten()]
+
+
+@pytest.mark.parametrize("a", [1.0, 0.5, 1.5])
+def test_scaled_orthogonal_map_has_all_exponents_ln_a(a):
+    """x → a·Q x (identity activation): every exponent is ln a (0 for a pure rotation)."""
+    f = LayerMap(a * _orthogonal(8, 0), activation="identity")
+    x0 = torch.randn(3, 8, generator=_gen(1), dtype=torch.float64)
+    steps = 200 if a == 1.0 else 30  # keep |x| inside the 1e-10 … 1e10 early-stop band
+    spec = lyapunov_spectrum(f, x0, steps=steps)
+    assert spec.exponents.shape == (3, 8)
+    torch.testing.assert_close(spec.exponents, torch.full((3, 8), math.log(a), dtype=torch.float64), atol=EXACT, rtol=0)
+    assert STOP_REASONS[int(spec.stop_reason)] == "completed"
+    torch.testing.assert_close(largest_lyapunov(f, x0, steps=steps), torch.full((3,), math.log(a), dtype=torch.float64),
+                               atol=EXACT, rtol=0)
+    m = map_measures(f, x0, steps=steps)
+    for value in (m.lyapunov_max, m.jacobian_product_exponent, m.two_trajectory_exponent):
+        torch.testing.assert_close(value, torch.full((3,), math.log(a), dtype=torch.float64), atol=EXACT, rtol=0)
+
+
+def test_early_stop_keeps_exact_exponents():
+    """Past the norm caps the run stops, records the step, and still averages the right window."""
+    x0 = torch.randn(2, 8, generator=_gen(1), dtype=torch.float64)
+    for a, reason, attractor in ((1.5, "diverged", "divergent"), (0.5, "collapsed", "fixed_point")):
+        f = LayerMap(a * _orthogonal(8, 0), activation="identity")
+        m = map_measures(f, x0, steps=500)
+        assert STOP_REASONS[int(m.stop_reason)] == reason and int(m.steps_run) < 80
+        torch.testing.assert_close(m.lyapunov_max, torch.full((2,), math.log(a), dtype=torch.float64), atol=EXACT, rtol=0)
+        torch.testing.assert_close(m.jacobian_product_exponent, m.lyapunov_max, atol=EXACT, rtol=0)
+        assert _name(m.attractor) == [attractor] * 2
+        spec = lyapunov_spectrum(f, x0, k=3, steps=500)
+        torch.testing.assert_close(spec.exponents, torch.full((2, 3), math.log(a), dtype=torch.float64), atol=EXACT, rtol=0)
+
+
+def test_diagonal_map_exponents_are_sorted_log_moduli():
+    d = torch.tensor([1.2, -1.1, 0.9, 0.7, -0.5, 0.3], dtype=torch.float64)
+    f = LayerMap(torch.diag(d), activation="identity")
+    x0 = torch.randn(2, 6, generator=_gen(2), dtype=torch.float64)
+    spec = lyapunov_spectrum(f, x0, steps=100)
+    expected = d.abs().log().sort(descending=True).values.expand(2, 6)
+    torch.testing.assert_close(spec.exponents, expected, atol=EXACT, rtol=0)
+    # the trace converges to the final estimate and is NaN inside the transient
+    torch.testing.assert_close(spec.trace[:, -1], spec.exponents, atol=1e-12, rtol=0)
+    assert torch.isnan(spec.trace[:, spec.trace_steps <= spec.transient]).all()
+    # top-k equals the head of the full spectrum; M2 (2 passes) finds the dominant |d|
+    top2 = lyapunov_spectrum(f, x0, k=2, steps=100, reorthonormalize_every=3)
+    torch.testing.assert_close(top2.exponents, expected[:, :2], atol=EXACT, rtol=0)
+    m = map_measures(f, x0, steps=100, m2_passes=2)
+    torch.testing.assert_close(m.jacobian_product_exponent, torch.full((2,), math.log(1.2), dtype=torch.float64),
+                               atol=EXACT, rtol=0)
+
+
+def test_s_squared_matches_mean_field_chi():
+    """M1 on random tanh layers, N = 1000, J0 = 0, T = 500: s ≈ SCIENCE.md §2 values, s² ≈ χ."""
+    n, js = 1000, list(S_REFERENCE)
+    w = torch.stack([torch.randn(n, n, generator=_gen(10 + i)) * j / math.sqrt(n) for i, j in enumerate(js)])
+    x0 = torch.randn(4, n, generator=_gen(20))
+    m = map_measures(LayerMap(w), x0, steps=500, m2_passes=0)
+    measured = torch.tensor([S_REFERENCE[j][0] for j in js], dtype=torch.float64)
+    sqrt_chi = torch.tensor([S_REFERENCE[j][1] for j in js], dtype=torch.float64)
+    torch.testing.assert_close(m.s_mean, measured, rtol=S_RTOL, atol=0)
+    torch.testing.assert_close(m.s_mean, sqrt_chi, rtol=S_CHI_RTOL, atol=0)
+    assert m.s_std.shape == (4,)
+    # ordered maps collapse to 0 early (cheap tracking); chaotic ones run all T steps
+    assert [STOP_REASONS[int(r)] for r in m.stop_reason] == ["collapsed", "collapsed", "completed", "completed"]
+    assert _name(m.attractor) == ["fixed_point"] * 8 + ["chaotic"] * 8
+    # M4: twin orbits merge in the ordered phase and separate to O(sqrt(N)) in the chaotic one
+    assert (m.asymptotic_distance[:2] < 1e-6).all() and (m.asymptotic_distance[2:] > 10).all()
+
+
+def test_largest_exponent_qr_benettin_and_two_trajectory_agree_in_chaos():
+    """J = 2 tanh: λ_max by QR, by Benettin, and by M3 measured before saturation agree.
+
+    M3 is compared before saturation: the twin orbit starts on the attractor (after 200 steps),
+    δ = 1e-10 per entry in float64, and T = 100 keeps d_t ≤ 1e-1 ≪ sqrt(2N) (saturation). The
+    full-length M3 (T = 500) saturates and must underestimate λ_max.
+    """
+    f = _random_tanh(400, 2.0, seed=1)
+    x0 = torch.randn(2, 400, generator=_gen(2), dtype=torch.float64)
+    qr = lyapunov_spectrum(f, x0, k=3, steps=600, transient=200).exponents[:, 0]
+    benettin = largest_lyapunov(f, x0, steps=600, transient=200)
+    torch.testing.assert_close(qr, benettin, atol=CROSS / 3, rtol=0)
+    assert (qr > 0.1).all()
+    m = map_measures(f, x0, steps=500)
+    torch.testing.assert_close(m.lyapunov_max, qr, atol=CROSS, rtol=0)
+    torch.testing.assert_close(m.jacobian_product_exponent, qr, atol=CROSS, rtol=0)
+    assert (m.two_trajectory_exponent < qr / 2).all()  # saturated
+
+    on_attractor = x0
+    for _ in range(200):
+        on_attractor = f(on_attractor)
+    early = map_measures(f, on_attractor, steps=100, perturbation=1e-10, lyapunov=False)
+    assert (early.separation[:, -1] < 0.1).all()
+    torch.testing.assert_close(early.two_trajectory_exponent, qr, atol=CROSS, rtol=0)
+
+
+@pytest.mark.parametrize("case, attractor, period", [
+    ("contraction", "fixed_point", 1),
+    ("cycle3", "periodic", 3),
+    ("cycle3_flip", "periodic", 6),
+    ("irrational_rotation", "quasi_periodic", 0),
+    ("chaos_j3", "chaotic", 0),
+    ("expansion", "divergent", 0),
+])
+def test_attractor_classification(case, attractor, period):
+    g = _gen(5)
+    if case == "contraction":
+        f, n = LayerMap(0.6 * _orthogonal(10, 3), torch.randn(10, generator=g, dtype=torch.float64), "tanh"), 10
+    elif case.startswith("cycle3"):  # cyclic permutation (P³ = I); one sign flip gives P³ = −I
+        p = torch.roll(torch.eye(3, dtype=torch.float64), 1, 0)
+        if case.endswith("flip"):
+            p[0] = -p[0]
+        f, n = LayerMap(p, activation="identity"), 3
+    elif case == "irrational_rotation":  # rotation by 2π·(golden ratio): a torus, no finite period
+        th = math.pi * (math.sqrt(5) - 1)
+        r = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
+        f, n = LayerMap(r, activation="identity"), 2
+    elif case == "chaos_j3":
+        f, n = _random_tanh(200, 3.0, seed=6), 200
+    else:
+        f, n = LayerMap(1.3 * _orthogonal(6, 4), activation="identity"), 6
+    x0 = torch.randn(3, n, generator=g, dtype=torch.float64).abs()
+    m = map_measures(f, x0, steps=500)
+    assert _name(m.attractor) == [attractor] * 3
+    assert m.period.tolist() == [period] * 3
+    if attractor == "periodic":  # M5: a period-L cycle returns L dots
+        assert len(torch.unique(m.poincare[0, :, 0].round(decimals=8))) == period
+
+
+def test_classify_attractor_contracting_onto_unresolved_cycle():
+    """λ_max < 0 while the tail still moves: the period is read off the decaying mismatch."""
+    t = torch.arange(64, dtype=torch.float64)
+    # a period-2 cycle (±1) approached at rate e^{-0.05 t} with a rotating transient on top
+    base = torch.stack([(-1.0) ** t, torch.zeros(64)], -1)
+    transient = 0.5 * torch.exp(-0.05 * t)[:, None] * torch.stack([torch.cos(2.1 * t), torch.sin(2.1 * t)], -1)
+    tail = (base + transient)[None]  # (B=1, n=64, N=2)
+    codes, periods = classify_attractor(tail, torch.tensor([-0.05], dtype=torch.float64))
+    assert _name(codes) == ["periodic"] and periods.tolist() == [2]
+    codes, periods = classify_attractor(tail, torch.tensor([0.2], dtype=torch.float64))
+    assert _name(codes) == ["chaotic"] and periods.tolist() == [0]
+
+
+def test_converge_tol_extrapolates_exactly():
+    """A map with a non-zero fixed point (bias) stops early and reproduces the full-T averages."""
+    g = _gen(3)
+    a = torch.randn(60, 60, generator=g, dtype=torch.float64)
+    s = (a + a.T) / 2
+    s = s / torch.linalg.eigvalsh(s).abs().max()  # symmetric: real dominant eigenvalue at x*
+    f = LayerMap(0.8 * s, torch.randn(60, generator=g, dtype=torch.float64) * 0.5)
+    x0 = torch.randn(4, 60, generator=g, dtype=torch.float64)
+    full = map_measures(f, x0, steps=500)
+    fast = map_measures(f, x0, steps=500, converge_tol=1e-6)
+    assert STOP_REASONS[int(fast.stop_reason)] == "converged" and int(fast.steps_run) < 500
+    for name in ("s", "jacobian_product_exponent", "asymptotic_distance", "lyapunov_max", "poincare", "attractor"):
+        torch.testing.assert_close(getattr(fast, name), getattr(full, name), atol=1e-6, rtol=0, equal_nan=True)
+    assert _name(fast.attractor) == ["fixed_point"] * 4
+
+
+def test_stacked_maps_equal_one_at_a_time():
+    """L maps in one call (ordered/collapsing, chaotic, biased) give each map's own results."""
+    g = _gen(7)
+    n = 80
+    ws = [torch.randn(n, n, generator=g, dtype=torch.float64) * j / math.sqrt(n) for j in (0.5, 2.0, 1.2)]
+    bs = [torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64),
+          torch.randn(n, generator=g, dtype=torch.float64) * 0.2]
+    x0 = torch.randn(3, n, generator=g, dtype=torch.float64)
+    stack = LayerMap(ws, bs)
+    ms = map_measures(stack, x0, steps=300, m2_passes=2)
+    ss = lyapunov_spectrum(stack, x0, k=4, steps=300)
+    assert ms.s.shape == (3, 3) and ms.poincare.shape[:2] == (3, 3) and ss.exponents.shape == (3, 3, 4)
+    assert STOP_REASONS[int(ms.stop_reason[0])] == "collapsed"
+    for l in range(3):
+        one = LayerMap(ws[l], bs[l])
+        m = map_measures(one, x0, steps=300, m2_passes=2)
+        assert int(ms.steps_run[l]) == int(m.steps_run)
+        # the chaotic map amplifies bmm-vs-mm rounding differences, so exponents get a tolerance
+        for name in ("s", "jacobian_product_exponent", "two_trajectory_exponent", "lyapunov_max"):
+            torch.testing.assert_close(getattr(ms, name)[l], getattr(m, name), atol=1e-2, rtol=0)
+        torch.testing.assert_close(ms.attractor[l], m.attractor)
+        torch.testing.assert_close(ss.exponents[l], lyapunov_spectrum(one, x0, k=4, steps=300).exponents,
+                                   atol=1e-2, rtol=0)
+
+
+def test_poincare_and_shapes():
+    """(..., B, N) start states with a single map: every leading index is its own orbit family."""
+    f = LayerMap(0.5 * _orthogonal(5, 8), activation="identity")  # collapses at t ≈ 35
+    m = map_measures(f, torch.randn(2, 3, 5, generator=_gen(9), dtype=torch.float64), steps=500)
+    n_run = m.steps_run.tolist()
+    assert m.s.shape == (2, 3) and m.steps_run.shape == (2,) and n_run[0] != n_run[1]
+    assert m.separation.shape == (2, 3, 501)
+    assert m.poincare.shape == (2, 3, max(n - n // 2 for n in n_run), 2)
+    for i, n in enumerate(n_run):  # the shorter window is NaN-padded at the end
+        pts = m.poincare[i, :, : n - n // 2]
+        assert not pts.isnan().any() and m.poincare[i, :, n - n // 2:].isnan().all()
+        # (X_t, X_{t+1}) pairs chain: the second coordinate is the next first coordinate
+        torch.testing.assert_close(pts[:, 1:, 0], pts[:, :-1, 1])
+    assert m.attractor_names.shape == (2, 3)

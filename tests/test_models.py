@@ -1,0 +1,57 @@
+"""The canonical network of EOC-training §1.5: structure and initial phase coordinates."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from stabilityscope.config import ModelConfig
+from stabilityscope.dissect import dissect, select_layers
+from stabilityscope.meanfield import phase_coordinates
+from stabilityscope.models import build_model
+
+
+def _model(**kw):
+    torch.manual_seed(kw.pop("seed", 0))
+    return build_model(OmegaConf.structured(ModelConfig(**kw)), (1, 28, 28), 10)
+
+
+def test_canonical_structure():
+    m = _model()
+    assert m.hidden.weight.shape == (784, 784) and m.hidden.bias is None
+    assert m.head.weight.shape == (10, 784) and m.head.bias is not None
+    assert isinstance(m.act, torch.nn.Tanh)
+    assert m(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_initial_phase_coordinates(seed):
+    j0, j = phase_coordinates(_model(seed=seed).hidden.weight)
+    assert abs(float(j) - 0.5) < 0.01  # std = 1/56 → J = 0.5
+    assert abs(float(j0)) < 0.06  # J0 = N·mean(W) ~ Normal(0, J²/N): 3σ = 3·0.5/28
+
+
+def test_head_is_glorot_uniform_with_zero_bias():
+    m = _model()
+    bound = math.sqrt(6.0 / (784 + 10))
+    w = m.head.weight
+    assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.95 * bound
+    assert abs(float(w.var()) - bound**2 / 3) < 0.1 * bound**2 / 3
+    assert float(m.head.bias.abs().max()) == 0.0
+
+
+def test_width_activation_and_init_are_configurable():
+    m = _model(width=256, activation="relu", init_J=1.5, init_J0=-0.5)
+    assert m.hidden.weight.shape == (256, 784) and isinstance(m.act, torch.nn.ReLU)
+    j0, j = phase_coordinates(m.hidden.weight)
+    assert abs(float(j) - 1.5) < 0.03 and abs(float(j0) + 0.5) < 0.1
+
+
+def test_dissection_of_canonical_model():
+    records = dissect(_model())
+    assert [(r.name, r.role, r.square, r.activation) for r in records] == [
+        ("hidden", "hidden", True, "tanh"), ("head", "head", False, None)]
+    assert [r.name for r in select_layers(records, "head")] == ["head"]
+    assert [r.name for r in select_layers(records, "hid+en")] == ["hidden"]
