@@ -97,6 +97,7 @@ def main() -> None:
     flops = 4 * n * n * cells * steps
     print(f"N = {n}, grid {nx} x {ny} = {cells} cells, T = {steps}, torch threads = "
           f"{torch.get_num_threads()}, torch {torch.__version__}, numpy {np.__version__}")
+    print(f"load average at start: {_load()} (other processes on a shared machine slow every figure)")
 
     # (3) first the ceiling, and again at the end: other work on a shared machine shows as a gap.
     mm_before = matmul_gflops(args.matmul_size, args.repeats)
@@ -140,6 +141,15 @@ def main() -> None:
     for label, total in loop_results.items():
         print(f"speed-up batched vs loop {label}: {total / batched:.1f}x")
     print(f"batched effective rate: {effective:.1f} GFLOP/s = {effective / mm:.2f} of the plain matmul rate")
+    print(f"load average at end: {_load()}")
+
+
+def _load() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 if __name__ == "__main__":

@@ -331,16 +331,7 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
 
     s = F.jacobian_norm(x).to(torch.float64) / math.sqrt(N)  # M1 at x_T (frozen at an early stop)
 
-    # orbit tail: states [max(s_l − n_tail + 1, s_l/2), s_l] of each map, NaN-padded in front
-    tail_idx = [[int(steps_run[l]) - n_tail + 1 + i for l in range(L)] for i in range(n_tail)]
-    lo = [max(int(steps_run[l]) // 2, int(steps_run[l]) - n_tail + 1) for l in range(L)]
-    tail = []
-    for i in range(n_tail):
-        ids = tail_idx[i]
-        st = _gather_orbit(orbit, [max(k, lo[l]) for l, k in enumerate(ids)])
-        pad = torch.tensor([k < lo[l] for l, k in enumerate(ids)], device=dev)
-        tail.append(st.masked_fill(pad[:, None, None], float("nan")))
-    orbit_tail = torch.stack(tail, dim=2)  # (L, B, n_tail, N)
+    orbit_tail = _orbit_tail(orbit, steps_run, n_tail)  # (L, B, n_tail, N)
 
     divergent = (stop == 1).to(dev)[:, None].expand(L, B)
     codes, periods = classify_attractor(orbit_tail, lam if lyapunov else m3, tol=lambda_tol,
@@ -355,6 +346,22 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
         attractor=out(codes), period=out(periods), separation=out(sep_full.permute(1, 2, 0)),
         orbit_tail=out(orbit_tail), steps_run=steps_run.reshape(lead), stop_reason=stop.reshape(lead),
         steps=steps, perturbation=perturbation, seed=seed)
+
+
+def _orbit_tail(orbit: dict[int, Tensor], steps_run: Tensor, n_tail: int) -> Tensor:
+    """The last n_tail states x_t, t ≤ s_l, of each map's window [s_l/2, s_l]; (L, B, n_tail, N).
+
+    A window shorter than n_tail (an early stop) is NaN-padded in front.
+    """
+    ends = steps_run.tolist()
+    first = [max(e // 2, e - n_tail + 1) for e in ends]  # earliest step inside map l's window
+    rows = []
+    for i in range(n_tail):
+        want = [e - n_tail + 1 + i for e in ends]
+        states = _gather_orbit(orbit, [max(w, f) for w, f in zip(want, first)])
+        pad = torch.tensor([w < f for w, f in zip(want, first)], device=states.device)
+        rows.append(states.masked_fill(pad[:, None, None], float("nan")))
+    return torch.stack(rows, dim=2)
 
 
 def _jacobian_product_exponent(F: IteratedMap, orbit: dict[int, Tensor], u: Tensor, passes: Tensor, a: Tensor,
@@ -483,7 +490,8 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
         transient: steps discarded before averaging (None: T/2).
         reorthonormalize_every: QR every r steps (always at record steps and at the end).
         seed: seeds the start frame.
-        record_every: steps between trace records (None: T/100, at least 1).
+        record_every: steps between trace records (None: ~T/100, a multiple of r); every record,
+            the transient boundary and the last step force a QR.
 
     Returns:
         A :class:`LyapunovSpectrum`.
@@ -498,7 +506,9 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
         raise ValueError(f"transient must be in [0, steps={steps}), got {transient}")
     if reorthonormalize_every < 1:
         raise ValueError("reorthonormalize_every must be ≥ 1")
-    record_every = max(1, steps // 100) if record_every is None else int(record_every)
+    r = reorthonormalize_every
+    # records force a QR, so by default they fall on multiples of r (~100 records in all)
+    record_every = r * max(1, steps // (100 * r)) if record_every is None else int(record_every)
     grid = sorted(set(range(0, steps + 1, record_every)) | {transient, steps})
     grid_set = set(grid)
 
@@ -518,13 +528,13 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
         code = _norm_stop(fx).cpu()
         newly = active & (code > 0)
         t1 = t + 1
-        if t1 % reorthonormalize_every == 0 or t1 in grid_set or bool(newly.any()):
+        if t1 % r == 0 or t1 in grid_set or bool(newly.any()):
             if k == 1:
-                q_new, r = _normalise(jq)
-                log_r = r[..., 0, :].log()  # (L, B, 1)
+                q_new, norms = _normalise(jq)
+                log_r = norms[..., 0, :].log()  # (L, B, 1)
             else:
-                q_new, r = torch.linalg.qr(jq)
-                diag = r.diagonal(dim1=-2, dim2=-1)  # (L, B, k)
+                q_new, r_factor = torch.linalg.qr(jq)
+                diag = r_factor.diagonal(dim1=-2, dim2=-1)  # (L, B, k)
                 q_new = q_new * torch.where(diag < 0, -1.0, 1.0).to(dt).unsqueeze(-2)  # R_ii > 0
                 log_r = diag.abs().log()
             c = c + torch.where(active_dev[:, None, None], log_r.to(torch.float64), 0)

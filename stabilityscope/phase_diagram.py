@@ -64,10 +64,6 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Below 16 columns (8 cells × 2 trajectories) BLAS switches to small-matrix kernels: slower per flop,
 # and a different summation order from the wide kernel. Common-sampling chunks are never narrower.
 _MIN_CHUNK_CELLS = 8
-# CPU only: cap the chunk so that the state X and the matmul output Y (each N × 2C) stay in the
-# last-level cache between the matmul and the elementwise passes (measured in
-# benchmarks/bench_phase_diagram.py). The GPU takes all the cells memory allows.
-_CPU_CACHE_BYTES = 16 * 2**20
 _FORMAT_VERSION = 1
 
 
@@ -320,9 +316,9 @@ def _run_common(
     size = dtype.itemsize
     fixed = (n + 1) * n * size
     per_cell = size * (2 * n + 2 * (n + 1) + 2 * n + 8)  # x, y, window sum_x + diff, small vectors
+    # As many cells per chunk as memory allows: capping chunks to keep X and Y in the CPU cache was
+    # measured slower (N = 1000, 3600 cells), since G is then streamed once per chunk and step.
     limit = max(0, budget - fixed) // per_cell
-    if dev.type == "cpu":
-        limit = min(limit, max(_MIN_CHUNK_CELLS, _CPU_CACHE_BYTES // (size * 4 * n)))
     chunks = _chunks(len(gain), limit, _MIN_CHUNK_CELLS, fixed, per_cell, budget)
 
     results = []

@@ -36,7 +36,7 @@ def test_initial_phase_coordinates(seed):
 def test_head_is_glorot_uniform_with_zero_bias():
     m = _model()
     bound = math.sqrt(6.0 / (784 + 10))
-    w = m.head.weight
+    w = m.head.weight.detach()
     assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.95 * bound
     assert abs(float(w.var()) - bound**2 / 3) < 0.1 * bound**2 / 3
     assert float(m.head.bias.abs().max()) == 0.0
