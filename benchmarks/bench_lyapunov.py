@@ -1,13 +1,19 @@
 """Benchmark the Lyapunov machinery of stabilityscope.lyapunov (EOC-optimality, SCIENCE.md §2).
 
 1. Full Lyapunov spectrum (all N exponents) of a random tanh map x → tanh(W x), N = 784, J = 1.5:
-   ``lyapunov_spectrum`` (batched jvp + torch.linalg.qr) against a straightforward numpy loop that
-   forms J_t = diag(φ') W and calls np.linalg.qr every step, for the same number of steps.
+   ``lyapunov_spectrum`` (batched jvp + re-orthonormalisation) with ``qr_method`` "auto" (the
+   default), "householder" (torch.linalg.qr) and "cholesky" (CholeskyQR2), against a
+   straightforward numpy loop that forms J_t = diag(φ') W and calls np.linalg.qr every step, for
+   the same number of steps. Each configuration runs ``--repeat`` times, interleaved, and the
+   median time is reported; max |Δλ| compares the float64 spectra (equal accuracy).
 2. ``map_measures`` on the canonical tracking case: LayerMap 784×784 tanh, 100 start states,
    T = 500, chaotic (J = 1.5) and ordered (J = 0.5) phase.
 
 Usage:
-    python benchmarks/bench_lyapunov.py [--steps 100] [--device cpu|cuda] [--threads 0]
+    python benchmarks/bench_lyapunov.py [--steps 100] [--device cpu|cuda] [--threads 0] [--repeat 3]
+        [--skip-numpy] [--skip-measures]
+    Fair single-thread CPU timing (numpy's BLAS reads OMP/OPENBLAS_NUM_THREADS, torch --threads):
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lyapunov.py --threads 1
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from stabilityscope.lyapunov import STOP_REASONS, lyapunov_spectrum, map_measures
+from stabilityscope.lyapunov import STOP_REASONS, _resolve_qr_method, lyapunov_spectrum, map_measures
 from stabilityscope.maps import LayerMap
 
 
@@ -56,6 +62,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
     p.add_argument("--skip-numpy", action="store_true")
+    p.add_argument("--skip-measures", action="store_true", help="skip part [2]")
+    p.add_argument("--repeat", type=int, default=1, help="timed runs per configuration (median reported)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,31 +76,61 @@ def main() -> None:
     w = torch.randn(n, n, generator=gen, dtype=torch.float64) * 1.5 / math.sqrt(n)
     x0 = torch.randn(1, n, generator=gen, dtype=torch.float64)
 
-    print(f"\n[1] full spectrum, N={n}, J=1.5 tanh, {steps} steps (transient {transient}), QR every step")
-    results = {}
-    for dtype in (torch.float64, torch.float32):
-        f = LayerMap(w.to(dev, dtype))
-        xs = x0.to(dev, dtype)
-        lyapunov_spectrum(f, xs, steps=4, transient=2)  # warm-up (kernels, allocator)
-        sp, sec = timed(lambda: lyapunov_spectrum(f, xs, steps=steps, transient=transient), dev)
-        results[dtype] = (sp.exponents[0].double().cpu().numpy(), sec)
-        print(f"  torch {str(dtype)[6:]:8s}: {sec:7.2f} s  ({1e3 * sec / steps:6.1f} ms/step)  "
-              f"λ_1={results[dtype][0][0]:+.4f} λ_N={results[dtype][0][-1]:+.4f}")
-    f = LayerMap(w.to(dev))
-    sp, sec = timed(lambda: lyapunov_spectrum(f, x0.to(dev), steps=steps, transient=transient,
-                                              reorthonormalize_every=3), dev)
-    print(f"  torch float64, QR every 3rd step: {sec:7.2f} s  λ_1={float(sp.exponents[0, 0]):+.4f} "
-          f"max |Δλ| vs QR every step: {(sp.exponents[0].cpu().numpy() - results[torch.float64][0]).__abs__().max():.2e}")
-    if not args.skip_numpy:
+    auto64 = _resolve_qr_method("auto", dev, 1)
+    print(f"\n[1] full spectrum, N={n}, J=1.5 tanh, {steps} steps (transient {transient}), QR every step; "
+          f"{args.repeat} run(s) each, median; auto = {auto64} on {dev.type}")
+    # configurations: label → (dtype, qr_method); "auto" is not rerun when it is one of the others
+    configs = {"float64 householder": (torch.float64, "householder"),
+               "float64 cholesky": (torch.float64, "cholesky"),
+               "float32 auto": (torch.float32, "auto")}
+    maps = {dtype: (LayerMap(w.to(dev, dtype)), x0.to(dev, dtype)) for dtype in (torch.float64, torch.float32)}
+    for dtype, method in configs.values():  # warm-up (kernels, allocator)
+        lyapunov_spectrum(*maps[dtype], steps=4, transient=2, qr_method=method)
+    q0 = torch.linalg.qr(torch.randn(1, n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0][0]
+
+    def run_numpy():
         # the start frame lyapunov_spectrum draws (seed 0, float64, CPU), so float64 results must agree
-        q0 = torch.linalg.qr(torch.randn(1, n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0][0]
-        ref, sec_np = timed(lambda: numpy_spectrum(w.numpy(), x0[0].numpy(), q0.numpy(), steps, transient),
-                            torch.device("cpu"))
-        print(f"  numpy float64: {sec_np:7.2f} s  ({1e3 * sec_np / steps:6.1f} ms/step)  "
-              f"λ_1={ref[0]:+.4f} λ_N={ref[-1]:+.4f}")
-        for dtype, (exps, sec) in results.items():
-            print(f"  speed-up numpy/torch {str(dtype)[6:]}: {sec_np / sec:5.2f}x   "
-                  f"max |Δλ| vs numpy: {np.abs(exps - ref).max():.2e}")
+        return numpy_spectrum(w.numpy(), x0[0].numpy(), q0.numpy(), steps, transient)
+
+    times: dict[str, list[float]] = {label: [] for label in configs}
+    spectra: dict[str, np.ndarray] = {}
+    if not args.skip_numpy:
+        times["numpy"] = []
+    for _ in range(args.repeat):  # interleaved, so load changes hit every configuration alike
+        for label, (dtype, method) in configs.items():
+            sp, sec = timed(lambda: lyapunov_spectrum(*maps[dtype], steps=steps, transient=transient,
+                                                      qr_method=method), dev)
+            times[label].append(sec)
+            spectra[label] = sp.exponents[0].double().cpu().numpy()
+        if not args.skip_numpy:
+            ref, sec = timed(run_numpy, torch.device("cpu"))
+            times["numpy"].append(sec)
+            spectra["numpy"] = ref
+    med = {label: float(np.median(ts)) for label, ts in times.items()}
+    times["float64 auto"] = times[f"float64 {auto64}"]
+    med["float64 auto"], spectra["float64 auto"] = med[f"float64 {auto64}"], spectra[f"float64 {auto64}"]
+
+    house = spectra["float64 householder"]
+    for label in ("float64 auto", "float64 householder", "float64 cholesky", "float32 auto", "numpy"):
+        if label not in med:
+            continue
+        sec, exps = med[label], spectra[label]
+        runs = " ".join(f"{t:.2f}" for t in times[label])
+        print(f"  {label:20s}: {sec:7.2f} s  ({1e3 * sec / steps:6.1f} ms/step; runs {runs})  "
+              f"λ_1={exps[0]:+.4f} λ_N={exps[-1]:+.4f}  max |Δλ| vs torch householder: {np.abs(exps - house).max():.2e}")
+    if "numpy" in med:
+        ref = spectra["numpy"]
+        for label in ("float64 auto", "float64 householder", "float64 cholesky", "float32 auto"):
+            print(f"  speed-up numpy/torch {label:20s}: {med['numpy'] / med[label]:5.2f}x   "
+                  f"max |Δλ| vs numpy: {np.abs(spectra[label] - ref).max():.2e}")
+    f, xs = maps[torch.float64]
+    for r in (2, 3):
+        sp, sec = timed(lambda: lyapunov_spectrum(f, xs, steps=steps, transient=transient, reorthonormalize_every=r), dev)
+        nth = {2: "2nd", 3: "3rd"}[r]
+        print(f"  torch float64 auto, QR every {nth} step: {sec:7.2f} s (1 run)  λ_1={float(sp.exponents[0, 0]):+.4f} "
+              f"max |Δλ| vs QR every step: {np.abs(sp.exponents[0].cpu().numpy() - spectra['float64 auto']).max():.2e}")
+    if args.skip_measures:
+        return
 
     print("\n[2] map_measures, LayerMap 784×784 tanh, B=100 start states, T=500, float32")
     xb = torch.randn(100, 784, generator=gen).to(dev)

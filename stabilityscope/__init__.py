@@ -12,6 +12,13 @@ Typical use in a notebook::
     tr = ss.open_trace("checkpoints/fmnist_fc-fashion_mnist/2026-11-22_12-00-00")
     epochs, J = tr.checkpoints, tr.stat("hidden", "J")        # numpy arrays over checkpoints
     best = tr.checkpoints[tr.metric("test_loss").argmin()]    # EOC-training's optimal epoch
+    runs = ss.open_traces("checkpoints/multirun/*/*")         # one pandas row per run, config columns
+                                                              # (optim.lr, ...) and the key numbers
+
+    from stabilityscope import figures                        # Figure objects, shown inline in Jupyter
+    figures.plot_phase_path(tr)                               # path on the phase diagram; also plot_coupling,
+                                                              # plot_metrics, plot_layer_stability, plot_poincare,
+                                                              # plot_eigenvalues, plot_comparison
 
     J0, J = ss.phase_coordinates(weight)                      # any matrix or stack of matrices
     u, q, chi = ss.meanfield.order_parameters(0.0, 1.5)       # q = 0.3526, χ = 1.1393
@@ -24,10 +31,12 @@ from stabilityscope.errors import (ConfigError, DataError, DivergedError, Stabil
                                    TraceError)
 from stabilityscope.meanfield import edge_curve, order_parameters, phase_coordinates, phase_label
 from stabilityscope.trace import Trace, open_trace
+from stabilityscope.collection import open_traces, varying_config  # after trace (it builds on it)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "DataError", "DivergedError", "LayerRecord", "StabilityscopeError", "Trace", "TraceError",
-    "dissect", "edge_curve", "meanfield", "open_trace", "order_parameters", "phase_coordinates", "phase_label",
+    "dissect", "edge_curve", "meanfield", "open_trace", "open_traces", "order_parameters", "phase_coordinates",
+    "phase_label", "varying_config",
 ]

@@ -1,7 +1,9 @@
 """The Hydra application behind ``python -m stabilityscope``.
 
-Tasks: ``task=train`` (default; the canonical EOC-training run unless overridden) and
-``task=phase_diagram`` (the numerical phase diagram of SCIENCE.md §1.4). Errors that are the user's
+Tasks: ``task=train`` (default; the canonical EOC-training run unless overridden; with
+``analysis=describe`` it prints the model's dissection table and tracking cost instead) and
+``task=phase_diagram`` (the numerical phase diagram of SCIENCE.md §1.4), and ``task=report
+trace=<path or glob>`` (figures and a one-page summary of existing traces). Errors that are the user's
 to fix (:class:`~stabilityscope.errors.StabilityscopeError`) print one paragraph and exit non-zero.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from stabilityscope.errors import ConfigError, StabilityscopeError, TraceError
 log = logging.getLogger("stabilityscope")
 
 # Overrides that may accompany resume=<run dir>; everything else comes from the stored config.
-RESUME_OVERRIDABLE = ("train.epochs", "train.device", "figures")
+RESUME_OVERRIDABLE = ("train.epochs", "train.device", "figures", "report")
 
 
 def conf_dir() -> str:
@@ -84,7 +86,15 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
 
 def run_task(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
     task = _name(cfg.task)
-    if task == "train":
+    if task == "train" and cfg.analysis.describe and cfg.resume is None:
+        from stabilityscope.describe import describe  # analysis=describe: the dissection table, no training
+
+        validate(cfg)
+        text = describe(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "describe.txt").write_text(text + "\n")
+        print(text)
+    elif task == "train":
         from stabilityscope.training import Run
 
         resume = cfg.resume is not None
@@ -95,11 +105,14 @@ def run_task(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
         log.info("Run directory: %s", run_dir.resolve())
         run.execute(resume=resume)
         log.info("Trace: %s", (run_dir / "trace.h5").resolve())
-        if cfg.figures:
-            from stabilityscope.figures import training_figures
+        if cfg.figures or cfg.report:
+            from stabilityscope.report import finish_run
 
-            paths = training_figures(run_dir / "trace.h5", run_dir / "figures")
-            log.info("Figures: %s", ", ".join(str(p.resolve()) for p in paths))
+            finish_run(cfg, run_dir)
+    elif task == "report":
+        from stabilityscope.report import run_report_task
+
+        run_report_task(cfg, run_dir)
     elif task == "phase_diagram":
         from stabilityscope.phase_diagram_task import run_phase_diagram_task
 

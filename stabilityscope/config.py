@@ -24,6 +24,7 @@ from stabilityscope.errors import ConfigError
 class Task(str, Enum):
     train = "train"
     phase_diagram = "phase_diagram"
+    report = "report"  # figures and a one-page summary of existing traces (trace=<path or glob>)
 
 
 class Activation(str, Enum):
@@ -47,13 +48,26 @@ class WeightsDtype(str, Enum):
     float32 = "float32"
 
 
+class ModelFamily(str, Enum):
+    builtin = "builtin"  # stabilityscope.models.MODELS
+    timm = "timm"  # any timm.list_models() name
+    torchvision = "torchvision"  # any torchvision classification model
+
+
 @dataclass
 class ModelConfig:
-    name: str = "fmnist_fc"  # registry name (stabilityscope.models.MODELS)
-    width: int = 784  # hidden width; 784 makes the hidden layer square (an iterated map)
-    activation: Activation = Activation.tanh  # nonlinearity after the hidden layer
-    init_J: float = 0.5  # hidden init std = init_J / sqrt(fan_in): J = 0.5 puts the start at (0, 2)
-    init_J0: float = 0.0  # hidden init mean = init_J0 / fan_in
+    name: str = "fmnist_fc"  # registry name (builtin) or the library's model name (timm, torchvision)
+    family: ModelFamily = ModelFamily.builtin  # where `name` is looked up
+    width: int = 784  # builtin fmnist_fc: hidden width; 784 makes the hidden layer square (an iterated map)
+    activation: Activation = Activation.tanh  # builtin: nonlinearity of the hidden layers
+    init_J: float = 0.5  # fmnist_fc: hidden init std = init_J / sqrt(fan_in): J = 0.5 puts the start at (0, 2)
+    init_J0: float = 0.0  # fmnist_fc: hidden init mean = init_J0 / fan_in
+    pretrained: bool = False  # timm/torchvision: the library's pretrained weights (its own download and cache)
+    img_size: Optional[int] = None  # timm models taking img_size (torchvision ViT/MaxViT): null = the data's size
+    small_input: bool = False  # ResNet-style stems: 3×3 stride-1 conv1, no max-pool (the CIFAR ResNet stem)
+    input_size: Optional[int] = None  # resize every input to this size (bilinear) before the model; null = as is
+    conv1x1: bool = False  # dissection: also treat 1×1 convolutions as fully connected maps
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments (+model.kwargs.k=v)
 
 
 @dataclass
@@ -63,6 +77,8 @@ class DatasetConfig:
     download: bool = False  # fetch with torchvision's downloader (needs internet; writes into root)
     train_subset: Optional[int] = None  # first n training examples (quick runs)
     test_subset: Optional[int] = None  # first n test examples
+    normalize: bool = False  # standardise with the dataset's channel mean/std (false: pixels / 255)
+    augment: bool = False  # random crop (padding 4) + horizontal flip per training batch, on the device
 
 
 @dataclass
@@ -94,7 +110,9 @@ class TrainConfig:
 
 
 @dataclass
-class TraceConfig:
+class StorageConfig:
+    """What the trace stores beyond per-checkpoint statistics."""
+
     weights: bool = False  # store full weight matrices of the recorded layers
     weights_every: int = 1  # ... at every k-th checkpoint (0 and the last always)
     weights_dtype: WeightsDtype = WeightsDtype.float32
@@ -114,6 +132,9 @@ class AnalysisConfig:
     spectrum_inputs: int = 10  # start states (the first test inputs) for the spectrum
     weight_structure: bool = True  # oscillation–diffusion diagnostics (interpretations)
     eigen: bool = True  # spectral radius / norm / complex fraction (eigendecomposition)
+    chains: bool = True  # iterate MLP blocks d → h → d as maps (M1–M4, λ_max, attractor)
+    map_layer: Optional[str] = None  # iterate the whole model input → this module (null: the model's own, if any)
+    describe: bool = False  # print the dissection table (analysis=describe) and exit without training
 
 
 @dataclass
@@ -136,15 +157,35 @@ class PhaseDiagramConfig:
 
 
 @dataclass
+class BackgroundConfig:
+    """The numerical phase diagram drawn behind training paths (stabilityscope.figures.BackgroundSpec).
+
+    Computed once per (activation, grid, N, T, seed) and cached in ``cache_dir`` (null:
+    $STABILITYSCOPE_CACHE/phase_diagrams, else ~/.cache/stabilityscope/phase_diagrams).
+    """
+
+    enabled: bool = True  # false: the theoretical edge only
+    j0_over_j: GridAxis = field(default_factory=lambda: GridAxis(-2.0, 2.0, 41))
+    inv_j: GridAxis = field(default_factory=lambda: GridAxis(0.1, 2.5, 25))
+    n: int = 500  # network size N: a picture, not a measurement (task=phase_diagram for that)
+    steps: int = 200  # T
+    seed: int = 0
+    cache_dir: Optional[str] = None
+
+
+@dataclass
 class Config:
     task: Task = Task.train
     resume: Optional[str] = None  # a run directory to continue (train task)
     figures: bool = True  # draw the run's figures when training ends
+    report: bool = True  # write report.md (key numbers + the figures) when training ends
+    phase_background: BackgroundConfig = field(default_factory=BackgroundConfig)  # the heatmap behind paths
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    trace: TraceConfig = field(default_factory=TraceConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    trace: Optional[str] = None  # task=report: a trace, run directory or glob
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     phase_diagram: PhaseDiagramConfig = field(default_factory=PhaseDiagramConfig)
     checkpoint_root: str = "checkpoints"  # run directories go below this folder
@@ -170,6 +211,9 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(0 <= c.optim.momentum < 1, "optim.momentum", c.optim.momentum, "momentum must lie in [0, 1)")
     _require(c.optim.weight_decay >= 0, "optim.weight_decay", c.optim.weight_decay, "weight decay must be >= 0")
     _require(c.model.width >= 1, "model.width", c.model.width, "the hidden width must be a positive integer")
+    for key in ("img_size", "input_size"):
+        v = c.model[key] if isinstance(c, DictConfig) else getattr(c.model, key)
+        _require(v is None or v >= 1, f"model.{key}", v, "a size must be a positive integer (or null)")
     _require(c.model.init_J >= 0, "model.init_J", c.model.init_J, "the initial coupling J must be >= 0")
     sched = c.train.checkpoints
     _require(sched.every >= 1, "train.checkpoints.every", sched.every, "must be a positive integer")
@@ -177,7 +221,7 @@ def validate(cfg: DictConfig | Config) -> None:
     bad = [e for e in sched.epochs if e < 0]
     _require(not bad, "train.checkpoints.epochs", list(sched.epochs), "epochs must be >= 0")
     _require(c.train.keep_states >= 1, "train.keep_states", c.train.keep_states, "keep at least one state")
-    _require(c.trace.weights_every >= 1, "trace.weights_every", c.trace.weights_every, "must be a positive integer")
+    _require(c.storage.weights_every >= 1, "storage.weights_every", c.storage.weights_every, "must be a positive integer")
     for key in ("train_subset", "test_subset"):
         v = c.dataset[key] if isinstance(c, DictConfig) else getattr(c.dataset, key)
         _require(v is None or v >= 1, f"dataset.{key}", v, "a subset size must be a positive integer (or null for all)")

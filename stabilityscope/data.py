@@ -3,10 +3,18 @@
 The canonical input is EOC-training's: pixels / 255, flattened. The IDX ``.gz`` files are read
 directly (nothing is written into ``root``, which may be read-only); uncompressed files are accepted
 too. ``download=True`` hands over to torchvision's downloader for users with internet.
+
+CIFAR-10 comes as torchvision's ``cifar-10-batches-py/`` folder: Python pickles of plain dicts of
+numpy arrays and lists. We never unpickle arbitrary objects: :class:`_CifarUnpickler` resolves only
+the three numpy globals an array needs (``_reconstruct``, ``ndarray``, ``dtype``) and refuses
+everything else, so a tampered file cannot run code. ``normalize=True`` standardises each channel
+with the dataset's published mean and std; :func:`augment_batch` is the usual CIFAR augmentation
+(random crop with padding 4 and horizontal flip), applied per batch on the device during training.
 """
 from __future__ import annotations
 
 import gzip
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,11 +36,12 @@ class InMemoryData:
     y_test: torch.Tensor  # (n_test,)
     num_classes: int
     input_shape: tuple[int, ...]
+    pad_value: Optional[tuple[float, ...]] = None  # per channel: a black pixel after normalisation (crop padding)
 
     def to(self, device: torch.device | str) -> "InMemoryData":
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return InMemoryData(self.name, move(self.x_train), move(self.y_train), move(self.x_test),
-                            move(self.y_test), self.num_classes, self.input_shape)
+                            move(self.y_test), self.num_classes, self.input_shape, self.pad_value)
 
 
 @dataclass(frozen=True)
@@ -51,10 +60,124 @@ class IdxDataset:
         return {k: raw / s for k, s in stems.items()}
 
 
-DATASETS: dict[str, IdxDataset] = {
+@dataclass(frozen=True)
+class CifarDataset:
+    """CIFAR-10 in torchvision's ``cifar-10-batches-py`` layout (python pickles of plain dicts)."""
+
+    name: str
+    folder: str = "cifar-10-batches-py"
+    torchvision_class: str = "CIFAR10"
+    num_classes: int = 10
+    train_files: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))
+    test_files: tuple[str, ...] = ("test_batch",)
+
+
+DATASETS: dict[str, IdxDataset | CifarDataset] = {
     "fashion_mnist": IdxDataset("fashion_mnist", "FashionMNIST", "FashionMNIST"),
     "mnist": IdxDataset("mnist", "MNIST", "MNIST"),
+    "cifar10": CifarDataset("cifar10"),
 }
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+# Per-channel mean and std of the training pixels in [0, 1] (the usual published values).
+CHANNEL_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+
+
+def dataset_info(name: str) -> tuple[tuple[int, ...], int]:
+    """(input shape, number of classes) of a dataset, without reading it."""
+    if name not in DATASETS:
+        raise DataError(f"Unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}.")
+    return INPUT_SHAPES[name], DATASETS[name].num_classes
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's dicts of numpy arrays and nothing else (no arbitrary classes or code)."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 (pickle's signature)
+        if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
+            return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own _reconstruct, whichever module holds it
+        if (module, name) == ("numpy", "ndarray"):
+            return np.ndarray
+        if (module, name) == ("numpy", "dtype"):
+            return np.dtype
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file: only numpy "
+                                     f"arrays are expected there")
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, 3, 32, 32) uint8 and labels (n,) int64 of one CIFAR-10 batch file."""
+    with open(path, "rb") as f:
+        try:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+            raise DataError(f"{path} is not a CIFAR-10 batch file ({exc}).") from exc
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"{path} is not a CIFAR-10 batch file (no data/labels entries).")
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise DataError(f"{path}: expected (n, 3072) pixels and n labels, found {data.shape} and {len(labels)}.")
+    return data.reshape(-1, 3, 32, 32), labels  # rows hold the R, G, B planes, each row-major 32×32
+
+
+def _load_cifar(spec: CifarDataset, root: Path, download: bool, train_subset: Optional[int],
+                test_subset: Optional[int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    folder = root / spec.folder
+    files = [folder / f for f in spec.train_files + spec.test_files]
+    if download and not all(p.exists() for p in files):
+        _download(spec, root)
+    for p in files:
+        if not p.exists():
+            raise DataError(
+                f"Dataset {spec.name!r} not found: looked for {p.name} in {folder} (dataset.root={str(root)!r}). "
+                f"Point dataset.root (or STABILITYSCOPE_DATA) at a folder holding {spec.folder}/ in torchvision's "
+                f"layout, or pass dataset.download=true to fetch it with torchvision's downloader (needs internet).")
+
+    def read(names: tuple[str, ...], n: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys, have = [], [], 0
+        for name in names:  # only the batches the subset needs
+            if n is not None and have >= n:
+                break
+            x, y = read_cifar_batch(folder / name)
+            xs.append(x)
+            ys.append(y)
+            have += len(y)
+        return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
+
+    x_train, y_train = read(spec.train_files, train_subset)
+    x_test, y_test = read(spec.test_files, test_subset)
+    return {"x_train": x_train, "x_test": x_test}, {"y_train": y_train, "y_test": y_test}
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 4,
+                  pad_value: Optional[tuple[float, ...]] = None) -> torch.Tensor:
+    """Random crop with zero (black) padding and a random horizontal flip, per example, on x's device.
+
+    The random numbers come from ``generator`` (a CPU generator, so runs stay reproducible and
+    resumable on any device); shifts and flips are then applied with one gather on the device.
+
+    Args:
+        x: a batch of images (B, C, H, W).
+        generator: source of the crop offsets and flips.
+        padding: pixels of padding on each side (the crop offset ranges over 0..2·padding).
+        pad_value: per-channel value of the padding (a black pixel after normalisation); None = 0.
+    """
+    b, c, h, w = x.shape
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)  # (2, B)
+    flips = (torch.rand(b, generator=generator) < 0.5).to(x.device)  # (B,)
+    padded = x.new_empty(b, c, h + 2 * padding, w + 2 * padding)
+    fill = torch.as_tensor(pad_value if pad_value is not None else (0.0,) * c, dtype=x.dtype, device=x.device)
+    padded[:] = fill.view(1, c, 1, 1)
+    padded[:, :, padding:padding + h, padding:padding + w] = x
+    rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (B, W)
+    cols = torch.where(flips[:, None], cols.flip(-1), cols)[:, None, None, :]  # (B, 1, 1, W)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]  # (B, C, H, W)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -84,7 +207,7 @@ def _missing(spec: IdxDataset, root: Path, path: Path) -> DataError:
     )
 
 
-def _download(spec: IdxDataset, root: Path) -> None:
+def _download(spec: IdxDataset | CifarDataset, root: Path) -> None:
     import torchvision
 
     cls = getattr(torchvision.datasets, spec.torchvision_class)
@@ -97,25 +220,44 @@ def _download(spec: IdxDataset, root: Path) -> None:
 
 
 def load_dataset(name: str, root: str | Path, *, download: bool = False,
-                 train_subset: Optional[int] = None, test_subset: Optional[int] = None) -> InMemoryData:
-    """Load a dataset into memory: inputs as float32 in [0, 1] (pixels / 255), flattened later by the model.
+                 train_subset: Optional[int] = None, test_subset: Optional[int] = None,
+                 normalize: bool = False) -> InMemoryData:
+    """Load a dataset into memory as float32 images (n, C, H, W): pixels / 255, or standardised.
 
     Subsets take the first n examples of each split (deterministic, the same for every seed).
+
+    Args:
+        name: a key of :data:`DATASETS` (``fashion_mnist``, ``mnist``, ``cifar10``).
+        root: folder in torchvision's on-disk layout (only read).
+        download: fetch missing files with torchvision's downloader (needs internet; writes into root).
+        train_subset: keep the first n training examples.
+        test_subset: keep the first n test examples.
+        normalize: subtract each channel's mean and divide by its std (:data:`CHANNEL_STATS`).
     """
     if name not in DATASETS:
         raise DataError(f"Unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}.")
     spec, root = DATASETS[name], Path(root).expanduser()
-    files = spec.files(root)
-    if download and not all(p.exists() or p.with_name(p.name + ".gz").exists() for p in files.values()):
-        _download(spec, root)
-    for p in files.values():
-        if not (p.exists() or p.with_name(p.name + ".gz").exists()):
-            raise _missing(spec, root.resolve(), p)
-    arrays = {k: read_idx(p) for k, p in files.items()}
-    cut = {"x_train": train_subset, "y_train": train_subset, "x_test": test_subset, "y_test": test_subset}
-    arrays = {k: a[: cut[k]] if cut[k] is not None else a for k, a in arrays.items()}
-    # (n, 28, 28) uint8 → (n, 1, 28, 28) float32 / 255: channel-first so that vision models accept it.
-    images = {k: torch.from_numpy(arrays[k].astype(np.float32) / 255.0).unsqueeze(1) for k in ("x_train", "x_test")}
-    labels = {k: torch.from_numpy(arrays[k].astype(np.int64)) for k in ("y_train", "y_test")}
+    if isinstance(spec, CifarDataset):
+        pixels, targets = _load_cifar(spec, root, download, train_subset, test_subset)
+    else:
+        files = spec.files(root)
+        if download and not all(p.exists() or p.with_name(p.name + ".gz").exists() for p in files.values()):
+            _download(spec, root)
+        for p in files.values():
+            if not (p.exists() or p.with_name(p.name + ".gz").exists()):
+                raise _missing(spec, root.resolve(), p)
+        arrays = {k: read_idx(p) for k, p in files.items()}
+        cut = {"x_train": train_subset, "y_train": train_subset, "x_test": test_subset, "y_test": test_subset}
+        arrays = {k: a[: cut[k]] if cut[k] is not None else a for k, a in arrays.items()}
+        # (n, 28, 28) uint8 → (n, 1, 28, 28): channel-first so that vision models accept it.
+        pixels = {k: arrays[k][:, None] for k in ("x_train", "x_test")}
+        targets = {k: arrays[k] for k in ("y_train", "y_test")}
+    images = {k: torch.from_numpy(v.astype(np.float32) / 255.0) for k, v in pixels.items()}
+    pad_value = None
+    if normalize:
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in CHANNEL_STATS[name])
+        images = {k: (v - mean) / std for k, v in images.items()}
+        pad_value = tuple(float(v) for v in (-mean / std).flatten())
+    labels = {k: torch.from_numpy(v.astype(np.int64)) for k, v in targets.items()}
     return InMemoryData(name, images["x_train"], labels["y_train"], images["x_test"], labels["y_test"],
-                        spec.num_classes, tuple(images["x_train"].shape[1:]))
+                        spec.num_classes, tuple(images["x_train"].shape[1:]), pad_value)

@@ -278,7 +278,8 @@ class ModuleMap(IteratedMap):
     parameters enter detached, so no parameter gradients are ever built.
 
     Args:
-        module: maps (M, *input_shape) to (M, *input_shape); put on the states' device.
+        module: maps (M, *input_shape) to (M, *input_shape); switched to eval mode in place.
+            States must be on its device and in its dtype.
         input_shape: shape of one input without the batch dimension, e.g. (784,) or (3, 32, 32).
         chunk_size: optional vmap chunk size for ``jvp``/``jacobian`` (bounds memory for large k, B).
     """
@@ -334,6 +335,15 @@ class ModuleMap(IteratedMap):
 
         jac = torch.func.vmap(torch.func.jacrev(single), chunk_size=self.chunk_size)(flat)  # (M, N, N)
         return jac.reshape(*x.shape, self.dim)
+
+    def jacobian_norm(self, x: Tensor) -> Tensor:
+        # Jacobians of a few states at a time (≤ 2^26 entries), so B·N² never sits in memory at once
+        x = self.broadcast_states(x)
+        flat = x.reshape(-1, self.dim)
+        per_chunk = max(1, 2**26 // self.dim**2)
+        norms = [torch.linalg.matrix_norm(self.jacobian(flat[i:i + per_chunk]))
+                 for i in range(0, flat.shape[0], per_chunk)]
+        return torch.cat(norms).reshape(x.shape[:-1])
 
     def __repr__(self) -> str:
         return f"ModuleMap({type(self.module).__name__}, input_shape={self.input_shape})"

@@ -1,8 +1,16 @@
-"""Model registry. The canonical network is EOC-training's Fashion-MNIST MLP (SCIENCE.md §1.5).
+"""Models: the built-in registry, and any timm or torchvision vision model.
 
-``fmnist_fc``: 784 → Linear(784, width, bias=False) named ``hidden`` → φ → Linear(width, 10) named
-``head``. Hidden init Normal(J0/N, J²/N) with N = fan-in (J = 0.5, J0 = 0 by default, the start
-point (J0/J, 1/J) = (0, 2)); head Glorot-uniform with zero bias (Keras' defaults).
+``model.family`` chooses where ``model.name`` is looked up:
+
+- ``builtin`` (:data:`MODELS`): ``fmnist_fc``, EOC-training's canonical Fashion-MNIST MLP (SCIENCE.md
+  §1.5): 784 → Linear(784, width, bias=False) named ``hidden`` → φ → Linear(width, 10) named ``head``;
+  hidden init Normal(J0/N, J²/N) with N = fan-in (J = 0.5, J0 = 0 by default, the start point
+  (J0/J, 1/J) = (0, 2)); head Glorot-uniform with zero bias (Keras' defaults). ``eoc_mlp`` and
+  ``eoc_cnn``, EOC-optimality's networks (:mod:`stabilityscope.eoc_models`).
+- ``timm`` / ``torchvision``: the library's model, adapted to the dataset (:mod:`stabilityscope.vision`).
+
+:func:`build_model` ends with a dry forward pass, so a model that cannot take the dataset's inputs
+fails with a :class:`ConfigError` before training starts.
 """
 from __future__ import annotations
 
@@ -12,7 +20,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from stabilityscope.eoc_models import build_eoc_cnn, build_eoc_mlp
 from stabilityscope.errors import ConfigError
+from stabilityscope.vision import build_library_model, check_forward, on_meta
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -46,11 +56,42 @@ def _fmnist_fc(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module
                      cfg.init_J, cfg.init_J0)
 
 
-MODELS: dict[str, ModelBuilder] = {"fmnist_fc": _fmnist_fc}
+MODELS: dict[str, ModelBuilder] = {"fmnist_fc": _fmnist_fc, "eoc_mlp": build_eoc_mlp, "eoc_cnn": build_eoc_cnn}
+FAMILIES = ("builtin", "timm", "torchvision")
 
 
-def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build ``cfg.name`` from the registry for inputs of ``input_shape`` and ``num_classes`` outputs."""
-    if cfg.name not in MODELS:
-        raise ConfigError(f"Unknown model.name={cfg.name!r}; available: {', '.join(sorted(MODELS))}.")
-    return MODELS[cfg.name](cfg, input_shape, num_classes)
+def model_family(cfg) -> str:
+    """``cfg.family`` as a plain string (``builtin`` when the config has none)."""
+    family = getattr(cfg, "family", "builtin")
+    return str(getattr(family, "value", family))
+
+
+def _build(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    family = model_family(cfg)
+    if family == "builtin":
+        if cfg.name not in MODELS:
+            raise ConfigError(f"Unknown model.name={cfg.name!r}; built-in models: {', '.join(sorted(MODELS))}. For a "
+                              f"timm or torchvision model use model=timm or model=torchvision with model.name=<name>.")
+        if getattr(cfg, "pretrained", False):
+            raise ConfigError(f"model.pretrained=true: the built-in model {cfg.name!r} has no pretrained weights.")
+        return MODELS[cfg.name](cfg, input_shape, num_classes)
+    if family not in FAMILIES:
+        raise ConfigError(f"Unknown model.family={family!r}; allowed: {', '.join(FAMILIES)}.")
+    return build_library_model(cfg, input_shape, num_classes)
+
+
+def build_model(cfg, input_shape: tuple[int, ...], num_classes: int, *, meta: bool = False,
+                check: bool = True) -> nn.Module:
+    """Build the model of ``cfg`` (a ModelConfig) for inputs of ``input_shape`` and ``num_classes`` outputs.
+
+    Args:
+        cfg: the ``model`` config (``name``, ``family`` and the options of that family).
+        input_shape: one input without the batch dimension, e.g. (1, 28, 28) or (3, 32, 32).
+        num_classes: outputs of the classifier.
+        meta: build on the meta device (shapes only, no memory for weights; dissection, describe).
+        check: run a dry forward pass and raise ConfigError on a shape mismatch.
+    """
+    model = on_meta(_build, cfg, input_shape, num_classes) if meta else _build(cfg, input_shape, num_classes)
+    if check:
+        check_forward(model, input_shape, num_classes, f"{model_family(cfg)} model {cfg.name!r}")
+    return model

@@ -24,6 +24,13 @@ passes. ``sampling="independent"`` draws an independent G (and start state) per 
 original did; it runs as a batched ``bmm`` over chunks of cells, costs N² memory per cell and is
 memory-bound (matrix-vector products), so it is far slower.
 
+Memory decides how many cells share a matmul (chunks of at least 8 cells, one chunk whenever it fits;
+see ``max_memory_bytes``); a chunk of C cells holds about 6·N·C numbers beside the (N+1)·N matrix.
+``benchmarks/bench_phase_diagram.py`` measures the speed-up over the per-cell loop and the
+effective FLOP rate against a plain matmul. On an oversubscribed CPU (more busy threads than cores)
+OpenMP's spin-waiting makes every parallel region cost a scheduler time slice; running with
+``OMP_WAIT_POLICY=PASSIVE`` in the environment avoids it.
+
 Example::
 
     import numpy as np
@@ -180,10 +187,11 @@ def phase_diagram(
     decorrelated vectors with second moment q per entry; at most sqrt(2N) for ±1 entries); ordered
     cells go to ~0 (both trajectories reach the same fixed point, or period-2 cycle for J0/J < −1).
     ReLU is unbounded: outside its ordered region the state grows geometrically and can overflow to
-    inf/NaN (treat non-finite as divergent, or use float64). Results are reproducible by seed on a
-    given device and chunking; across chunk sizes or devices the BLAS summation order can change,
-    and chaotic cells amplify such rounding differences to O(1) (their statistics agree, their
-    bits do not).
+    inf/NaN (treat non-finite as divergent, or use float64). The same seed gives the same arrays on
+    the same device and BLAS; on CPU (MKL) they do not depend on the chunking either (chunks of
+    >= 8 cells keep BLAS on one kernel). Across devices or BLAS libraries the summation order
+    changes, and chaotic cells amplify such rounding differences to O(1): their statistics agree,
+    their bits do not.
 
     Args:
         j0_over_j: x grid, J0/J.
@@ -221,18 +229,22 @@ def phase_diagram(
     j0 = np.tile(x_grid, len(y_grid)) * j  # (C,)
     gain = torch.as_tensor(j / math.sqrt(n), dtype=dtype, device=dev)  # J/√N, multiplies G x
     shift = torch.as_tensor(j0 / n, dtype=dtype, device=dev)  # J0/N, multiplies 1ᵀx
-    n_cells = len(j)
 
     budget = _memory_budget(dev, max_memory_bytes)
     phi = _ACTIVATIONS[activation]
-    start = time.perf_counter()
-    if sampling == "common":
-        out = _run_common(n, steps, n_avg, gain, shift, phi, seed, perturbation, budget)
-    else:
-        out = _run_independent(n, steps, n_avg, gain, shift, phi, seed, perturbation, budget)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elapsed = time.perf_counter() - start
+    run = _run_common if sampling == "common" else _run_independent
+    # TF32/bf16 matmuls round x and x' to ~1e-3 relative precision, coarser than the 1e-4 offset
+    # between them: force full float32 for the duration (restored afterwards).
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        start = time.perf_counter()
+        out = run(n, steps, n_avg, gain, shift, phi, seed, perturbation, budget)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_float32_matmul_precision(precision)
 
     shape = (len(y_grid), len(x_grid))
     sep, u, q0, q = (t.reshape(shape).cpu().numpy() for t in out)
@@ -383,14 +395,14 @@ def _chunks(
     A short remainder is merged into the previous chunk (so every chunk has at least ``minimum``
     cells when the grid does); the budget is then exceeded by fewer than ``minimum`` cells.
     """
-    if limit < minimum:
+    if limit < min(minimum, n_cells):
         need = fixed + minimum * per_cell
         warnings.warn(
             f"phase_diagram: {minimum} cell(s) per chunk need ~{need / 2**20:.1f} MiB, more than the "
             f"{budget / 2**20:.1f} MiB allowed; running with {minimum} cell(s) per chunk anyway",
             ResourceWarning, stacklevel=4,
         )
-        limit = minimum
+    limit = max(limit, minimum)
     bounds = list(range(0, n_cells, limit)) + [n_cells]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < minimum:
         del bounds[-2]

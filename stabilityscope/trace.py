@@ -298,7 +298,7 @@ class Trace:
     def weights(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
         """(epochs, stored weight matrices (k, fan_out, fan_in)) of a layer whose weights were stored."""
         if "weights" not in self._f or layer not in self._f["weights"]:
-            raise TraceError(f"{self.path} stores no weights for layer {layer!r} (run with trace.weights=true).")
+            raise TraceError(f"{self.path} stores no weights for layer {layer!r} (run with storage.weights=true).")
         epochs = self._read("weights/epoch")
         last = self.checkpoints[-1] if len(self) else -1
         k = int(np.sum(epochs <= last))

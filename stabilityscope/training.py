@@ -11,13 +11,14 @@ prune old states, so the newest checkpoint in the trace always has a state on di
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +28,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stabilityscope.config import to_container
-from stabilityscope.data import InMemoryData, load_dataset
-from stabilityscope.dissect import dissect, select_layers
+from stabilityscope.data import InMemoryData, augment_batch, load_dataset
 from stabilityscope.errors import ConfigError, DivergedError, TraceError
 from stabilityscope.models import build_model
 from stabilityscope.schedule import checkpoint_epochs
 from stabilityscope.trace import METRICS, TraceWriter, open_trace
-from stabilityscope.tracking import LayerTracker
+from stabilityscope.tracking import LayerTracker, tracked_records
 
 log = logging.getLogger(__name__)
 EVAL_CHUNK = 8192  # examples per forward pass when evaluating
@@ -77,14 +77,19 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """One pass over a fresh permutation; returns the summed batch loss (a 0-d tensor, not synced)."""
+                batch_size: int, generator: torch.Generator,
+                augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+    """One pass over a fresh permutation; returns the summed batch loss (a 0-d tensor, not synced).
+
+    ``augment`` (e.g. :func:`~stabilityscope.data.augment_batch`) transforms each batch on the device.
+    """
     model.train()
     perm = torch.randperm(len(x), generator=generator).to(x.device)
     total = torch.zeros((), device=x.device)
     for i in range(0, len(x), batch_size):
         idx = perm[i:i + batch_size]
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        xb = x[idx] if augment is None else augment(x[idx])
+        loss = F.cross_entropy(model(xb), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -139,22 +144,22 @@ class Run:
         self.device = resolve_device(str(cfg.train.device))
         torch.manual_seed(cfg.train.seed)
         data = data or load_dataset(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download,
-                                    train_subset=cfg.dataset.train_subset, test_subset=cfg.dataset.test_subset)
+                                    train_subset=cfg.dataset.train_subset, test_subset=cfg.dataset.test_subset,
+                                    normalize=cfg.dataset.normalize)
         self.data = data.to(self.device)
         self.model = build_model(cfg.model, data.input_shape, data.num_classes).to(self.device)
         self.opt = build_optimizer(self.model, cfg.optim)
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
-        records = select_layers(dissect(self.model), cfg.analysis.layers)
-        if not records:
-            raise ConfigError(f"analysis.layers={cfg.analysis.layers!r} selects no fully connected layer of "
-                              f"model {cfg.model.name!r}; its layers are: "
-                              f"{', '.join(r.name for r in dissect(self.model))}.")
+        self.augment = None
+        if cfg.dataset.augment:  # random crop + flip per batch, drawn from the (saved) shuffle generator
+            self.augment = functools.partial(augment_batch, generator=self.generator, pad_value=data.pad_value)
+        records = tracked_records(self.model, cfg.model, cfg.analysis, data.input_shape)
         self.tracker = LayerTracker(self.model, records, cfg.analysis,
                                     probe_inputs=self.data.x_test[: cfg.analysis.n_inputs])
         sched = cfg.train.checkpoints
         self.schedule = checkpoint_epochs(cfg.train.epochs, sched.kind, sched.every, sched.num, list(sched.epochs))
         self.steps_per_epoch = math.ceil(len(data.x_train) / cfg.train.batch_size)
-        self.weight_epochs = set(self.schedule[:: cfg.trace.weights_every]) | {0, cfg.train.epochs}
+        self.weight_epochs = set(self.schedule[:: cfg.storage.weights_every]) | {0, cfg.train.epochs}
 
     # -- checkpoints -----------------------------------------------------------------------
     def _checkpoint(self, writer: TraceWriter, run: RunState) -> dict[str, float]:
@@ -164,16 +169,16 @@ class Run:
         metrics = dict(zip(METRICS, (train_loss, train_acc, test_loss, test_acc)))
         layer_stats = self.tracker.measure(self.model)
         weights = None
-        if self.cfg.trace.weights and run.epoch in self.weight_epochs:
-            modules = dict(self.model.named_modules())
-            weights = {n: modules[n].weight.detach().cpu().numpy() for n in self.tracker.records}
+        if self.cfg.storage.weights and run.epoch in self.weight_epochs:
+            weights = {n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()}
         save_state(self.run_dir, run, self.model, self.opt, self.generator, self.tracker)
         writer.append(epoch=run.epoch, step=run.step, wall_time=run.wall_time, metrics=metrics,
                       layer_stats=layer_stats, weights=weights)
         prune_states(self.run_dir, self.cfg.train.keep_states)
         if not all(math.isfinite(v) for v in (train_loss, test_loss)):
             raise DivergedError(f"The loss became {train_loss} at epoch {run.epoch} (lr={self.cfg.optim.lr}).")
-        return {**metrics, **{f"{n}.J": s["J"] for n, s in layer_stats.items()}}
+        coupling = [(n, s["J"]) for n, s in layer_stats.items() if "J" in s][:2]  # a large model has many
+        return {**metrics, **{f"{n}.J": j for n, j in coupling}}
 
     def _config_yaml(self) -> str:
         return yaml.safe_dump(to_container(self.cfg), sort_keys=False)
@@ -183,9 +188,9 @@ class Run:
                  "seed": int(self.cfg.train.seed), "model": self.cfg.model.name,
                  "dataset": self.cfg.dataset.name, "device": str(self.device), "task": "train"}
         return TraceWriter.create(self.run_dir / "trace.h5", attrs=attrs,
-                                  layers=self.tracker.layer_specs(store_weights=self.cfg.trace.weights),
-                                  weights_dtype=str(getattr(self.cfg.trace.weights_dtype, "value",
-                                                            self.cfg.trace.weights_dtype)))
+                                  layers=self.tracker.layer_specs(store_weights=self.cfg.storage.weights),
+                                  weights_dtype=str(getattr(self.cfg.storage.weights_dtype, "value",
+                                                            self.cfg.storage.weights_dtype)))
 
     def _restore(self) -> tuple[TraceWriter, RunState]:
         """Reopen the trace at the newest checkpoint that has both a trace row and a saved state."""
@@ -225,7 +230,7 @@ class Run:
                        disable=None)
             for epoch in bar:
                 loss_sum = train_epoch(self.model, self.opt, self.data.x_train, self.data.y_train,
-                                       self.cfg.train.batch_size, self.generator)
+                                       self.cfg.train.batch_size, self.generator, self.augment)
                 run = RunState(epoch, run.step + self.steps_per_epoch, time.perf_counter() - start)
                 if not math.isfinite(float(loss_sum)):
                     raise DivergedError(f"The training loss became {float(loss_sum)} during epoch {epoch} "

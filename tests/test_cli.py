@@ -130,3 +130,24 @@ def test_divergence_stops_keeps_the_trace_and_exits_nonzero(tmp_path, data_root)
     assert "loss became" in proc.stderr and "Traceback" not in proc.stderr
     with open_trace(_only_run_dir(tmp_path)) as tr:
         assert tr.status == "diverged" and tr.checkpoints[0] == 0
+
+
+def test_phase_diagram_task_writes_h5_and_png(tmp_path):
+    proc = run_cli("task=phase_diagram", "phase_diagram.n=200", "phase_diagram.steps=120",
+                   "phase_diagram.j0_over_j.num=9", "phase_diagram.inv_j.num=7", "phase_diagram.inv_j.start=0.2",
+                   "phase_diagram.inv_j.stop=2.0", f"checkpoint_root={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (h5,) = tmp_path.glob("phase_diagram/*/phase_diagram.h5")
+    import h5py
+
+    with h5py.File(h5, "r") as f:
+        sep = f["separation"][...]
+        assert sep.shape == (7, 9) and f.attrs["n"] == 200 and f.attrs["steps"] == 120 and f.attrs["seed"] == 0
+    # 1/J = 0.2 (J = 5, deep chaos) is far apart; 1/J = 2 (J = 0.5, order) has collapsed
+    assert sep[0, 4] > 5.0 and sep[-1, 4] < 1e-3
+    assert (h5.parent / "phase_diagram.png").stat().st_size > 10_000
+
+
+def test_phase_diagram_task_rejects_bad_grid(tmp_path):
+    proc = run_cli("task=phase_diagram", "phase_diagram.inv_j.start=0", f"checkpoint_root={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2 and "phase_diagram.inv_j" in proc.stderr and "Traceback" not in proc.stderr

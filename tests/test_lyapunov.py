@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from stabilityscope.lyapunov import (ATTRACTORS, STOP_REASONS, classify_attractor, largest_lyapunov,
+from stabilityscope.lyapunov import (ATTRACTORS, STOP_REASONS, _cholesky_qr2, classify_attractor, largest_lyapunov,
                                      lyapunov_spectrum, map_measures)
 from stabilityscope.maps import LayerMap
 
@@ -27,6 +27,7 @@ EXACT = 1e-3  # exponents of linear maps (orthogonal, a·Q, diagonal): exact up 
 S_RTOL = 0.03  # M1 against the measured values of SCIENCE.md §2 ("a few %")
 S_CHI_RTOL = 0.02  # M1 against sqrt(χ) of mean-field theory
 CROSS = 0.015  # λ_max by QR vs Benettin vs M3 (finite-T fluctuation at N = 400, τ ≈ 100-400)
+QR_AGREE = 1e-10  # CholeskyQR2 vs Householder exponents in float64 (rounding only)
 
 # SCIENCE.md §2 consistency check (tanh, J0 = 0, T = 500): J → (measured s, sqrt(χ))
 S_REFERENCE = {0.5: (0.500, 0.5), 0.9: (0.899, 0.9), 1.5: (1.078, math.sqrt(1.1393)), 2.0: (1.152, math.sqrt(1.3627))}
@@ -242,3 +243,103 @@ def test_poincare_and_shapes():
         # (X_t, X_{t+1}) pairs chain: the second coordinate is the next first coordinate
         torch.testing.assert_close(pts[:, 1:, 0], pts[:, :-1, 1])
     assert m.attractor_names.shape == (2, 3)
+
+
+def _spectra(f: LayerMap, x0: torch.Tensor, **kw):
+    """lyapunov_spectrum by CholeskyQR2 and by Householder QR, same arguments."""
+    return (lyapunov_spectrum(f, x0, qr_method="cholesky", **kw), lyapunov_spectrum(f, x0, qr_method="householder", **kw))
+
+
+def _assert_same_spectrum(chol, house, atol=QR_AGREE):
+    torch.testing.assert_close(chol.exponents, house.exponents, atol=atol, rtol=0, equal_nan=True)
+    torch.testing.assert_close(chol.trace, house.trace, atol=atol, rtol=0, equal_nan=True)
+    assert torch.equal(chol.steps_run, house.steps_run) and torch.equal(chol.stop_reason, house.stop_reason)
+
+
+def test_cholesky_qr2_factorises_and_flags_singular_input():
+    """CholeskyQR2 on one batch: a well-conditioned element is factorised to rounding (orthonormal
+    Q, positive R diagonal equal to Householder's), a rank-deficient one is flagged not ok."""
+    v = torch.randn(2, 50, 20, generator=_gen(0), dtype=torch.float64)
+    v[1, :, -1] = v[1, :, 0] + v[1, :, 1]  # exact rank deficiency
+    q, log_r, ok = _cholesky_qr2(v)
+    assert ok.tolist() == [True, False]
+    torch.testing.assert_close(q[0].mT @ q[0], torch.eye(20, dtype=torch.float64), atol=1e-13, rtol=0)
+    q_h, r_h = torch.linalg.qr(v[0])
+    sign = torch.sign(r_h.diagonal())
+    torch.testing.assert_close(log_r[0], r_h.diagonal().abs().log(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(q[0], q_h * sign, atol=1e-12, rtol=0)
+    # q R reproduces v: R from Q's projections, with the triangular structure Householder has
+    torch.testing.assert_close(q[0] @ (q[0].mT @ v[0]).triu(), v[0], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("j, k", [(1.5, None), (2.0, None), (2.0, 10)])
+def test_cholesky_qr2_matches_householder_on_chaotic_tanh(j, k):
+    """Random tanh maps (chaotic for J > 1): every exponent and the trace agree to rounding."""
+    f = _random_tanh(100, j, seed=11)
+    x0 = torch.randn(2, 100, generator=_gen(12), dtype=torch.float64)
+    _, jq = f.jvp(f(f(x0)), _orthogonal(100, 20)[:, :k])
+    assert _cholesky_qr2(jq)[2].all()  # CholeskyQR2 itself runs here, no fallback
+    chol, house = _spectra(f, x0, k=k, steps=300)
+    assert chol.exponents[:, 0].min() > 0.01  # chaotic
+    _assert_same_spectrum(chol, house)
+    # "auto" is Householder on the CPU: bit-identical
+    auto = lyapunov_spectrum(f, x0, k=k, steps=300)
+    assert torch.equal(auto.exponents, house.exponents)
+
+
+@pytest.mark.parametrize("case", ["orthogonal", "scaled_0.5", "scaled_1.5", "diagonal"])
+def test_cholesky_qr2_analytic_exponents(case):
+    """Orthogonal → 0, a·Q → ln a, diag(d) → sorted ln|d| with CholeskyQR2, as with Householder."""
+    x0 = torch.randn(3, 8, generator=_gen(1), dtype=torch.float64)
+    if case == "diagonal":
+        d = torch.tensor([1.2, -1.1, 0.9, 0.7, -0.5, 0.3, 1.05, -0.8], dtype=torch.float64)
+        f, steps, expected = LayerMap(torch.diag(d), activation="identity"), 100, d.abs().log().sort(descending=True).values
+    else:
+        a = 1.0 if case == "orthogonal" else float(case.split("_")[1])
+        f, steps, expected = LayerMap(a * _orthogonal(8, 0), activation="identity"), 200 if a == 1.0 else 30, \
+            torch.full((8,), math.log(a), dtype=torch.float64)
+    chol, house = _spectra(f, x0, steps=steps)
+    torch.testing.assert_close(chol.exponents, expected.expand(3, 8), atol=EXACT, rtol=0)
+    _assert_same_spectrum(chol, house)
+    top3, house3 = _spectra(f, x0, k=3, steps=steps, reorthonormalize_every=2)
+    _assert_same_spectrum(top3, house3)
+
+
+def test_cholesky_qr2_falls_back_on_singular_jacobians():
+    """ReLU (dead units: J = diag(1[Wx > 0]) W is singular). With k = N every step's J·Q is
+    singular, so every step falls back to Householder and the result is Householder's, −inf
+    and NaN entries included (a direction mapped exactly to 0 has ln R_ii = −inf). With k below
+    the rank, CholeskyQR2 itself runs and agrees to rounding."""
+    n = 40
+    f = LayerMap(torch.randn(n, n, generator=_gen(13), dtype=torch.float64) * 2 / math.sqrt(n), activation="relu")
+    x0 = torch.randn(2, n, generator=_gen(14), dtype=torch.float64)
+    chol, house = _spectra(f, x0, steps=100)
+    _assert_same_spectrum(chol, house, atol=0)
+    assert (house.exponents.isnan() | (house.exponents < -20)).any()  # the singular directions
+    _, jq = f.jvp(x0, _orthogonal(n, 15)[:, :5])
+    assert _cholesky_qr2(jq)[2].all()  # k = 5 < rank: no fallback needed
+    _assert_same_spectrum(*_spectra(f, x0, k=5, steps=100))
+
+
+def test_cholesky_qr2_fallback_is_per_map():
+    """A stack of a chaotic tanh map and a rank-deficient one (zero rows in W): the healthy map
+    keeps CholeskyQR2, the singular one falls back; each matches Householder."""
+    n = 30
+    w_ok = torch.randn(n, n, generator=_gen(16), dtype=torch.float64) * 2 / math.sqrt(n)
+    w_low = torch.randn(n, n, generator=_gen(17), dtype=torch.float64) * 2 / math.sqrt(n)
+    w_low[:3] = 0  # rank n − 3: three exponents are −inf/rounding-level
+    stack = LayerMap([w_ok, w_low])
+    x0 = torch.randn(2, n, generator=_gen(18), dtype=torch.float64)
+    _, jq = stack.jvp(x0, _orthogonal(n, 19))
+    assert _cholesky_qr2(jq)[2].tolist() == [[True, True], [False, False]]
+    chol, house = _spectra(stack, x0, steps=150)
+    assert (chol.exponents[0, :, 0] > 0.01).all()
+    _assert_same_spectrum(chol, house)
+    low = house.exponents[1, :, -3:]
+    assert (low.isnan() | (low < -20)).all() and (house.exponents[1, :, :-3] > -20).all()
+
+
+def test_qr_method_is_validated():
+    f = LayerMap(_orthogonal(4, 0), activation="identity")
+    with pytest.raises(ValueError, match="qr_method"):
+        lyapunov_spectrum(f, torch.randn(1, 4, dtype=torch.float64), steps=10, qr_method="givens")

@@ -63,7 +63,7 @@ def test_clear_errors_for_missing_things(tmp_path):
             tr.stat("nope", "J")
         with pytest.raises(TraceError, match="J0"):
             tr.stat("hidden", "lyapunov")
-        with pytest.raises(TraceError, match="trace.weights=true"):
+        with pytest.raises(TraceError, match="storage.weights=true"):
             tr.weights("head")
 
 

@@ -1,0 +1,129 @@
+"""Traces for the analysis-layer tests: synthetic ones (exact, instant) and small real ones (cached).
+
+``synthetic_trace`` writes a schema-v1 trace with :class:`~stabilityscope.trace.TraceWriter`, the
+writer training uses, with known values: J² grows linearly through the edge (J = 1 at epoch 15 by
+default), the test loss is smallest at ``best_epoch``, the Poincaré points go from a fixed point via
+a period-2 cycle to a cloud, and the eigenvalues fill a disc of radius J. ``real_traces`` trains the
+canonical network briefly on real data subsets (once per test session, shared by the test files).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+from stabilityscope.lyapunov import ATTRACTORS
+from stabilityscope.meanfield import PHASES, edge_distance, order_parameters, phase_code
+from stabilityscope.trace import LayerSpec, StatSpec, TraceWriter
+
+N = 32  # width of the synthetic square layer
+T_HALF = 20  # Poincaré points per start state
+STARTS = 8
+
+
+def synthetic_config(activation: str = "tanh", lr: float = 0.02, weight_decay: float = 0.0, epochs: int = 20,
+                     analysis: str = "standard") -> dict[str, Any]:
+    return {"task": "train", "resume": None, "figures": True, "trace": None,
+            "model": {"name": "fmnist_fc", "width": N, "activation": activation, "init_J": 0.5},
+            "dataset": {"name": "fashion_mnist", "root": "/nowhere", "train_subset": 1000, "test_subset": 200},
+            "optim": {"name": "sgd", "lr": lr, "momentum": 0.5, "weight_decay": weight_decay, "betas": [0.9, 0.999]},
+            "train": {"epochs": epochs, "batch_size": 32, "seed": 0},
+            "analysis": {"name": analysis, "maps": analysis != "economy", "eigen": analysis != "economy"},
+            "checkpoint_root": "/nowhere"}
+
+
+def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activation: str = "tanh",
+                    analysis: str = "standard", lr: float = 0.02, weight_decay: float = 0.0,
+                    j2_slope: float = 0.05, status: str = "finished", seed: int = 0,
+                    n_checkpoints: Optional[int] = None) -> Path:
+    """Write a trace at ``path`` (a trace.h5; parents created) and return it."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    maps = analysis != "economy"
+    hidden_stats = [StatSpec("J"), StatSpec("J0"), StatSpec("weight_distance"), StatSpec("chi"),
+                    StatSpec("edge_distance"), StatSpec("phase", PHASES)]
+    if maps:
+        hidden_stats += [StatSpec(s) for s in ("s_mean", "s_std", "jacobian_product_exponent", "two_trajectory_exponent",
+                                               "asymptotic_distance", "lambda_max", "period", "map_steps")]
+        hidden_stats += [StatSpec("attractor", ATTRACTORS), StatSpec("poincare", shape=(STARTS, T_HALF, 2), dtype="f4"),
+                         StatSpec("spectral_radius"), StatSpec("eigenvalues", shape=(N, 2), dtype="f4")]
+    head_stats = hidden_stats[:6]
+    layers = {
+        "hidden": LayerSpec({"fan_in": N, "fan_out": N, "square": True, "role": "hidden", "activation": activation,
+                             "surrogate": False, "meanfield_activation": activation, "map_activation": activation},
+                            hidden_stats),
+        "head": LayerSpec({"fan_in": N, "fan_out": 10, "square": False, "role": "head", "activation": "",
+                           "surrogate": True, "meanfield_activation": "tanh", "map_activation": ""}, head_stats),
+    }
+    cfg = synthetic_config(activation, lr, weight_decay, epochs, analysis)
+    attrs = {"config": yaml.safe_dump(cfg), "seed": seed, "model": "fmnist_fc", "dataset": "fashion_mnist",
+             "device": "cpu", "task": "train"}
+    w = TraceWriter.create(path, attrs=attrs, layers=layers)
+    for e in range(epochs + 1 if n_checkpoints is None else n_checkpoints):
+        j = float(np.sqrt(0.25 + j2_slope * e))  # J² linear in epochs: J = 1 at e = 0.75 / slope
+        j0 = -0.02 + 0.001 * e
+        loss = 0.4 + 0.002 * (e - best_epoch) ** 2 + (2.0 if e == 0 else 0.0)
+        stats: dict[str, dict[str, Any]] = {}
+        for name, jj, jj0, act in (("hidden", j, j0, activation), ("head", 1.4 + 0.02 * e, -0.6, "tanh")):
+            _, _, chi = order_parameters(jj0, jj, act)
+            stats[name] = {"J": jj, "J0": jj0, "weight_distance": 0.1 * e, "chi": float(chi),
+                           "edge_distance": float(edge_distance(jj0, jj, act)),
+                           "phase": int(phase_code(jj0 / jj, 1 / jj, act))}
+        if maps:
+            lam = float(np.log(max(j, 1e-3)))
+            if j < 0.9:  # fixed point at 0: every start state on one dot
+                p, attractor, period = np.zeros((STARTS, T_HALF, 2)), "fixed_point", 1
+            elif j < 1.1:  # a period-2 cycle
+                a = rng.normal(size=(STARTS, 1))
+                x = np.where(np.arange(T_HALF + 1) % 2 == 0, a, -a)
+                p, attractor, period = np.stack([x[:, :-1], x[:, 1:]], -1), "periodic", 2
+            else:  # a cloud
+                x = rng.normal(size=(STARTS, T_HALF + 1))
+                p, attractor, period = np.stack([x[:, :-1], x[:, 1:]], -1), "chaotic", 0
+            ev = j * np.sqrt(rng.uniform(size=N)) * np.exp(2j * np.pi * rng.uniform(size=N))
+            stats["hidden"].update(
+                s_mean=j, s_std=0.01, jacobian_product_exponent=lam, two_trajectory_exponent=lam,
+                asymptotic_distance=0.0 if j < 1 else 5.0 * (j - 1), lambda_max=lam, period=period,
+                map_steps=40.0, attractor=ATTRACTORS.index(attractor), poincare=p.astype(np.float32),
+                spectral_radius=float(np.abs(ev).max()), eigenvalues=np.stack([ev.real, ev.imag], -1).astype(np.float32))
+        w.append(epoch=e, step=30 * e, wall_time=float(e), layer_stats=stats,
+                 metrics={"train_loss": loss - 0.05, "train_acc": 0.8 + 0.005 * e, "test_loss": loss,
+                          "test_acc": 0.78 + 0.004 * e - 0.0002 * (e - best_epoch) ** 2})
+    w.close(status)
+    return path
+
+
+# -------------------------------------------------------------------------------------- real traces
+
+_REAL: dict[str, Path] = {}
+
+
+def real_trace(root: Path, data_root: Path, name: str, *overrides: str) -> Path:
+    """A small real run (canonical network, data subsets, 3 epochs), trained once per test session.
+
+    Iterated maps are on (short: 8 start states, T = 40); the eigendecomposition is off to keep the
+    run to seconds (the eigenvalue figure is tested on synthetic traces).
+    """
+    if name in _REAL and _REAL[name].exists():
+        return _REAL[name]
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from stabilityscope.app import conf_dir, register_resolvers
+    from stabilityscope.config import register_configs
+    from stabilityscope.training import Run
+
+    register_configs()
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "experiment=debug", f"dataset.root={data_root}", "dataset.train_subset=1000", "dataset.test_subset=200",
+            "train.epochs=3", "analysis.n_inputs=8", "analysis.steps=40", "analysis.eigen=false", *overrides])
+    GlobalHydra.instance().clear()
+    run_dir = root / name
+    Run(cfg, run_dir).execute()
+    _REAL[name] = run_dir / "trace.h5"
+    return _REAL[name]
