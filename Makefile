@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STABILITYSCOPE_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
 export STABILITYSCOPE_DATA
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench coverage clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ bench: install
 	$(PY) benchmarks/bench_tracking.py
 	$(PY) benchmarks/bench_phase_diagram.py
 	$(PY) benchmarks/bench_lyapunov.py
+	$(PY) benchmarks/bench_vision.py --sample
+
+# Dissection coverage: every timm.list_models() name and every torchvision classification model, built
+# on the meta device (no weights) and dissected; prints the figures and the names that do not build,
+# with the reason (about 20 minutes on 2 CPU cores). CI runs the sample in tests/test_coverage.py.
+coverage: install
+	mkdir -p checkpoints && OMP_NUM_THREADS=1 $(PY) -m stabilityscope.coverage --quiet --json checkpoints/coverage.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

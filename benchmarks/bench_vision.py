@@ -71,7 +71,7 @@ def bench_tracking(args: argparse.Namespace) -> None:
         med = statistics.median(times)
         print(f"  analysis=standard layers={layers!r} conv1x1={conv1x1}: {len(records)} maps "
               f"({sum(r.square or r.is_map for r in records)} iterated), {med:.2f} s per checkpoint "
-              f"= {med / epoch_s:.4f} x epoch")
+              f"= {med / epoch_s:.2e} x epoch")
 
 
 def bench_dissection(args: argparse.Namespace) -> None:

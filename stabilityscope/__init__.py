@@ -20,23 +20,40 @@ Typical use in a notebook::
                                                               # plot_metrics, plot_layer_stability, plot_poincare,
                                                               # plot_eigenvalues, plot_comparison
 
+    records = ss.dissect(model)                               # every FC map of any timm/torchvision/torch model:
+    [(r.name, r.shape, r.role, r.square) for r in records]    # ('blocks.0.attn.qkv.q', (192, 192), 'attn_q', True), ...
+    records[0].weight(model)                                  # its (fan_out, fan_in) matrix (views, 1×1 convs too)
+
     J0, J = ss.phase_coordinates(weight)                      # any matrix or stack of matrices
     u, q, chi = ss.meanfield.order_parameters(0.0, 1.5)       # q = 0.3526, χ = 1.1393
+    d = ss.phase_diagram(np.linspace(-2, 3, 51), np.linspace(0.1, 2, 39), n=1000, steps=500)
+    d.separation                                              # (39, 51) asymptotic distance per cell (§1.4)
+
+    F = ss.LayerMap(W, b, activation="tanh")                  # x → tanh(Wx + b); ss.ModuleMap(module, shape)
+    m = ss.map_measures(F, x0, steps=500)                     # M1–M5, Benettin λ_max, attractor class (EOC-optimality)
+    spec = ss.lyapunov_spectrum(F, x0, k=10)                  # top-10 exponents by QR, with convergence trace
 
 Run ``python -m stabilityscope --help`` for the command-line app.
 """
-from stabilityscope import meanfield
-from stabilityscope.dissect import LayerRecord, dissect
+from stabilityscope import logistic, meanfield, weight_structure
+from stabilityscope.dissect import LayerRecord, dissect, select_layers
 from stabilityscope.errors import (ConfigError, DataError, DivergedError, StabilityscopeError,
                                    TraceError)
+from stabilityscope.lyapunov import (ATTRACTORS, classify_attractor, largest_lyapunov, lyapunov_spectrum,
+                                     map_measures)
+from stabilityscope.maps import IteratedMap, LayerMap, ModuleMap
 from stabilityscope.meanfield import edge_curve, order_parameters, phase_coordinates, phase_label
+from stabilityscope.numerical_phase_diagram import PhaseDiagram, phase_diagram
+from stabilityscope.models import build_model
 from stabilityscope.trace import Trace, open_trace
 from stabilityscope.collection import open_traces, varying_config  # after trace (it builds on it)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ATTRACTORS", "IteratedMap", "LayerMap", "ModuleMap", "PhaseDiagram", "classify_attractor", "largest_lyapunov",
+    "logistic", "lyapunov_spectrum", "map_measures", "phase_diagram", "weight_structure",
     "ConfigError", "DataError", "DivergedError", "LayerRecord", "StabilityscopeError", "Trace", "TraceError",
-    "dissect", "edge_curve", "meanfield", "open_trace", "open_traces", "order_parameters", "phase_coordinates",
-    "phase_label", "varying_config",
+    "build_model", "dissect", "edge_curve", "meanfield", "open_trace", "open_traces", "order_parameters", "phase_coordinates",
+    "phase_label", "varying_config", "select_layers",
 ]

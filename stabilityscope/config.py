@@ -233,6 +233,15 @@ def validate(cfg: DictConfig | Config) -> None:
     dev = str(c.train.device)
     _require(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev,
              "allowed: auto, cpu, cuda, cuda:N")
+    bg = c.phase_background  # drawn when a run ends: refuse a bad grid before training, not after
+    if bg.enabled:
+        _require(bg.n >= 2, "phase_background.n", bg.n, "the network needs at least 2 units")
+        _require(bg.steps >= 1, "phase_background.steps", bg.steps, "must be a positive integer")
+        for key in ("j0_over_j", "inv_j"):
+            axis = bg[key] if isinstance(c, DictConfig) else getattr(bg, key)
+            _require(axis.num >= 1, f"phase_background.{key}.num", axis.num, "a grid needs at least one point")
+        _require(min(bg.inv_j.start, bg.inv_j.stop) > 0, "phase_background.inv_j.start", bg.inv_j.start,
+                 "1/J must be > 0 over the whole grid")
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -2,7 +2,9 @@
 
 For each name the model is built with the library's defaults and no weights in memory
 (:func:`~stabilityscope.vision.on_meta`), then :func:`~stabilityscope.dissect.dissect` runs on it. A
-name counts as covered when it builds and yields at least one fully connected map; ``head_ok``
+name counts as covered when it builds and yields at least one fully connected map (with the
+default dissection, or else with ``conv1x1=True``: headless models whose FC maps are all 1×1
+convolutions, e.g. ``focalnet_huge_fl4`` built with ``num_classes=0``); ``head_ok``
 checks that a classifier head was found with the model's number of classes as its fan-out.
 Names that cannot be built at all are reported with the reason.
 
@@ -56,13 +58,15 @@ class CoverageResult:
     chains: int = 0  # MLP blocks d → h → d
     heads: int = 0  # records with role head
     head_ok: bool = False  # a head whose fan-out is the model's number of classes
+    conv1x1_maps: int = 0  # FC maps with dissect(conv1x1=True), counted when the default finds none
     build_seconds: float = 0.0
     dissect_seconds: float = 0.0
     error: str = ""  # why it could not be built or dissected
 
     @property
     def covered(self) -> bool:
-        return self.built and not self.error and self.maps >= 1
+        """Built, and at least one FC map with the default dissection or with 1×1 convs as FC maps."""
+        return self.built and not self.error and (self.maps >= 1 or self.conv1x1_maps >= 1)
 
 
 def _build(library: str, name: str) -> nn.Module:
@@ -90,6 +94,7 @@ def dissect_name(library: str, name: str) -> CoverageResult:
     built = time.perf_counter()
     try:
         records = dissect(model)
+        conv_maps = 0 if records else len(dissect(model, conv1x1=True))  # e.g. headless all-1×1-conv models
     except Exception as exc:
         return CoverageResult(library, name, True, build_seconds=built - start,
                               dissect_seconds=time.perf_counter() - built, error=_reason(exc))
@@ -101,7 +106,8 @@ def dissect_name(library: str, name: str) -> CoverageResult:
     else:
         head_ok = bool(heads) and (n_classes is None or any(r.fan_out == n_classes for r in heads))
     return CoverageResult(library, name, True, len(records), sum(r.square for r in records),
-                          sum(r.kind == "chain" for r in records), len(heads), head_ok, built - start, done - built)
+                          sum(r.kind == "chain" for r in records), len(heads), head_ok, conv_maps, built - start,
+                          done - built)
 
 
 def sweep(names: Iterable[tuple[str, str]], progress: Optional[Callable[[CoverageResult], None]] = None
@@ -127,11 +133,12 @@ def all_names(libraries: Sequence[str] = LIBRARIES, sample: bool = False) -> lis
 
 def summary(results: Sequence[CoverageResult]) -> str:
     """Per-library counts, the names not covered with their reasons, and timings (Markdown)."""
-    lines = ["| library | names | built | ≥ 1 FC map | head found | with chains | build s | dissect s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| library | names | built | ≥ 1 FC map | of which only as 1×1 convs | head found | with chains "
+             "| build s | dissect s |", "|---|---|---|---|---|---|---|---|---|"]
     for lib in sorted({r.library for r in results}):
         rs = [r for r in results if r.library == lib]
         lines.append(f"| {lib} | {len(rs)} | {sum(r.built for r in rs)} | {sum(r.covered for r in rs)} | "
+                     f"{sum(r.covered and r.maps == 0 for r in rs)} | "
                      f"{sum(r.head_ok for r in rs)} | {sum(r.chains > 0 for r in rs)} | "
                      f"{sum(r.build_seconds for r in rs):.1f} | {sum(r.dissect_seconds for r in rs):.1f} |")
     missing = [r for r in results if not r.covered]
@@ -159,7 +166,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def show(r: CoverageResult) -> None:
         if not args.quiet:
-            state = f"{r.maps} maps ({r.chains} chains)" if r.covered else f"NOT COVERED {r.error}"
+            state = (f"{r.maps} maps ({r.chains} chains)" if r.maps else f"{r.conv1x1_maps} maps as 1×1 convs") \
+                if r.covered else f"NOT COVERED {r.error}"
             print(f"{r.library:11s} {r.name:60s} {state}  {r.build_seconds + r.dissect_seconds:.2f}s", flush=True)
 
     start = time.perf_counter()

@@ -79,7 +79,10 @@ def matmul_rate(seconds: float = 0.2) -> float:
 def _fmt_flops(f: float) -> str:
     if f == 0:
         return "-"
-    return f"{f / 1e9:.3g} G" if f >= 1e7 else f"{f / 1e6:.2g} M"
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if f >= scale or unit == "M":
+            return f"{f / scale:.3g} {unit}"
+    return ""
 
 
 def describe_table(model: nn.Module, records: list[LayerRecord], analysis: Any) -> tuple[str, float]:
@@ -117,7 +120,7 @@ def describe(cfg: Any) -> str:
         f"spectrum_k={a.spectrum_k}",
         "",
     ]
-    footer = ["", f"total ≈ {total / 1e9:.3g} GFLOP per checkpoint ≈ {seconds:.3g} s at this CPU's matmul rate "
+    footer = ["", f"total ≈ {_fmt_flops(total)}FLOP per checkpoint ≈ {seconds:.3g} s at this CPU's matmul rate "
               "(a lower bound; see stabilityscope.describe)",
               "square = no: a single non-square layer has only mean-field surrogate coordinates (SCIENCE.md §1.1)."]
     return "\n".join(header + [table] + footer)

@@ -187,6 +187,25 @@ def classifier_modules(model: nn.Module, fc_names: list[str]) -> list[str]:
     return [(linears or fc_names)[-1]] if (linears or fc_names) else []
 
 
+def execution_order(model: nn.Module, example_input: torch.Tensor) -> Optional[list[str]]:
+    """Names of the leaf modules in the order one forward pass (eval mode) calls them; None on failure."""
+    order: list[str] = []
+    leaves = [(n, m) for n, m in model.named_modules() if next(m.children(), None) is None]
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: order.append(n)) for n, m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input)
+    except Exception:  # dissection does not need it: registration order is the fallback
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return order
+
+
 def _following_activation(named: list[tuple[str, nn.Module]], i: int) -> Optional[str]:
     for _, m in named[i + 1:]:
         act = activation_name(m)
@@ -264,20 +283,30 @@ def _shape_preserving(module: nn.Module, shape: tuple[int, ...]) -> bool:
         module.train(was_training)
 
 
-def dissect(model: nn.Module, *, conv1x1: bool = False, chains: bool = True) -> list[LayerRecord]:
+def dissect(model: nn.Module, *, conv1x1: bool = False, chains: bool = True,
+            example_input: Optional[torch.Tensor] = None) -> list[LayerRecord]:
     """Every fully connected map of ``model`` as a :class:`LayerRecord` (see the module docstring).
 
-    Works on models on the meta device (no weights in memory); only the chain check runs a forward
-    pass, of a single block on one zero state.
+    Works on models on the meta device (no weights in memory); the chain check runs a forward pass
+    of a single block on one zero state.
 
     Args:
         model: any ``nn.Module``.
         conv1x1: also record 1×1 convolutions (groups 1) as FC maps.
         chains: also record MLP blocks d → h → d as iterated maps (kind ``chain``).
+        example_input: a batch the model accepts (e.g. one zero image, also on the meta device). When
+            given, "the activation that follows" is read from the order of one forward pass rather
+            than from registration order (which misplaces, e.g., squeeze-excitation activations).
     """
     named = list(model.named_modules())
     modules = dict(named)
     index = {n: i for i, (n, _) in enumerate(named)}
+    order = execution_order(model, example_input) if example_input is not None else None
+    if order:
+        called = [(n, modules[n]) for n in order]
+        first_call = {}
+        for i, n in enumerate(order):
+            first_call.setdefault(n, i)
     all_fc = [n for n, m in named if _leaf_fc(m)]
     heads = set(classifier_modules(model, all_fc))
     fc = [n for n in all_fc if isinstance(modules[n], nn.Linear) or conv1x1 or n in heads]
@@ -325,7 +354,10 @@ def dissect(model: nn.Module, *, conv1x1: bool = False, chains: bool = True) -> 
         bias_param = f"{n}.bias" if has_bias else ""
         act = None
         if n not in heads:
-            act = _following_activation(named, index[n]) or (model_act if isinstance(model_act, str) else None)
+            if order and n in first_call:
+                act = _following_activation(called, first_call[n])
+            else:
+                act = _following_activation(named, index[n]) or (model_act if isinstance(model_act, str) else None)
         leaf = _last(n)
         if n in heads:
             records.append(LayerRecord(n, fan_out, fan_in, "head", None, has_bias, kind, n, "", None, bias_param))

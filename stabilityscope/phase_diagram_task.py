@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from stabilityscope.errors import ConfigError
-from stabilityscope.phase_diagram import phase_diagram, plot_phase_diagram
+from stabilityscope.numerical_phase_diagram import phase_diagram, plot_phase_diagram
 
 log = logging.getLogger(__name__)
 

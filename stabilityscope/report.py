@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from stabilityscope.collection import find_traces, flatten_config, run_summary, varying_config
+from stabilityscope.config import validate
 from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.figures import (BackgroundSpec, draw_figures, linear_growth_fit, optimal_index, plot_comparison,
                                     run_activation, save_figure)
@@ -105,7 +106,9 @@ def _layer_rows(tr: Trace, best: int) -> list[str]:
 
         jc = critical_coupling(str(info.get("meanfield_activation") or "tanh"))
         j = at("J", best)
-        kind = "square" if info.get("square") else "surrogate"
+        kind = str(info.get("kind", ""))
+        if kind not in ("chain", "model_map"):  # chains and model maps: iterated as a module, no single matrix
+            kind = "square" if info.get("square") else "surrogate"
         phase, phase_end = at("phase", best), at("phase", -1)
         attractor = at("attractor", -1)
         rows.append("| " + " | ".join([
@@ -121,7 +124,8 @@ def _layer_rows(tr: Trace, best: int) -> list[str]:
 
 def _growth_line(tr: Trace) -> Optional[str]:
     """The fitted slope A of J² of the first square layer (else the first layer), if it can be fitted."""
-    layers = [n for n in tr.layers if tr.layer_info(n).get("square")] or tr.layers
+    coupled = [n for n in tr.layers if "J" in tr.stats(n)]  # chains and model maps have no single J
+    layers = [n for n in coupled if tr.layer_info(n).get("square")] or coupled
     if not layers:
         return None
     layer = layers[0]
@@ -289,6 +293,7 @@ def run_report_task(cfg: Any, run_dir: Path) -> Path:
     if not cfg.trace:
         raise ConfigError("task=report needs the traces to report on: trace=<trace.h5, run directory, sweep "
                           "directory or glob>, e.g. trace='checkpoints/multirun/*/*'.")
+    validate(cfg)
     paths = find_traces(str(cfg.trace))
     options = dict(figures=bool(cfg.figures), background=background_from_config(cfg.phase_background),
                    cache=cfg.phase_background.cache_dir)

@@ -30,10 +30,9 @@ N > :data:`EXACT_NORM_MAX` uses an unbiased random-probe estimate of ||∂F||_F 
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any, Mapping, Optional
-
-import math
 
 import numpy as np
 import torch
@@ -44,8 +43,8 @@ from stabilityscope.dissect import LayerRecord, dissect, select_layers
 from stabilityscope.errors import ConfigError
 from stabilityscope.lyapunov import ATTRACTORS, MapMeasures, lyapunov_spectrum, map_measures
 from stabilityscope.maps import IteratedMap, LayerMap, ModuleMap
-from stabilityscope.submodel import ModelPrefix, prefix_map
 from stabilityscope.meanfield import PHASES, edge_distance, order_parameters, phase_code, phase_coordinates
+from stabilityscope.submodel import ModelPrefix, prefix_map
 from stabilityscope.trace import LayerSpec, StatSpec
 from stabilityscope.weight_structure import eigen_summary, online_step_stats, weight_structure_summary
 
@@ -413,8 +412,11 @@ def tracked_records(model: nn.Module, model_cfg: Any, analysis: Any, input_shape
     Raises:
         ConfigError: when nothing is selected, or the map layer does not exist or changes the shape.
     """
+    p = next(model.parameters(), None)
+    example = torch.zeros(1, *input_shape, device=p.device if p is not None else None,
+                          dtype=p.dtype if p is not None and p.is_floating_point() else None)
     records = dissect(model, conv1x1=bool(getattr(model_cfg, "conv1x1", False)),
-                      chains=bool(getattr(analysis, "chains", True)))
+                      chains=bool(getattr(analysis, "chains", True)), example_input=example)
     chosen = select_layers(records, analysis.layers)
     layer = getattr(analysis, "map_layer", None) or getattr(model, "map_layer", None)
     if layer and analysis.maps:

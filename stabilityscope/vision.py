@@ -51,7 +51,8 @@ def torchvision_names() -> list[str]:
 
 
 def _unknown(family: str, name: str, names: Sequence[str]) -> ConfigError:
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+    prefixed = [n for n in names if n.startswith(name)]  # e.g. vit_small → vit_small_patch16_224, ...
+    close = list(dict.fromkeys(prefixed[:5] + difflib.get_close_matches(name, names, n=5, cutoff=0.6)))[:8]
     hint = f" Close matches: {', '.join(close)}." if close else ""
     return ConfigError(f"Unknown {family} model model.name={name!r}.{hint} "
                        f"List them with {'timm.list_models()' if family == 'timm' else 'torchvision.models.list_models()'}"

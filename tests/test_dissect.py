@@ -113,3 +113,13 @@ def test_builtin_and_custom_models():
     assert [r.name for r in select_layers(recs, "head")] == ["out"]
     assert [r.name for r in select_layers(recs, r"^block")] == ["block.0", "block.3", "block"]
     assert [r.name for r in dissect(Tiny(), chains=False)] == ["body.0", "body.2", "block.0", "block.3", "out"]
+
+
+def test_activation_from_the_forward_order():
+    """Squeeze-excitation registers fc1, fc2, then its activations: only a forward pass tells which follows."""
+    model = on_meta(tvm.mobilenet_v3_small)
+    by_registration = _by_name(dissect(model, conv1x1=True))
+    by_forward = _by_name(dissect(model, conv1x1=True, example_input=torch.zeros(1, 3, 32, 32, device="meta")))
+    assert by_registration["features.1.block.1.fc2"].activation == "relu"  # the registration-order guess
+    assert (by_forward["features.1.block.1.fc1"].activation, by_forward["features.1.block.1.fc2"].activation) == (
+        "relu", "hardsigmoid")

@@ -16,7 +16,7 @@ from stabilityscope.submodel import ModelPrefix, prefix_map
 from stabilityscope.training import Run
 
 TINY = ("dataset.train_subset=256", "dataset.test_subset=64", "train.epochs=1", "analysis.n_inputs=8",
-        "analysis.steps=30", "figures=false")
+        "analysis.steps=30", "figures=false", "report=false")
 
 
 def test_eoc_mlp_structure_and_keras_init():

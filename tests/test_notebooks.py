@@ -1,6 +1,6 @@
 """The analysis notebooks run top to bottom (nbclient) on small real traces, through the public API.
 
-The traces are made here (canonical network, tanh and ReLU, data subsets, 3 epochs); the notebooks
+The traces are made here (canonical network, tanh and ReLU, data subsets, 2 epochs); the notebooks
 read them from STABILITYSCOPE_TRACE(S) and draw a tiny phase-diagram background (STABILITYSCOPE_QUICK)
 cached under tmp_path. Committed notebooks carry no outputs.
 """

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stabilityscope.errors import ConfigError
-from stabilityscope.phase_diagram import DEFAULT_STEPS, PhaseDiagram, phase_diagram, plot_phase_diagram
+from stabilityscope.numerical_phase_diagram import DEFAULT_STEPS, PhaseDiagram, phase_diagram, plot_phase_diagram
 
 N = 300
 ORDERED_MAX = 1e-3  # separation of an ordered cell (it decays from 1e-4·sqrt(N) ≈ 2e-3 towards 0)

@@ -122,5 +122,12 @@ def test_training_reports_at_its_end_and_task_report_reads_a_glob(tmp_path, data
     assert [optimal_epoch_in(p) for p in subs] == [best, 5]
     assert other.exists()
 
-    bad = run_cli("task=report", f"checkpoint_root={tmp_path}", cwd=tmp_path, env=env)
-    assert bad.returncode == 2 and "task=report needs" in bad.stderr
+
+def test_bad_background_grid_is_refused_before_anything_runs(compose_cfg, tmp_path):
+    from stabilityscope.config import validate
+
+    with pytest.raises(ConfigError, match=r"phase_background.inv_j.start=0.0.*1/J must be > 0"):
+        validate(compose_cfg("phase_background.inv_j.start=0"))
+    with pytest.raises(ConfigError, match="phase_background.n=1"):
+        run_report_task(compose_cfg("task=report", f"trace={tmp_path}", "phase_background.n=1"), tmp_path)
+    validate(compose_cfg("phase_background.enabled=false", "phase_background.n=1"))  # not drawn: not checked

@@ -15,8 +15,8 @@ from stabilityscope.models import build_model
 from stabilityscope.training import Run
 from tests.conftest import run_cli
 
-TINY = ("dataset.train_subset=128", "dataset.test_subset=32", "train.epochs=1", "analysis.n_inputs=8",
-        "analysis.steps=20", "figures=false")
+TINY = ("dataset.train_subset=64", "dataset.test_subset=16", "train.epochs=1", "analysis.n_inputs=8",
+        "analysis.steps=20", "figures=false", "report=false")
 
 
 def _cifar_root(data_root):
@@ -75,7 +75,7 @@ def test_resnet18_on_cifar10(tmp_path, compose_cfg, data_root):
 
 def test_timm_vit_on_cifar10_tracks_selected_layers(tmp_path, compose_cfg, data_root):
     cfg = compose_cfg("model=vit_tiny_patch16_224", "dataset=cifar10", f"dataset.root={_cifar_root(data_root)}",
-                      "optim=adam", r"analysis.layers='^blocks\.0\.|^head$'", *TINY)
+                      "optim=adam", "+model.kwargs.depth=2", r"analysis.layers='^blocks\.0\.|^head$'", *TINY)
     run = Run(cfg, tmp_path)
     assert run.model.patch_embed.img_size == (32, 32)  # timm's img_size: built for the data
     run.execute()
@@ -143,5 +143,5 @@ def test_describe_prints_the_table_without_training(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "blocks.0.attn.qkv.q" in out and "attn_q" in out and "mlp_block" in out and "cost/checkpoint" in out
-    assert "no (surrogate)" in out and "GFLOP per checkpoint" in out
+    assert "no (surrogate)" in out and "FLOP per checkpoint" in out
     assert not list(tmp_path.rglob("trace.h5")) and len(list(tmp_path.rglob("describe.txt"))) == 1

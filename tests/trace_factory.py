@@ -37,8 +37,12 @@ def synthetic_config(activation: str = "tanh", lr: float = 0.02, weight_decay: f
 def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activation: str = "tanh",
                     analysis: str = "standard", lr: float = 0.02, weight_decay: float = 0.0,
                     j2_slope: float = 0.05, status: str = "finished", seed: int = 0,
-                    n_checkpoints: Optional[int] = None) -> Path:
-    """Write a trace at ``path`` (a trace.h5; parents created) and return it."""
+                    n_checkpoints: Optional[int] = None, chain: bool = False) -> Path:
+    """Write a trace at ``path`` (a trace.h5; parents created) and return it.
+
+    ``chain`` adds a record ``block`` of kind ``chain`` (an MLP block iterated as one module): map
+    statistics only, no weight matrix, so no J, J0 or eigenvalues.
+    """
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     maps = analysis != "economy"
@@ -57,6 +61,14 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
         "head": LayerSpec({"fan_in": N, "fan_out": 10, "square": False, "role": "head", "activation": "",
                            "surrogate": True, "meanfield_activation": "tanh", "map_activation": ""}, head_stats),
     }
+    if chain and maps:
+        map_specs = [st for st in hidden_stats if st.name in ("s_mean", "s_std", "jacobian_product_exponent",
+                                                              "two_trajectory_exponent", "asymptotic_distance",
+                                                              "lambda_max", "period", "map_steps", "attractor",
+                                                              "poincare")]
+        layers["block"] = LayerSpec({"fan_in": N, "fan_out": N, "square": True, "role": "mlp", "activation": "",
+                                     "surrogate": False, "kind": "chain", "meanfield_activation": "",
+                                     "map_activation": activation}, map_specs)
     cfg = synthetic_config(activation, lr, weight_decay, epochs, analysis)
     attrs = {"config": yaml.safe_dump(cfg), "seed": seed, "model": "fmnist_fc", "dataset": "fashion_mnist",
              "device": "cpu", "task": "train"}
@@ -88,6 +100,9 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
                 asymptotic_distance=0.0 if j < 1 else 5.0 * (j - 1), lambda_max=lam, period=period,
                 map_steps=40.0, attractor=ATTRACTORS.index(attractor), poincare=p.astype(np.float32),
                 spectral_radius=float(np.abs(ev).max()), eigenvalues=np.stack([ev.real, ev.imag], -1).astype(np.float32))
+            if chain:
+                stats["block"] = {k: v for k, v in stats["hidden"].items()
+                                  if k in {st.name for st in layers["block"].stats}}
         w.append(epoch=e, step=30 * e, wall_time=float(e), layer_stats=stats,
                  metrics={"train_loss": loss - 0.05, "train_acc": 0.8 + 0.005 * e, "test_loss": loss,
                           "test_acc": 0.78 + 0.004 * e - 0.0002 * (e - best_epoch) ** 2})
@@ -101,7 +116,7 @@ _REAL: dict[str, Path] = {}
 
 
 def real_trace(root: Path, data_root: Path, name: str, *overrides: str) -> Path:
-    """A small real run (canonical network, data subsets, 3 epochs), trained once per test session.
+    """A small real run (canonical network, data subsets, 2 epochs), trained once per test session.
 
     Iterated maps are on (short: 8 start states, T = 40); the eigendecomposition is off to keep the
     run to seconds (the eigenvalue figure is tested on synthetic traces).
@@ -120,8 +135,8 @@ def real_trace(root: Path, data_root: Path, name: str, *overrides: str) -> Path:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
-            "experiment=debug", f"dataset.root={data_root}", "dataset.train_subset=1000", "dataset.test_subset=200",
-            "train.epochs=3", "analysis.n_inputs=8", "analysis.steps=40", "analysis.eigen=false", *overrides])
+            "experiment=debug", f"dataset.root={data_root}", "dataset.train_subset=500", "dataset.test_subset=100",
+            "train.epochs=2", "analysis.n_inputs=8", "analysis.steps=40", "analysis.eigen=false", *overrides])
     GlobalHydra.instance().clear()
     run_dir = root / name
     Run(cfg, run_dir).execute()

@@ -34,7 +34,7 @@ OpenMP's spin-waiting makes every parallel region cost a scheduler time slice; r
 Example::
 
     import numpy as np
-    from stabilityscope.phase_diagram import phase_diagram, plot_phase_diagram
+    from stabilityscope.numerical_phase_diagram import phase_diagram, plot_phase_diagram
     d = phase_diagram(np.linspace(0, 2, 41), np.linspace(0.2, 2, 37), n=2000)
     d.save("phase.h5")
     plot_phase_diagram(d, "phase.png")
@@ -114,7 +114,7 @@ class PhaseDiagram:
         """
         path = Path(path)
         with h5py.File(path, "w") as f:
-            f.attrs["format"] = "stabilityscope.phase_diagram"
+            f.attrs["format"] = "stabilityscope.numerical_phase_diagram"
             f.attrs["format_version"] = _FORMAT_VERSION
             f.attrs["source"] = "EOC-training §1.4 (asymptotic distance)"
             for fld in fields(self):
@@ -138,7 +138,7 @@ class PhaseDiagram:
         path = Path(path)
         try:
             with h5py.File(path, "r") as f:
-                if f.attrs.get("format") != "stabilityscope.phase_diagram":
+                if f.attrs.get("format") != "stabilityscope.numerical_phase_diagram":
                     raise TraceError(f"{path} is not a stabilityscope phase-diagram file")
                 kwargs: dict[str, Any] = {}
                 for fld in fields(cls):
