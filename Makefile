@@ -20,8 +20,10 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m stabilityscope experiment=demo dataset.download=true
 
+# Idle OpenMP threads sleep instead of spinning: the suite runs many small torch ops and is
+# often run beside other work on few cores, where spinning threads stall each other.
 test: install
-	$(PY) -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 bench: install
 	$(PY) benchmarks/bench_training.py

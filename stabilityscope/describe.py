@@ -7,7 +7,7 @@ record it (:func:`~stabilityscope.tracking.tracked_records`). Each row is one re
     name   kind   shape (fan_out × fan_in)   role   square   activation   cost per checkpoint
 
 The cost is an estimate of the floating-point operations one checkpoint's tracking spends on that
-map under the composed ``analysis`` settings (``analysis=describe`` uses ``standard``'s: 100 start
+map under the composed ``analysis`` settings (``analysis=describe`` uses ``standard``'s: 32 start
 states, T = 500): weights and eigenvalues (~30·N³ for a square matrix), iterated maps (~7·B·N² per
 step for a square layer; ~9 forward-pass equivalents per start state and step for a chain or model
 map, plus M1). A time estimate divides the total by this machine's measured matmul rate; real
@@ -27,7 +27,8 @@ from stabilityscope.data import dataset_info
 from stabilityscope.dissect import LayerRecord
 from stabilityscope.models import build_model, model_family
 from stabilityscope.submodel import ModelPrefix
-from stabilityscope.tracking import EXACT_NORM_MAX, NORM_PROBES, tracked_records
+from stabilityscope.module_maps import EXACT_NORM_MAX, NORM_PROBES
+from stabilityscope.tracking import tracked_records
 
 
 def _forward_flops(model: nn.Module, r: LayerRecord) -> float:

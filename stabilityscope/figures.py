@@ -31,7 +31,6 @@ eigenvalues; only square layers have them).
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import math
 import os
@@ -50,6 +49,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
+from stabilityscope import numerical_phase_diagram as npd
 from stabilityscope.errors import TraceError
 from stabilityscope.meanfield import critical_coupling, edge_curve, phase_plane
 from stabilityscope.trace import Trace, open_trace
@@ -291,16 +291,6 @@ def save_figure(fig: Figure, out_dir: Union[str, Path], stem: str, formats: Sequ
 # ------------------------------------------------------------------------ the numerical background
 
 
-def _npd() -> Any:
-    """The numerical phase-diagram module (``numerical_phase_diagram``; ``phase_diagram`` before the rename)."""
-    try:
-        return importlib.import_module("stabilityscope.numerical_phase_diagram")
-    except ModuleNotFoundError as exc:
-        if exc.name != "stabilityscope.numerical_phase_diagram":
-            raise
-        return importlib.import_module("stabilityscope.numerical_phase_diagram")
-
-
 @dataclass(frozen=True)
 class BackgroundSpec:
     """The numerical phase diagram drawn behind training paths (SCIENCE.md §1.4).
@@ -343,7 +333,6 @@ def phase_background(activation: str = "tanh", spec: BackgroundSpec = Background
     Returns:
         A ``PhaseDiagram`` (``separation`` shaped (len(inv_j), len(j0_over_j)), N, T, seed kept).
     """
-    npd = _npd()
     folder = Path(cache) if cache is not None else cache_dir()
     path = folder / spec.key(activation)
     if path.exists():
@@ -916,9 +905,9 @@ FIGURES = ("phase_path", "coupling", "metrics", "layer_stability", "poincare", "
 
 
 def draw_figures(trace: TraceLike, out_dir: Union[str, Path], *,
-                 background: Union[bool, BackgroundSpec] = True,
-                 cache: Optional[Union[str, Path]] = None) -> tuple[dict[str, Path], dict[str, str]]:
-    """Every figure of one run into ``out_dir`` (PNG and PDF).
+                 background: Union[bool, BackgroundSpec] = True, cache: Optional[Union[str, Path]] = None,
+                 formats: Sequence[str] = ("png", "pdf")) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every figure of one run into ``out_dir`` (PNG, and PDF unless ``formats`` leaves it out).
 
     Returns:
         (written, skipped): the PNG of each figure drawn, by name; and for each figure the trace
@@ -943,7 +932,7 @@ def draw_figures(trace: TraceLike, out_dir: Union[str, Path], *,
             except TraceError as exc:  # e.g. no iterated maps (analysis=economy), no layer with (J0, J)
                 skipped[name] = str(exc)
                 continue
-            written[name] = save_figure(fig, out, name)[0]
+            written[name] = save_figure(fig, out, name, ("png", *(f for f in formats if f != "png")))[0]
     return written, skipped
 
 

@@ -184,8 +184,9 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
     for name, png in figures.items():
         title, caption = CAPTIONS.get(name, (name, ""))
         rel = png.relative_to(base) if png.is_relative_to(base) else png
-        lines += ["", f"### {title}", "", f"![{title}]({rel.as_posix()})", "", caption,
-                  f"([PDF]({rel.with_suffix('.pdf').as_posix()}))"]
+        lines += ["", f"### {title}", "", f"![{title}]({rel.as_posix()})", "", caption]
+        if png.with_suffix(".pdf").exists():
+            lines.append(f"([PDF]({rel.with_suffix('.pdf').as_posix()}))")
     if skipped:
         lines += ["", "Not drawn:", ""]
         lines += [f"- {CAPTIONS.get(name, (name,))[0]}: {reason}" for name, reason in skipped.items()]
@@ -193,7 +194,8 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
 
 
 def write_report(trace: Union[str, Path, Trace], out_dir: Union[str, Path], *, figures: bool = True,
-                 background: Union[bool, BackgroundSpec] = True, cache: Optional[Union[str, Path]] = None) -> Path:
+                 background: Union[bool, BackgroundSpec] = True, cache: Optional[Union[str, Path]] = None,
+                 formats: Sequence[str] = ("png", "pdf")) -> Path:
     """Write ``<out_dir>/report.md`` (and the figures into ``<out_dir>/figures/``) for one run.
 
     Args:
@@ -202,6 +204,7 @@ def write_report(trace: Union[str, Path, Trace], out_dir: Union[str, Path], *, f
         figures: draw the figures and link them; False: the key numbers only.
         background: as in :func:`stabilityscope.figures.plot_phase_path`.
         cache: folder of cached phase-diagram backgrounds (None: the user cache).
+        formats: figure files to write; PNG always (the report shows it), PDF linked when written.
 
     Returns:
         The path of ``report.md``.
@@ -213,7 +216,8 @@ def write_report(trace: Union[str, Path, Trace], out_dir: Union[str, Path], *, f
     try:
         if len(tr) == 0:
             raise TraceError(f"{tr.path} holds no checkpoint yet; there is nothing to report.")
-        written, skipped = draw_figures(tr, out / "figures", background=background, cache=cache) if figures else ({}, {})
+        written, skipped = (draw_figures(tr, out / "figures", background=background, cache=cache, formats=formats)
+                            if figures else ({}, {}))
         text = report_markdown(tr, written, skipped, out)
     finally:
         if own:
@@ -228,7 +232,8 @@ def _safe(name: str) -> str:
 
 
 def write_index(paths: Sequence[Path], out_dir: Union[str, Path], *, figures: bool = True,
-                background: Union[bool, BackgroundSpec] = True, cache: Optional[Union[str, Path]] = None) -> Path:
+                background: Union[bool, BackgroundSpec] = True, cache: Optional[Union[str, Path]] = None,
+                formats: Sequence[str] = ("png", "pdf")) -> Path:
     """Reports for several runs: each under ``runs/``, and ``report.md`` comparing them in one table
     (what the runs' configs vary, the optimum, accuracy, the first square layer at the optimum) with the
     comparison figure. Unreadable runs are listed, not fatal."""
@@ -239,11 +244,12 @@ def write_index(paths: Sequence[Path], out_dir: Union[str, Path], *, figures: bo
         sub = out / "runs" / f"{i:02d}_{_safe(path.parent.name)}"
         try:
             with open_trace(path) as tr:
-                report = write_report(tr, sub, figures=figures, background=background, cache=cache)
+                report = write_report(tr, sub, figures=figures, background=background, cache=cache, formats=formats)
+                coupled = [n for n in tr.layers if "J" in tr.stats(n)]  # chains and model maps have no J
+                layer = next((n for n in coupled if tr.layer_info(n).get("square")), coupled[0] if coupled else None)
                 rows.append({"report": report.relative_to(out).as_posix(), "path": str(path),
                              **flatten_config(tr.config or {}), **run_summary(tr), "status": tr.status,
-                             "_layer": next((n for n in tr.layers if tr.layer_info(n).get("square")),
-                                            tr.layers[0] if tr.layers else None)})
+                             "_layer": layer})
                 traces.append(path)
         except TraceError as exc:
             failed.append(f"- `{path}`: {exc}")
@@ -265,7 +271,8 @@ def write_index(paths: Sequence[Path], out_dir: Union[str, Path], *, figures: bo
         lines += ["", "Not reported (unreadable or empty):", "", *failed]
     if figures and len(traces) > 1:
         try:
-            png = save_figure(plot_comparison(traces, background=background, cache=cache), out / "figures", "comparison")[0]
+            fig = plot_comparison(traces, background=background, cache=cache)
+            png = save_figure(fig, out / "figures", "comparison", ("png", *(f for f in formats if f != "png")))[0]
             lines += ["", "## Comparison", "", f"![Comparison of the runs]({png.relative_to(out).as_posix()})", "",
                       "One layer of every run: its path on the phase plane (○ start, ■ end, ★ optimal), J² against "
                       "epoch with the edge J² = J_c², and the test loss with each run's minimum (★)."]

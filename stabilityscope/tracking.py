@@ -25,8 +25,8 @@ layer of a large model costs a few batched tensor operations rather than a loop.
 Start states are real test inputs: for a layer inside a transformer or a convolutional network (whose
 input is (B, tokens, d) or (B, C, H, W)) each test input contributes the layer's input at one
 position, the first token (the class token of a ViT) or the centre pixel. M1 of a module map with
-N > :data:`EXACT_NORM_MAX` uses an unbiased random-probe estimate of ||∂F||_F (see
-:class:`ProbedModuleMap`).
+N > 1024 uses an unbiased random-probe estimate of ||∂F||_F (see
+:class:`~stabilityscope.module_maps.ProbedModuleMap`).
 """
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ from torch import nn
 from stabilityscope.dissect import LayerRecord, dissect, select_layers
 from stabilityscope.errors import ConfigError
 from stabilityscope.lyapunov import ATTRACTORS, MapMeasures, lyapunov_spectrum, map_measures
-from stabilityscope.maps import IteratedMap, LayerMap, ModuleMap
+from stabilityscope.maps import IteratedMap, LayerMap
 from stabilityscope.meanfield import PHASES, edge_distance, order_parameters, phase_code, phase_coordinates
+from stabilityscope.module_maps import ProbedModuleMap
 from stabilityscope.submodel import ModelPrefix, prefix_map
 from stabilityscope.trace import LayerSpec, StatSpec
 from stabilityscope.weight_structure import eigen_summary, online_step_stats, weight_structure_summary
@@ -57,8 +58,6 @@ EIGEN_STATS = ("spectral_radius", "spectral_norm", "complex_fraction")
 POINCARE_STARTS = 8  # start states whose Poincaré points (M5) are stored
 
 
-EXACT_NORM_MAX = 1024  # module maps with N above this estimate M1 with random probes
-NORM_PROBES = 64  # probes of that estimate
 # ReLU-like activations whose mean-field surrogate is ReLU's (the theory covers tanh and ReLU only).
 RELU_LIKE = ("relu", "relu6", "leaky_relu", "prelu", "gelu", "gelu_tanh", "quick_gelu", "silu", "elu", "selu",
              "celu", "softplus", "mish", "hardswish", "star_relu")
@@ -89,38 +88,6 @@ def map_activation(record: LayerRecord) -> str:
 
 def _map_phi(name: str):  # noqa: ANN202 (a name or a callable, as LayerMap takes)
     return MAP_FUNCTIONS.get(name, name)
-
-
-class ProbedModuleMap(ModuleMap):
-    """A :class:`ModuleMap` called directly (not via ``functional_call``), whose M1 uses random
-    probes when N is large.
-
-    ||J||_F² = E_v ||J v||² for v ~ Normal(0, I_N), estimated with ``probes`` seeded Gaussian vectors
-    (one vmapped jvp): unbiased for ||J||_F², with relative standard deviation at most sqrt(2/probes)
-    per state (≤ 18% for 64 probes, shrinking by sqrt(B) in the mean over B start states). The exact
-    norm needs N backward passes per state (3072 for a CIFAR image), which dominates on a CPU.
-    """
-
-    def __init__(self, module: nn.Module, input_shape: tuple[int, ...], probes: int = NORM_PROBES) -> None:
-        super().__init__(module, input_shape)
-        self.probes = probes
-
-    def _f(self, flat: torch.Tensor) -> torch.Tensor:
-        # A direct call (several times faster than ModuleMap's functional_call for small blocks); the
-        # tracker switches requires_grad off for the measurement, so no parameter gradients are built.
-        return self.module(flat.reshape(-1, *self.input_shape)).reshape(flat.shape)
-
-    def jacobian_norm(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dim <= EXACT_NORM_MAX:
-            return super().jacobian_norm(x)
-        x = self.broadcast_states(x)
-        gen = torch.Generator(device=x.device).manual_seed(0)
-        v = torch.randn(self.dim, self.probes, generator=gen, device=x.device, dtype=x.dtype)
-        out = []
-        for i in range(0, x.shape[-2], 8):  # a few states at a time bound the (b, N, probes) tangents
-            _, jv = self.jvp(x[..., i:i + 8, :], v)
-            out.append(jv.square().sum(-2).mean(-1).sqrt())
-        return torch.cat(out, -1)
 
 
 def module_map_for(model: nn.Module, record: LayerRecord) -> IteratedMap:

@@ -108,3 +108,15 @@ def test_map_layer_for_any_model_whose_shapes_agree(compose_cfg):
     assert 0 < stats["s_mean"] and stats["map_steps"] <= 20
     with pytest.raises(ConfigError, match="needs equal sizes"):
         model_map_record(model, "2", (3, 4))
+
+
+def test_probed_jacobian_norm_is_unbiased_for_large_maps():
+    from stabilityscope.module_maps import ProbedModuleMap
+
+    torch.manual_seed(0)
+    lin = nn.Linear(1100, 1100)  # N > 1024: M1 from 64 random probes per state
+    F = ProbedModuleMap(lin, (1100,))
+    est = F.jacobian_norm(torch.randn(16, 1100))
+    exact = float(torch.linalg.matrix_norm(lin.weight.detach()))  # a linear map: ∂F = W everywhere
+    assert est.shape == (16,) and float(est.mean()) == pytest.approx(exact, rel=0.05)
+    assert float(est.std() / est.mean()) < (2 / 64) ** 0.5

@@ -56,7 +56,7 @@ def test_phase_path_background_is_computed_once_and_cached(standard, tmp_path, m
     def no_recompute(*args, **kwargs):
         raise AssertionError("the cached background was recomputed")
 
-    monkeypatch.setattr(figures._npd(), "phase_diagram", no_recompute)
+    monkeypatch.setattr(figures.npd, "phase_diagram", no_recompute)
     fig = figures.plot_phase_path(standard, background=TINY, cache=cache)
     assert_drawn(figures.save_figure(fig, tmp_path, "p2")[0])
     # a different N is a different diagram

@@ -56,10 +56,8 @@ def test_report_has_the_key_numbers_and_every_figure(tmp_path):
     assert {p.suffix for p in links} == {".png", ".pdf"}
 
 
-def test_economy_report_says_what_is_missing_and_text_only_mode(tmp_path):
+def test_text_only_report(tmp_path):
     trace = synthetic_trace(tmp_path / "run" / "trace.h5", analysis="economy")
-    text = write_report(trace, tmp_path / "eco", background=False).read_text()
-    assert "Not drawn:" in text and text.count("analysis=standard") == 3
     report = write_report(trace, tmp_path / "text", figures=False)
     assert not (tmp_path / "text" / "figures").exists() and "## Figures" not in report.read_text()
     assert optimal_epoch_in(report) == 12
@@ -74,7 +72,7 @@ def test_empty_trace_has_nothing_to_report(tmp_path):
 def test_index_compares_runs_and_links_each_report(tmp_path):
     paths = [synthetic_trace(tmp_path / "sweep" / str(i) / "trace.h5", weight_decay=wd, best_epoch=b, analysis="economy")
              for i, (wd, b) in enumerate([(0.0, 8), (5e-4, 14)])]
-    index = write_index(paths, tmp_path / "index", background=False)
+    index = write_index(paths, tmp_path / "index", background=False, formats=("png",))  # PDFs: test_figures
     text = index.read_text()
     assert "The runs differ in: `optim.weight_decay`." in text
     rows = [line for line in text.splitlines() if line.startswith("| [")]
@@ -82,8 +80,11 @@ def test_index_compares_runs_and_links_each_report(tmp_path):
     links = linked_files(index)
     assert all(p.exists() for p in links)
     assert sorted(p.name for p in links) == ["comparison.png", "report.md", "report.md"]
+    assert not list((tmp_path / "index").rglob("*.pdf"))
     for sub, best in zip(sorted((tmp_path / "index" / "runs").iterdir()), (8, 14)):
         assert optimal_epoch_in(sub / "report.md") == best
+        text = (sub / "report.md").read_text()  # economy traces: the map figures are listed, not drawn
+        assert "Not drawn:" in text and text.count("analysis=standard") == 3
 
 
 def test_report_task_needs_a_trace(compose_cfg, tmp_path):
