@@ -163,8 +163,10 @@ def _last(name: str) -> str:
 
 def classifier_modules(model: nn.Module, fc_names: list[str]) -> list[str]:
     """Names of the classifier FC maps: timm's ``pretrained_cfg['classifier']``, torchvision's family
-    table, else the last Linear (the last FC map when there is no Linear). A declared classifier
-    that holds no FC map (an ``nn.Identity`` for ``num_classes=0``) means: no head."""
+    table, else the last Linear (the last FC map when there is no Linear). A model with
+    ``num_classes == 0``, or a declared classifier that holds no FC map (an ``nn.Identity``), has no head."""
+    if getattr(model, "num_classes", None) == 0:  # built without a classifier (a feature encoder)
+        return []
     modules = dict(model.named_modules())
     declared: Iterable[str] = ()
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)

@@ -238,7 +238,8 @@ class LayerTracker:
             if self.analysis.weight_structure:
                 self._structure(names, W, out)
             if self.analysis.eigen and W.shape[-1] == W.shape[-2]:
-                es = eigen_summary(W, return_eigenvalues=True)
+                # float32 LAPACK halves the cost; complex_fraction uses a sqrt(eps32)·radius tolerance
+                es = eigen_summary(W, return_eigenvalues=True, dtype=torch.float32)
                 ev = torch.stack([es.eigenvalues.real, es.eigenvalues.imag], -1).float().cpu().numpy()  # (L, N, 2)
                 for i, n in enumerate(names):
                     out[n].update(spectral_radius=float(es.spectral_radius[i]), spectral_norm=float(es.spectral_norm[i]),

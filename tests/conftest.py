@@ -15,6 +15,18 @@ from stabilityscope.app import conf_dir
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Phase-diagram backgrounds cached by the tests (and their subprocesses) stay in the session."""
+    old = os.environ.get("STABILITYSCOPE_CACHE")
+    os.environ["STABILITYSCOPE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("STABILITYSCOPE_CACHE", None)
+    else:
+        os.environ["STABILITYSCOPE_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The folder with the real datasets; tests needing it fail (not skip) under CI."""
