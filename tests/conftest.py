@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -25,6 +26,17 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("STABILITYSCOPE_CACHE", None)
     else:
         os.environ["STABILITYSCOPE_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module, restored afterwards. The engine's tests use small
+    tensors that gain nothing from threads, and on a busy 2-core machine spin-waiting OpenMP workers
+    made them ~10x slower (e.g. a 1000×1000 eigvals at 13–40 s against ≈ 1 s single-threaded)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -10,17 +10,10 @@ from stabilityscope.lyapunov import (ATTRACTORS, STOP_REASONS, _cholesky_qr2, cl
                                      lyapunov_spectrum, map_measures)
 from stabilityscope.maps import LayerMap
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*torch.jit.script:FutureWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors gain nothing from intra-op threads, and on a busy machine waiting OpenMP
-    workers made this file ~10x slower (7 s → 80 s on 2 shared cores); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 # tolerances, in one place
 EXACT = 1e-3  # exponents of linear maps (orthogonal, a·Q, diagonal): exact up to rounding/transient

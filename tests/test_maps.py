@@ -9,17 +9,10 @@ from torch import nn
 
 from stabilityscope.maps import LayerMap, ModuleMap
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*torch.jit.script:FutureWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors gain nothing from intra-op threads, and on a busy machine waiting OpenMP
-    workers made this file ~10x slower (7 s → 80 s on 2 shared cores); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 ATOL = 1e-10  # float64 comparisons of closed form vs autodiff
 ACTIVATIONS = ["tanh", "relu", "sigmoid", "identity", torch.sin, nn.Tanh()]

@@ -39,15 +39,7 @@ def gaussian(M: int, N: int, J0: float, J: float, seed: int, batch: tuple[int, .
     return J0 / N + J / math.sqrt(N) * torch.randn(*batch, M, N, generator=g, dtype=torch.float64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread for this module. On a busy 2-core machine MKL's 2-thread eigvals of a
-    1000×1000 matrix was measured at 13–40 s (threads spin-waiting on each other) against ≈ 1 s
-    single-threaded, so the spectral tests pin one thread and restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
