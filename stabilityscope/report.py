@@ -316,6 +316,8 @@ def finish_run(cfg: Any, run_dir: Path) -> None:
     if cfg.report:
         path = write_report(trace, run_dir, figures=bool(cfg.figures), **options)
         log.info("Report: %s", path.resolve())
+        if cfg.figures:
+            log.info("Figures: %s", (run_dir / "figures").resolve())
     elif cfg.figures:
         written, _ = draw_figures(trace, run_dir / "figures", **options)
         log.info("Figures: %s", ", ".join(str(p.resolve()) for p in written.values()))
