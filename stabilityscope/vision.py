@@ -29,6 +29,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from stabilityscope.errors import ConfigError
@@ -269,13 +270,16 @@ def check_forward(model: nn.Module, input_shape: Sequence[int], num_classes: int
 def build_library_model(cfg: Any, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """A timm or torchvision model per ``cfg`` (a ModelConfig) for the dataset's inputs and classes."""
     family = str(getattr(cfg.family, "value", cfg.family))
-    if cfg.name == family:  # the generic presets' placeholder
+    if cfg.name == family:  # the generic presets leave model.name for the user to set
         raise ConfigError(f"model={family} needs a model name: pass model.name=<name> (see "
                           f"{'timm.list_models()' if family == 'timm' else 'torchvision.models.list_models()'}).")
     if len(input_shape) != 3:
         raise ConfigError(f"{family} model {cfg.name!r} takes images (C, H, W); the dataset gives {tuple(input_shape)}.")
     c, h, w = (int(s) for s in input_shape)
-    kwargs = dict(cfg.get("kwargs", None) or {}) if hasattr(cfg, "get") else dict(getattr(cfg, "kwargs", {}) or {})
+    kwargs = getattr(cfg, "kwargs", None) or {}
+    if isinstance(kwargs, DictConfig):
+        kwargs = OmegaConf.to_container(kwargs, resolve=True)
+    kwargs = dict(kwargs)
     size = (cfg.input_size, cfg.input_size) if cfg.input_size else (h, w)
     if cfg.img_size:
         size = (cfg.img_size, cfg.img_size)
