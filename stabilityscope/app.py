@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from stabilityscope.config import Config, register_configs, validate
+from stabilityscope.config import Config, register_configs, validate, value_of
 from stabilityscope.errors import ConfigError, StabilityscopeError, TraceError
 
 log = logging.getLogger("stabilityscope")
@@ -37,15 +37,11 @@ def conf_dir() -> str:
     raise RuntimeError(f"stabilityscope's conf/ folder is missing (looked in {here} and {here.parent}).")
 
 
-def _name(value: Any) -> str:
-    return str(getattr(value, "value", value))
-
-
 def run_dir_resolver(root: str, task: Any, model: str, dataset: str, resume: Optional[str], stamp: str) -> str:
     """``checkpoints/<model>-<dataset>/<timestamp>`` for training, ``checkpoints/<task>/<timestamp>`` else."""
     if resume:
         return str(resume)
-    task = _name(task)
+    task = value_of(task)
     return f"{root}/{model}-{dataset}/{stamp}" if task == "train" else f"{root}/{task}/{stamp}"
 
 
@@ -85,7 +81,7 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
 
 
 def run_task(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
-    task = _name(cfg.task)
+    task = value_of(cfg.task)
     if task == "train" and cfg.analysis.describe and cfg.resume is None:
         from stabilityscope.describe import describe  # analysis=describe: the dissection table, no training
 

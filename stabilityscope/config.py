@@ -191,6 +191,11 @@ class Config:
     checkpoint_root: str = "checkpoints"  # run directories go below this folder
 
 
+def value_of(option: Any) -> str:
+    """The plain string of a config option: enum members (Activation.tanh) become their value ("tanh")."""
+    return str(getattr(option, "value", option))
+
+
 def register_configs() -> None:
     """Register the schemas; `conf/config.yaml` lists `config_schema` first in its defaults."""
     ConfigStore.instance().store(name="config_schema", node=Config)

@@ -24,6 +24,7 @@ import math
 import torch
 from torch import nn
 
+from stabilityscope.config import value_of
 from stabilityscope.errors import ConfigError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -102,10 +103,10 @@ class EocCNN(nn.Module):
 
 
 def build_eoc_mlp(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return EocMLP(math.prod(input_shape), num_classes, str(getattr(cfg.activation, "value", cfg.activation)))
+    return EocMLP(math.prod(input_shape), num_classes, value_of(cfg.activation))
 
 
 def build_eoc_cnn(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if len(input_shape) != 3:
         raise ConfigError(f"model eoc_cnn takes images (C, H, W); the dataset gives inputs of shape {input_shape}.")
-    return EocCNN(tuple(input_shape), num_classes, str(getattr(cfg.activation, "value", cfg.activation)))
+    return EocCNN(tuple(input_shape), num_classes, value_of(cfg.activation))

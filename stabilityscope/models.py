@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from stabilityscope.config import value_of
 from stabilityscope.eoc_models import build_eoc_cnn, build_eoc_mlp
 from stabilityscope.errors import ConfigError
 from stabilityscope.vision import build_library_model, check_forward, on_meta
@@ -52,7 +53,7 @@ ModelBuilder = Callable[..., nn.Module]
 
 
 def _fmnist_fc(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return FashionFC(math.prod(input_shape), cfg.width, num_classes, str(getattr(cfg.activation, "value", cfg.activation)),
+    return FashionFC(math.prod(input_shape), cfg.width, num_classes, value_of(cfg.activation),
                      cfg.init_J, cfg.init_J0)
 
 
@@ -63,7 +64,7 @@ FAMILIES = ("builtin", "timm", "torchvision")
 def model_family(cfg) -> str:
     """``cfg.family`` as a plain string (``builtin`` when the config has none)."""
     family = getattr(cfg, "family", "builtin")
-    return str(getattr(family, "value", family))
+    return value_of(family)
 
 
 def _build(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

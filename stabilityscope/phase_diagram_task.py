@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stabilityscope.config import value_of
 from stabilityscope.errors import ConfigError
 from stabilityscope.numerical_phase_diagram import phase_diagram, plot_phase_diagram
 
@@ -32,7 +33,7 @@ def run_phase_diagram_task(cfg, run_dir: Path) -> tuple[Path, Path]:
     if cfg.sampling not in ("common", "independent"):
         raise ConfigError(f"Invalid value phase_diagram.sampling={cfg.sampling!r}: allowed: common, independent.")
     device = None if cfg.device == "auto" else cfg.device
-    activation = str(getattr(cfg.activation, "value", cfg.activation))
+    activation = value_of(cfg.activation)
     d = phase_diagram(x, y, cfg.n, cfg.steps, activation=activation, seed=cfg.seed, device=device,
                       sampling=cfg.sampling)
     run_dir.mkdir(parents=True, exist_ok=True)

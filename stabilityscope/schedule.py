@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from stabilityscope.config import value_of
 
 
 def checkpoint_epochs(epochs: int, kind: str = "every", every: int = 1, num: int = 30,
@@ -14,7 +15,7 @@ def checkpoint_epochs(epochs: int, kind: str = "every", every: int = 1, num: int
             where J² changes fastest relative to its value), or ``list`` (``explicit``; values above
             ``epochs`` are dropped).
     """
-    kind = str(getattr(kind, "value", kind))
+    kind = value_of(kind)
     if kind == "every":
         chosen = set(range(0, epochs + 1, every))
     elif kind == "log":

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 
-from stabilityscope.config import to_container
+from stabilityscope.config import to_container, value_of
 from stabilityscope.data import InMemoryData, augment_batch, load_dataset
 from stabilityscope.errors import ConfigError, DivergedError, TraceError
 from stabilityscope.models import build_model
@@ -52,7 +52,7 @@ def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
     decayed = [p for p in model.parameters() if p.ndim >= 2]
     plain = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    name = str(getattr(cfg.name, "value", cfg.name))
+    name = value_of(cfg.name)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if name == "adam":
@@ -189,8 +189,7 @@ class Run:
                  "dataset": self.cfg.dataset.name, "device": str(self.device), "task": "train"}
         return TraceWriter.create(self.run_dir / "trace.h5", attrs=attrs,
                                   layers=self.tracker.layer_specs(store_weights=self.cfg.storage.weights),
-                                  weights_dtype=str(getattr(self.cfg.storage.weights_dtype, "value",
-                                                            self.cfg.storage.weights_dtype)))
+                                  weights_dtype=value_of(self.cfg.storage.weights_dtype))
 
     def _restore(self) -> tuple[TraceWriter, RunState]:
         """Reopen the trace at the newest checkpoint that has both a trace row and a saved state."""

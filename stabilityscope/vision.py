@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from stabilityscope.config import value_of
 from stabilityscope.errors import ConfigError
 
 SIZE_HINT = ("For small images: model.small_input=true (ResNet-style stems), model.img_size=<size> (timm models "
@@ -269,7 +270,7 @@ def check_forward(model: nn.Module, input_shape: Sequence[int], num_classes: int
 
 def build_library_model(cfg: Any, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """A timm or torchvision model per ``cfg`` (a ModelConfig) for the dataset's inputs and classes."""
-    family = str(getattr(cfg.family, "value", cfg.family))
+    family = value_of(cfg.family)
     if cfg.name == family:  # the generic presets leave model.name for the user to set
         raise ConfigError(f"model={family} needs a model name: pass model.name=<name> (see "
                           f"{'timm.list_models()' if family == 'timm' else 'torchvision.models.list_models()'}).")
