@@ -53,7 +53,7 @@ def tracked_run(data, epochs: int, subset: int, tmp: Path) -> float:
                                                        f"dataset.train_subset={subset}", "train.device=cpu"])
     run = Run(cfg, tmp / f"run{time.time_ns()}", data=data)
     in_checkpoints = 0.0
-    inner = run._checkpoint
+    inner = run.checkpoint
 
     def timed(*a, **k):
         nonlocal in_checkpoints
@@ -62,7 +62,7 @@ def tracked_run(data, epochs: int, subset: int, tmp: Path) -> float:
         in_checkpoints += time.perf_counter() - t
         return out
 
-    run._checkpoint = timed
+    run.checkpoint = timed
     start = time.perf_counter()
     run.execute()
     return epochs * run.steps_per_epoch / (time.perf_counter() - start - in_checkpoints)

@@ -109,6 +109,10 @@ def run_task(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
         from stabilityscope.report import run_report_task
 
         run_report_task(cfg, run_dir)
+    elif task == "scaling":
+        from stabilityscope.scaling_task import run_scaling_task
+
+        run_scaling_task(cfg, run_dir)
     elif task == "phase_diagram":
         from stabilityscope.phase_diagram_task import run_phase_diagram_task
 
@@ -122,13 +126,31 @@ register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> Optional[str]:
+    from stabilityscope import sweep
+
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
     try:
+        sweep.set_threads(cfg, hc, multirun)
+        if not multirun and sweep.sweep_params(hc):
+            raise ConfigError(f"This config defines a sweep (hydra.sweeper.params: {sweep.sweep_params(hc)}), "
+                              f"which runs only in multirun mode: add -m (python -m stabilityscope -m ...).")
+        if multirun and sweep.defer(cfg, run_dir, hc):
+            return "queued"  # trained in a batched group when Hydra has launched every job
         run_task(cfg, run_dir, list(hc.overrides.task))
+        return "done"
     except StabilityscopeError as exc:
         print(f"stabilityscope: error: {exc}", file=sys.stderr)
-        if hc.mode == RunMode.MULTIRUN:  # one failed job must not end the sweep
-            return
-        sys.exit(exc.exit_code)
+        if not multirun:
+            sys.exit(exc.exit_code)
+        error = str(exc)
+    except Exception as exc:
+        if not multirun:
+            raise
+        log.exception("Job %s failed", run_dir)
+        error = f"{type(exc).__name__}: {exc}"
+    # a failed sweep job: its trace says so, and the sweep goes on
+    sweep.mark_job_failed(cfg, run_dir, error)
+    return "failed"

@@ -25,6 +25,7 @@ class Task(str, Enum):
     train = "train"
     phase_diagram = "phase_diagram"
     report = "report"  # figures and a one-page summary of existing traces (trace=<path or glob>)
+    scaling = "scaling"  # scaling laws and the weight-decay guideline of a sweep (sweep=<dir or glob>)
 
 
 class Activation(str, Enum):
@@ -107,6 +108,7 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
     keep_states: int = 2  # resumable states kept on disk (the newest ones)
+    threads: Optional[int] = None  # torch CPU threads; null = torch's default (1 per job under hydra/launcher=parallel)
 
 
 @dataclass
@@ -174,6 +176,25 @@ class BackgroundConfig:
 
 
 @dataclass
+class BatchingConfig:
+    """Sweeps of the canonical network train as batched groups (stabilityscope.batched, .sweep)."""
+
+    enabled: bool = True  # false: every sweep job trains on its own
+    max_group: int = 32  # runs per batched group (stacked weights: about 7.4 MB per run at width 784)
+
+
+@dataclass
+class ScalingConfig:
+    """``task=scaling``: what is fitted over a sweep's runs (see stabilityscope.scaling)."""
+
+    layer: str = "hidden"  # the layer whose J² is fitted (the canonical network's square hidden layer)
+    window: int = 50  # fit the slope A of J² over checkpoints with epoch <= window ...
+    ordered_only: bool = True  # ... and in the ordered phase only (χ < 1)
+    plateau_fraction: float = 0.2  # the J² plateau of a decay run: mean over this last fraction of its epochs
+    confidence: float = 0.95  # level of the confidence intervals of the fits
+
+
+@dataclass
 class Config:
     task: Task = Task.train
     resume: Optional[str] = None  # a run directory to continue (train task)
@@ -186,6 +207,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     trace: Optional[str] = None  # task=report: a trace, run directory or glob
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    sweep: Optional[str] = None  # task=scaling: a sweep directory (checkpoints/multirun/<stamp>) or a glob of runs
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     phase_diagram: PhaseDiagramConfig = field(default_factory=PhaseDiagramConfig)
     checkpoint_root: str = "checkpoints"  # run directories go below this folder
@@ -225,6 +249,9 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(sched.num >= 1, "train.checkpoints.num", sched.num, "must be a positive integer")
     bad = [e for e in sched.epochs if e < 0]
     _require(not bad, "train.checkpoints.epochs", list(sched.epochs), "epochs must be >= 0")
+    _require(c.train.threads is None or c.train.threads >= 1, "train.threads", c.train.threads,
+             "a positive number of threads, or null for torch's default")
+    _require(c.batching.max_group >= 1, "batching.max_group", c.batching.max_group, "a group holds at least one run")
     _require(c.train.keep_states >= 1, "train.keep_states", c.train.keep_states, "keep at least one state")
     _require(c.storage.weights_every >= 1, "storage.weights_every", c.storage.weights_every, "must be a positive integer")
     for key in ("train_subset", "test_subset"):

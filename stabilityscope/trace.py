@@ -4,7 +4,8 @@ Schema (version 1)::
 
     /                          attrs: schema_version, stabilityscope_version, config (resolved YAML),
                                       package_versions (JSON), seed, start_time, end_time, status,
-                                      model, dataset, device
+                                      model, dataset, device, torch_threads, batch_group (runs trained
+                                      together, stabilityscope.batched); error (why a run failed/diverged)
     /checkpoints/epoch         int64 (n,)   epoch of each checkpoint (0 = initialisation)
     /checkpoints/step          int64 (n,)   optimiser steps taken
     /checkpoints/wall_time     float64 (n,) seconds of training + tracking since the run started
@@ -194,14 +195,41 @@ class TraceWriter:
         f.flush()
         self._n = n + 1
 
-    def close(self, status: str) -> None:
-        """Leave SWMR mode and record the final status (attributes are not written under SWMR)."""
+    def close(self, status: str, error: Optional[str] = None) -> None:
+        """Leave SWMR mode and record the final status, and why a run failed or diverged.
+
+        (Attributes are not written under SWMR, hence after closing.)
+        """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
         self._f.close()
         with h5py.File(self.path, "r+", libver="latest") as f:
             f.attrs["status"] = status
             f.attrs["end_time"] = now_iso()
+            if error:
+                f.attrs["error"] = error
+
+
+def mark_failed(path: str | Path, error: str, attrs: Optional[Mapping[str, Any]] = None) -> None:
+    """Record that the run of ``path`` failed, with ``error``; a failed sweep job is findable afterwards.
+
+    A run that failed before its trace existed (bad data path, a model that does not build) gets a
+    trace with no checkpoints, status ``failed``, the error and ``attrs`` (its config), so the sweep's
+    table lists it. An existing trace that is still marked ``running`` is set to ``failed``; a closed
+    one keeps its status (the run's own writer already recorded why it ended).
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            with h5py.File(path, "r+", libver="latest") as f:
+                if f.attrs.get("status") == "running":
+                    f.attrs.update({"status": "failed", "end_time": now_iso(), "error": error})
+            return
+        except OSError:  # a writer that died in SWMR mode: copy the complete part, then mark it
+            TraceWriter.reopen(path, keep=2**62).close("failed", error=error)
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    TraceWriter.create(path, attrs={**dict(attrs or {}), "task": "train"}, layers={}).close("failed", error=error)
 
 
 def _open_read(path: str | Path) -> h5py.File:
@@ -311,6 +339,11 @@ class Trace:
     @property
     def status(self) -> str:
         return str(self._f.attrs["status"])
+
+    @property
+    def error(self) -> str:
+        """Why the run failed or diverged ("" when it did not)."""
+        return str(self._f.attrs.get("error", ""))
 
     @property
     def config(self) -> dict[str, Any]:

@@ -162,7 +162,8 @@ class Run:
         self.weight_epochs = set(self.schedule[:: cfg.storage.weights_every]) | {0, cfg.train.epochs}
 
     # -- checkpoints -----------------------------------------------------------------------
-    def _checkpoint(self, writer: TraceWriter, run: RunState) -> dict[str, float]:
+    def checkpoint(self, writer: TraceWriter, run: RunState) -> dict[str, float]:
+        """Evaluate, measure, save the resumable state and append one trace row; returns the progress numbers."""
         d = self.data
         train_loss, train_acc = evaluate(self.model, d.x_train, d.y_train)
         test_loss, test_acc = evaluate(self.model, d.x_test, d.y_test)
@@ -183,10 +184,12 @@ class Run:
     def _config_yaml(self) -> str:
         return yaml.safe_dump(to_container(self.cfg), sort_keys=False)
 
-    def _new_writer(self) -> TraceWriter:
+    def new_writer(self, batch_group: int = 1) -> TraceWriter:
+        """Create the run's trace; ``batch_group`` > 1 records that it trained in a batched group of that size."""
         attrs = {"config": self._config_yaml(),
                  "seed": int(self.cfg.train.seed), "model": self.cfg.model.name,
-                 "dataset": self.cfg.dataset.name, "device": str(self.device), "task": "train"}
+                 "dataset": self.cfg.dataset.name, "device": str(self.device), "task": "train",
+                 "torch_threads": torch.get_num_threads(), "batch_group": int(batch_group)}
         return TraceWriter.create(self.run_dir / "trace.h5", attrs=attrs,
                                   layers=self.tracker.layer_specs(store_weights=self.cfg.storage.weights),
                                   weights_dtype=value_of(self.cfg.storage.weights_dtype))
@@ -218,11 +221,11 @@ class Run:
             writer, run = self._restore()
             log.info("Resuming %s after epoch %d", self.run_dir, run.epoch)
         else:
-            writer, run = self._new_writer(), RunState(0, 0, 0.0)
-        status = "failed"
+            writer, run = self.new_writer(), RunState(0, 0, 0.0)
+        status, error = "failed", None
         try:
             if not can_resume:
-                self._checkpoint(writer, run)
+                self.checkpoint(writer, run)
             start = time.perf_counter() - run.wall_time
             bar = tqdm(range(run.epoch + 1, self.cfg.train.epochs + 1), desc=str(self.run_dir.name),
                        unit="epoch", initial=run.epoch, total=self.cfg.train.epochs, dynamic_ncols=True,
@@ -236,12 +239,15 @@ class Run:
                                         f"(optim.lr={self.cfg.optim.lr}); the trace keeps every checkpoint "
                                         f"before it.")
                 if epoch in self.schedule:
-                    postfix = self._checkpoint(writer, run)
+                    postfix = self.checkpoint(writer, run)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k != "train_acc"}, refresh=False)
             status = "finished"
-        except DivergedError:
-            status = "diverged"
+        except DivergedError as exc:
+            status, error = "diverged", str(exc)
+            raise
+        except BaseException as exc:  # the trace says why it failed; the exception goes on to the caller
+            error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            writer.close(status)
+            writer.close(status, error=error)
         return status

@@ -1,0 +1,142 @@
+"""The batched trainer: K stacked runs equal K sequential runs, member by member, trace by trace."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stabilityscope import open_trace
+from stabilityscope.batched import BatchedRuns, StackedCanonical, batching_obstacle, group_key
+from stabilityscope.models import FashionFC
+from stabilityscope.training import Run, build_optimizer, load_state, saved_state_epochs
+
+pytestmark = pytest.mark.slow
+
+BASE = ("experiment=debug", "dataset.train_subset=600", "dataset.test_subset=200", "analysis=standard",
+        "analysis.n_inputs=4", "analysis.steps=30", "analysis.eigen=false", "train.epochs=3", "figures=false",
+        "report=false")
+# lr, momentum, decay and seed all differ; the last member stops after 2 epochs with a log schedule
+MEMBERS = (("optim.lr=0.05", "optim.momentum=0.5", "optim.weight_decay=0.0", "train.seed=0"),
+           ("optim.lr=0.02", "optim.momentum=0.0", "optim.weight_decay=0.001", "train.seed=1"),
+           ("optim.lr=0.1", "optim.momentum=0.9", "optim.weight_decay=0.0002", "train.seed=2", "train.epochs=2",
+            "train.checkpoints.kind=log", "train.checkpoints.num=2"))
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, data_root):
+    """The same three configs trained once sequentially (Run) and once as one batched group."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from stabilityscope.app import conf_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfgs = [compose(config_name="config", overrides=[*BASE, f"dataset.root={data_root}", *m]) for m in MEMBERS]
+    GlobalHydra.instance().clear()
+    root = tmp_path_factory.mktemp("batched")
+    seq = [root / "seq" / str(i) for i in range(len(cfgs))]
+    bat = [root / "bat" / str(i) for i in range(len(cfgs))]
+    for cfg, d in zip(cfgs, seq):
+        assert Run(cfg, d).execute() == "finished"
+    statuses = BatchedRuns(cfgs, bat).execute()
+    assert set(statuses.values()) == {"finished"}
+    return cfgs, seq, bat
+
+
+def test_batched_traces_equal_sequential_traces(pair):
+    cfgs, seq, bat = pair
+    for s, b in zip(seq, bat):
+        with open_trace(s / "trace.h5") as ts, open_trace(b / "trace.h5") as tb:
+            assert tb.status == "finished"
+            assert ts.checkpoints.tolist() == tb.checkpoints.tolist()
+            assert ts.steps.tolist() == tb.steps.tolist()
+            for m in ts.metrics:
+                np.testing.assert_allclose(tb.metric(m), ts.metric(m), rtol=2e-4, atol=1e-5, err_msg=m)
+            assert ts.layers == tb.layers
+            for layer in ts.layers:
+                for stat in ("J", "J0", "chi", "spectral_radius" if "spectral_radius" in ts.stats(layer) else "J"):
+                    np.testing.assert_allclose(tb.stat(layer, stat), ts.stat(layer, stat), rtol=1e-4,
+                                               err_msg=f"{layer}/{stat}")
+            assert tb.config == ts.config  # the trace records the member's own config
+    with open_trace(bat[2] / "trace.h5") as tr:  # the short member left the stack after epoch 2
+        assert tr.checkpoints.tolist() == [0, 1, 2]
+
+
+def test_batched_states_resume_like_single_runs(pair):
+    """A member's saved state has the single-run format: model, SGD momentum buffers, generators."""
+    cfgs, seq, bat = pair
+    for cfg, s, b in zip(cfgs, seq, bat):
+        assert saved_state_epochs(s) == saved_state_epochs(b)
+        epoch = saved_state_epochs(s)[-1]
+        ss, sb = load_state(s, epoch, torch.device("cpu")), load_state(b, epoch, torch.device("cpu"))
+        assert ss["step"] == sb["step"]
+        for k in ss["model"]:
+            torch.testing.assert_close(sb["model"][k], ss["model"][k], rtol=2e-4, atol=1e-5)
+        assert ss["optimizer"]["param_groups"] == sb["optimizer"]["param_groups"]
+        assert ss["optimizer"]["state"].keys() == sb["optimizer"]["state"].keys()
+        for i, st in ss["optimizer"]["state"].items():
+            torch.testing.assert_close(sb["optimizer"]["state"][i]["momentum_buffer"], st["momentum_buffer"],
+                                       rtol=2e-3, atol=1e-5)
+        assert torch.equal(ss["shuffle_rng"], sb["shuffle_rng"]) and torch.equal(ss["torch_rng"], sb["torch_rng"])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_one_stacked_step_equals_torch_sgd(activation, one_thread):
+    """The hand-written gradient and update equal autograd + torch.optim.SGD (decay on matrices only)."""
+    torch.manual_seed(0)
+    hyper = [(0.05, 0.9, 1e-3), (0.01, 0.0, 0.0), (0.2, 0.5, 5e-4)]
+    models = [FashionFC(12, 7, 3, activation) for _ in hyper]
+    for m in models:  # non-zero head biases, so their update is tested too
+        torch.nn.init.normal_(m.head.bias)
+    stack = StackedCanonical(models, *zip(*hyper), device=torch.device("cpu"))
+    from types import SimpleNamespace
+
+    opts = [build_optimizer(m, SimpleNamespace(name="sgd", lr=lr, momentum=mo, weight_decay=wd)) for m, (lr, mo, wd)
+            in zip(models, hyper)]
+    for _ in range(3):
+        x, y = torch.randn(3, 5, 12), torch.randint(0, 3, (3, 5))
+        losses = stack.step(x, y)
+        for k, (m, opt) in enumerate(zip(models, opts)):
+            loss = torch.nn.functional.cross_entropy(m(x[k]), y[k])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            assert float(losses[k]) == pytest.approx(loss.item(), rel=1e-5)
+    for k, m in enumerate(models):
+        torch.testing.assert_close(stack.w1[k], m.hidden.weight.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(stack.w2[k], m.head.weight.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(stack.b2[k, 0], m.head.bias.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_diverging_member_leaves_the_group_and_the_others_finish(tmp_path, data_root, compose_cfg):
+    cfgs = [compose_cfg(*BASE, f"dataset.root={data_root}", "train.epochs=2", "analysis=economy",
+                        "model.activation=relu", f"optim.lr={lr}") for lr in (0.02, 1e10)]
+    statuses = BatchedRuns(cfgs, [tmp_path / "ok", tmp_path / "bad"]).execute()
+    assert statuses == {tmp_path / "ok": "finished", tmp_path / "bad": "diverged"}
+    with open_trace(tmp_path / "bad" / "trace.h5") as tr:
+        assert tr.status == "diverged" and "optim.lr=10000000000.0" in tr.error
+        assert tr.checkpoints.tolist() == [0]  # the initialisation, nothing after the blow-up
+    with open_trace(tmp_path / "ok" / "trace.h5") as tr:
+        assert tr.checkpoints.tolist() == [0, 1, 2] and tr.error == ""
+
+
+def test_which_runs_can_be_batched(compose_cfg):
+    canonical = compose_cfg()
+    assert batching_obstacle(canonical) is None
+    assert batching_obstacle(compose_cfg("optim=adam")) == "optim.name=adam"
+    assert batching_obstacle(compose_cfg("model=resnet18", "dataset=cifar10")) == "model resnet18"
+    assert batching_obstacle(compose_cfg("dataset.augment=true")) == "dataset.augment=true"
+    # lr, momentum, decay, seed and epochs may differ inside a group; the batch size may not
+    assert group_key(compose_cfg("optim.lr=0.1", "optim.momentum=0.9", "optim.weight_decay=1e-4", "train.seed=3",
+                                 "train.epochs=7")) == group_key(canonical)
+    assert group_key(compose_cfg("train.batch_size=64")) != group_key(canonical)
+
+
+def test_a_group_needs_one_batch_size(tmp_path, compose_cfg):
+    from stabilityscope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="one dataset, network shape, batch size"):
+        BatchedRuns([compose_cfg(), compose_cfg("train.batch_size=64")], [tmp_path / "a", tmp_path / "b"])
