@@ -31,6 +31,8 @@ bench: install
 	$(PY) benchmarks/bench_phase_diagram.py
 	$(PY) benchmarks/bench_lyapunov.py
 	$(PY) benchmarks/bench_vision.py --sample
+	$(PY) benchmarks/bench_batched.py --k 8 32
+	$(PY) benchmarks/estimate_presets.py
 
 # Dissection coverage: every timm.list_models() name and every torchvision classification model, built
 # on the meta device (no weights) and dissected; prints the figures and the names that do not build,

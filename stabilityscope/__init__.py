@@ -33,6 +33,11 @@ Typical use in a notebook::
     m = ss.map_measures(F, x0, steps=500)                     # M1–M5, Benettin λ_max, attractor class (EOC-optimality)
     spec = ss.lyapunov_spectrum(F, x0, k=10)                  # top-10 exponents by QR, with convergence trace
 
+    a = ss.analyze_sweep("checkpoints/multirun/<stamp>")      # scaling laws of a sweep: A = C·η/((1−α)B), collapse
+    a.combined.C, a.decay.weight_decay_star                   # against τ, the decay λ* whose J² plateau is the edge
+    r = ss.recommend(100)                                     # lr, batch, decay that reach the edge in 100 epochs
+    print(r.explain())                                        # (ss.Recommendation.from_analysis(100, a): measured)
+
 Run ``python -m stabilityscope --help`` for the command-line app.
 """
 from stabilityscope import logistic, meanfield, weight_structure
@@ -47,6 +52,8 @@ from stabilityscope.numerical_phase_diagram import PhaseDiagram, phase_diagram
 from stabilityscope.models import build_model
 from stabilityscope.trace import Trace, open_trace
 from stabilityscope.collection import open_traces, varying_config  # after trace (it builds on it)
+from stabilityscope.scaling import SweepAnalysis, analyze_sweep  # after collection (it builds on it)
+from stabilityscope.guideline import Recommendation, recommend
 
 __version__ = "0.1.0"
 
@@ -56,4 +63,5 @@ __all__ = [
     "ConfigError", "DataError", "DivergedError", "LayerRecord", "StabilityscopeError", "Trace", "TraceError",
     "build_model", "dissect", "edge_curve", "meanfield", "open_trace", "open_traces", "order_parameters", "phase_coordinates",
     "phase_label", "varying_config", "select_layers",
+    "Recommendation", "SweepAnalysis", "analyze_sweep", "recommend",
 ]

@@ -87,6 +87,13 @@ class StackedCanonical:
         self.buf1, self.buf2, self.buf_b2 = (torch.zeros_like(t) for t in (self.w1, self.w2, self.b2))
         column = lambda v: torch.tensor(list(v), dtype=self.w1.dtype, device=device).view(-1, 1, 1)  # noqa: E731
         self.lr, self.momentum, self.weight_decay = column(lr), column(momentum), column(weight_decay)
+        self._hyper_flags()
+
+    def _hyper_flags(self) -> None:
+        # Decided once on the host, so that a step never waits for the device to answer a question.
+        m = self.momentum.flatten().tolist()
+        self.shared_momentum: Optional[float] = m[0] if len(set(m)) == 1 else None
+        self.any_decay = any(v != 0 for v in self.weight_decay.flatten().tolist())
 
     def __len__(self) -> int:
         return self.w1.shape[0]
@@ -96,6 +103,7 @@ class StackedCanonical:
         idx = torch.as_tensor(list(index), dtype=torch.long, device=self.w1.device)
         for name in ("w1", "w2", "b2", "buf1", "buf2", "buf_b2", "lr", "momentum", "weight_decay"):
             setattr(self, name, getattr(self, name).index_select(0, idx).contiguous())
+        self._hyper_flags()
 
     def _momentum_into(self, buf: torch.Tensor) -> float:
         """Scale ``buf`` by each member's momentum; returns the scalar β for baddbmm_ when all are equal.
@@ -103,9 +111,8 @@ class StackedCanonical:
         One shared momentum (the usual lr or decay sweep) folds the scaling into the matmul that
         accumulates the gradient, saving a full pass over the (K, H, D) buffer.
         """
-        m = self.momentum.flatten()
-        if bool((m == m[0]).all()):
-            return float(m[0])
+        if self.shared_momentum is not None:
+            return self.shared_momentum
         buf.mul_(self.momentum)
         return 1.0
 
@@ -129,7 +136,7 @@ class StackedCanonical:
         beta = self._momentum_into(self.buf2)
         self.buf2.baddbmm_(d_logits.transpose(1, 2), h, beta=beta)  # (K, C, H)
         self.buf_b2.mul_(self.momentum).add_(d_logits.sum(1, keepdim=True))  # (K, 1, C): biases have no decay
-        if bool((self.weight_decay != 0).any()):
+        if self.any_decay:
             self.buf1.addcmul_(self.weight_decay, self.w1)
             self.buf2.addcmul_(self.weight_decay, self.w2)
         neg_lr = -self.lr

@@ -69,3 +69,24 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "stabilityscope", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# Reduced presets for the sweep tests and the scaling notebook: a few epochs on data subsets.
+REDUCED = ("dataset.train_subset=1000", "dataset.test_subset=300", "train.epochs=4", "figures=false", "report=false")
+
+
+@pytest.fixture(scope="session")
+def reduced_sweeps(tmp_path_factory, data_root) -> dict[str, Path]:
+    """The reduced learning-rate and weight-decay presets, run once per session through the launcher.
+
+    Returns each sweep's directory (checkpoints/multirun/<stamp>) by name: ``lr`` (10 runs, one
+    batched group) and ``decay`` (8 decays × 2 seeds, one batched group of 16).
+    """
+    root = tmp_path_factory.mktemp("reduced_sweeps")
+    out = {}
+    for name, preset in (("lr", "eoc_scaling_lr_quick"), ("decay", "eoc_weight_decay_quick")):
+        proc = run_cli("-m", f"experiment={preset}", *REDUCED, f"checkpoint_root={root / name}", cwd=root,
+                       env={"STABILITYSCOPE_DATA": str(data_root)})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (out[name],) = (root / name).glob("multirun/*")
+    return out

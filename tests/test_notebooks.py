@@ -2,7 +2,10 @@
 
 The traces are made here (canonical network, tanh and ReLU, data subsets, 2 epochs); the notebooks
 read them from STABILITYSCOPE_TRACE(S) and draw a tiny phase-diagram background (STABILITYSCOPE_QUICK)
-cached under tmp_path. Committed notebooks carry no outputs.
+cached under tmp_path. The scaling notebook reads two sweeps from STABILITYSCOPE_SCALING_SWEEP and
+STABILITYSCOPE_DECAY_SWEEP: the reduced lr and weight-decay presets run through the launcher
+(conftest ``reduced_sweeps``), and synthetic sweeps whose plateaus bracket the edge (the λ* path, which
+a few epochs cannot reach). Committed notebooks carry no outputs.
 """
 from __future__ import annotations
 
@@ -13,14 +16,14 @@ import numpy as np
 import pytest
 
 import stabilityscope as ss
-from tests.trace_factory import real_trace
+from tests.trace_factory import real_trace, relaxing_j2, synthetic_trace
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 pytestmark = pytest.mark.slow
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
-NOTEBOOKS = ("01_canonical_edge_of_chaos.ipynb", "02_architectures.ipynb")
+NOTEBOOKS = ("01_canonical_edge_of_chaos.ipynb", "02_architectures.ipynb", "03_scaling_laws.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +91,63 @@ def test_architectures_notebook_compares_every_layer_of_every_run(runs, tmp_path
         assert layer in tables
     cached = sorted(p.name.split("_")[0] for p in (tmp_path / "cache" / "phase_diagrams").glob("*.h5"))
     assert cached == ["relu", "tanh"]  # each run on its own activation's diagram
+
+
+@pytest.fixture(scope="module")
+def scaling_sweeps(tmp_path_factory):
+    """Two small sweeps for the scaling notebook: lr × batch (the scaling law) and weight decay × seed
+    (the plateau), synthetic traces whose J² follows the model dJ²/d(epoch) = ρ(c − 2·wd·J²), with
+    plateaus that bracket the edge."""
+    root = tmp_path_factory.mktemp("scaling_sweeps")
+    n, c = 1000, 0.02
+    job = 0
+    for lr in (0.01, 0.02, 0.04):
+        for batch in (16, 32):
+            rho = lr * n / (0.5 * batch)
+            synthetic_trace(root / "scaling" / str(job) / "trace.h5", epochs=20, analysis="economy", lr=lr,
+                            batch_size=batch, train_subset=n, j2=relaxing_j2(rho, c, 0.0))
+            job += 1
+    lr = 0.32  # the same c; a large ρ = 20 per epoch, so 30 epochs reach every plateau c/(2·wd)
+    job = 0
+    for wd in (0.0, 0.005, 0.0075, 0.015):  # the model's λ* = c/2 = 0.01
+        for seed, f in enumerate((0.97, 1.03)):
+            synthetic_trace(root / "decay" / str(job) / "trace.h5", epochs=30, analysis="economy", lr=lr,
+                            train_subset=n, weight_decay=wd, seed=seed,
+                            j2=relaxing_j2(lr * n / (0.5 * 32), c * f, wd))
+            job += 1
+    return {"scaling": root / "scaling", "decay": root / "decay"}
+
+
+def test_scaling_notebook_measures_the_laws_and_recommends(scaling_sweeps, monkeypatch):
+    monkeypatch.setenv("STABILITYSCOPE_SCALING_SWEEP", str(scaling_sweeps["scaling"]))
+    monkeypatch.setenv("STABILITYSCOPE_DECAY_SWEEP", str(scaling_sweeps["decay"]))
+    nb = execute(NOTEBOOKS[2])
+    # scaling fits, collapse, J² curves; the plateau and the test metrics against decay
+    assert len(outputs(nb, "image/png")) == 5
+    assert "not drawn" not in text_of(nb)
+    text = text_of(nb)
+    scaling = ss.analyze_sweep(scaling_sweeps["scaling"])
+    decay = ss.analyze_sweep(scaling_sweeps["decay"], c=scaling.combined.c)
+    assert f"C = {scaling.combined.C:.4g} per epoch" in text
+    assert f"λ*: weight_decay = {decay.decay.weight_decay_star:.4g}" in text
+    rec = ss.Recommendation.from_analysis(100, scaling, decay, n_train=60000)
+    assert rec.weight_decay_source == "measured"
+    assert "python -m stabilityscope " + " ".join(rec.overrides()) in text
+    tables = "\n".join(o["data"]["text/plain"] for o in outputs(nb, "text/html"))
+    assert "used_in_fits" in tables and "j2_plateau_mean" in tables
+
+
+def test_scaling_notebook_on_reduced_sweeps_run_by_the_launcher(reduced_sweeps, monkeypatch):
+    monkeypatch.setenv("STABILITYSCOPE_SCALING_SWEEP", str(reduced_sweeps["lr"]))
+    monkeypatch.setenv("STABILITYSCOPE_DECAY_SWEEP", str(reduced_sweeps["decay"]))
+    nb = execute(NOTEBOOKS[2])
+    text = text_of(nb)
+    scaling = ss.analyze_sweep(reduced_sweeps["lr"])
+    assert "10 runs from" in text and f"C = {scaling.combined.C:.4g} per epoch" in text
+    # 4 epochs cannot reach a plateau: λ* is not claimed, and the guideline falls back to the model's c/2
+    decay = ss.analyze_sweep(reduced_sweeps["decay"], c=scaling.combined.c)
+    assert not np.isfinite(decay.decay.weight_decay_star) and "λ*: weight_decay = nan" in text
+    rec = ss.Recommendation.from_analysis(100, scaling, decay, n_train=60000)
+    assert rec.weight_decay_source == "model" and rec.weight_decay == pytest.approx(scaling.combined.c / 2)
+    assert "python -m stabilityscope " + " ".join(rec.overrides()) in text
+    assert len(outputs(nb, "image/png")) >= 4  # fits, collapse, J² curves, plateau/metrics against decay

@@ -155,3 +155,28 @@ def test_case_presets_hold_the_published_tuples():
     assert _compose("experiment=eoc_same_ratio").hydra.sweeper.params["+eoc_case"] == "glob(same_ratio_*)"
     assert _compose("experiment=eoc_rescaled_time_quick").hydra.sweeper.params["+eoc_case"] == \
         "glob(rescaled_time_quick_*)"
+
+
+# ------------------------------------------------------------------- reduced presets, end to end
+
+def test_reduced_presets_run_through_the_launcher_and_the_scaling_task(reduced_sweeps, tmp_path):
+    import json
+
+    for name, n_runs in (("lr", 10), ("decay", 16)):
+        sweep = reduced_sweeps[name]
+        assert f"{n_runs} runs, {n_runs} finished" in (sweep / "sweep_summary.txt").read_text()
+        proc = run_cli("task=scaling", f"sweep={sweep}", f"checkpoint_root={tmp_path / name}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (out,) = (tmp_path / name).glob("scaling/*")
+        result = json.loads((out / "scaling.json").read_text())
+        assert (out / "scaling.md").exists() and (out / "runs.csv").exists()
+        if name == "lr":
+            # 10 learning rates, one group: J² grows faster with lr, sublinearly over these few epochs
+            (law,) = result["power_laws"]
+            assert law["variable"] == "lr" and law["n_runs"] == 10 and 0.4 < law["exponent"] < 1.2
+            assert result["combined"]["C"] > 0 and result["combined"]["C_ci"][0] < result["combined"]["C"]
+        else:
+            # four epochs are far too short for the plateaus: λ* is not claimed, and the report says why
+            decay = result["decay"]
+            assert decay["weight_decay_star"] is None and decay["explanation"]
+            assert len(decay["table"]) == 8  # one row per decay, averaged over the 2 seeds
