@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 

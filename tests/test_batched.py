@@ -1,7 +1,6 @@
 """The batched trainer: K stacked runs equal K sequential runs, member by member, trace by trace."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
