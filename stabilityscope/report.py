@@ -136,6 +136,22 @@ def _growth_line(tr: Trace) -> Optional[str]:
     return f"| J² growth (`{layer}`, ordered part of the first 50 epochs) | A = {slope:.4g} per epoch |"
 
 
+def figure_section(figures: Mapping[str, Path], skipped: Mapping[str, str], base: Path,
+                   captions: Mapping[str, tuple[str, str]]) -> list[str]:
+    """Markdown lines of a report's "Figures" part: each PNG with its title, caption and PDF link
+    (paths relative to ``base``), then the figures not drawn and why."""
+    lines: list[str] = ["", "## Figures"] if figures or skipped else []
+    for name, png in figures.items():
+        title, caption = captions.get(name, (name, ""))
+        rel = png.relative_to(base) if png.is_relative_to(base) else png
+        lines += ["", f"### {title}", "", f"![{title}]({rel.as_posix()})", "", caption]
+        if png.with_suffix(".pdf").exists():
+            lines.append(f"([PDF]({rel.with_suffix('.pdf').as_posix()}))")
+    if skipped:
+        lines += ["", "Not drawn:", ""] + [f"- {captions.get(n, (n,))[0]}: {why}" for n, why in skipped.items()]
+    return lines
+
+
 def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str, str], base: Path) -> str:
     """The report text; figure links are relative to ``base`` (the report's folder)."""
     s = run_summary(tr)
@@ -179,17 +195,7 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
         "surrogate (a random square matrix with the same entry statistics); s and λ_max belong to the iterated "
         "map of a square layer.",
     ]
-    if figures or skipped:
-        lines += ["", "## Figures"]
-    for name, png in figures.items():
-        title, caption = CAPTIONS.get(name, (name, ""))
-        rel = png.relative_to(base) if png.is_relative_to(base) else png
-        lines += ["", f"### {title}", "", f"![{title}]({rel.as_posix()})", "", caption]
-        if png.with_suffix(".pdf").exists():
-            lines.append(f"([PDF]({rel.with_suffix('.pdf').as_posix()}))")
-    if skipped:
-        lines += ["", "Not drawn:", ""]
-        lines += [f"- {CAPTIONS.get(name, (name,))[0]}: {reason}" for name, reason in skipped.items()]
+    lines += figure_section(figures, skipped, base, CAPTIONS)
     return "\n".join(lines) + "\n"
 
 

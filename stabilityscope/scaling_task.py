@@ -23,6 +23,7 @@ from typing import Any, Sequence, Union
 from stabilityscope.collection import find_traces
 from stabilityscope.config import validate
 from stabilityscope.errors import ConfigError, TraceError
+from stabilityscope.report import figure_section
 from stabilityscope.scaling import VARIABLE_LABELS, SweepAnalysis, analyze_sweep
 
 log = logging.getLogger(__name__)
@@ -142,16 +143,7 @@ def scaling_markdown(a: SweepAnalysis, figures: dict[str, Path], skipped: dict[s
          _f(getattr(r, "J_at_optimal", None)), _f(getattr(r, "test_loss_min", None)),
          _f(100 * float(getattr(r, "final_test_acc", math.nan)), 4), _f(r.j2_plateau), "yes" if r.used_in_fits else "no"]
         for r in a.runs.itertuples()])
-    if figures or skipped:
-        lines += ["", "## Figures"]
-    for name, png in figures.items():
-        title, caption = CAPTIONS.get(name, (name, ""))
-        rel = png.relative_to(base) if png.is_relative_to(base) else png
-        lines += ["", f"### {title}", "", f"![{title}]({rel.as_posix()})", "", caption]
-        if png.with_suffix(".pdf").exists():
-            lines.append(f"([PDF]({rel.with_suffix('.pdf').as_posix()}))")
-    if skipped:
-        lines += ["", "Not drawn:", ""] + [f"- {CAPTIONS.get(n, (n,))[0]}: {why}" for n, why in skipped.items()]
+    lines += figure_section(figures, skipped, base, CAPTIONS)
     if a.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in a.notes]
     lines += ["", "## The model", "",
