@@ -19,7 +19,7 @@ member's slice is copied into its model and optimiser and the ordinary checkpoin
 member's ``trace.h5`` and ``state/`` are exactly what a single run writes, and any member resumes on
 its own with ``resume=<run dir>``. Members may have different epoch counts and checkpoint schedules
 (they leave the stack when done); a member that diverges or fails is closed with that status and
-dropped while the others continue.
+dropped while the others continue. A member's ``wall_time`` is the group's, since the group started.
 """
 from __future__ import annotations
 
