@@ -37,12 +37,19 @@ _pending: list[tuple[DictConfig, Path]] = []
 
 
 def set_threads(cfg: DictConfig, hydra_cfg: Any, multirun: bool) -> None:
-    """``train.threads`` when set; one thread per job under launchers that share the cores between jobs."""
+    """Torch's CPU threads for this job.
+
+    ``train.threads`` when set; else one thread per job under launchers that share one machine's
+    cores between jobs (joblib, Ray), and the job's ``cpus_per_task`` under SLURM (torch would
+    otherwise start a thread per core of the whole node).
+    """
     threads = cfg.train.threads if "train" in cfg else None
     if threads is None and multirun:
         target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default=""))
         if any(name in target for name in ONE_THREAD_LAUNCHERS):
             threads = 1
+        elif "submitit" in target:
+            threads = OmegaConf.select(hydra_cfg, "launcher.cpus_per_task", default=None)
     if threads is not None:
         torch.set_num_threads(int(threads))
 

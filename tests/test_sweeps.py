@@ -80,6 +80,29 @@ def test_ray_launcher_runs_the_jobs(tmp_path, data_root):
     assert {r["attrs"]["torch_threads"] for r in runs.values()} == {1}
 
 
+@pytest.mark.parametrize("target,extra,threads,expected", [
+    ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", {}, None, None),  # torch's default
+    ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", {}, None, 1),
+    ("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", {}, None, 1),
+    ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", {"cpus_per_task": 3}, None, 3),
+    ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", {}, 2, 2),  # train.threads wins
+])
+def test_torch_threads_per_launcher(target, extra, threads, expected):
+    import torch
+    from omegaconf import OmegaConf
+
+    from stabilityscope.sweep import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(5)
+        set_threads(OmegaConf.create({"train": {"threads": threads}}),
+                    OmegaConf.create({"launcher": {"_target_": target, **extra}}), multirun=True)
+        assert torch.get_num_threads() == (5 if expected is None else expected)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_slurm_launcher_preset_composes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the `slurm` extra (part of `dev`)
     proc = run_cli("hydra/launcher=slurm", "--cfg", "hydra", cwd=tmp_path)
