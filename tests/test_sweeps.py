@@ -194,9 +194,12 @@ def test_reduced_presets_run_through_the_launcher_and_the_scaling_task(reduced_s
         result = json.loads((out / "scaling.json").read_text())
         assert (out / "scaling.md").exists() and (out / "runs.csv").exists()
         if name == "lr":
-            # 10 learning rates, one group: J² grows faster with lr, sublinearly over these few epochs
+            # 10 learning rates, one group: J² grows faster with every larger lr, roughly in proportion
+            # (over so few epochs on 1,000 examples the exponent is ~1.2; on 6,000 over 10 epochs ~0.7)
             (law,) = result["power_laws"]
-            assert law["variable"] == "lr" and law["n_runs"] == 10 and 0.4 < law["exponent"] < 1.2
+            assert law["variable"] == "lr" and law["n_runs"] == 10 and 0.5 < law["exponent"] < 1.5
+            slopes = [r["A"] for r in sorted(result["runs"], key=lambda r: r["lr"])]
+            assert all(a < b for a, b in zip(slopes, slopes[1:])), slopes
             assert result["combined"]["C"] > 0 and result["combined"]["C_ci"][0] < result["combined"]["C"]
         else:
             # four epochs are far too short for the plateaus: λ* is not claimed, and the report says why
