@@ -139,3 +139,17 @@ def test_a_group_needs_one_batch_size(tmp_path, compose_cfg):
 
     with pytest.raises(ConfigError, match="one dataset, network shape, batch size"):
         BatchedRuns([compose_cfg(), compose_cfg("train.batch_size=64")], [tmp_path / "a", tmp_path / "b"])
+
+
+def test_a_batched_member_resumes_on_its_own_like_its_single_run(pair):
+    """resume=<member dir> continues a batched run with the ordinary trainer, as from a single run's state."""
+    cfgs, seq, bat = pair
+    cfg = cfgs[0].copy()
+    cfg.train.epochs = 4  # one more epoch than the group trained
+    for d in (seq[0], bat[0]):
+        assert Run(cfg, d).execute(resume=True) == "finished"
+    with open_trace(seq[0] / "trace.h5") as ts, open_trace(bat[0] / "trace.h5") as tb:
+        assert tb.checkpoints.tolist() == ts.checkpoints.tolist() == [0, 1, 2, 3, 4]
+        for m in ts.metrics:
+            np.testing.assert_allclose(tb.metric(m), ts.metric(m), rtol=5e-4, atol=1e-5, err_msg=m)
+        np.testing.assert_allclose(tb.stat("hidden", "J"), ts.stat("hidden", "J"), rtol=1e-4)
