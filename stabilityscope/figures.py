@@ -353,19 +353,11 @@ def phase_background(activation: str = "tanh", spec: BackgroundSpec = Background
     return diagram
 
 
-def _cell_edges(centres: np.ndarray) -> np.ndarray:
-    c = np.asarray(centres, dtype=np.float64)
-    if c.size == 1:
-        return np.array([c[0] - 0.5, c[0] + 0.5])
-    mid = (c[1:] + c[:-1]) / 2
-    return np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
-
-
 def _draw_background(fig: Figure, ax: Any, diagram: Any) -> None:
     """Log-scale heatmap of the asymptotic separation, clipped to [floor, 1]; diverged cells at the top."""
     sep = np.asarray(diagram.separation, dtype=np.float64)
     sep = np.where(np.isfinite(sep), np.clip(sep, SEPARATION_FLOOR, 1.0), 1.0)  # ReLU overflow = chaotic
-    mesh = ax.pcolormesh(_cell_edges(diagram.j0_over_j), _cell_edges(diagram.inv_j), sep, cmap=BACKGROUND_CMAP,
+    mesh = ax.pcolormesh(npd.cell_edges(diagram.j0_over_j), npd.cell_edges(diagram.inv_j), sep, cmap=BACKGROUND_CMAP,
                          norm=LogNorm(SEPARATION_FLOOR, 1.0), shading="flat", zorder=0, rasterized=True)
     cb = fig.colorbar(mesh, ax=ax, shrink=0.85, pad=0.02)
     cb.set_label(r"asymptotic separation $\langle\|x_t - x'_t\|\rangle$ (clipped to 1)"
@@ -466,8 +458,8 @@ def plot_phase_path(trace: TraceLike, layers: Optional[Sequence[str]] = None, *,
     pts_x = np.concatenate([c[0][np.isfinite(c[0])] for c in coords.values()] + [np.zeros(0)])
     pts_y = np.concatenate([c[1][np.isfinite(c[1])] for c in coords.values()] + [np.zeros(0)])
     if diagram is not None:
-        x_lim = list(_cell_edges(diagram.j0_over_j)[[0, -1]])
-        y_lim = [0.0, float(_cell_edges(diagram.inv_j)[-1])]
+        x_lim = list(npd.cell_edges(diagram.j0_over_j)[[0, -1]])
+        y_lim = [0.0, float(npd.cell_edges(diagram.inv_j)[-1])]
         _draw_background(fig, ax, diagram)
     else:
         x_lim, y_lim = [-2.0, 2.0], [0.0, 2.5]
@@ -866,7 +858,7 @@ def plot_comparison(traces: Sequence[TraceLike], labels: Optional[Sequence[str]]
     # zoom on the paths, keeping the J = J_c segment (|J0/J| <= 1) in view
     x_lim = (min(-1.2, xs.min() - 0.3) if len(xs) else -2.0, max(1.2, xs.max() + 0.3) if len(xs) else 2.0)
     if diagram is not None:
-        x_lim = tuple(_cell_edges(diagram.j0_over_j)[[0, -1]])
+        x_lim = tuple(npd.cell_edges(diagram.j0_over_j)[[0, -1]])
     for c, r, label in zip(colors, runs, labels):
         _draw_path(a1, r["x"], r["y"], c, r["best"], label, (x_lim[1] - x_lim[0], y_top), max_arrows=2)
         a2.plot(r["epochs"], r["j2"], "-", color=c, lw=1.6, label=label)

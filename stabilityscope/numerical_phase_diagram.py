@@ -57,7 +57,7 @@ from stabilityscope.errors import ConfigError, TraceError
 if TYPE_CHECKING:  # the mean-field module is imported lazily (plotting only)
     from stabilityscope.meanfield import EdgeCurve
 
-__all__ = ["PhaseDiagram", "phase_diagram", "plot_phase_diagram", "DEFAULT_STEPS"]
+__all__ = ["PhaseDiagram", "phase_diagram", "plot_phase_diagram", "cell_edges", "DEFAULT_STEPS"]
 
 # SCIENCE §1.4: T = 500 for tanh, 100 for ReLU (ReLU is unbounded; longer runs only overflow).
 DEFAULT_STEPS = {"tanh": 500, "relu": 100}
@@ -509,7 +509,7 @@ def plot_phase_diagram(
     fig = Figure(figsize=(6.4, 4.8), dpi=120)
     ax = fig.add_subplot()
     mesh = ax.pcolormesh(
-        _edges(diagram.j0_over_j), _edges(diagram.inv_j), np.ma.masked_invalid(sep),
+        cell_edges(diagram.j0_over_j), cell_edges(diagram.inv_j), np.ma.masked_invalid(sep),
         norm=LogNorm(vmin=floor, vmax=top), cmap="viridis", shading="flat",
     )
     clip_note = ", clipped at 1" if diagram.activation == "tanh" else ""
@@ -519,8 +519,8 @@ def plot_phase_diagram(
         edge = _theory_edge(diagram)
     if edge is not False and edge is not None:
         _draw_edge(ax, edge)
-    ax.set_xlim(_edges(diagram.j0_over_j)[[0, -1]])
-    ax.set_ylim(_edges(diagram.inv_j)[[0, -1]])
+    ax.set_xlim(cell_edges(diagram.j0_over_j)[[0, -1]])
+    ax.set_ylim(cell_edges(diagram.inv_j)[[0, -1]])
     ax.set_xlabel("J0 / J")
     ax.set_ylabel("1 / J")
     ax.set_title(
@@ -556,12 +556,12 @@ def _theory_edge(diagram: PhaseDiagram) -> "EdgeCurve | None":
     except ImportError as err:
         warnings.warn(f"plot_phase_diagram: no theory overlay ({err})", stacklevel=3)
         return None
-    y = _edges(diagram.inv_j)
+    y = cell_edges(diagram.inv_j)
     return edge_curve(np.linspace(max(min(y[0], y[-1]), 1e-3), max(y[0], y[-1]), 400),
                       activation=diagram.activation)
 
 
-def _edges(centres: np.ndarray) -> np.ndarray:
+def cell_edges(centres: np.ndarray) -> np.ndarray:
     """Cell edges for pcolormesh from (possibly uneven) cell centres; a single cell gets width 1."""
     c = np.asarray(centres, dtype=np.float64)
     if c.size == 1:
