@@ -214,6 +214,16 @@ def _checkpoint_indices(tr: Trace, epochs: Optional[Sequence[int]]) -> list[int]
     return out
 
 
+def _snapshot_panels(tr: Trace, stat: str, what: str, option: str, layer: Optional[str],
+                     epochs: Optional[Sequence[int]]) -> tuple[str, list[int], np.ndarray, int]:
+    """What a one-panel-per-checkpoint figure of a square layer's ``stat`` needs: the layer (checked,
+    default the first with ``stat``), the panels' checkpoint indices, all checkpoint epochs and the
+    optimal checkpoint's index."""
+    _require_checkpoints(tr)
+    chosen = _layers_with(tr, [stat], what, option, None if layer is None else [layer])[0]
+    return chosen, _checkpoint_indices(tr, epochs), tr.checkpoints, optimal_index(tr)
+
+
 def _grid(n_panels: int, max_cols: int = 4) -> tuple[int, int]:
     cols = min(n_panels, max_cols)
     return math.ceil(n_panels / cols), cols
@@ -682,12 +692,8 @@ def plot_poincare(trace: TraceLike, layer: Optional[str] = None, epochs: Optiona
         epochs: checkpoints to show; default: start, optimal and last.
     """
     with _opened(trace) as tr:
-        _require_checkpoints(tr)
-        layer = _layers_with(tr, ["poincare"], "The Poincaré return map", _MAPS_OPTION,
-                             None if layer is None else [layer])[0]
-        idx = _checkpoint_indices(tr, epochs)
+        layer, idx, ck, best = _snapshot_panels(tr, "poincare", "The Poincaré return map", _MAPS_OPTION, layer, epochs)
         points = tr.stat(layer, "poincare")[idx]  # (k, starts, T/2, 2)
-        ck, best = tr.checkpoints, optimal_index(tr)
         extra = {n: tr.stat(layer, n)[idx] for n in ("attractor", "period", "lambda_max") if n in tr.stats(layer)}
     rows, cols = _grid(len(idx))
     fig = Figure(figsize=(3.6 * cols + 0.4, 3.7 * rows + 0.8), layout="constrained")
@@ -740,13 +746,9 @@ def plot_eigenvalues(trace: TraceLike, layer: Optional[str] = None, epochs: Opti
         epochs: checkpoints to show; default: start, optimal and last.
     """
     with _opened(trace) as tr:
-        _require_checkpoints(tr)
-        layer = _layers_with(tr, ["eigenvalues"], "The eigenvalue figure", _EIGEN_OPTION,
-                             None if layer is None else [layer])[0]
-        idx = _checkpoint_indices(tr, epochs)
+        layer, idx, ck, best = _snapshot_panels(tr, "eigenvalues", "The eigenvalue figure", _EIGEN_OPTION, layer, epochs)
         ev = tr.stat(layer, "eigenvalues")[idx]  # (k, N, 2): real, imaginary
         j = tr.stat(layer, "J")[idx]
-        ck, best = tr.checkpoints, optimal_index(tr)
         radius = tr.stat(layer, "spectral_radius")[idx] if "spectral_radius" in tr.stats(layer) else None
     rows, cols = _grid(len(idx))
     fig = Figure(figsize=(3.6 * cols + 0.4, 3.8 * rows + 0.8), layout="constrained")
