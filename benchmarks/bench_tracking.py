@@ -31,6 +31,16 @@ def analysis_cfg(name: str):
         return compose(config_name="config", overrides=[f"analysis={name}"])
 
 
+def median_measure_seconds(tracker: LayerTracker, model: torch.nn.Module, repeats: int) -> float:
+    """Median wall seconds of one checkpoint's measurement (``tracker.measure``) over ``repeats`` runs."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        tracker.measure(model)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -53,12 +63,7 @@ def main() -> None:
         for preset in ("economy", "standard", "full"):
             a = analysis_cfg(preset).analysis
             tracker = LayerTracker(model, dissect(model), a, probe_inputs=data.x_test[: a.n_inputs])
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                tracker.measure(model)
-                times.append(time.perf_counter() - t)
-            med = statistics.median(times)
+            med = median_measure_seconds(tracker, model, args.repeats)
             print(f"{state:16s} analysis={preset:9s}: {med:6.2f} s per checkpoint = {med / epoch_s:5.2f} x epoch")
 
 

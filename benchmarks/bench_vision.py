@@ -25,6 +25,7 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
+from bench_tracking import median_measure_seconds  # benchmarks/ is the script's folder
 from stabilityscope.app import conf_dir
 from stabilityscope.coverage import CoverageResult, all_names, sweep
 from stabilityscope.data import load_dataset
@@ -63,12 +64,7 @@ def bench_tracking(args: argparse.Namespace) -> None:
                         f"model.conv1x1={str(conv1x1).lower()}")
         records = tracked_records(model, c.model, c.analysis, data.input_shape)
         tracker = LayerTracker(model, records, c.analysis, probe_inputs=data.x_test[: c.analysis.n_inputs])
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            tracker.measure(model)
-            times.append(time.perf_counter() - t)
-        med = statistics.median(times)
+        med = median_measure_seconds(tracker, model, args.repeats)
         print(f"  analysis=standard layers={layers!r} conv1x1={conv1x1}: {len(records)} maps "
               f"({sum(r.square or r.is_map for r in records)} iterated), {med:.2f} s per checkpoint "
               f"= {med / epoch_s:.2e} x epoch")
