@@ -2,8 +2,9 @@
 
 A full preset takes hours to days of CPU; this script times what a preset is made of and multiplies:
 for a single run (a preset without a sweep, e.g. eoc_reference) it times the ordinary trainer's steps
-(`training.train_epoch` on 200 batches); for every batched group the launcher would form (stabilityscope.sweep: one group per batch size, at
-most ``batching.max_group`` runs), it times optimiser steps of a stacked network of that size
+(`training.train_epoch` on 200 batches); for every batched group the launcher would form
+(`stabilityscope.sweep.batch_groups`: one group per batch size, at most ``batching.max_group`` runs),
+it times optimiser steps of a stacked network of that size
 (`StackedCanonical.step`, the batched trainer's step, on real Fashion-MNIST batches), and it times one
 checkpoint of a run (full train + test evaluation, `analysis=economy` tracking, state and trace
 writing). A group's time is Σ over its epochs of steps_per_epoch × t_step(runs still training) plus
@@ -32,6 +33,7 @@ from stabilityscope.batched import StackedCanonical
 from stabilityscope.data import load_dataset
 from stabilityscope.models import FashionFC
 from stabilityscope.schedule import checkpoint_epochs
+from stabilityscope.sweep import batch_groups
 from stabilityscope.training import Run, RunState, train_epoch
 
 PRESETS = ("eoc_reference", "eoc_scaling_lr", "eoc_scaling_momentum", "eoc_scaling_batch", "eoc_same_ratio",
@@ -63,17 +65,6 @@ def preset_jobs(name: str) -> list:
                 for c in combos]
     GlobalHydra.instance().clear()
     return jobs
-
-
-def groups(jobs: list) -> list[list]:
-    by_batch: dict[int, list] = {}
-    for cfg in jobs:
-        by_batch.setdefault(int(cfg.train.batch_size), []).append(cfg)
-    out = []
-    for cfgs in by_batch.values():
-        size = int(cfgs[0].batching.max_group)
-        out += [cfgs[i:i + size] for i in range(0, len(cfgs), size)]
-    return out
 
 
 class StepClock:
@@ -158,7 +149,7 @@ def main() -> None:
             wall = steps * run_step_seconds(cfg, data) + n_ckpt * checkpoint_seconds(cfg, data)
             sizes = "single run"
         else:
-            gs = groups(jobs)
+            gs = [[cfg for cfg, _ in g] for g in batch_groups([(cfg, None) for cfg in jobs])]
             wall = sum(group_seconds(g, len(data.x_train), clock, t_ckpt) for g in gs)
             sizes = "+".join(str(len(g)) for g in gs)
         print(f"{name:22s} {len(jobs):3d} runs in groups {sizes:20s} {wall / 3600:8.1f} h wall = "

@@ -95,10 +95,14 @@ def mark_job_failed(cfg: DictConfig, run_dir: Path, error: str) -> None:
         log.exception("Could not mark %s as failed", run_dir)
 
 
-def _groups(pending: list[tuple[DictConfig, Path]]) -> list[list[tuple[DictConfig, Path]]]:
+def batch_groups(pending: list[tuple[DictConfig, Any]]) -> list[list[tuple[DictConfig, Any]]]:
+    """The batched groups the sweep trains: jobs of equal group_key, at most ``batching.max_group`` each.
+
+    ``pending`` pairs each job's config with its run directory (or anything else to carry along).
+    """
     from stabilityscope.batched import group_key
 
-    by_key: dict[tuple, list[tuple[DictConfig, Path]]] = defaultdict(list)
+    by_key: dict[tuple, list[tuple[DictConfig, Any]]] = defaultdict(list)
     for cfg, run_dir in pending:
         by_key[(group_key(cfg), int(cfg.batching.max_group))].append((cfg, run_dir))
     groups = []
@@ -114,7 +118,7 @@ def train_pending() -> dict[Path, str]:
 
     pending, statuses = list(_pending), {}
     _pending.clear()
-    for group in _groups(pending):
+    for group in batch_groups(pending):
         cfgs, dirs = [c for c, _ in group], [d for _, d in group]
         log.info("Training %d runs as one batched group (batch size %d)", len(group), cfgs[0].train.batch_size)
         try:
