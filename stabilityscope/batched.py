@@ -260,8 +260,7 @@ class BatchedRuns:
         y = self.data.y_train
         n, B = len(x), self.batch_size
         steps_per_epoch = math.ceil(n / B)
-        schedules = [set(m.run.schedule) for m in self.members]
-        schedule_of = {id(m): s for m, s in zip(self.members, schedules)}
+        schedule_of = {id(m): set(m.run.schedule) for m in self.members}  # checkpoint epochs per member
         last = max((m.epochs for m in active), default=0)
         start = time.perf_counter()
         bar = tqdm(range(1, last + 1), desc=f"{len(active)} runs batched", unit="epoch", dynamic_ncols=True,
