@@ -38,7 +38,7 @@ bench: install
 # on the meta device (no weights) and dissected; prints the figures and the names that do not build,
 # with the reason (about 20 minutes on 2 CPU cores). CI runs the sample in tests/test_coverage.py.
 coverage: install
-	mkdir -p checkpoints && OMP_NUM_THREADS=1 $(PY) -m stabilityscope.coverage --quiet --json checkpoints/coverage.json
+	mkdir -p checkpoints && OMP_NUM_THREADS=1 $(PY) -m stabilityscope.models.coverage --quiet --json checkpoints/coverage.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

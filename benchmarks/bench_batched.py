@@ -2,7 +2,7 @@
 
 The K configurations differ in learning rate, momentum, weight decay and seed (one batch size, 32), as
 in EOC-training's sweeps. Sequential: K ordinary `Run`s one after another. Batched: one `BatchedRuns`
-group (stabilityscope.batched). Both write full traces with a checkpoint after every epoch
+group (stabilityscope.training.batched). Both write full traces with a checkpoint after every epoch
 (`analysis=economy`, the sweep presets' tracking) and evaluate train and test loss at each.
 
 Each side's time is split into setup (building the K models, trackers and traces), training (the
@@ -26,10 +26,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from stabilityscope.app import conf_dir
-from stabilityscope.batched import BatchedRuns
-from stabilityscope.data import load_dataset
-from stabilityscope.training import Run
+from stabilityscope.cli.app import conf_dir
+from stabilityscope.training.batched import BatchedRuns
+from stabilityscope.training.data import load_dataset
+from stabilityscope.training.trainer import Run
 
 
 def configs(k: int, epochs: int, subset: int, test_subset: int) -> list:

@@ -1,4 +1,4 @@
-"""Benchmark the Lyapunov machinery of stabilityscope.lyapunov (EOC-optimality, SCIENCE.md §2).
+"""Benchmark the Lyapunov machinery of stabilityscope.dynamics.lyapunov (EOC-optimality, SCIENCE.md §2).
 
 1. Full Lyapunov spectrum (all N exponents) of a random tanh map x → tanh(W x), N = 784, J = 1.5:
    ``lyapunov_spectrum`` (batched jvp + re-orthonormalisation) with ``qr_method`` "auto" (the
@@ -25,8 +25,8 @@ import time
 import numpy as np
 import torch
 
-from stabilityscope.lyapunov import STOP_REASONS, _resolve_qr_method, lyapunov_spectrum, map_measures
-from stabilityscope.maps import LayerMap
+from stabilityscope.dynamics.lyapunov import STOP_REASONS, _resolve_qr_method, lyapunov_spectrum, map_measures
+from stabilityscope.dynamics.maps import LayerMap
 
 
 def numpy_spectrum(w: np.ndarray, x0: np.ndarray, q0: np.ndarray, steps: int, transient: int) -> np.ndarray:

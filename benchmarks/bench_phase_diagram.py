@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # run from a checkout
-from stabilityscope.numerical_phase_diagram import DEFAULT_STEPS, phase_diagram  # noqa: E402
+from stabilityscope.theory.numerical_phase_diagram import DEFAULT_STEPS, phase_diagram  # noqa: E402
 
 
 def loop_cell(n: int, j0: float, j: float, steps: int, n_avg: int, seed: int,

@@ -18,12 +18,12 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
-from stabilityscope.app import conf_dir
-from stabilityscope.data import load_dataset
-from stabilityscope.dissect import dissect
-from stabilityscope.models import FashionFC
-from stabilityscope.training import build_optimizer, train_epoch
-from stabilityscope.tracking import LayerTracker
+from stabilityscope.cli.app import conf_dir
+from stabilityscope.models.dissect import dissect
+from stabilityscope.models.registry import FashionFC
+from stabilityscope.recording.tracking import LayerTracker
+from stabilityscope.training.data import load_dataset
+from stabilityscope.training.trainer import build_optimizer, train_epoch
 
 
 def analysis_cfg(name: str):

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from stabilityscope.app import conf_dir
-from stabilityscope.data import load_dataset
-from stabilityscope.models import FashionFC
-from stabilityscope.training import Run
+from stabilityscope.cli.app import conf_dir
+from stabilityscope.models.registry import FashionFC
+from stabilityscope.training.data import load_dataset
+from stabilityscope.training.trainer import Run
 
 
 def bare_loop(x: torch.Tensor, y: torch.Tensor, epochs: int, batch: int, seed: int = 0) -> float:

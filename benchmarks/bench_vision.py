@@ -9,7 +9,7 @@
    ``--layers`` time other presets (e.g. ``vit_tiny_patch16_224``, whose square q/k/v/proj views
    and MLP chains are iterated maps).
 2. Dissection time: every timm and torchvision model built on the meta device and dissected
-   (:mod:`stabilityscope.coverage`), or the timings stored in a sweep's JSON (``--coverage-json``).
+   (:mod:`stabilityscope.models.coverage`), or the timings stored in a sweep's JSON (``--coverage-json``).
 
     python benchmarks/bench_vision.py [--images 1024] [--repeats 2]
     python benchmarks/bench_vision.py --skip-tracking --coverage-json coverage.json
@@ -23,15 +23,16 @@ import statistics
 import time
 
 import torch
+from bench_tracking import median_measure_seconds  # benchmarks/ is the script's folder
 from hydra import compose, initialize_config_dir
 
-from bench_tracking import median_measure_seconds  # benchmarks/ is the script's folder
-from stabilityscope.app import conf_dir
-from stabilityscope.coverage import CoverageResult, all_names, sweep
-from stabilityscope.data import load_dataset
-from stabilityscope.models import build_model
-from stabilityscope.tracking import LayerTracker, tracked_records
-from stabilityscope.training import build_optimizer, evaluate, train_epoch
+from stabilityscope.cli.app import conf_dir
+from stabilityscope.models.coverage import CoverageResult, all_names, sweep
+from stabilityscope.models.dissect import tracked_records
+from stabilityscope.models.registry import build_model
+from stabilityscope.recording.tracking import LayerTracker
+from stabilityscope.training.data import load_dataset
+from stabilityscope.training.trainer import build_optimizer, evaluate, train_epoch
 
 FULL_EPOCH = 50_000
 

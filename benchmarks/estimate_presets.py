@@ -3,7 +3,7 @@
 A full preset takes hours to days of CPU; this script times what a preset is made of and multiplies:
 for a single run (a preset without a sweep, e.g. eoc_reference) it times the ordinary trainer's steps
 (`training.train_epoch` on 200 batches); for every batched group the launcher would form
-(`stabilityscope.sweep.batch_groups`: one group per batch size, at most ``batching.max_group`` runs),
+(`stabilityscope.cli.sweep.batch_groups`: one group per batch size, at most ``batching.max_group`` runs),
 it times optimiser steps of a stacked network of that size
 (`StackedCanonical.step`, the batched trainer's step, on real Fashion-MNIST batches), and it times one
 checkpoint of a run (full train + test evaluation, `analysis=economy` tracking, state and trace
@@ -28,13 +28,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from stabilityscope.app import conf_dir
-from stabilityscope.batched import StackedCanonical
-from stabilityscope.data import load_dataset
-from stabilityscope.models import FashionFC
-from stabilityscope.schedule import checkpoint_epochs
-from stabilityscope.sweep import batch_groups
-from stabilityscope.training import Run, RunState, train_epoch
+from stabilityscope.cli.app import conf_dir
+from stabilityscope.cli.sweep import batch_groups
+from stabilityscope.models.registry import FashionFC
+from stabilityscope.training.batched import StackedCanonical
+from stabilityscope.training.data import load_dataset
+from stabilityscope.training.schedule import checkpoint_epochs
+from stabilityscope.training.trainer import Run, RunState, train_epoch
 
 PRESETS = ("eoc_reference", "eoc_scaling_lr", "eoc_scaling_momentum", "eoc_scaling_batch", "eoc_same_ratio",
            "eoc_rescaled_time", "eoc_weight_decay")

@@ -38,24 +38,53 @@ Typical use in a notebook::
     r = ss.recommend(100)                                     # lr, batch, decay that reach the edge in 100 epochs
     print(r.explain())                                        # (ss.Recommendation.from_analysis(100, a): measured)
 
-Run ``python -m stabilityscope --help`` for the command-line app.
+    model = ss.build_model(ss.ModelConfig(), (1, 28, 28), 10)    # typed options, no Hydra needed
+    opts = ss.AnalysisConfig(maps=True, n_inputs=16)
+    tracker = ss.LayerTracker(model, ss.tracked_records(model, ss.ModelConfig(), opts, (1, 28, 28)), opts,
+                              probe_inputs=x_test[:16])
+    tracker.measure(model)                                    # one checkpoint's statistics per FC map
+
+The implementation lives in sub-packages, lowest first: :mod:`~stabilityscope.theory`,
+:mod:`~stabilityscope.dynamics`, :mod:`~stabilityscope.models`, :mod:`~stabilityscope.recording`,
+:mod:`~stabilityscope.training`, :mod:`~stabilityscope.analysis` and :mod:`~stabilityscope.cli` (the
+Hydra app, ``python -m stabilityscope --help``); each uses only those before it.
 """
-from stabilityscope import logistic, meanfield, weight_structure
-from stabilityscope.dissect import LayerRecord, dissect, select_layers
-from stabilityscope.errors import (ConfigError, DataError, DivergedError, StabilityscopeError,
-                                   TraceError)
-from stabilityscope.lyapunov import (ATTRACTORS, classify_attractor, largest_lyapunov, lyapunov_spectrum,
-                                     map_measures)
-from stabilityscope.maps import IteratedMap, LayerMap, ModuleMap
-from stabilityscope.meanfield import edge_curve, order_parameters, phase_coordinates, phase_label
-from stabilityscope.numerical_phase_diagram import PhaseDiagram, phase_diagram
-from stabilityscope.models import build_model
-from stabilityscope.trace import Trace, open_trace
-from stabilityscope.collection import open_traces, varying_config  # after trace (it builds on it)
-from stabilityscope.scaling import SweepAnalysis, analyze_sweep  # after collection (it builds on it)
-from stabilityscope.guideline import Recommendation, recommend
+from stabilityscope.analysis.collection import open_traces, varying_config
+from stabilityscope.analysis.guideline import Recommendation, recommend
+from stabilityscope.analysis.scaling import SweepAnalysis, analyze_sweep
+from stabilityscope.config import AnalysisConfig, Config, DatasetConfig, ModelConfig, OptimConfig, TrainConfig
+from stabilityscope.dynamics import weight_structure
+from stabilityscope.dynamics.lyapunov import (ATTRACTORS, classify_attractor, largest_lyapunov, lyapunov_spectrum,
+                                              map_measures)
+from stabilityscope.dynamics.maps import IteratedMap, LayerMap, ModuleMap
+from stabilityscope.errors import ConfigError, DataError, DivergedError, StabilityscopeError, TraceError
+from stabilityscope.models.dissect import LayerRecord, dissect, select_layers, tracked_records
+from stabilityscope.models.registry import build_model
+from stabilityscope.recording.trace import Trace, open_trace
+from stabilityscope.recording.tracking import LayerTracker
+from stabilityscope.theory import logistic, meanfield
+from stabilityscope.theory.meanfield import edge_curve, order_parameters, phase_coordinates, phase_label
+from stabilityscope.theory.numerical_phase_diagram import PhaseDiagram, phase_diagram
 
 __version__ = "0.1.0"
+
+# Modules reachable as ``ss.<name>`` and ``from stabilityscope import <name>`` (loaded on first use:
+# figures and reports bring in matplotlib). Their home is the sub-package named here.
+_MODULES = {"figures": "analysis", "report": "analysis", "collection": "analysis", "scaling_figures": "analysis",
+            "scaling": "analysis", "guideline": "analysis", "decay": "analysis", "lyapunov": "dynamics",
+            "maps": "dynamics", "numerical_phase_diagram": "theory", "dissect": "models", "trace": "recording",
+            "tracking": "recording"}
+
+
+def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on first use)
+    if name in _MODULES:
+        import importlib
+
+        module = importlib.import_module(f"stabilityscope.{_MODULES[name]}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'stabilityscope' has no attribute {name!r}")
+
 
 __all__ = [
     "ATTRACTORS", "IteratedMap", "LayerMap", "ModuleMap", "PhaseDiagram", "classify_attractor", "largest_lyapunov",
@@ -64,4 +93,6 @@ __all__ = [
     "build_model", "dissect", "edge_curve", "meanfield", "open_trace", "open_traces", "order_parameters", "phase_coordinates",
     "phase_label", "varying_config", "select_layers",
     "Recommendation", "SweepAnalysis", "analyze_sweep", "recommend",
+    "AnalysisConfig", "Config", "DatasetConfig", "LayerTracker", "ModelConfig", "OptimConfig", "TrainConfig",
+    "tracked_records",
 ]

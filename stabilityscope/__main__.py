@@ -1,5 +1,5 @@
-"""``python -m stabilityscope [overrides]``: see :mod:`stabilityscope.app`."""
-from stabilityscope.app import main
+"""``python -m stabilityscope [overrides]``: see :mod:`stabilityscope.cli.app`."""
+from stabilityscope.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,14 @@
-"""Typed configuration schemas, registered with Hydra's ConfigStore.
+"""Typed options: the dataclasses every library entry point takes, and the app's config schema.
 
-The YAML files in ``conf/`` fill these dataclasses. Because the primary config is built on
-:class:`Config`, a misspelt key (``train.epoch=3``) or a wrong type (``train.epochs=many``) fails at
-composition with a message that names the key. Value ranges (lr > 0, ...) are checked by
-:func:`validate`, which raises :class:`~stabilityscope.errors.ConfigError`.
+A notebook builds them directly (``AnalysisConfig(maps=True, n_inputs=16)``); the command line's YAML
+files in ``conf/`` fill the same dataclasses (:mod:`stabilityscope.cli.app` registers :class:`Config`
+with Hydra's ConfigStore), so a misspelt key (``train.epoch=3``) or a wrong type
+(``train.epochs=many``) fails at composition with a message that names the key. Value ranges
+(lr > 0, ...) are checked by :func:`validate`, which raises :class:`~stabilityscope.errors.ConfigError`.
+
+Library entry points accept the dataclass, a Hydra ``DictConfig`` of the same schema, or a plain
+mapping, and turn it into the dataclass with :func:`as_options`; this module imports neither Hydra
+nor OmegaConf.
 
 Weight-decay convention: ``optim.weight_decay`` is PyTorch's coefficient (the optimiser adds
 ``weight_decay * w`` to the gradient of every weight matrix, never to biases). Keras' L2
@@ -11,12 +16,12 @@ regulariser ``λ·Σw²`` (used by EOC-training) has gradient ``2λw``, so ``wei
 """
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
-
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
 
 from stabilityscope.errors import ConfigError
 
@@ -50,7 +55,7 @@ class WeightsDtype(str, Enum):
 
 
 class ModelFamily(str, Enum):
-    builtin = "builtin"  # stabilityscope.models.MODELS
+    builtin = "builtin"  # stabilityscope.models.registry.MODELS
     timm = "timm"  # any timm.list_models() name
     torchvision = "torchvision"  # any torchvision classification model
 
@@ -73,7 +78,7 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = "fashion_mnist"  # registry name (stabilityscope.data.DATASETS)
+    name: str = "fashion_mnist"  # registry name (stabilityscope.training.data.DATASETS)
     root: str = "${oc.env:STABILITYSCOPE_DATA,data}"  # folder in torchvision's on-disk layout
     download: bool = False  # fetch with torchvision's downloader (needs internet; writes into root)
     train_subset: Optional[int] = None  # first n training examples (quick runs)
@@ -122,7 +127,7 @@ class StorageConfig:
 
 @dataclass
 class AnalysisConfig:
-    """What is measured at every checkpoint (see stabilityscope.tracking)."""
+    """What is measured at every checkpoint (see stabilityscope.recording.tracking)."""
 
     name: str = "standard"
     layers: str = "all"  # which FC layers: all, head, or a regex on qualified names
@@ -160,7 +165,7 @@ class PhaseDiagramConfig:
 
 @dataclass
 class BackgroundConfig:
-    """The numerical phase diagram drawn behind training paths (stabilityscope.figures.BackgroundSpec).
+    """The numerical phase diagram drawn behind training paths (stabilityscope.analysis.figures.BackgroundSpec).
 
     Computed once per (activation, grid, N, T, seed) and cached in ``cache_dir`` (null:
     $STABILITYSCOPE_CACHE/phase_diagrams, else ~/.cache/stabilityscope/phase_diagrams).
@@ -177,7 +182,7 @@ class BackgroundConfig:
 
 @dataclass
 class BatchingConfig:
-    """Sweeps of the canonical network train as batched groups (stabilityscope.batched, .sweep)."""
+    """Sweeps of the canonical network train as batched groups (stabilityscope.training.batched, .sweep)."""
 
     enabled: bool = True  # false: every sweep job trains on its own
     max_group: int = 32  # runs per batched group (stacked weights: about 7.4 MB per run at width 784)
@@ -185,7 +190,7 @@ class BatchingConfig:
 
 @dataclass
 class ScalingConfig:
-    """``task=scaling``: what is fitted over a sweep's runs (see stabilityscope.scaling)."""
+    """``task=scaling``: what is fitted over a sweep's runs (see stabilityscope.analysis.scaling)."""
 
     layer: str = "hidden"  # the layer whose J² is fitted (the canonical network's square hidden layer)
     window: int = 50  # fit the slope A of J² over checkpoints with epoch <= window ...
@@ -220,17 +225,12 @@ def value_of(option: Any) -> str:
     return str(getattr(option, "value", option))
 
 
-def register_configs() -> None:
-    """Register the schemas; `conf/config.yaml` lists `config_schema` first in its defaults."""
-    ConfigStore.instance().store(name="config_schema", node=Config)
-
-
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"Invalid value {key}={value!r}: {allowed}.")
 
 
-def validate(cfg: DictConfig | Config) -> None:
+def validate(cfg: Config) -> None:
     """Check value ranges that the types alone cannot express; raise ConfigError naming the key."""
     c = cfg
     _require(c.train.epochs >= 1, "train.epochs", c.train.epochs, "the number of epochs must be a positive integer")
@@ -241,7 +241,7 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(c.optim.weight_decay >= 0, "optim.weight_decay", c.optim.weight_decay, "weight decay must be >= 0")
     _require(c.model.width >= 1, "model.width", c.model.width, "the hidden width must be a positive integer")
     for key in ("img_size", "input_size"):
-        v = c.model[key] if isinstance(c, DictConfig) else getattr(c.model, key)
+        v = getattr(c.model, key)
         _require(v is None or v >= 1, f"model.{key}", v, "a size must be a positive integer (or null)")
     _require(c.model.init_J >= 0, "model.init_J", c.model.init_J, "the initial coupling J must be >= 0")
     sched = c.train.checkpoints
@@ -255,7 +255,7 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(c.train.keep_states >= 1, "train.keep_states", c.train.keep_states, "keep at least one state")
     _require(c.storage.weights_every >= 1, "storage.weights_every", c.storage.weights_every, "must be a positive integer")
     for key in ("train_subset", "test_subset"):
-        v = c.dataset[key] if isinstance(c, DictConfig) else getattr(c.dataset, key)
+        v = getattr(c.dataset, key)
         _require(v is None or v >= 1, f"dataset.{key}", v, "a subset size must be a positive integer (or null for all)")
     _require(c.analysis.n_inputs >= 1, "analysis.n_inputs", c.analysis.n_inputs, "must be a positive integer")
     _require(c.analysis.steps >= 2, "analysis.steps", c.analysis.steps, "the map needs at least 2 steps")
@@ -270,12 +270,84 @@ def validate(cfg: DictConfig | Config) -> None:
         _require(bg.n >= 2, "phase_background.n", bg.n, "the network needs at least 2 units")
         _require(bg.steps >= 1, "phase_background.steps", bg.steps, "must be a positive integer")
         for key in ("j0_over_j", "inv_j"):
-            axis = bg[key] if isinstance(c, DictConfig) else getattr(bg, key)
+            axis = getattr(bg, key)
             _require(axis.num >= 1, f"phase_background.{key}.num", axis.num, "a grid needs at least one point")
         _require(min(bg.inv_j.start, bg.inv_j.stop) > 0, "phase_background.inv_j.start", bg.inv_j.start,
                  "1/J must be > 0 over the whole grid")
 
 
-def to_container(cfg: DictConfig) -> dict:
-    """The resolved config as plain Python (enums as their names)."""
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+Options = TypeVar("Options")
+
+
+def _plain(value: Any) -> Any:
+    """Plain Python of a config value: mappings → dict, sequences → list, enum members → their value."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """``value`` as the type ``hint`` of a dataclass field (nested options, enums, lists, dicts)."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):  # Optional[X]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _convert(value, args[0], key)
+    if dataclasses.is_dataclass(hint):
+        return as_options(value, hint, key)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        try:
+            return hint(getattr(value, "value", value))
+        except ValueError:
+            raise ConfigError(f"Invalid value {key}={value!r}: allowed: {', '.join(m.value for m in hint)}.") from None
+    if origin in (list, dict):
+        return _plain(value)
+    return value
+
+
+def as_options(options: Any, cls: type[Options], key: str = "") -> Options:
+    """The options dataclass ``cls`` from ``options``.
+
+    Args:
+        options: an instance of ``cls`` (returned as it is), a Hydra ``DictConfig`` of its schema, any
+            mapping or namespace of its fields (missing ones take the dataclass defaults), or None.
+        cls: the dataclass, e.g. :class:`AnalysisConfig`.
+        key: the config path of ``options`` (``analysis``), named in errors.
+
+    Raises:
+        ConfigError: a key that ``cls`` does not have, or a value of the wrong kind.
+    """
+    if isinstance(options, cls):
+        return options
+    if options is None:
+        return cls()
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        options = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    elif not isinstance(options, Mapping) and hasattr(options, "__dict__"):  # a namespace of the fields
+        options = {k: v for k, v in vars(options).items() if not k.startswith("_")}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{key or cls.__name__}: expected {cls.__name__} options (the dataclass, a mapping of "
+                          f"its fields or an object with them as attributes), got {type(options).__name__}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(k) for k in options if k not in names)
+    if unknown:
+        if not key:  # the whole config: what the command line calls top-level keys
+            raise ConfigError(f"Unknown top-level key(s) {', '.join(unknown)}; the valid top-level keys are: "
+                              f"{', '.join(names)}.")
+        raise ConfigError(f"Unknown key(s) {', '.join(f'{key}.{k}' for k in unknown)}; the valid keys of "
+                          f"{key} are: {', '.join(names)}.")
+    kwargs = {name: _convert(options[name], hints[name], f"{key}.{name}" if key else name)
+              for name in names if name in options}
+    return cls(**kwargs)
+
+
+def to_container(cfg: Any) -> dict:
+    """The options (a dataclass or a mapping such as a DictConfig) as plain Python, enums as their values."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        cfg = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+        return {k: to_container(v) if dataclasses.is_dataclass(v) else _plain(v) for k, v in cfg.items()}
+    return _plain(cfg)

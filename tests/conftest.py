@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from stabilityscope.app import conf_dir
+from stabilityscope.cli.app import conf_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import stabilityscope as ss
-from stabilityscope.collection import find_traces, flatten_config
+from stabilityscope.analysis.collection import find_traces, flatten_config
 from stabilityscope.errors import TraceError
 from tests.trace_factory import synthetic_trace
 

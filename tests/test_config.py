@@ -7,7 +7,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from stabilityscope.app import conf_dir
+from stabilityscope.cli.app import conf_dir
 from stabilityscope.config import validate
 from stabilityscope.errors import ConfigError
 

@@ -1,6 +1,6 @@
 """Dissection coverage of timm and torchvision names on the meta device (no weights in memory).
 
-CI dissects a representative sample (:data:`stabilityscope.coverage.SAMPLE`). The full sweep over
+CI dissects a representative sample (:data:`stabilityscope.models.coverage.SAMPLE`). The full sweep over
 every ``timm.list_models()`` name and every torchvision classification model runs with
 ``STABILITYSCOPE_COVERAGE=full`` (``make coverage``; about 20 minutes on 2 CPU cores).
 """
@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from stabilityscope.coverage import SAMPLE, all_names, dissect_name, summary, sweep
+from stabilityscope.models.coverage import SAMPLE, all_names, dissect_name, summary, sweep
 
 
 @pytest.mark.parametrize("library,name", [(lib, n) for lib, names in SAMPLE.items() for n in names])
@@ -23,7 +23,7 @@ def test_sample_builds_on_meta_and_yields_fc_maps(library, name):
 
 
 def test_meta_build_allocates_no_weights():
-    from stabilityscope.coverage import _build
+    from stabilityscope.models.coverage import _build
 
     model = _build("torchvision", "regnet_x_400mf")  # needs the fallback: its constructor calls .tolist()
     assert {p.device.type for p in model.parameters()} == {"meta"}

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from stabilityscope.data import DATASETS, load_dataset, read_idx
 from stabilityscope.errors import DataError
+from stabilityscope.training.data import DATASETS, load_dataset, read_idx
 
 
 @pytest.mark.parametrize("name,n_train,n_test", [("fashion_mnist", 60000, 10000), ("mnist", 60000, 10000)])

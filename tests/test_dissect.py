@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from stabilityscope.dissect import dissect, select_layers
-from stabilityscope.maps import ModuleMap
-from stabilityscope.vision import on_meta
+from stabilityscope.dynamics.maps import ModuleMap
+from stabilityscope.models.dissect import dissect, select_layers
+from stabilityscope.models.vision import on_meta
 
 
 def _by_name(records):

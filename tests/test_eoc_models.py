@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from stabilityscope import open_trace
+from stabilityscope.dynamics.lyapunov import ATTRACTORS
+from stabilityscope.dynamics.submodel import ModelPrefix, prefix_map
 from stabilityscope.errors import ConfigError
-from stabilityscope.eoc_models import EocCNN, EocMLP
-from stabilityscope.lyapunov import ATTRACTORS
-from stabilityscope.submodel import ModelPrefix, prefix_map
-from stabilityscope.training import Run
+from stabilityscope.models.eoc_models import EocCNN, EocMLP
+from stabilityscope.training.trainer import Run
 
 TINY = ("dataset.train_subset=256", "dataset.test_subset=64", "train.epochs=1", "analysis.n_inputs=8",
         "analysis.steps=30", "figures=false", "report=false")
@@ -83,8 +83,9 @@ def test_eoc_mlp_on_fashion_mnist_records_the_map(tmp_path, compose_cfg, data_ro
 def test_eoc_cnn_experiment_and_its_map(compose_cfg):
     cfg = compose_cfg("experiment=eoc_cnn")
     assert (cfg.model.name, cfg.dataset.name, cfg.dataset.normalize, cfg.analysis.map_layer) == ("eoc_cnn", "cifar10", False, "act5")
-    from stabilityscope.tracking import LayerTracker, tracked_records
-    from stabilityscope.models import build_model
+    from stabilityscope.models.dissect import tracked_records
+    from stabilityscope.models.registry import build_model
+    from stabilityscope.recording.tracking import LayerTracker
 
     torch.manual_seed(0)
     model = build_model(cfg.model, (3, 32, 32), 10)
@@ -97,7 +98,8 @@ def test_eoc_cnn_experiment_and_its_map(compose_cfg):
 
 
 def test_map_layer_for_any_model_whose_shapes_agree(compose_cfg):
-    from stabilityscope.tracking import LayerTracker, model_map_record
+    from stabilityscope.models.dissect import model_map_record
+    from stabilityscope.recording.tracking import LayerTracker
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.Tanh(), nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 2))
@@ -111,7 +113,7 @@ def test_map_layer_for_any_model_whose_shapes_agree(compose_cfg):
 
 
 def test_probed_jacobian_norm_is_unbiased_for_large_maps():
-    from stabilityscope.module_maps import ProbedModuleMap
+    from stabilityscope.dynamics.module_maps import ProbedModuleMap
 
     torch.manual_seed(0)
     lin = nn.Linear(1100, 1100)  # N > 1024: M1 from 64 random probes per state

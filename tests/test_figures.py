@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import stabilityscope as ss
-from stabilityscope import figures, open_trace
+from stabilityscope import open_trace
+from stabilityscope.analysis import figures
+from stabilityscope.analysis.figures import BackgroundSpec
 from stabilityscope.errors import TraceError
-from stabilityscope.figures import BackgroundSpec
 from tests.trace_factory import synthetic_trace
 
 TINY = BackgroundSpec(n=48, steps=30, j0_over_j=(-2.0, 2.0, 9), inv_j=(0.1, 2.5, 7))

@@ -1,4 +1,4 @@
-"""The guideline (stabilityscope.guideline): the recommended settings, fed back into the model they come
+"""The guideline (stabilityscope.analysis.guideline): the recommended settings, fed back into the model they come
 from, bring J² within tolerance of the edge by the requested epoch and hold its plateau at 1."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import stabilityscope as ss
-from stabilityscope.guideline import CANONICAL_A, CANONICAL_C, CANONICAL_C_EPOCH, Recommendation, recommend
+from stabilityscope.analysis.guideline import CANONICAL_A, CANONICAL_C, CANONICAL_C_EPOCH, Recommendation, recommend
 
 SIM_RTOL = 1e-9  # ODE integration
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stabilityscope.logistic import (
+from stabilityscope.theory.logistic import (
     PERIOD_DOUBLINGS,
     R_INFINITY,
     bifurcation_data,

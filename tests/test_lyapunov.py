@@ -6,9 +6,16 @@ import math
 import pytest
 import torch
 
-from stabilityscope.lyapunov import (ATTRACTORS, STOP_REASONS, _cholesky_qr2, classify_attractor, largest_lyapunov,
-                                     lyapunov_spectrum, map_measures)
-from stabilityscope.maps import LayerMap
+from stabilityscope.dynamics.lyapunov import (
+    ATTRACTORS,
+    STOP_REASONS,
+    _cholesky_qr2,
+    classify_attractor,
+    largest_lyapunov,
+    lyapunov_spectrum,
+    map_measures,
+)
+from stabilityscope.dynamics.maps import LayerMap
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*torch.jit.script:FutureWarning"),
               pytest.mark.usefixtures("one_thread")]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from stabilityscope.maps import LayerMap, ModuleMap
+from stabilityscope.dynamics.maps import LayerMap, ModuleMap
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*torch.jit.script:FutureWarning"),
               pytest.mark.usefixtures("one_thread")]

@@ -12,8 +12,8 @@ import torch
 from numpy.polynomial.hermite_e import hermegauss
 from scipy import integrate
 
-from stabilityscope import meanfield as mf
-from stabilityscope.meanfield import (
+from stabilityscope.theory import meanfield as mf
+from stabilityscope.theory.meanfield import (
     PHASES,
     EdgeCurve,
     ZeroCouplingWarning,

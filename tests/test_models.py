@@ -8,9 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 from stabilityscope.config import ModelConfig
-from stabilityscope.dissect import dissect, select_layers
-from stabilityscope.meanfield import phase_coordinates
-from stabilityscope.models import build_model
+from stabilityscope.models.dissect import dissect, select_layers
+from stabilityscope.models.registry import build_model
+from stabilityscope.theory.meanfield import phase_coordinates
 
 
 def _model(**kw):

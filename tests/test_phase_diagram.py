@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stabilityscope.errors import ConfigError
-from stabilityscope.numerical_phase_diagram import DEFAULT_STEPS, PhaseDiagram, phase_diagram, plot_phase_diagram
+from stabilityscope.theory.numerical_phase_diagram import DEFAULT_STEPS, PhaseDiagram, phase_diagram, plot_phase_diagram
 
 N = 300
 ORDERED_MAX = 1e-3  # separation of an ordered cell (it decays from 1e-4·sqrt(N) ≈ 2e-3 towards 0)
@@ -154,7 +154,7 @@ def test_plot_without_overlay(grid: PhaseDiagram, tmp_path) -> None:
 
 
 def test_plot_with_theory_overlay(grid: PhaseDiagram, tmp_path) -> None:
-    meanfield = pytest.importorskip("stabilityscope.meanfield")
+    meanfield = pytest.importorskip("stabilityscope.theory.meanfield")
     edge = meanfield.edge_curve(np.linspace(0.05, 3.0, 60), activation="tanh")
     _assert_png(plot_phase_diagram(grid, tmp_path / "explicit.png", edge=edge))
     _assert_png(plot_phase_diagram(grid, tmp_path / "auto.png"))  # edge=None computes it

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import stabilityscope as ss
+from stabilityscope.analysis.figures import FIGURES, BackgroundSpec
+from stabilityscope.analysis.report import write_index, write_report
+from stabilityscope.cli.tasks import run_report_task
 from stabilityscope.errors import ConfigError, TraceError
-from stabilityscope.figures import FIGURES, BackgroundSpec
-from stabilityscope.report import run_report_task, write_index, write_report
 from tests.conftest import run_cli
 from tests.trace_factory import synthetic_trace
 

@@ -1,4 +1,4 @@
-"""Sweep analysis (stabilityscope.scaling): the fits recover a known C and unit exponents, λ* is found
+"""Sweep analysis (stabilityscope.analysis.scaling): the fits recover a known C and unit exponents, λ* is found
 where known plateaus cross the edge, the collapse is tight only below the edge, and ``task=scaling``
 writes its report from the command line.
 
@@ -17,12 +17,13 @@ import pytest
 import yaml
 
 import stabilityscope as ss
+from stabilityscope.analysis.guideline import CANONICAL_C
+from stabilityscope.analysis.scaling import analyze_sweep, crossing_decay
+from stabilityscope.analysis.scaling_figures import scaling_figures
+from stabilityscope.analysis.scaling_report import write_scaling_report
+from stabilityscope.cli.tasks import run_scaling_task
 from stabilityscope.errors import ConfigError, TraceError
-from stabilityscope.guideline import CANONICAL_C
-from stabilityscope.scaling import analyze_sweep, crossing_decay
-from stabilityscope.scaling_figures import scaling_figures
-from stabilityscope.scaling_task import run_scaling_task, write_scaling_report
-from stabilityscope.trace import mark_failed
+from stabilityscope.recording.trace import mark_failed
 from tests.conftest import run_cli
 from tests.trace_factory import relaxing_j2, synthetic_config, synthetic_trace
 
@@ -69,7 +70,7 @@ def scaling_sweep(tmp_path_factory) -> Path:
                 job += 1
     synthetic_trace(root / str(job) / "trace.h5", epochs=10, analysis="economy", lr=0.02, batch_size=32,
                     train_subset=N_TRAIN, j2=lambda e: 0.25 + 0.3 * e, status="diverged")
-    # a job that failed before training: a trace with its config and the error, no checkpoints (stabilityscope.sweep)
+    # a job that failed before training: a trace with its config and the error, no checkpoints (stabilityscope.cli.sweep)
     mark_failed(root / str(job + 1) / "trace.h5", "DataError: no Fashion-MNIST under /nowhere",
                 {"config": yaml.safe_dump(synthetic_config(train_subset=N_TRAIN)), "seed": 0})
     return root

@@ -1,4 +1,4 @@
-from stabilityscope.schedule import checkpoint_epochs
+from stabilityscope.training.schedule import checkpoint_epochs
 
 
 def test_every_epoch_includes_init_and_end():

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from stabilityscope import open_trace
-from stabilityscope.app import conf_dir
+from stabilityscope.cli.app import conf_dir
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -91,7 +91,7 @@ def test_torch_threads_per_launcher(target, extra, threads, expected):
     import torch
     from omegaconf import OmegaConf
 
-    from stabilityscope.sweep import set_threads
+    from stabilityscope.cli.sweep import set_threads
 
     before = torch.get_num_threads()
     try:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from stabilityscope.errors import TraceError
-from stabilityscope.trace import LayerSpec, StatSpec, TraceWriter, open_trace
+from stabilityscope.recording.trace import LayerSpec, StatSpec, TraceWriter, open_trace
 
 LAYERS = {
     "hidden": LayerSpec({"fan_in": 4, "fan_out": 4, "square": True}, [StatSpec("J"), StatSpec("J0"),
@@ -84,7 +84,7 @@ WRITER = textwrap.dedent("""
     import sys, numpy as np, yaml
     sys.path.insert(0, {repo!r})
     from tests.test_trace import LAYERS, ATTRS, _append
-    from stabilityscope.trace import TraceWriter
+    from stabilityscope.recording.trace import TraceWriter
     w = TraceWriter.create({path!r}, attrs=ATTRS, layers=LAYERS)
     e = 0
     while True:

@@ -9,12 +9,12 @@ import torch
 from omegaconf import OmegaConf
 
 from stabilityscope.config import AnalysisConfig
-from stabilityscope.dissect import dissect
-from stabilityscope.meanfield import PHASES
-from stabilityscope.lyapunov import ATTRACTORS
-from stabilityscope.models import FashionFC
-from stabilityscope.trace import TraceWriter, open_trace
-from stabilityscope.tracking import LayerTracker
+from stabilityscope.dynamics.lyapunov import ATTRACTORS
+from stabilityscope.models.dissect import dissect
+from stabilityscope.models.registry import FashionFC
+from stabilityscope.recording.trace import TraceWriter, open_trace
+from stabilityscope.recording.tracking import LayerTracker
+from stabilityscope.theory.meanfield import PHASES
 
 
 def _network(J: float, seed: int = 0) -> FashionFC:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from stabilityscope import open_trace
-from stabilityscope.data import CHANNEL_STATS, _CifarUnpickler, augment_batch, load_dataset
 from stabilityscope.errors import ConfigError
-from stabilityscope.models import build_model
-from stabilityscope.training import Run
+from stabilityscope.models.registry import build_model
+from stabilityscope.training.data import CHANNEL_STATS, _CifarUnpickler, augment_batch, load_dataset
+from stabilityscope.training.trainer import Run
 from tests.conftest import run_cli
 
 TINY = ("dataset.train_subset=64", "dataset.test_subset=16", "train.epochs=1", "analysis.n_inputs=8",
@@ -93,8 +93,8 @@ def test_stacked_layers_measure_as_one_at_a_time(compose_cfg):
     """Per-layer statistics are computed batched (stacks by shape) and equal single-layer measurements."""
     import timm
 
-    from stabilityscope.dissect import dissect
-    from stabilityscope.tracking import LayerTracker
+    from stabilityscope.models.dissect import dissect
+    from stabilityscope.recording.tracking import LayerTracker
 
     torch.manual_seed(0)
     model = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=10, depth=2)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from stabilityscope.weight_structure import (
+from stabilityscope.dynamics.weight_structure import (
     ONLINE_STEP_KEYS,
     WEIGHT_STRUCTURE_KEYS,
     diffusion_exponent,

@@ -1,6 +1,6 @@
 """Traces for the analysis-layer tests: synthetic ones (exact, instant) and small real ones (cached).
 
-``synthetic_trace`` writes a schema-v1 trace with :class:`~stabilityscope.trace.TraceWriter`, the
+``synthetic_trace`` writes a schema-v1 trace with :class:`~stabilityscope.recording.trace.TraceWriter`, the
 writer training uses, with known values: J² grows linearly through the edge (J = 1 at epoch 15 by
 default), the test loss is smallest at ``best_epoch``, the Poincaré points go from a fixed point via
 a period-2 cycle to a cloud, and the eigenvalues fill a disc of radius J. For the scaling analysis
@@ -17,9 +17,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import yaml
 
-from stabilityscope.lyapunov import ATTRACTORS
-from stabilityscope.meanfield import PHASES, edge_distance, order_parameters, phase_code
-from stabilityscope.trace import LayerSpec, StatSpec, TraceWriter
+from stabilityscope.dynamics.lyapunov import ATTRACTORS
+from stabilityscope.recording.trace import LayerSpec, StatSpec, TraceWriter
+from stabilityscope.theory.meanfield import PHASES, edge_distance, order_parameters, phase_code
 
 N = 32  # width of the synthetic square layer
 T_HALF = 20  # Poincaré points per start state
@@ -47,7 +47,7 @@ def linear_j2(slope: float, start: float = 0.25) -> J2Curve:
 
 
 def relaxing_j2(rho: float, c: float, weight_decay: float, start: float = 0.25) -> J2Curve:
-    """The solution of dJ²/d(epoch) = ρ(c − 2·wd·J²) (stabilityscope.guideline's model): linear growth
+    """The solution of dJ²/d(epoch) = ρ(c − 2·wd·J²) (stabilityscope.analysis.guideline's model): linear growth
     A = ρc without decay, else exponential relaxation to the plateau c/(2·wd) at rate 2·wd·ρ."""
     if weight_decay == 0:
         return linear_j2(rho * c, start)
@@ -167,9 +167,9 @@ def real_trace(root: Path, data_root: Path, name: str, *overrides: str) -> Path:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from stabilityscope.app import conf_dir, register_resolvers
-    from stabilityscope.config import register_configs
-    from stabilityscope.training import Run
+    from stabilityscope.cli.app import conf_dir, register_resolvers
+    from stabilityscope.cli.app import register_configs
+    from stabilityscope.training.trainer import Run
 
     register_configs()
     register_resolvers()

@@ -1,0 +1,324 @@
+"""One-page run reports: the figures of :mod:`stabilityscope.analysis.figures` and the key numbers, in Markdown.
+
+``python -m stabilityscope task=report trace=<path or glob>`` writes, into its own run directory
+(``checkpoints/report/<timestamp>/``):
+
+- one trace: ``report.md`` and ``figures/`` (PNG and PDF);
+- several (a glob, a sweep directory): ``report.md`` with one row per run and the comparison figure,
+  and each run's own report under ``runs/<nn>_<run name>/``.
+
+A training run writes its report into its run directory when it ends (``report=true``, the default;
+``figures=false`` leaves the figures out). From Python::
+
+    from stabilityscope.analysis.report import write_report
+    write_report("checkpoints/fmnist_fc-fashion_mnist/2026-11-22_12-00-00", "my_report")
+
+The key numbers (EOC-training's reading of a run): the optimal checkpoint (argmin of the test loss),
+each layer's coupling J, J/J_c and signed edge distance ½ ln χ there, the final phase, accuracy, and
+the slope A of the linear growth of J².
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from stabilityscope.analysis.collection import flatten_config, run_summary, varying_config
+from stabilityscope.analysis.figures import (
+    BackgroundSpec,
+    draw_figures,
+    linear_growth_fit,
+    optimal_index,
+    plot_comparison,
+    run_activation,
+    save_figure,
+)
+from stabilityscope.config import BackgroundConfig, Config, as_options
+from stabilityscope.errors import TraceError
+from stabilityscope.recording.trace import Trace, open_trace
+from stabilityscope.theory.meanfield import critical_coupling
+
+log = logging.getLogger(__name__)
+
+__all__ = ["background_from_config", "finish_run", "write_index", "write_report"]
+
+PHASE_NAMES = {"P": "P (paramagnetic, ordered)", "F": "F (ferromagnetic, ordered)", "SG": "SG (spin glass, chaotic)",
+               "P2": "P2 (period-2, ordered)", "": "—"}
+CAPTIONS = {
+    "phase_path": ("Training path on the phase diagram",
+                   "Each recorded layer's phase coordinates (J0/J, 1/J) over checkpoints (○ start, ■ end, ★ optimal "
+                   "checkpoint) on the numerical phase diagram of random networks with the run's activation "
+                   "(grey: asymptotic separation of two nearby trajectories, dark = chaotic); black: the mean-field "
+                   "edge of chaos χ = 1. Non-square layers are shown as their mean-field surrogate."),
+    "coupling": ("Coupling over training",
+                 "J² and J0 against epoch; dashed: the linear growth of J² fitted over the ordered part of the first "
+                 "50 epochs (EOC-training: slope A ∝ η/((1−α)B)); black: the edge J² = J_c²."),
+    "metrics": ("Loss and accuracy", "Train and test cross-entropy (without the decay term) and accuracy; "
+                                     "dotted: the optimal checkpoint (minimum test loss)."),
+    "layer_stability": ("Stability of the iterated layer maps",
+                        "Per square layer: asymptotic Jacobian norm s (edge s = 1), largest Lyapunov exponent λ_max "
+                        "(edge 0) and asymptotic distance D∞ of two nearby orbits (0 when ordered), test loss on "
+                        "the right axis (EOC-optimality)."),
+    "poincare": ("Poincaré return maps", "(X_t, X_{t+1}) over the second half of each orbit, X_t the projection "
+                                         "on the mean start state: a fixed point is one dot, a period-L cycle L "
+                                         "dots, a torus a closed curve, chaos a cloud."),
+    "eigenvalues": ("Eigenvalues", "Eigenvalues of the square layer's weight matrix with the unit circle and the "
+                                   "circular-law radius J of a random matrix with the same spread."),
+}
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, (float, np.floating)):
+        return "—" if not math.isfinite(float(v)) else f"{float(v):.{digits}g}"
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    return "—" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.2f} %"
+
+
+def _config_line(cfg: Mapping[str, Any]) -> str:
+    """The run's configuration in one line: model, data, optimiser, schedule, analysis."""
+    m, d, o, t, a = (cfg.get(k) or {} for k in ("model", "dataset", "optim", "train", "analysis"))
+    model = f"model {m.get('name', '?')}"
+    extra = [f"{k} {m[k]}" for k in ("activation", "width") if k in m]
+    if extra:
+        model += f" ({', '.join(extra)})"
+    data = f"dataset {d.get('name', '?')}"
+    subsets = [f"{k.split('_')[0]} subset {d[k]}" for k in ("train_subset", "test_subset") if d.get(k)]
+    if subsets:
+        data += f" ({', '.join(subsets)})"
+    optim = f"{o.get('name', '?')} lr {o.get('lr', '?')}"
+    if o.get("name") == "sgd":
+        optim += f", momentum {o.get('momentum', '?')}"
+    optim += f", weight decay {o.get('weight_decay', 0)} (PyTorch convention; Keras λ = half)"
+    train = f"batch {t.get('batch_size', '?')}, {t.get('epochs', '?')} epochs, seed {t.get('seed', '?')}"
+    return " · ".join([model, data, optim, train, f"analysis {a.get('name', '?')}"])
+
+
+def _layer_rows(tr: Trace, best: int) -> list[str]:
+    """Markdown rows: each layer at the optimal and at the last checkpoint."""
+    rows = []
+    for layer in tr.layers:
+        info, stats = tr.layer_info(layer), set(tr.stats(layer))
+
+        def at(name: str, i: int) -> Any:
+            return tr.stat(layer, name)[i] if name in stats else None
+
+        jc = critical_coupling(str(info.get("meanfield_activation") or "tanh"))
+        j = at("J", best)
+        kind = str(info.get("kind", ""))
+        if kind not in ("chain", "model_map"):  # chains and model maps: iterated as a module, no single matrix
+            kind = "square" if info.get("square") else "surrogate"
+        phase, phase_end = at("phase", best), at("phase", -1)
+        attractor = at("attractor", -1)
+        rows.append("| " + " | ".join([
+            f"`{layer}`", f"{info.get('fan_in')} → {info.get('fan_out')} ({kind})", _fmt(j),
+            _fmt(at("J0", best)), _fmt(None if j is None else j / jc), _fmt(at("edge_distance", best), 3),
+            PHASE_NAMES.get(str(phase), str(phase)) if phase is not None else "—",
+            _fmt(at("s_mean", best), 3), _fmt(at("lambda_max", best), 3), _fmt(at("J", -1)),
+            PHASE_NAMES.get(str(phase_end), str(phase_end)) if phase_end is not None else "—",
+            str(attractor).replace("_", " ") if attractor is not None and str(attractor) else "—",
+        ]) + " |")
+    return rows
+
+
+def _growth_line(tr: Trace) -> Optional[str]:
+    """The fitted slope A of J² of the first square layer (else the first layer), if it can be fitted."""
+    coupled = [n for n in tr.layers if "J" in tr.stats(n)]  # chains and model maps have no single J
+    layers = [n for n in coupled if tr.layer_info(n).get("square")] or coupled
+    if not layers:
+        return None
+    layer = layers[0]
+    jc2 = critical_coupling(run_activation(tr)) ** 2
+    slope, _ = linear_growth_fit(tr.checkpoints, tr.stat(layer, "J") ** 2, edge=jc2)
+    if not math.isfinite(slope):
+        return f"| J² growth (`{layer}`) | not fitted: fewer than two ordered checkpoints in the first 50 epochs |"
+    return f"| J² growth (`{layer}`, ordered part of the first 50 epochs) | A = {slope:.4g} per epoch |"
+
+
+def figure_section(figures: Mapping[str, Path], skipped: Mapping[str, str], base: Path,
+                   captions: Mapping[str, tuple[str, str]]) -> list[str]:
+    """Markdown lines of a report's "Figures" part: each PNG with its title, caption and PDF link
+    (paths relative to ``base``), then the figures not drawn and why."""
+    lines: list[str] = ["", "## Figures"] if figures or skipped else []
+    for name, png in figures.items():
+        title, caption = captions.get(name, (name, ""))
+        rel = png.relative_to(base) if png.is_relative_to(base) else png
+        lines += ["", f"### {title}", "", f"![{title}]({rel.as_posix()})", "", caption]
+        if png.with_suffix(".pdf").exists():
+            lines.append(f"([PDF]({rel.with_suffix('.pdf').as_posix()}))")
+    if skipped:
+        lines += ["", "Not drawn:", ""] + [f"- {captions.get(n, (n,))[0]}: {why}" for n, why in skipped.items()]
+    return lines
+
+
+def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str, str], base: Path) -> str:
+    """The report text; figure links are relative to ``base`` (the report's folder)."""
+    s = run_summary(tr)
+    epochs = tr.checkpoints
+    best = optimal_index(tr)
+    cfg = tr.config or {}
+    acc = tr.metric("test_acc")
+    top = int(np.nanargmax(acc)) if np.isfinite(acc).any() else None
+    lines = [
+        f"# Run report: {tr.attrs.get('model', '?')} on {tr.attrs.get('dataset', '?')}",
+        "",
+        f"Trace `{tr.path.resolve()}` · status **{tr.status}** · {len(epochs)} checkpoints (epochs "
+        f"{int(epochs[0])}–{int(epochs[-1])})" + (" · the run was still writing when this was made" if tr.status == "running" else ""),
+        "",
+        _config_line(cfg),
+        "",
+        "## Key numbers",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| optimal checkpoint (minimum test loss) | **epoch {s['optimal_epoch']}**: test loss {_fmt(s['test_loss_min'])}, "
+        f"test accuracy {_pct(s['test_acc_at_optimal'])} |",
+        f"| final checkpoint | epoch {s['last_epoch']}: test loss {_fmt(s['final_test_loss'])}, test accuracy "
+        f"{_pct(s['final_test_acc'])}, train accuracy {_pct(s['final_train_acc'])} |",
+        f"| best test accuracy | {_pct(s['best_test_acc'])}" + (f" at epoch {int(epochs[top])}" if top is not None else "") + " |",
+    ]
+    growth = _growth_line(tr)
+    if growth:
+        lines.append(growth)
+    lines += [
+        "",
+        f"### Layers at the optimal checkpoint (epoch {int(epochs[best])}) and at the end (epoch {int(epochs[-1])})",
+        "",
+        "| layer | shape | J | J0 | J/J_c | edge distance ½ ln χ | phase | s | λ_max | final J | final phase | final attractor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *_layer_rows(tr, best),
+        "",
+        "J = std(W)·√N and J0 = mean(W)·N (N = fan-in); J_c is the edge at J0 = 0 (1 for tanh, √2 for ReLU). "
+        "The edge distance ½ ln χ is the mean-field estimate of the largest Lyapunov exponent: negative is "
+        "ordered, positive chaotic, 0 on the edge. A non-square layer's values describe its mean-field "
+        "surrogate (a random square matrix with the same entry statistics); s and λ_max belong to the iterated "
+        "map of a square layer.",
+    ]
+    lines += figure_section(figures, skipped, base, CAPTIONS)
+    return "\n".join(lines) + "\n"
+
+
+def write_report(trace: Union[str, Path, Trace], out_dir: Union[str, Path], *, figures: bool = True,
+                 background: Union[bool, BackgroundSpec] = True, cache: Optional[Union[str, Path]] = None,
+                 formats: Sequence[str] = ("png", "pdf")) -> Path:
+    """Write ``<out_dir>/report.md`` (and the figures into ``<out_dir>/figures/``) for one run.
+
+    Args:
+        trace: a trace, its ``trace.h5`` or its run directory.
+        out_dir: the report's folder (created).
+        figures: draw the figures and link them; False: the key numbers only.
+        background: as in :func:`stabilityscope.analysis.figures.plot_phase_path`.
+        cache: folder of cached phase-diagram backgrounds (None: the user cache).
+        formats: figure files to write; PNG always (the report shows it), PDF linked when written.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    own = not isinstance(trace, Trace)
+    tr = open_trace(trace) if own else trace
+    try:
+        if len(tr) == 0:
+            raise TraceError(f"{tr.path} holds no checkpoint yet; there is nothing to report.")
+        written, skipped = (draw_figures(tr, out / "figures", background=background, cache=cache, formats=formats)
+                            if figures else ({}, {}))
+        text = report_markdown(tr, written, skipped, out)
+    finally:
+        if own:
+            tr.close()
+    path = out / "report.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "run"
+
+
+def write_index(paths: Sequence[Path], out_dir: Union[str, Path], *, figures: bool = True,
+                background: Union[bool, BackgroundSpec] = True, cache: Optional[Union[str, Path]] = None,
+                formats: Sequence[str] = ("png", "pdf")) -> Path:
+    """Reports for several runs: each under ``runs/``, and ``report.md`` comparing them in one table
+    (what the runs' configs vary, the optimum, accuracy, the first square layer at the optimum) with the
+    comparison figure. Unreadable runs are listed, not fatal."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, failed, traces = [], [], []
+    for i, path in enumerate(paths):
+        sub = out / "runs" / f"{i:02d}_{_safe(path.parent.name)}"
+        try:
+            with open_trace(path) as tr:
+                report = write_report(tr, sub, figures=figures, background=background, cache=cache, formats=formats)
+                coupled = [n for n in tr.layers if "J" in tr.stats(n)]  # chains and model maps have no J
+                layer = next((n for n in coupled if tr.layer_info(n).get("square")), coupled[0] if coupled else None)
+                rows.append({"report": report.relative_to(out).as_posix(), "path": str(path),
+                             **flatten_config(tr.config or {}), **run_summary(tr), "status": tr.status,
+                             "_layer": layer})
+                traces.append(path)
+        except TraceError as exc:
+            failed.append(f"- `{path}`: {exc}")
+    keys = varying_config(rows)
+    lines = [f"# Report on {len(paths)} runs", ""]
+    if keys:
+        lines += [f"The runs differ in: {', '.join(f'`{k}`' for k in keys)}.", ""]
+    head = ["run", *keys, "status", "optimal epoch", "min test loss", "test acc at optimum", "final test acc",
+            "layer", "J at optimum", "edge distance at optimum", "final phase"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        layer = r["_layer"]
+        cells = [f"[{Path(r['path']).parent.name}]({r['report']})", *(_fmt(r.get(k)) for k in keys), r["status"],
+                 _fmt(r["optimal_epoch"]), _fmt(r["test_loss_min"]), _pct(r["test_acc_at_optimal"]),
+                 _pct(r["final_test_acc"]), f"`{layer}`", _fmt(r.get(f"{layer}/J_at_optimal")),
+                 _fmt(r.get(f"{layer}/edge_distance_at_optimal"), 3), _fmt(r.get(f"{layer}/phase_final"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    if failed:
+        lines += ["", "Not reported (unreadable or empty):", "", *failed]
+    if figures and len(traces) > 1:
+        try:
+            fig = plot_comparison(traces, background=background, cache=cache)
+            png = save_figure(fig, out / "figures", "comparison", ("png", *(f for f in formats if f != "png")))[0]
+            lines += ["", "## Comparison", "", f"![Comparison of the runs]({png.relative_to(out).as_posix()})", "",
+                      "One layer of every run: its path on the phase plane (○ start, ■ end, ★ optimal), J² against "
+                      "epoch with the edge J² = J_c², and the test loss with each run's minimum (★)."]
+        except TraceError as exc:
+            lines += ["", f"No comparison figure: {exc}"]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------ the app's entry points
+
+
+def background_from_config(section: BackgroundConfig) -> Union[bool, BackgroundSpec]:
+    """The ``phase_background`` config section as a BackgroundSpec (False when disabled)."""
+    section = as_options(section, BackgroundConfig, "phase_background")
+    if not section.enabled:
+        return False
+    return BackgroundSpec(n=int(section.n), steps=int(section.steps), seed=int(section.seed),
+                          j0_over_j=(float(section.j0_over_j.start), float(section.j0_over_j.stop), int(section.j0_over_j.num)),
+                          inv_j=(float(section.inv_j.start), float(section.inv_j.stop), int(section.inv_j.num)))
+
+
+def finish_run(cfg: Config, run_dir: Path) -> None:
+    """After training: the report (``report=true``) and/or the figures (``figures=true``) of the run."""
+    cfg = as_options(cfg, Config)
+    options = dict(background=background_from_config(cfg.phase_background), cache=cfg.phase_background.cache_dir)
+    trace = run_dir / "trace.h5"
+    if cfg.report:
+        path = write_report(trace, run_dir, figures=bool(cfg.figures), **options)
+        log.info("Report: %s", path.resolve())
+        if cfg.figures:
+            log.info("Figures: %s", (run_dir / "figures").resolve())
+    elif cfg.figures:
+        written, _ = draw_figures(trace, run_dir / "figures", **options)
+        log.info("Figures: %s", ", ".join(str(p.resolve()) for p in written.values()))

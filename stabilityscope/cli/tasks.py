@@ -1,0 +1,127 @@
+"""The app's tasks other than training: each takes the composed config and a run directory.
+
+- ``task=phase_diagram``: the numerical phase diagram as ``phase_diagram.h5`` (separation, u, q0 per
+  cell with N, T, seed and sampling) and ``phase_diagram.png`` (log-scale heatmap, theoretical edge
+  overlaid);
+- ``task=report trace=<path or glob>``: the report(s) of existing traces
+  (:mod:`stabilityscope.analysis.report`);
+- ``task=scaling sweep=<dir or glob>``: the scaling laws of a sweep
+  (:mod:`stabilityscope.analysis.scaling_report`);
+- ``analysis=describe``: the dissection table of the composed model, without training
+  (:mod:`stabilityscope.models.describe`).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stabilityscope.analysis.collection import find_traces
+from stabilityscope.analysis.report import background_from_config, write_index, write_report
+from stabilityscope.analysis.scaling import analyze_sweep
+from stabilityscope.analysis.scaling_report import write_scaling_report
+from stabilityscope.config import Config, GridAxis, PhaseDiagramConfig, ScalingConfig, as_options, validate, value_of
+from stabilityscope.errors import ConfigError, TraceError
+from stabilityscope.models.describe import describe_model
+from stabilityscope.theory.numerical_phase_diagram import phase_diagram, plot_phase_diagram
+from stabilityscope.training.data import dataset_info
+
+log = logging.getLogger(__name__)
+
+
+def grid(axis: GridAxis, key: str) -> np.ndarray:
+    if axis.num < 1:
+        raise ConfigError(f"Invalid value {key}.num={axis.num}: a grid needs at least one point.")
+    return np.linspace(axis.start, axis.stop, axis.num)
+
+
+def run_phase_diagram_task(cfg: PhaseDiagramConfig, run_dir: Path) -> tuple[Path, Path]:
+    """Compute the diagram described by ``cfg`` (a PhaseDiagramConfig) and save it under ``run_dir``."""
+    cfg = as_options(cfg, PhaseDiagramConfig, "phase_diagram")
+    x, y = grid(cfg.j0_over_j, "phase_diagram.j0_over_j"), grid(cfg.inv_j, "phase_diagram.inv_j")
+    if cfg.n < 2:
+        raise ConfigError(f"Invalid value phase_diagram.n={cfg.n}: the network needs at least 2 units.")
+    if (y <= 0).any():
+        raise ConfigError(f"Invalid phase_diagram.inv_j grid from {cfg.inv_j.start} to {cfg.inv_j.stop}: 1/J must be > 0.")
+    if cfg.sampling not in ("common", "independent"):
+        raise ConfigError(f"Invalid value phase_diagram.sampling={cfg.sampling!r}: allowed: common, independent.")
+    device = None if cfg.device == "auto" else cfg.device
+    activation = value_of(cfg.activation)
+    d = phase_diagram(x, y, cfg.n, cfg.steps, activation=activation, seed=cfg.seed, device=device,
+                      sampling=cfg.sampling)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    h5 = d.save(run_dir / "phase_diagram.h5")
+    png = plot_phase_diagram(d, run_dir / "phase_diagram.png")
+    log.info("Phase diagram (%d×%d cells, N=%d, T=%d, %.1f s): %s, %s", len(y), len(x), d.n, d.steps,
+             d.elapsed_s, h5.resolve(), png.resolve())
+    return h5, png
+
+
+def run_report_task(cfg: Config, run_dir: Path) -> Path:
+    """``task=report trace=<path or glob>``: the report(s) of existing traces into ``run_dir``."""
+    cfg = as_options(cfg, Config)
+    if not cfg.trace:
+        raise ConfigError("task=report needs the traces to report on: trace=<trace.h5, run directory, sweep "
+                          "directory or glob>, e.g. trace='checkpoints/multirun/*/*'.")
+    validate(cfg)
+    paths = find_traces(str(cfg.trace))
+    options = dict(figures=bool(cfg.figures), background=background_from_config(cfg.phase_background),
+                   cache=cfg.phase_background.cache_dir)
+    path = write_report(paths[0], run_dir, **options) if len(paths) == 1 else write_index(paths, run_dir, **options)
+    log.info("Report on %d run(s): %s", len(paths), path.resolve())
+    return path
+
+
+def _check_settings(sc: ScalingConfig) -> None:
+    def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"Invalid value scaling.{key}={value!r}: {allowed}.")
+
+    require(bool(sc.layer), "layer", sc.layer, "name the layer whose J² is fitted (the canonical network's: hidden)")
+    require(sc.window > 0, "window", sc.window, "the fit window must be a positive number of epochs")
+    require(0 < sc.plateau_fraction <= 1, "plateau_fraction", sc.plateau_fraction,
+            "a fraction of the epochs in (0, 1], e.g. 0.2 for the last fifth")
+    require(0 < sc.confidence < 1, "confidence", sc.confidence, "a confidence level in (0, 1), e.g. 0.95")
+
+
+def run_scaling_task(cfg: Config, run_dir: Path) -> Path:
+    """``task=scaling sweep=<dir or glob>``: analyse the sweep's traces and write the report into ``run_dir``."""
+    cfg = as_options(cfg, Config)
+    allowed = ("a sweep directory (checkpoints/multirun/<timestamp>, searched for trace.h5), a run directory, a "
+               "trace.h5, or a glob such as 'checkpoints/multirun/*/*'")
+    sweep = cfg.sweep
+    if not sweep:
+        raise ConfigError(f"task=scaling needs the runs to analyse: sweep={sweep!r} is not set. Pass sweep=<{allowed}>, "
+                          f"e.g. sweep=checkpoints/multirun/2026-11-22_12-00-00.")
+    validate(cfg)
+    _check_settings(cfg.scaling)
+    try:
+        find_traces(str(sweep))
+    except TraceError:
+        raise ConfigError(f"Invalid value sweep={str(sweep)!r}: it matches no trace.h5. Allowed: {allowed}.") from None
+    sc = cfg.scaling
+    analysis = analyze_sweep(str(sweep), layer=str(sc.layer), window=float(sc.window), ordered_only=bool(sc.ordered_only),
+                             plateau_fraction=float(sc.plateau_fraction), confidence=float(sc.confidence))
+    path = write_scaling_report(analysis, run_dir, figures=bool(cfg.figures))
+    for line in analysis.summary():
+        log.info(line)
+    log.info("Scaling report: %s (with scaling.json, runs.csv%s in %s)", path.resolve(),
+             ", figures/" if cfg.figures else "", run_dir.resolve())
+    return path
+
+
+def run_describe_task(cfg: Config) -> str:
+    """``analysis=describe``: the dissection table of ``cfg.model`` for ``cfg.dataset`` under ``cfg.analysis``.
+
+    The model is built on the meta device for the dataset's input shape and classes (read from the
+    registry, not from disk), without its pretrained weights: shapes only.
+    """
+    cfg = as_options(cfg, Config)
+    validate(cfg)
+    input_shape, num_classes = dataset_info(cfg.dataset.name)
+    model_options = copy.deepcopy(cfg.model)
+    model_options.pretrained = False  # shapes only: no weights are needed (nor downloaded)
+    return describe_model(model_options, cfg.analysis, input_shape, num_classes, dataset=cfg.dataset.name)

@@ -1,0 +1,673 @@
+"""Asymptotic measures and Lyapunov exponents of an iterated map (EOC-optimality, SCIENCE.md §2).
+
+Given F: R^N → R^N (:mod:`stabilityscope.dynamics.maps`) and start states x0 (the original: the first 100
+test images), iterate x_{t+1} = F(x_t) for T steps and measure
+
+- M1 ``s``: normalised asymptotic Jacobian norm ||∂F(x_T)||_F / sqrt(N) (edge: s = 1);
+- M2 ``jacobian_product_exponent``: (1/τ) ln |λ_max(J_{T-1} ⋯ J_{T/2})| (edge: 0);
+- M3 ``two_trajectory_exponent``: (1/t) ln(d_t/d_0) of a perturbed twin orbit (edge: 0);
+- M4 ``asymptotic_distance``: mean of d_t over the second half of the orbit (edge: ~0);
+- M5 ``poincare``: the return map (X_t, X_{t+1}), X_t = <x_t, m̂> (dots, closed curve or cloud);
+- the largest Lyapunov exponent by Benettin's renormalised tangent vector, the top-k Lyapunov
+  spectrum by QR re-orthonormalisation (not in the original; SCIENCE.md asks for both), and the
+  attractor class: fixed point, period-L cycle, quasi-periodic torus, chaos, divergence.
+
+Everything is batched over start states B and over stacked maps L, and runs on the states' device.
+
+Conventions shared by all estimators (finite-T caveats in each docstring):
+    J_t = ∂F(x_t); the chain-rule derivative of F^τ at x_a is J_{a+τ-1} ⋯ J_a.
+    Early stop: a map stops once the mean state norm over its B start states exceeds 1e10
+    ("diverged") or falls below 1e-10 ("collapsed", e.g. tanh(Wx) contracting to 0 in the ordered
+    phase), as in EOC-optimality. Its time averages then use the steps it ran: the window is the
+    second half [t_end/2, t_end) of the orbit actually computed (t_end = steps run).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stabilityscope.dynamics.maps import IteratedMap
+
+ATTRACTORS = ("fixed_point", "periodic", "quasi_periodic", "chaotic", "divergent")
+STOP_REASONS = ("completed", "diverged", "collapsed", "converged")
+
+DIVERGENCE_NORM = 1e10  # mean state norm above which a map is stopped as diverged (EOC-optimality)
+COLLAPSE_NORM = 1e-10  # mean state norm below which a map is stopped as collapsed (EOC-optimality)
+LAMBDA_TOL = 1e-2  # |λ_max| below this counts as zero: finite-T Benettin error on a torus is ~1/T
+PERIOD_RTOL = 1e-3  # x_{t+L} ≈ x_t means ||x_{t+L} − x_t|| ≤ PERIOD_ATOL·sqrt(N) + PERIOD_RTOL·||x_t||
+PERIOD_ATOL = 1e-6
+MAX_PERIOD = 32  # longest cycle searched for; the orbit tail holds 2·MAX_PERIOD states
+QR_METHODS = ("auto", "cholesky", "householder")  # re-orthonormalisation of lyapunov_spectrum
+CHOLESKY_QR_TOL = 0.1  # CholeskyQR2 is accepted when ||R2 − I||_F ≤ this (first pass nearly orthonormal)
+
+
+@dataclass(frozen=True)
+class MapMeasures:
+    """M1–M5, λ_max and the attractor class of every orbit; per start state shape (..., B).
+
+    Leading shape (...) is that of the states F returns: () for one map, (L,) for a stack.
+    """
+
+    s: Tensor  # M1 ||∂F(x_T)||_F / sqrt(N), (..., B)
+    jacobian_product_exponent: Tensor  # M2, (..., B); NaN when lyapunov=False or m2_passes=0
+    two_trajectory_exponent: Tensor  # M3 (1/t) ln(d_t/d_0) at the final t, (..., B)
+    asymptotic_distance: Tensor  # M4 mean d_t over [t_end/2, t_end), (..., B)
+    poincare: Tensor  # M5 (X_t, X_{t+1}) for t in [t_end/2, t_end), (..., B, n_t, 2), NaN-padded
+    lyapunov_max: Tensor  # Benettin λ_max over [t_end/2, t_end), (..., B); NaN when lyapunov=False
+    attractor: Tensor  # index into ATTRACTORS, (..., B) int64
+    period: Tensor  # cycle length (1 fixed point, L ≥ 2 cycle, 0 none/unresolved), (..., B) int64
+    separation: Tensor  # d_t for t = 0..T, (..., B, T + 1) (extrapolated/frozen after a stop)
+    orbit_tail: Tensor  # last ≤ 2·max_period states of each orbit, (..., B, n_tail, N), NaN-padded in front
+    steps_run: Tensor  # steps actually iterated per map, (...) int64
+    stop_reason: Tensor  # index into STOP_REASONS per map, (...) int64
+    steps: int  # T asked for
+    perturbation: float  # std of each entry of δ
+    seed: int
+
+    @property
+    def s_mean(self) -> Tensor:
+        """Mean of M1 over start states, (...)."""
+        return self.s.mean(-1)
+
+    @property
+    def s_std(self) -> Tensor:
+        """Standard deviation of M1 over start states, (...) (0 for a single start state)."""
+        return self.s.std(-1, correction=1 if self.s.shape[-1] > 1 else 0)
+
+    @property
+    def attractor_names(self) -> np.ndarray:
+        """The attractor classes as strings, same shape as ``attractor``."""
+        return np.asarray(ATTRACTORS, dtype=object)[self.attractor.cpu().numpy()]
+
+
+@dataclass(frozen=True)
+class LyapunovSpectrum:
+    """Top-k Lyapunov exponents and their convergence trace."""
+
+    exponents: Tensor  # (..., B, k), sorted descending
+    trace: Tensor  # running estimates at trace_steps, (..., B, n_records, k); NaN inside the transient
+    trace_steps: Tensor  # (n_records,) step of each record
+    steps: int
+    transient: int
+    steps_run: Tensor  # (...) int64
+    stop_reason: Tensor  # index into STOP_REASONS, (...) int64
+
+
+def _canonical(F: IteratedMap, x0: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """States as (L, B, N) with L the flattened leading shape F returns, and that leading shape."""
+    x = F.broadcast_states(x0)
+    if x.dim() < 2:
+        raise ValueError(f"start states must be (B, N) or (..., B, N), got shape {tuple(x0.shape)}")
+    if not x.is_floating_point():
+        raise TypeError("start states must be a floating-point tensor")
+    lead = tuple(x.shape[:-2])
+    return x.reshape(-1, *x.shape[-2:]), lead
+
+
+def _norm_stop(x: Tensor) -> Tensor:
+    """Per map (L,): 0 running, 1 diverged (mean norm > 1e10 or non-finite), 2 collapsed (< 1e-10)."""
+    mean_norm = x.norm(dim=-1).mean(-1)  # (L,)
+    code = torch.zeros_like(mean_norm, dtype=torch.int64)
+    code = torch.where(mean_norm < COLLAPSE_NORM, 2, code)
+    return torch.where((mean_norm > DIVERGENCE_NORM) | ~torch.isfinite(mean_norm), 1, code)
+
+
+def _normalise(v: Tensor) -> tuple[Tensor, Tensor]:
+    """Columns of v (..., N, k) scaled to unit norm, and their norms (..., 1, k).
+
+    A column mapped exactly to 0 (a singular Jacobian) keeps norm 0, so its log-growth is −inf.
+    """
+    n = v.norm(dim=-2, keepdim=True)
+    return v / n.clamp_min(torch.finfo(v.dtype).tiny), n
+
+
+def _householder_qr(v: Tensor) -> tuple[Tensor, Tensor]:
+    """Q (..., N, k) with orthonormal columns and ln R_ii (..., k) of v = Q R, R_ii ≥ 0 (Householder)."""
+    q, r_factor = torch.linalg.qr(v)
+    diag = r_factor.diagonal(dim1=-2, dim2=-1)
+    q = q * torch.where(diag < 0, -1.0, 1.0).to(v.dtype).unsqueeze(-2)  # sign-fixed: R_ii > 0
+    return q, diag.abs().log()
+
+
+def _cholesky_pass(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One CholeskyQR pass: G = vᵀv = L Lᵀ, Q = v L⁻ᵀ. Returns Q, L (R = Lᵀ) and cholesky_ex's info."""
+    chol, info = torch.linalg.cholesky_ex(v.mT @ v)
+    return torch.linalg.solve_triangular(chol.mT, v, upper=True, left=False), chol, info
+
+
+def _cholesky_qr2(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """CholeskyQR2 of v (..., N, k): Q, ln R_ii (R = R2 R1, R_ii > 0) and an ok mask (...).
+
+    The first pass squares the condition number (Gram matrix), so it loses orthogonality like
+    κ(v)²·eps; the second pass, on the nearly orthonormal Q1, restores it to O(eps) and
+    R2 ≈ I. An element is not ok when either Cholesky fails (info ≠ 0: v rank-deficient or
+    κ(v) ≳ eps^(-1/2)) or Q1 was too far from orthonormal (||R2 − I||_F > CHOLESKY_QR_TOL, NaN
+    included); its Q and ln R_ii are then meaningless and must be replaced.
+    """
+    q1, l1, info1 = _cholesky_pass(v)
+    q, l2, info2 = _cholesky_pass(q1)
+    eye = torch.eye(v.shape[-1], device=v.device, dtype=v.dtype)
+    dev = torch.linalg.matrix_norm(l2 - eye)  # Frobenius ≥ spectral: κ(Q1) ≤ (1 + tol)/(1 − tol)
+    ok = (info1 == 0) & (info2 == 0) & (dev <= CHOLESKY_QR_TOL)
+    log_r = l1.diagonal(dim1=-2, dim2=-1).log() + l2.diagonal(dim1=-2, dim2=-1).log()
+    return q, log_r, ok
+
+
+def _resolve_qr_method(qr_method: str, device: torch.device, r: int) -> str:
+    """The method "auto" stands for: CholeskyQR2 on CUDA with QR every step, else Householder."""
+    if qr_method != "auto":
+        return qr_method
+    return "cholesky" if torch.device(device).type == "cuda" and r == 1 else "householder"
+
+
+def _reorthonormalise(v: Tensor, method: str) -> tuple[Tensor, Tensor]:
+    """Q with orthonormal columns and ln R_ii of v = Q R (R_ii ≥ 0), v (..., N, k), k ≥ 2.
+
+    "cholesky" runs CholeskyQR2 on the whole batch and redoes the elements where it is not ok
+    (singular or too ill-conditioned v) with Householder QR, so they get exactly the
+    Householder result (−inf/very negative ln R_ii of singular Jacobians included).
+    """
+    if method == "householder":
+        return _householder_qr(v)
+    q, log_r, ok = _cholesky_qr2(v)
+    if not bool(ok.all()):
+        bad = ~ok
+        q[bad], log_r[bad] = _householder_qr(v[bad])
+    return q, log_r
+
+
+def _gather_orbit(orbit: dict[int, Tensor], idx: list[int]) -> Tensor:
+    """States x_{idx[l]} of map l from the stored orbit, (L, B, N)."""
+    if all(i == idx[0] for i in idx):
+        return orbit[idx[0]]
+    return torch.stack([orbit[i][l] for l, i in enumerate(idx)])
+
+
+def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: float = 1e-4, seed: int = 0,
+                 lyapunov: bool = True, converge_tol: float | None = None, m2_passes: int = 1,
+                 max_period: int = MAX_PERIOD, lambda_tol: float = LAMBDA_TOL) -> MapMeasures:
+    """M1–M5, Benettin λ_max and the attractor class from one shared reference orbit (EOC-optimality).
+
+    Per step the reference orbit x_t, the perturbed orbit x'_t = F^t(x0 + δ) and the tangent vectors
+    advance together: one F evaluation each for x and x', one jvp for the Benettin vector and, from
+    T/2 on, the M2 vector as its second column (for a LayerMap: one matrix product for all of them).
+    Windowed quantities use the second half of the orbit, [t_end/2, t_end), with t_end = T (or the
+    step of an early stop).
+
+    Estimator caveats:
+        - Finite T and transients: every time average uses only the second half of the orbit; slow
+          transients near the edge (critical slowing down) still bias all measures at T = 500.
+        - Start states: the original used real test inputs; measures are per start state, and a
+          map with several attractors gives different values for different x0.
+        - M1 ``s`` is a one-point estimate at x_T. For large random W it equals sqrt(χ) of the
+          mean-field theory (SCIENCE.md §2 consistency check); for a single map it is not an
+          exponent, and λ_max ≈ ln s only holds in the chaotic regime (v2's claim).
+        - M2 estimates ln |λ_max(P)|/τ of the product P = J_{t_end−1} ⋯ J_a over the window by
+          power iteration with renormalisation at every step (never a raw product, which
+          overflows). Pass 1 applies P to a fresh random unit vector u0 started at a = T/2 (in
+          the main loop); passes 2.. replay the stored window orbit (τ jvps each) on the vector
+          left by the previous pass, and the last pass's log-growth ln ||P u|| is the estimate.
+          With one pass (default) the estimate is ln(||P u0||)/τ = ln σ_1(P)/τ + ln|<u0, r_1>|/τ,
+          which differs from ln |λ_max(P)|/τ = ln σ_1(P)/τ + ln|<l_1, r_1>|/τ (l_1, r_1 the top
+          singular vectors) by O(ln N / τ); more passes converge like |λ_2/λ_1|^passes of P,
+          exponentially fast in τ on chaotic orbits, not at all for a complex leading pair
+          (rotations), where the O(1/τ) ambiguity is intrinsic. M2 and Benettin's λ_max both tend
+          to λ_1 as τ → ∞; M2 starts from a random vector at T/2 (no transient for its
+          alignment), Benettin's vector has been aligning since t = 0.
+          Maps stopped early (norm caps, convergence) get M2 over their own window by replay.
+          Memory: the states of the current window are kept for that, ≈ T/2·L·B·N values.
+        - M3 uses d_0 = ||x'_0 − x_0|| as represented in the state dtype. It saturates once d_t
+          reaches the attractor size (≈ sqrt(2N) for tanh chaos), so at large t it reads
+          ln(d_sat/d_0)/t and strongly underestimates chaotic exponents; it also includes the
+          alignment transient of the random δ. Prefer ``lyapunov_max``; use M3 before saturation
+          (small t, or the slope of ln ``separation``) to cross-check it. In float32, δ entries
+          much below ~1e-6·|x| are lost to rounding; use float64 states for tiny perturbations.
+        - Benettin λ_max: one tangent vector renormalised every step, the first half of the
+          orbit discarded as transient (the same window as M2, M4, M5). Its finite-T error is
+          ~O(1/τ) on tori and ~O(1/sqrt(τ)) fluctuations on chaotic orbits.
+
+    Args:
+        F: the map; stacked maps are measured side by side.
+        x0: start states (B, N) or (..., B, N).
+        steps: T.
+        perturbation: std of each entry of δ ~ Normal(0, perturbation²·I).
+        seed: seeds δ and the tangent start vectors (shared by all maps of a stack, so a stack
+            gives the same numbers as its maps one at a time).
+        lyapunov: track the tangent vector (λ_max and M2); if False the attractor is classified
+            with M3 in place of λ_max.
+        converge_tol: if given, a map whose every orbit has reached a fixed point stops early:
+            relative change of x_t and x'_t below tol, |Δ d_t| ≤ tol·d_t (+ rounding), and the
+            tangent log-growth changing by less than tol. From then on every summand of the time
+            averages (d_t, X_t, log-growth) is constant, so the remaining steps are filled in with
+            their last values: the averages over T are extrapolated exactly (up to tol); M2
+            replays the fixed point for the missing steps. Such maps report stop_reason
+            "converged" and use the full window [T/2, T).
+        m2_passes: power-iteration passes for M2 (0 disables M2 and the orbit storage; passes
+            beyond the first replay the stored window, τ jvps each).
+        max_period: longest cycle searched for by :func:`classify_attractor`.
+        lambda_tol: |λ| below this counts as zero for the classification.
+
+    Returns:
+        A :class:`MapMeasures`.
+    """
+    if steps < 2:
+        raise ValueError(f"steps must be ≥ 2, got {steps}")
+    x, lead = _canonical(F, x0)  # (L, B, N)
+    L, B, N = x.shape
+    dev, dt = x.device, x.dtype
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    # draws are (B, N) and shared across maps, so stacked and one-at-a-time runs see the same δ
+    delta = torch.randn(B, N, generator=gen, device=dev, dtype=dt) * perturbation
+    v0 = torch.randn(B, N, generator=gen, device=dev, dtype=dt)
+    u0 = torch.randn(B, N, generator=gen, device=dev, dtype=dt)
+    xp = x + delta
+    v = _normalise(v0.expand(L, B, N).unsqueeze(-1))[0]  # (L, B, N, 1) tangent column
+    m = x.mean(1)
+    m_hat = m / m.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(dt).tiny)  # (L, N) Poincaré axis
+
+    f64 = dict(device=dev, dtype=torch.float64)
+    sep = torch.empty(steps + 1, L, B, **f64)  # d_t
+    proj = torch.empty(steps + 1, L, B, **f64)  # X_t = <x_t, m̂>
+    growth = torch.zeros(steps, L, B, **f64)  # ln ||J_t v_t||, v_t unit
+    sep[0] = (xp - x).norm(dim=-1)
+    proj[0] = (x * m_hat[:, None]).sum(-1)
+
+    use_m2 = lyapunov and m2_passes > 0
+    m2_start = steps // 2  # the M2 vector joins the tangent columns here: window [T/2, T)
+    u = _normalise(u0.expand(L, B, N).unsqueeze(-1))[0]  # (L, B, N, 1)
+    m2_log = torch.zeros(L, B, **f64)  # ln ||P u0|| accumulated in the loop
+    n_tail = 2 * max_period
+    active = torch.ones(L, dtype=torch.bool)  # bookkeeping on the CPU: one sync per step
+    steps_run = torch.zeros(L, dtype=torch.int64)
+    stop = torch.zeros(L, dtype=torch.int64)
+    active_dev = active.to(dev)
+    orbit = {0: x}  # x_t kept only while some window or tail may still need it
+    eps = torch.finfo(dt).eps
+
+    for t in range(steps):
+        with_u = use_m2 and t >= m2_start
+        if lyapunov:
+            fx, fxp, jv = F.tracked_step(x, xp, torch.cat([v, u], -1) if with_u else v)
+            cols, gn = _normalise(jv)
+            v_new = cols[..., :1]
+            growth[t] = gn[..., 0, 0].log()  # (L, B)
+            if with_u:
+                u_new = cols[..., 1:]
+                m2_log += torch.where(active_dev[:, None], gn[..., 0, 1].log().to(torch.float64), 0)
+        else:
+            fx, fxp = F(x), F(xp)
+        converged = torch.zeros(L, dtype=torch.bool)
+        if converge_tol is not None and t >= 1:
+            xn, xpn = x.norm(dim=-1), xp.norm(dim=-1)
+            d_new = (fxp - fx).norm(dim=-1)
+            ok = ((fx - x).norm(dim=-1) <= converge_tol * xn) & ((fxp - xp).norm(dim=-1) <= converge_tol * xpn)
+            ok &= (d_new - sep[t]).abs() <= converge_tol * sep[t] + 8 * eps * (xn + xpn)
+            if lyapunov:
+                ok &= (growth[t] - growth[t - 1]).abs() <= converge_tol
+            converged = ok.all(-1).cpu()
+        if bool(active.all()):
+            x, xp = fx, fxp
+            if lyapunov:
+                v = v_new
+                u = u_new if with_u else u
+        else:  # stopped maps stay frozen at their last state
+            a3 = active_dev[:, None, None]
+            x, xp = torch.where(a3, fx, x), torch.where(a3, fxp, xp)
+            if lyapunov:
+                v = torch.where(a3[..., None], v_new, v)
+                u = torch.where(a3[..., None], u_new, u) if with_u else u
+        sep[t + 1] = (xp - x).norm(dim=-1)
+        proj[t + 1] = (x * m_hat[:, None]).sum(-1)
+        orbit[t + 1] = x
+
+        code = _norm_stop(x).cpu()
+        code = torch.where((code == 0) & converged, 3, code)
+        newly = active & (code > 0)
+        steps_run = torch.where(active, t + 1, steps_run)
+        if bool(newly.any()):
+            stop = torch.where(newly, code, stop)
+            active = active & ~newly
+            active_dev = active.to(dev)
+        # drop states no window (from s_l/2) or tail (last n_tail) can still need
+        t_end_if = torch.where(active | (stop == 3), steps, steps_run)
+        need = torch.minimum(t_end_if // 2 if use_m2 else steps_run, steps_run - n_tail + 1)
+        need = torch.where(active, torch.minimum(torch.tensor((t + 1) // 2 if use_m2 else t + 1), need), need)
+        keep_from = int(need.clamp_min(0).min())
+        for old in [i for i in orbit if i < keep_from]:
+            del orbit[old]
+        if not bool(active.any()):
+            break
+
+    # ---- time averages over each map's window [a, t_end) ------------------------------------
+    t_end = torch.where((stop == 0) | (stop == 3), steps, steps_run)  # (L,)
+    a = t_end // 2
+    last = steps_run.to(dev)
+    ts = torch.arange(steps + 1, device=dev)[:, None]  # (T+1, 1)
+    # converged maps: the summands after the stop equal their last values (exact extrapolation)
+    sep_full = sep.gather(0, torch.minimum(ts, last).unsqueeze(-1).expand(-1, -1, B))  # (T+1, L, B)
+    proj_full = proj.gather(0, torch.minimum(ts, last).unsqueeze(-1).expand(-1, -1, B))
+    t_end_d, a_d = t_end.to(dev), a.to(dev)
+    in_window = (ts >= a_d) & (ts < t_end_d)  # (T+1, L)
+    count = (t_end_d - a_d).to(torch.float64)[:, None]  # (L, 1)
+
+    d0 = sep_full[0]
+    d_end = sep_full.gather(0, t_end_d[None, :, None].expand(1, -1, B))[0]
+    m3 = torch.log(d_end / d0) / t_end_d[:, None]
+    m4 = torch.where(in_window[..., None], sep_full, 0).sum(0) / count
+
+    n_t = int((t_end - a).max())
+    j = torch.arange(n_t, device=dev)[:, None]  # (n_t, 1)
+    idx = (a_d + j).clamp_max(steps - 1)  # (n_t, L)
+    valid = j < (t_end_d - a_d)
+    x_t = proj_full.gather(0, idx.unsqueeze(-1).expand(-1, -1, B))
+    x_t1 = proj_full.gather(0, (idx + 1).unsqueeze(-1).expand(-1, -1, B))
+    poincare = torch.stack([x_t, x_t1], -1).masked_fill(~valid[..., None, None], float("nan"))
+    poincare = poincare.permute(1, 2, 0, 3)  # (L, B, n_t, 2)
+
+    nan = torch.full((L, B), float("nan"), **f64)
+    lam = nan
+    if lyapunov:
+        g_full = growth.gather(0, torch.minimum(ts[:-1], last - 1).unsqueeze(-1).expand(-1, -1, B))
+        lam = torch.where(in_window[:-1, :, None], g_full, 0).sum(0) / count
+
+    m2 = nan
+    if use_m2:
+        # completed maps: pass 1 ran in the loop; stopped maps (own window) replay every pass
+        replay = stop != 0
+        m2 = m2_log / (steps - m2_start)
+        if m2_passes > 1 or bool(replay.any()):
+            u_start = torch.where(replay.to(dev)[:, None, None, None],
+                                  _normalise(u0.expand(L, B, N).unsqueeze(-1))[0], u)
+            passes = torch.where(replay, m2_passes, m2_passes - 1)
+            m2 = torch.where(passes.to(dev)[:, None] > 0,
+                             _jacobian_product_exponent(F, orbit, u_start, passes, a, t_end, steps_run), m2)
+
+    s = F.jacobian_norm(x).to(torch.float64) / math.sqrt(N)  # M1 at x_T (frozen at an early stop)
+
+    orbit_tail = _orbit_tail(orbit, steps_run, n_tail)  # (L, B, n_tail, N)
+
+    divergent = (stop == 1).to(dev)[:, None].expand(L, B)
+    codes, periods = classify_attractor(orbit_tail, lam if lyapunov else m3, tol=lambda_tol,
+                                        max_period=max_period, divergent=divergent)
+
+    def out(t: Tensor) -> Tensor:
+        return t.reshape(*lead, *t.shape[1:])
+
+    return MapMeasures(
+        s=out(s), jacobian_product_exponent=out(m2), two_trajectory_exponent=out(m3),
+        asymptotic_distance=out(m4), poincare=out(poincare), lyapunov_max=out(lam),
+        attractor=out(codes), period=out(periods), separation=out(sep_full.permute(1, 2, 0)),
+        orbit_tail=out(orbit_tail), steps_run=steps_run.reshape(lead), stop_reason=stop.reshape(lead),
+        steps=steps, perturbation=perturbation, seed=seed)
+
+
+def _orbit_tail(orbit: dict[int, Tensor], steps_run: Tensor, n_tail: int) -> Tensor:
+    """The last n_tail states x_t, t ≤ s_l, of each map's window [s_l/2, s_l]; (L, B, n_tail, N).
+
+    A window shorter than n_tail (an early stop) is NaN-padded in front.
+    """
+    ends = steps_run.tolist()
+    first = [max(e // 2, e - n_tail + 1) for e in ends]  # earliest step inside map l's window
+    rows = []
+    for i in range(n_tail):
+        want = [e - n_tail + 1 + i for e in ends]
+        states = _gather_orbit(orbit, [max(w, f) for w, f in zip(want, first)])
+        pad = torch.tensor([w < f for w, f in zip(want, first)], device=states.device)
+        rows.append(states.masked_fill(pad[:, None, None], float("nan")))
+    return torch.stack(rows, dim=2)
+
+
+def _jacobian_product_exponent(F: IteratedMap, orbit: dict[int, Tensor], u: Tensor, passes: Tensor, a: Tensor,
+                               t_end: Tensor, steps_run: Tensor) -> Tensor:
+    """M2 by power iteration on P = J_{t_end−1} ⋯ J_a, replaying the stored orbit; (L, B).
+
+    Map l runs its last passes[l] passes, starting from the unit vectors u (L, B, N, 1). Each pass
+    applies P with renormalisation at every step; the last pass's accumulated log-growth is
+    ln ||P u|| ≈ ln |λ_max(P)|. Maps with passes[l] = 0 are left untouched (result meaningless).
+    """
+    L = a.shape[0]
+    dev = u.device
+    tau = t_end - a  # (L,)
+    n_pass = int(passes.max())
+    logsum = torch.zeros(u.shape[:2], device=dev, dtype=torch.float64)
+    for p in range(n_pass):
+        in_pass = p >= n_pass - passes  # (L,) this map's pass has started
+        logsum = torch.where(in_pass.to(dev)[:, None], 0.0, logsum)
+        for j in range(int(tau[in_pass].max())):
+            live = in_pass & (j < tau)
+            idx = [min(int(a[l]) + j, int(steps_run[l])) for l in range(L)]  # converged: replay x*
+            _, ju = F.jvp(_gather_orbit(orbit, idx), u)
+            u_new, n = _normalise(ju)
+            live_d = live.to(dev)
+            logsum = logsum + torch.where(live_d[:, None], n[..., 0, 0].log().to(torch.float64), 0)
+            u = torch.where(live_d[:, None, None, None], u_new, u)
+    return logsum / tau.to(dev, torch.float64)[:, None]
+
+
+def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = LAMBDA_TOL,
+                       max_period: int = MAX_PERIOD, rtol: float = PERIOD_RTOL, atol: float = PERIOD_ATOL,
+                       divergent: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Attractor class and cycle length of each orbit (EOC-optimality v2, SCIENCE.md §2).
+
+    Decision order, per orbit:
+        1. divergent: the last state is non-finite or has norm ≥ 1e10 (or ``divergent`` is set);
+        2. the smallest L ≤ max_period with ||x_{t+L} − x_t|| ≤ atol·sqrt(N) + rtol·||x_t|| over
+           the whole tail: L = 1 → fixed point, L ≥ 2 → period-L cycle;
+        3. no cycle found and λ_max > tol → chaotic;
+        4. no cycle found and |λ_max| ≤ tol → quasi-periodic (the Neimark–Sacker torus); also
+           for a NaN λ_max (no evidence either way);
+        5. no cycle found and λ_max < −tol: the orbit contracts onto a stable cycle it has not yet
+           reached within rtol. The smallest L whose mismatch ||x_{t+L} − x_t|| decays along the
+           tail at least at rate λ_max/2 is taken (fixed point for L = 1); if none does, the
+           class is periodic with period 0 (unresolved, or a cycle longer than max_period).
+
+    Caveats: the tolerances are on state units, with entries O(1) as for tanh networks (an orbit
+    collapsing to 0 is a fixed point). A slowly converging orbit near the edge may be labelled by
+    step 5 only. A period longer than max_period, or a torus whose rotation number is close to a
+    rational p/L within ~rtol, cannot be told from quasi-periodicity at this tail length.
+    ``tol`` sets the band around λ = 0; finite-T Benettin estimates on a torus are ~1/T off zero.
+
+    Args:
+        orbit_tail: (..., B, n, N) last states of each orbit, optionally NaN-padded in front.
+        lambda_max: (..., B) largest Lyapunov exponent estimate.
+        tol: |λ| ≤ tol counts as zero.
+        max_period: longest cycle searched for (needs n > max_period).
+        rtol: relative tolerance of x_{t+L} ≈ x_t.
+        atol: absolute tolerance per sqrt(N) of x_{t+L} ≈ x_t.
+        divergent: optional (..., B) bool mask of orbits known to have diverged.
+
+    Returns:
+        (codes, periods): int64 tensors (..., B); codes index ATTRACTORS, periods are 1 for fixed
+        points, L for cycles, 0 otherwise.
+    """
+    n, N = orbit_tail.shape[-2:]
+    lam = lambda_max.to(orbit_tail.device)
+    last = orbit_tail[..., -1, :]
+    last_norm = last.norm(dim=-1)
+    div = ~torch.isfinite(last_norm) | (last_norm >= DIVERGENCE_NORM)
+    if divergent is not None:
+        div = div | divergent.to(div.device)
+    norms = orbit_tail.norm(dim=-1)  # (..., B, n)
+    period = torch.zeros(lam.shape, dtype=torch.int64, device=lam.device)
+    decay_period = torch.zeros_like(period)
+    floor = atol * math.sqrt(N)
+    for p in range(1, min(max_period, n - 1) + 1):
+        diff = (orbit_tail[..., p:, :] - orbit_tail[..., :-p, :]).norm(dim=-1)  # (..., B, n − p)
+        valid = torch.isfinite(diff)
+        close = torch.where(valid, diff <= floor + rtol * norms[..., :-p], True).all(-1) & valid.any(-1)
+        period = torch.where((period == 0) & close, p, period)
+        # decay test for contracting orbits: ln(mismatch) slope from first valid to last entry
+        first = (~valid).sum(-1)  # NaN padding sits in front
+        span = (diff.shape[-1] - 1 - first).to(lam.dtype)
+        d_first = diff.gather(-1, first.clamp_max(diff.shape[-1] - 1).unsqueeze(-1))[..., 0]
+        rate = torch.log(diff[..., -1] / d_first).to(lam.dtype) / span.clamp_min(1)
+        decays = (span >= 1) & (rate <= lam / 2)
+        decay_period = torch.where((decay_period == 0) & decays, p, decay_period)
+
+    codes = torch.full(lam.shape, ATTRACTORS.index("quasi_periodic"), dtype=torch.int64, device=lam.device)
+    contracting = lam < -tol
+    codes = torch.where(contracting, ATTRACTORS.index("periodic"), codes)
+    codes = torch.where(contracting & (decay_period == 1), ATTRACTORS.index("fixed_point"), codes)
+    period = torch.where((period == 0) & contracting, decay_period, period)
+    codes = torch.where(lam > tol, ATTRACTORS.index("chaotic"), codes)
+    codes = torch.where(period >= 2, ATTRACTORS.index("periodic"), codes)
+    codes = torch.where(period == 1, ATTRACTORS.index("fixed_point"), codes)
+    codes = torch.where(div, ATTRACTORS.index("divergent"), codes)
+    period = torch.where(div, 0, period)
+    return codes, period
+
+
+def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: int = 500,
+                      transient: int | None = None, reorthonormalize_every: int = 1, *, seed: int = 0,
+                      record_every: int | None = None, qr_method: str = "auto") -> LyapunovSpectrum:
+    """Top-k Lyapunov exponents by QR re-orthonormalisation of k tangent vectors (Benettin et al.).
+
+    Q_{t+1} R_{t+1} = J(x_t) Q_t with R's diagonal made positive (sign-fixed Q), and
+    λ_i = (1/(t_end − a)) Σ ln R_ii over the steps after the transient a. One batched QR per
+    re-orthonormalisation handles all maps and start states at once (``qr_method``). The tangent
+    start frame is a seeded random orthonormal (N, k) frame, shared by all maps and start states.
+
+    Caveats: finite T (statistical error ~1/sqrt(T − a) on chaotic orbits, ~1/(T − a) on regular
+    ones); the transient must cover both the orbit's approach to the attractor and the frame's
+    alignment with the Oseledets directions; exponents of nearly degenerate pairs converge
+    slowly; a singular Jacobian gives −inf. With ``reorthonormalize_every`` > 1 the frame is left
+    un-normalised in between, which saves QRs but loses the weaker directions (and may overflow)
+    when exponents are spread by more than ~ln(1/eps)/r. Early-stopped maps (norm caps, see the
+    module docstring) average over [min(transient, g), t_end) with g the last record step ≤ t_end/2.
+
+    Args:
+        F: the map (stacks are measured side by side).
+        x0: start states (B, N) or (..., B, N).
+        k: number of exponents (None: all N).
+        steps: total steps T, transient included.
+        transient: steps discarded before averaging (None: T/2).
+        reorthonormalize_every: QR every r steps (always at record steps and at the end).
+        seed: seeds the start frame.
+        record_every: steps between trace records (None: ~T/100, a multiple of r); every record,
+            the transient boundary and the last step force a QR.
+        qr_method: how J·Q is re-orthonormalised (k ≥ 2; k = 1 is a plain normalisation):
+            "householder": batched ``torch.linalg.qr`` (LAPACK geqrf + orgqr).
+            "cholesky": CholeskyQR2, G = VᵀV = R1ᵀR1, Q1 = V R1⁻¹ (triangular solve), the same
+            again on Q1 giving Q and R2, ln R_ii = ln R1_ii + ln R2_ii; GEMM/Cholesky/triangular
+            solves only. It squares the condition number of V = J Q in the first pass, which is
+            harmless with r = 1: Q is orthonormal, so cond(V) ≤ cond(J), and fine up to
+            cond(J) ≈ eps^(-1/2) (~1e8 in float64, ~4e3 in float32). Every map/start state
+            where a Cholesky fails (info ≠ 0: a singular Jacobian, e.g. ReLU dead units or a
+            rank-deficient W) or the first pass left Q1 too far from orthonormal is redone with
+            Householder QR, so it gets exactly the Householder result. Both methods agree to
+            rounding in float64: ≲5e-13 on random tanh maps with J = 1.5–2 (N = 100–784), ~4e-10
+            at J = 3 (N = 100), where cond(J) nears eps^(-1/2) and some steps fall back. With
+            r > 1 the frame is V = J_t⋯J_{t−r+1} Q, whose condition number can reach cond(J)^r,
+            so more steps fall back.
+            "auto" (default): "cholesky" on CUDA with r = 1, else "householder". On CPU (MKL,
+            AMD EPYC, one thread) CholeskyQR2 measured 1.2–2x slower than Householder for every
+            shape tried (N = 784, k = 10…784, batch 1…100, float32 and float64): for a square
+            frame it does ~6.7 N³ flops against ~2.7 N³, so it only wins where QR runs below
+            ~40% of the GEMM rate; MKL's geqrf/orgqr ran at ~65% here. It is not the CPU default.
+            (The CUDA choice follows the usual GPU picture, batched GEMM/Cholesky far ahead of
+            batched geqrf/orgqr; it has not been timed here.)
+
+    Returns:
+        A :class:`LyapunovSpectrum`.
+    """
+    x, lead = _canonical(F, x0)
+    L, B, N = x.shape
+    k = N if k is None else int(k)
+    if not 1 <= k <= N:
+        raise ValueError(f"k must be in [1, N={N}], got {k}")
+    transient = steps // 2 if transient is None else int(transient)
+    if not 0 <= transient < steps:
+        raise ValueError(f"transient must be in [0, steps={steps}), got {transient}")
+    if reorthonormalize_every < 1:
+        raise ValueError("reorthonormalize_every must be ≥ 1")
+    r = reorthonormalize_every
+    if qr_method not in QR_METHODS:
+        raise ValueError(f"qr_method must be one of {QR_METHODS}, got {qr_method!r}")
+    # records force a QR, so by default they fall on multiples of r (~100 records in all)
+    record_every = r * max(1, steps // (100 * r)) if record_every is None else int(record_every)
+    grid = sorted(set(range(0, steps + 1, record_every)) | {transient, steps})
+    grid_set = set(grid)
+
+    dev, dt = x.device, x.dtype
+    method = _resolve_qr_method(qr_method, dev, r)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    q0 = torch.linalg.qr(torch.randn(B, N, k, generator=gen, device=dev, dtype=dt))[0]
+    q = q0.expand(L, B, N, k)  # (L, B, N, k) orthonormal columns
+    c = torch.zeros(L, B, k, device=dev, dtype=torch.float64)  # running Σ ln R_ii
+    snaps = {0: c}
+    active = torch.ones(L, dtype=torch.bool)
+    active_dev = active.to(dev)
+    steps_run = torch.zeros(L, dtype=torch.int64)
+    stop = torch.zeros(L, dtype=torch.int64)
+
+    for t in range(steps):
+        fx, jq = F.jvp(x, q)  # (L, B, N), (L, B, N, k)
+        code = _norm_stop(fx).cpu()
+        newly = active & (code > 0)
+        t1 = t + 1
+        if t1 % r == 0 or t1 in grid_set or bool(newly.any()):
+            if k == 1:
+                q_new, norms = _normalise(jq)
+                log_r = norms[..., 0, :].log()  # (L, B, 1)
+            else:
+                q_new, log_r = _reorthonormalise(jq, method)  # (L, B, N, k), (L, B, k)
+            c = c + torch.where(active_dev[:, None, None], log_r.to(torch.float64), 0)
+        else:
+            q_new = jq
+        if bool(active.all()):
+            x, q = fx, q_new
+        else:
+            x = torch.where(active_dev[:, None, None], fx, x)
+            q = torch.where(active_dev[:, None, None, None], q_new, q)
+        steps_run = torch.where(active, t1, steps_run)
+        if bool(newly.any()):
+            stop = torch.where(newly, code, stop)
+            active = active & ~newly
+            active_dev = active.to(dev)
+        if t1 in grid_set:
+            snaps[t1] = c
+        if not bool(active.any()):
+            break
+
+    t_end = torch.where(stop == 0, steps, steps_run)
+    starts = []
+    for l in range(L):
+        te = int(t_end[l])
+        if stop[l] == 0:
+            starts.append(transient)
+        else:
+            starts.append(min(transient, max(g for g in grid if g <= te // 2)))
+    c_start = torch.stack([snaps[s][l] for l, s in enumerate(starts)])  # (L, B, k)
+    a = torch.tensor(starts, device=dev)
+    t_end_d = t_end.to(dev)
+    exps = (c - c_start) / (t_end_d - a).to(torch.float64)[:, None, None]
+    exps = exps.sort(dim=-1, descending=True).values
+
+    records = []
+    for g in grid:
+        if g in snaps:
+            est = (snaps[g] - c_start) / (g - a).clamp_min(1).to(torch.float64)[:, None, None]
+            ok = (g > a) & (g <= t_end_d)
+            est = est.masked_fill(~ok[:, None, None], float("nan"))
+        else:
+            est = torch.full_like(c, float("nan"))
+        records.append(est.sort(dim=-1, descending=True).values)
+    trace = torch.stack(records, dim=2)  # (L, B, n_records, k)
+
+    return LyapunovSpectrum(
+        exponents=exps.reshape(*lead, B, k), trace=trace.reshape(*lead, *trace.shape[1:]),
+        trace_steps=torch.tensor(grid), steps=steps, transient=transient,
+        steps_run=steps_run.reshape(lead), stop_reason=stop.reshape(lead))
+
+
+def largest_lyapunov(F: IteratedMap, x0: Tensor, steps: int = 500, transient: int | None = None, *,
+                     seed: int = 0) -> Tensor:
+    """Benettin's largest Lyapunov exponent: one tangent vector renormalised every step, (..., B).
+
+    Same estimator as ``lyapunov_spectrum(k=1)``; transient defaults to T/2. Caveats there.
+    """
+    return lyapunov_spectrum(F, x0, k=1, steps=steps, transient=transient, seed=seed).exponents[..., 0]

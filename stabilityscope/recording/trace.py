@@ -1,0 +1,366 @@
+"""The HDF5 run trace: one ``trace.h5`` per run, appended checkpoint by checkpoint.
+
+Schema (version 1)::
+
+    /                          attrs: schema_version, stabilityscope_version, config (resolved YAML),
+                                      package_versions (JSON), seed, start_time, end_time, status,
+                                      model, dataset, device, torch_threads, batch_group (runs trained
+                                      together, stabilityscope.training.batched); error (why a run failed/diverged)
+    /checkpoints/epoch         int64 (n,)   epoch of each checkpoint (0 = initialisation)
+    /checkpoints/step          int64 (n,)   optimiser steps taken
+    /checkpoints/wall_time     float64 (n,) seconds of training + tracking since the run started
+    /metrics/<name>            float64 (n,) train_loss, train_acc, test_loss, test_acc
+    /layers/<layer>/           attrs: fan_in, fan_out, square, role, activation, surrogate
+    /layers/<layer>/<stat>     float64 (n,) J, J0, weight_distance, ...; categorical stats are int8
+                               codes whose dataset attr ``labels`` names them (phase, attractor);
+                               array stats are (n, ...) float32 (eigenvalues, poincare)
+    /weights/epoch             int64 (k,)   checkpoints whose weights are stored
+    /weights/<layer>           float16|float32 (k, fan_out, fan_in), one checkpoint per chunk, gzip
+
+Every dataset is resizable along its first (checkpoint) axis and created before the file switches
+to SWMR mode, so readers (:func:`open_trace`) follow a live run. ``/checkpoints/epoch`` is written
+*last* for each checkpoint: its length is the number of complete checkpoints, and a reader cuts
+every other array to it. A run killed at any moment therefore leaves a file whose complete
+checkpoints read back (SWMR readers can open it; :meth:`TraceWriter.reopen` rebuilds a clean copy).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import h5py
+import numpy as np
+import yaml
+
+from stabilityscope.errors import TraceError
+
+SCHEMA_VERSION = 1
+STATUSES = ("running", "finished", "diverged", "failed")
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+_CHUNK = 256  # rows per chunk of the 1-D per-checkpoint datasets
+
+
+@dataclass(frozen=True)
+class StatSpec:
+    """One per-checkpoint statistic of a layer.
+
+    ``labels`` makes it categorical (int8 codes, -1 = undefined); ``shape`` makes each checkpoint's
+    value an array (e.g. eigenvalues), stored one checkpoint per compressed chunk.
+    """
+
+    name: str
+    labels: Optional[tuple[str, ...]] = None
+    shape: tuple[int, ...] = ()
+    dtype: str = "f8"
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    attrs: Mapping[str, Any]
+    stats: Sequence[StatSpec]
+    weight_shape: Optional[tuple[int, int]] = None  # set when full weights are stored
+
+
+def package_versions() -> dict[str, str]:
+    names = ("torch", "torchvision", "timm", "numpy", "scipy", "h5py", "hydra-core", "matplotlib", "stabilityscope")
+    out = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = "not installed"
+    return out
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _growable(group: h5py.Group, name: str, dtype: Any) -> h5py.Dataset:
+    return group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK,))
+
+
+class TraceWriter:
+    """Appends checkpoints to a trace in SWMR mode. Use :meth:`create` or :meth:`reopen`."""
+
+    def __init__(self, path: Path, file: h5py.File) -> None:
+        self.path, self._f = path, file
+        self._n = int(file["checkpoints/epoch"].shape[0])
+
+    @classmethod
+    def create(cls, path: str | Path, *, attrs: Mapping[str, Any], layers: Mapping[str, LayerSpec],
+               metrics: Sequence[str] = METRICS, weights_dtype: str = "float32") -> "TraceWriter":
+        path = Path(path)
+        f = h5py.File(path, "w", libver="latest")
+        f.attrs.update({"schema_version": SCHEMA_VERSION, "status": "running", "start_time": now_iso(),
+                        "end_time": "", "package_versions": json.dumps(package_versions())})
+        f.attrs.update({k: v for k, v in attrs.items()})
+        ck = f.create_group("checkpoints")
+        _growable(ck, "epoch", "i8")
+        _growable(ck, "step", "i8")
+        _growable(ck, "wall_time", "f8")
+        m = f.create_group("metrics")
+        for name in metrics:
+            _growable(m, name, "f8")
+        lg = f.create_group("layers")
+        weights = {n: s.weight_shape for n, s in layers.items() if s.weight_shape is not None}
+        for name, spec in layers.items():
+            g = lg.create_group(name)
+            g.attrs.update(dict(spec.attrs))
+            for st in spec.stats:
+                if st.shape:
+                    d = g.create_dataset(st.name, shape=(0, *st.shape), maxshape=(None, *st.shape), dtype=st.dtype,
+                                         chunks=(1, *st.shape), compression="gzip", compression_opts=4)
+                else:
+                    d = _growable(g, st.name, "i1" if st.labels else st.dtype)
+                if st.labels:
+                    d.attrs["labels"] = list(st.labels)
+        if weights:
+            wg = f.create_group("weights")
+            _growable(wg, "epoch", "i8")
+            for name, shape in weights.items():
+                wg.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=weights_dtype,
+                                  chunks=(1, *shape), compression="gzip", compression_opts=4, shuffle=True)
+        f.swmr_mode = True  # from here on: no new objects, only appends
+        f.flush()
+        return cls(path, f)
+
+    @classmethod
+    def reopen(cls, path: str | Path, keep: int, attrs: Optional[Mapping[str, Any]] = None) -> "TraceWriter":
+        """Continue a trace after its first ``keep`` checkpoints (a resume, possibly after a crash).
+
+        ``attrs`` replace root attributes (e.g. the config, when a resume extends ``train.epochs``).
+
+        A file whose writer died cannot be opened for writing (HDF5 keeps its SWMR-write flag set),
+        so the complete part is copied into a fresh file that atomically replaces the old one.
+        """
+        path = Path(path)
+        tmp = path.with_suffix(".h5.rebuild")
+        with _open_read(path) as src, h5py.File(tmp, "w", libver="latest") as dst:
+            n = min(keep, src["checkpoints/epoch"].shape[0])
+            last_epoch = int(src["checkpoints/epoch"][n - 1]) if n else -1
+            dst.attrs.update(dict(src.attrs))
+            for key in src:
+                src.copy(src[key], dst, name=key)
+            n_w = int(np.sum(dst["weights/epoch"][:] <= last_epoch)) if "weights" in dst else 0
+
+            def cut(name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    obj.resize(n_w if name.startswith("weights") else n, axis=0)
+
+            dst.visititems(cut)
+            dst.attrs.update({**dict(attrs or {}), "status": "running"})
+        os.replace(tmp, path)
+        f = h5py.File(path, "r+", libver="latest")
+        f.swmr_mode = True
+        return cls(path, f)
+
+    @property
+    def num_checkpoints(self) -> int:
+        return self._n
+
+    def append(self, *, epoch: int, step: int, wall_time: float, metrics: Mapping[str, float],
+               layer_stats: Mapping[str, Mapping[str, float]],
+               weights: Optional[Mapping[str, np.ndarray]] = None) -> None:
+        """Append one checkpoint and flush. ``/checkpoints/epoch`` is written last (commit marker)."""
+        f, n = self._f, self._n
+
+        def put(d: h5py.Dataset, value: Any) -> None:
+            d.resize(n + 1, axis=0)
+            d[n] = value
+
+        put(f["checkpoints/step"], step)
+        put(f["checkpoints/wall_time"], wall_time)
+        for name, value in metrics.items():
+            put(f["metrics"][name], value)
+        for layer, stats in layer_stats.items():
+            g = f["layers"][layer]
+            for name, value in stats.items():
+                put(g[name], value)
+        if weights:
+            wg = f["weights"]
+            k = wg["epoch"].shape[0]
+            for layer, w in weights.items():
+                wg[layer].resize(k + 1, axis=0)
+                wg[layer][k] = w
+            wg["epoch"].resize(k + 1, axis=0)
+            wg["epoch"][k] = epoch
+        put(f["checkpoints/epoch"], epoch)
+        f.flush()
+        self._n = n + 1
+
+    def close(self, status: str, error: Optional[str] = None) -> None:
+        """Leave SWMR mode and record the final status, and why a run failed or diverged.
+
+        (Attributes are not written under SWMR, hence after closing.)
+        """
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        self._f.close()
+        with h5py.File(self.path, "r+", libver="latest") as f:
+            f.attrs["status"] = status
+            f.attrs["end_time"] = now_iso()
+            if error:
+                f.attrs["error"] = error
+
+
+def mark_failed(path: str | Path, error: str, attrs: Optional[Mapping[str, Any]] = None) -> None:
+    """Record that the run of ``path`` failed, with ``error``; a failed sweep job is findable afterwards.
+
+    A run that failed before its trace existed (bad data path, a model that does not build) gets a
+    trace with no checkpoints, status ``failed``, the error and ``attrs`` (its config), so the sweep's
+    table lists it. An existing trace that is still marked ``running`` is set to ``failed``; a closed
+    one keeps its status (the run's own writer already recorded why it ended).
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            with h5py.File(path, "r+", libver="latest") as f:
+                if f.attrs.get("status") == "running":
+                    f.attrs.update({"status": "failed", "end_time": now_iso(), "error": error})
+            return
+        except OSError:  # a writer that died in SWMR mode: copy the complete part, then mark it
+            TraceWriter.reopen(path, keep=2**62).close("failed", error=error)
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    TraceWriter.create(path, attrs={**dict(attrs or {}), "task": "train"}, layers={}).close("failed", error=error)
+
+
+def _open_read(path: str | Path) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise TraceError(f"No trace at {path}: expected a trace.h5 written by a stabilityscope run.")
+    try:  # SWMR read works on a live file and on one whose writer was killed
+        return h5py.File(path, "r", libver="latest", swmr=True)
+    except OSError:
+        try:
+            return h5py.File(path, "r")
+        except OSError as exc:
+            raise TraceError(f"Cannot read trace {path}: {exc}") from exc
+
+
+class Trace:
+    """Read access to a run trace, also while the run is writing it (see :func:`open_trace`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            self.path = self.path / "trace.h5"
+        self._f = _open_read(self.path)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "Trace":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _read(self, key: str) -> np.ndarray:
+        if key not in self._f:
+            raise TraceError(f"{self.path} has no dataset {key!r}.")
+        d = self._f[key]
+        if self._f.swmr_mode:
+            d.refresh()
+        return d[...]
+
+    def __len__(self) -> int:
+        return len(self.checkpoints)
+
+    # -- public -----------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> np.ndarray:
+        """Epoch of each complete checkpoint (0 = initialisation)."""
+        return self._read("checkpoints/epoch")
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self._read("checkpoints/step")[: len(self)]
+
+    @property
+    def wall_time(self) -> np.ndarray:
+        return self._read("checkpoints/wall_time")[: len(self)]
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted(self._f["metrics"])
+
+    def metric(self, name: str) -> np.ndarray:
+        """``train_loss``, ``train_acc``, ``test_loss`` or ``test_acc`` over checkpoints."""
+        if name not in self._f["metrics"]:
+            raise TraceError(f"Unknown metric {name!r}; this trace has: {', '.join(self.metrics)}.")
+        return self._read(f"metrics/{name}")[: len(self)]
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._f["layers"])
+
+    def layer_info(self, layer: str) -> dict[str, Any]:
+        self._check_layer(layer)
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self._f["layers"][layer].attrs.items()}
+
+    def stats(self, layer: str) -> list[str]:
+        self._check_layer(layer)
+        return sorted(self._f["layers"][layer])
+
+    def stat(self, layer: str, name: str) -> np.ndarray:
+        """A per-layer statistic over checkpoints; categorical ones come back as label strings."""
+        self._check_layer(layer)
+        if name not in self._f["layers"][layer]:
+            raise TraceError(f"Layer {layer!r} has no stat {name!r}; it has: {', '.join(self.stats(layer))}.")
+        values = self._read(f"layers/{layer}/{name}")[: len(self)]
+        labels = self._f["layers"][layer][name].attrs.get("labels")
+        if labels is not None:
+            lab = np.asarray([str(x) for x in labels] + [""], dtype=object)
+            return lab[np.where(values < 0, len(lab) - 1, values)]
+        return values
+
+    def weights(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, stored weight matrices (k, fan_out, fan_in)) of a layer whose weights were stored."""
+        if "weights" not in self._f or layer not in self._f["weights"]:
+            raise TraceError(f"{self.path} stores no weights for layer {layer!r} (run with storage.weights=true).")
+        epochs = self._read("weights/epoch")
+        last = self.checkpoints[-1] if len(self) else -1
+        k = int(np.sum(epochs <= last))
+        return epochs[:k], self._read(f"weights/{layer}")[:k]
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._f.attrs)
+
+    @property
+    def status(self) -> str:
+        return str(self._f.attrs["status"])
+
+    @property
+    def error(self) -> str:
+        """Why the run failed or diverged ("" when it did not)."""
+        return str(self._f.attrs.get("error", ""))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's resolved configuration as a nested dict."""
+        return yaml.safe_load(self._f.attrs["config"])
+
+    def _check_layer(self, layer: str) -> None:
+        if layer not in self._f["layers"]:
+            raise TraceError(f"Unknown layer {layer!r}; this trace records: {', '.join(self.layers)}.")
+
+    def __repr__(self) -> str:
+        return f"Trace({str(self.path)!r}, checkpoints={len(self)}, layers={self.layers}, status={self.status!r})"
+
+
+def open_trace(path: str | Path) -> Trace:
+    """Open a run trace (a ``trace.h5`` or its run directory), also one that is still being written.
+
+    Every accessor re-reads the file, so repeated calls follow a live run.
+    """
+    return Trace(path)

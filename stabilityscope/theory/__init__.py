@@ -1,0 +1,17 @@
+"""Theory: what a random network with given entry statistics does, before any model is trained.
+
+- :mod:`.meanfield`: phase coordinates (J0, J), the mean-field order parameters (u, q, χ), the
+  phase labels and the edge of chaos (EOC-training, SCIENCE.md §1.1–1.3);
+- :mod:`.numerical_phase_diagram`: the asymptotic distance of random networks over a grid of
+  (J0/J, 1/J), batched over cells (§1.4);
+- :mod:`.logistic`: the logistic map, the reference picture of order, the edge and chaos (§2.2).
+
+Layer: the lowest. May use only the base (:mod:`stabilityscope.errors`, :mod:`stabilityscope.config`),
+torch, numpy and scipy.
+"""
+from stabilityscope.theory import logistic, meanfield
+from stabilityscope.theory.meanfield import edge_curve, edge_distance, order_parameters, phase_coordinates, phase_label
+from stabilityscope.theory.numerical_phase_diagram import PhaseDiagram, phase_diagram
+
+__all__ = ["PhaseDiagram", "edge_curve", "edge_distance", "logistic", "meanfield", "order_parameters",
+           "phase_coordinates", "phase_diagram", "phase_label"]

@@ -1,0 +1,294 @@
+"""Train K configurations of the canonical network at once: stacked weights, batched matmuls.
+
+EOC-training's results are relations across many runs of one small network (SCIENCE.md §1.5). One
+run of 784-784-10 at batch 32 keeps two CPU cores busy only a quarter of the time (each step is a
+few small matmuls plus per-op overhead), so K runs that differ only in learning rate, momentum,
+weight decay and seed are trained here as one network with a leading member axis:
+
+    hidden  W1: (K, H, D)    head  W2: (K, C, H), b2: (K, 1, C)    a batch  x: (K, B, D)
+
+Each member draws its own permutation from its own seeded generator, is initialised exactly as
+:class:`~stabilityscope.training.trainer.Run` initialises it (``torch.manual_seed(seed)`` before building),
+and follows PyTorch's SGD update (``d = g + wd·w``, ``buf = α·buf + d``, ``w -= η·buf``; weight decay
+on matrices only). The gradients are written by hand (softmax cross-entropy through one tanh/ReLU
+layer), which lets the hidden-weight gradient accumulate straight into the momentum buffer
+(``baddbmm_``): at K = 32 the three K×2.4 MB stacks are touched a minimum number of times per step.
+
+Every member is a full :class:`Run` (its own tracker, state files and trace): at a checkpoint the
+member's slice is copied into its model and optimiser and the ordinary checkpoint code runs, so a
+member's ``trace.h5`` and ``state/`` are exactly what a single run writes, and any member resumes on
+its own with ``resume=<run dir>``. Members may have different epoch counts and checkpoint schedules
+(they leave the stack when done); a member that diverges or fails is closed with that status and
+dropped while the others continue. A member's ``wall_time`` is the group's, since the group started.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from stabilityscope.config import Config, as_options, value_of
+from stabilityscope.errors import ConfigError, DivergedError
+from stabilityscope.models.registry import FashionFC
+from stabilityscope.recording.trace import TraceWriter
+from stabilityscope.training.data import InMemoryData, load_dataset
+from stabilityscope.training.trainer import Run, RunState, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def batching_obstacle(cfg: Config) -> Optional[str]:
+    """Why ``cfg`` cannot join a batched group, or None when it can.
+
+    Batched: a fresh ``task=train`` run of the built-in ``fmnist_fc`` trained by SGD without
+    augmentation (the stacked update is SGD's; augmentation draws from the shuffle generator).
+    """
+    checks = (
+        (value_of(cfg.task) == "train", f"task={value_of(cfg.task)}"),
+        (cfg.resume is None, "a resumed run"),
+        (not cfg.analysis.describe, "analysis=describe"),
+        (value_of(cfg.model.family) == "builtin" and cfg.model.name == "fmnist_fc", f"model {cfg.model.name}"),
+        (value_of(cfg.optim.name) == "sgd", f"optim.name={value_of(cfg.optim.name)}"),
+        (not cfg.dataset.augment, "dataset.augment=true"),
+    )
+    for ok, reason in checks:
+        if not ok:
+            return reason
+    return None
+
+
+def group_key(cfg: Config) -> tuple:
+    """Runs with equal keys can share one stack: same data, network shape, batch size and device."""
+    d, m = cfg.dataset, cfg.model
+    return (d.name, str(d.root), d.train_subset, d.test_subset, bool(d.normalize),
+            m.width, value_of(m.activation), int(cfg.train.batch_size), str(cfg.train.device), cfg.train.threads)
+
+
+class StackedCanonical:
+    """K :class:`~stabilityscope.models.registry.FashionFC` networks as stacked tensors, trained by SGD."""
+
+    def __init__(self, models: Sequence[FashionFC], lr: Sequence[float], momentum: Sequence[float],
+                 weight_decay: Sequence[float], device: torch.device) -> None:
+        acts = {m.activation for m in models}
+        if len(acts) != 1:
+            raise ConfigError(f"A batched group needs one activation; got {sorted(acts)}.")
+        self.activation = acts.pop()
+        stack = lambda ts: torch.stack([t.detach() for t in ts]).to(device).contiguous()  # noqa: E731
+        self.w1 = stack([m.hidden.weight for m in models])  # (K, H, D)
+        self.w2 = stack([m.head.weight for m in models])  # (K, C, H)
+        self.b2 = stack([m.head.bias for m in models]).unsqueeze(1)  # (K, 1, C)
+        self.buf1, self.buf2, self.buf_b2 = (torch.zeros_like(t) for t in (self.w1, self.w2, self.b2))
+        column = lambda v: torch.tensor(list(v), dtype=self.w1.dtype, device=device).view(-1, 1, 1)  # noqa: E731
+        self.lr, self.momentum, self.weight_decay = column(lr), column(momentum), column(weight_decay)
+        self._hyper_flags()
+
+    def _hyper_flags(self) -> None:
+        # Decided once on the host, so that a step never waits for the device to answer a question.
+        m = self.momentum.flatten().tolist()
+        self.shared_momentum: Optional[float] = m[0] if len(set(m)) == 1 else None
+        self.any_decay = any(v != 0 for v in self.weight_decay.flatten().tolist())
+
+    def __len__(self) -> int:
+        return self.w1.shape[0]
+
+    def keep(self, index: Sequence[int]) -> None:
+        """Keep only the members at ``index`` (in that order)."""
+        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.w1.device)
+        for name in ("w1", "w2", "b2", "buf1", "buf2", "buf_b2", "lr", "momentum", "weight_decay"):
+            setattr(self, name, getattr(self, name).index_select(0, idx).contiguous())
+        self._hyper_flags()
+
+    def _momentum_into(self, buf: torch.Tensor) -> float:
+        """Scale ``buf`` by each member's momentum; returns the scalar β for baddbmm_ when all are equal.
+
+        One shared momentum (the usual lr or decay sweep) folds the scaling into the matmul that
+        accumulates the gradient, saving a full pass over the (K, H, D) buffer.
+        """
+        if self.shared_momentum is not None:
+            return self.shared_momentum
+        buf.mul_(self.momentum)
+        return 1.0
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One SGD step of every member on its batch; x (K, B, D), y (K, B) → batch losses (K,)."""
+        B = x.shape[1]
+        a = torch.bmm(x, self.w1.transpose(1, 2))  # (K, B, H) pre-activations
+        h = torch.tanh(a) if self.activation == "tanh" else torch.relu(a)
+        logits = torch.baddbmm(self.b2, h, self.w2.transpose(1, 2))  # (K, B, C)
+        logp = torch.log_softmax(logits, dim=-1)
+        loss = -logp.gather(2, y.unsqueeze(-1)).squeeze(-1).mean(1)  # (K,) mean cross-entropy
+        # ∂loss/∂logits = (softmax − onehot)/B, per member (each member's loss is its own batch mean)
+        d_logits = logp.exp_()
+        d_logits.scatter_add_(2, y.unsqueeze(-1), torch.full_like(d_logits[..., :1], -1.0))
+        d_logits.div_(B)
+        d_h = torch.bmm(d_logits, self.w2)  # (K, B, H), with the head's weights before this step's update
+        d_a = d_h.mul_(1 - h * h) if self.activation == "tanh" else d_h.mul_(h > 0)
+        # momentum buffers: buf = α·buf + grad (+ wd·w below); PyTorch's SGD without dampening
+        beta = self._momentum_into(self.buf1)
+        self.buf1.baddbmm_(d_a.transpose(1, 2), x, beta=beta)  # (K, H, D) += gradient of the hidden layer
+        beta = self._momentum_into(self.buf2)
+        self.buf2.baddbmm_(d_logits.transpose(1, 2), h, beta=beta)  # (K, C, H)
+        self.buf_b2.mul_(self.momentum).add_(d_logits.sum(1, keepdim=True))  # (K, 1, C): biases have no decay
+        if self.any_decay:
+            self.buf1.addcmul_(self.weight_decay, self.w1)
+            self.buf2.addcmul_(self.weight_decay, self.w2)
+        neg_lr = -self.lr
+        self.w1.addcmul_(neg_lr, self.buf1)
+        self.w2.addcmul_(neg_lr, self.buf2)
+        self.b2.addcmul_(neg_lr, self.buf_b2)
+        return loss
+
+    @torch.no_grad()
+    def write_member(self, i: int, run: Run, steps_taken: int) -> None:
+        """Copy member ``i`` into ``run``'s model and optimiser (what save_state and the tracker read)."""
+        model = run.model
+        model.hidden.weight.copy_(self.w1[i])
+        model.head.weight.copy_(self.w2[i])
+        model.head.bias.copy_(self.b2[i, 0])
+        if run.cfg.optim.momentum == 0 or steps_taken == 0:
+            return  # torch's SGD keeps no momentum buffer then
+        for p, buf in zip((model.hidden.weight, model.head.weight, model.head.bias),
+                          (self.buf1[i], self.buf2[i], self.buf_b2[i, 0])):
+            run.opt.state[p]["momentum_buffer"] = buf.clone()
+
+
+@dataclass
+class Member:
+    """One run of a group: the :class:`Run`, its open trace, its progress and its global RNG state."""
+
+    run: Run
+    writer: Optional[TraceWriter]  # opened when the group starts
+    state: RunState
+    torch_rng: torch.Tensor  # the global RNG as the run's own process would have it (saved with the state)
+
+    @property
+    def epochs(self) -> int:
+        return int(self.run.cfg.train.epochs)
+
+
+class BatchedRuns:
+    """Train a group of canonical-network runs (equal :func:`group_key`) as one stacked network."""
+
+    def __init__(self, cfgs: Sequence[Config], run_dirs: Sequence[Path],
+                 data: Optional[InMemoryData] = None) -> None:
+        cfgs = [as_options(c, Config) for c in cfgs]
+        if not cfgs or len(cfgs) != len(run_dirs):
+            raise ValueError(f"BatchedRuns needs one run directory per config; got {len(cfgs)} configs "
+                             f"and {len(run_dirs)} directories.")
+        for cfg in cfgs:
+            reason = batching_obstacle(cfg)
+            if reason is not None:
+                raise ConfigError(f"This run cannot be trained in a batched group ({reason}); batched groups "
+                                  f"take fresh SGD runs of model=fmnist_fc without augmentation.")
+        keys = {group_key(c) for c in cfgs}
+        if len(keys) != 1:
+            raise ConfigError("A batched group needs one dataset, network shape, batch size and device; "
+                              f"got {len(keys)} different combinations.")
+        first = cfgs[0]
+        self.device = resolve_device(str(first.train.device))
+        d = first.dataset
+        data = data or load_dataset(d.name, d.root, download=d.download, train_subset=d.train_subset,
+                                    test_subset=d.test_subset, normalize=d.normalize)
+        self.data = data.to(self.device)
+        self.members: list[Member] = []
+        for cfg, rd in zip(cfgs, run_dirs):
+            run = Run(cfg, Path(rd), data=self.data)  # seeds the global RNG and builds the model from it
+            # what is left is the RNG a single run carries through training (saved with each state)
+            self.members.append(Member(run, None, RunState(0, 0, 0.0), torch.get_rng_state()))
+        self.batch_size = int(first.train.batch_size)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _finish(self, m: Member, status: str, error: Optional[str] = None) -> None:
+        m.writer.close(status, error=error)
+        self.statuses[m.run.run_dir] = status
+        if error:
+            log.error("%s %s: %s", m.run.run_dir, status, error)
+
+    def _checkpoint(self, m: Member, i: int) -> bool:
+        """Checkpoint member ``m`` (stack index ``i``); False when it diverged or failed (and is closed)."""
+        try:
+            self.stack.write_member(i, m.run, m.state.step)
+            torch.set_rng_state(m.torch_rng)
+            m.run.checkpoint(m.writer, m.state)
+            m.torch_rng = torch.get_rng_state()
+            return True
+        except DivergedError as exc:
+            self._finish(m, "diverged", str(exc))
+        except Exception as exc:  # one member's failure (a full disk, a bad analysis option) ends only it
+            log.exception("Checkpoint %d of %s failed", m.state.epoch, m.run.run_dir)
+            self._finish(m, "failed", f"{type(exc).__name__}: {exc}")
+        return False
+
+    def execute(self) -> dict[Path, str]:
+        """Train every member to its ``train.epochs``; returns each run directory's final status."""
+        self.statuses: dict[Path, str] = {}
+        for m in self.members:
+            m.run.run_dir.mkdir(parents=True, exist_ok=True)
+            m.writer = m.run.new_writer(batch_group=len(self.members))
+        cfgs = [m.run.cfg.optim for m in self.members]
+        self.stack = StackedCanonical([m.run.model for m in self.members], [c.lr for c in cfgs],
+                                      [c.momentum for c in cfgs], [c.weight_decay for c in cfgs], self.device)
+        active = list(self.members)
+        try:
+            active = self._train(active)
+        except BaseException as exc:  # the stack itself failed (e.g. out of memory): every open run failed
+            for m in active:
+                if m.run.run_dir not in self.statuses:
+                    self._finish(m, "failed", f"{type(exc).__name__}: {exc}")
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("The batched group stopped")
+        return self.statuses
+
+    def _drop(self, active: list[Member], leaving: set[int]) -> list[Member]:
+        if leaving:
+            keep = [i for i in range(len(active)) if i not in leaving]
+            if keep:
+                self.stack.keep(keep)
+            active = [active[i] for i in keep]
+        return active
+
+    def _train(self, active: list[Member]) -> list[Member]:
+        active = self._drop(active, {i for i, m in enumerate(active) if not self._checkpoint(m, i)})
+        x = self.data.x_train.reshape(len(self.data.x_train), -1)  # (n, D)
+        y = self.data.y_train
+        n, B = len(x), self.batch_size
+        steps_per_epoch = math.ceil(n / B)
+        schedule_of = {id(m): set(m.run.schedule) for m in self.members}  # checkpoint epochs per member
+        last = max((m.epochs for m in active), default=0)
+        start = time.perf_counter()
+        bar = tqdm(range(1, last + 1), desc=f"{len(active)} runs batched", unit="epoch", dynamic_ncols=True,
+                   disable=None)
+        for epoch in bar:
+            if not active:
+                break
+            # each member's own permutation, drawn from its own generator as train_epoch draws it
+            perms = torch.stack([torch.randperm(n, generator=m.run.generator) for m in active]).to(x.device)
+            total = torch.zeros(len(active), device=x.device)
+            for i in range(0, n, B):
+                idx = perms[:, i:i + B]  # (K, B)
+                total += self.stack.step(x[idx], y[idx])
+            wall = time.perf_counter() - start
+            finite = torch.isfinite(total).tolist()
+            leaving: set[int] = set()
+            for i, m in enumerate(active):
+                m.state = RunState(epoch, m.state.step + steps_per_epoch, wall)
+                if not finite[i]:
+                    self._finish(m, "diverged", f"The training loss became {float(total[i])} during epoch {epoch} "
+                                                f"(optim.lr={m.run.cfg.optim.lr}); the trace keeps every "
+                                                f"checkpoint before it.")
+                    leaving.add(i)
+                elif epoch in schedule_of[id(m)] and not self._checkpoint(m, i):
+                    leaving.add(i)
+                elif epoch == m.epochs:  # its last epoch is always a checkpoint (schedule.checkpoint_epochs)
+                    self._finish(m, "finished")
+                    leaving.add(i)
+            active = self._drop(active, leaving)
+            bar.set_postfix({"active": len(active)}, refresh=False)
+        return active
