@@ -28,3 +28,23 @@ class DivergedError(StabilityscopeError):
     """Training produced a NaN or infinite loss; the trace is kept with status 'diverged'."""
 
     exit_code = 3
+
+
+class RunLockedError(StabilityscopeError):
+    """Another living process is writing the run directory (one writer per run)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (SIGINT is Python's KeyboardInterrupt; the app turns SIGTERM into this).
+
+    A KeyboardInterrupt, so everything that cleans up after Ctrl-C cleans up after SIGTERM too. The
+    app exits with ``exit_code`` = 128 + the signal number (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int = 2, name: str = "SIGINT") -> None:
+        super().__init__(name)
+        self.signum, self.name = signum, name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

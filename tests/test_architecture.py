@@ -22,7 +22,7 @@ PACKAGE = Path(ss.__file__).resolve().parent
 
 # Lowest first. The base modules are used by every layer; the facade (__init__, __main__) sits on top.
 LAYERS = ("base", "theory", "dynamics", "models", "recording", "training", "analysis", "cli", "facade")
-BASE = {"errors", "config"}
+BASE = {"errors", "config", "interrupts"}
 HYDRA = ("hydra", "omegaconf")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -266,6 +267,7 @@ def write_index(paths: Sequence[Path], out_dir: Union[str, Path], *, figures: bo
                 traces.append(path)
         except TraceError as exc:
             failed.append(f"- `{path}`: {exc}")
+            warnings.warn(f"report skipped an unreadable trace: {path}: {exc}", stacklevel=2)
     keys = varying_config(rows)
     lines = [f"# Report on {len(paths)} runs", ""]
     if keys:

@@ -24,7 +24,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from stabilityscope.config import Config, as_options, validate, value_of
+from stabilityscope.cli.signals import interrupted_exit, stop_on_signals
 from stabilityscope.errors import ConfigError, StabilityscopeError, TraceError
+from stabilityscope.recording.lock import RunLock
 
 log = logging.getLogger("stabilityscope")
 
@@ -103,18 +105,19 @@ def run_task(cfg: Config, run_dir: Path, overrides: list[str]) -> None:
     elif task == "train":
         from stabilityscope.training.trainer import Run
 
-        resume = cfg.resume is not None
-        if resume:
-            cfg = resumed_config(Path(cfg.resume), overrides)
-        validate(cfg)
-        run = Run(cfg, run_dir)
-        log.info("Run directory: %s", run_dir.resolve())
-        run.execute(resume=resume)
-        log.info("Trace: %s", (run_dir / "trace.h5").resolve())
-        if cfg.figures or cfg.report:
-            from stabilityscope.analysis.report import finish_run
+        with RunLock(run_dir):  # one writer per run directory, from before its stored config is read
+            resume = cfg.resume is not None
+            if resume:
+                cfg = resumed_config(Path(cfg.resume), overrides)
+            validate(cfg)
+            run = Run(cfg, run_dir)
+            log.info("Run directory: %s", run_dir.resolve())
+            run.execute(resume=resume)
+            log.info("Trace: %s", (run_dir / "trace.h5").resolve())
+            if cfg.figures or cfg.report:
+                from stabilityscope.analysis.report import finish_run
 
-            finish_run(cfg, run_dir)
+                finish_run(cfg, run_dir)
     elif task == "report":
         from stabilityscope.cli.tasks import run_report_task
 
@@ -131,6 +134,36 @@ def run_task(cfg: Config, run_dir: Path, overrides: list[str]) -> None:
         raise ConfigError(f"Unknown task {task!r}.")
 
 
+def precheck_resume(argv: list[str]) -> None:
+    """Refuse a bad ``resume=<dir>`` before Hydra creates anything in that directory.
+
+    Hydra makes the run directory (the resumed one) and writes its ``.hydra/`` and log there before the
+    app runs; a resume of a directory without a trace, or of one another process is writing, must
+    leave no such debris.
+    """
+    if any(a in ("-m", "--multirun") for a in argv):
+        return
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") != "resume" or not value or value == "null":
+            continue
+        run_dir = Path(value)
+        try:
+            if not (run_dir / "trace.h5").is_file():
+                raise TraceError(f"resume={value!r}: no trace.h5 there. Pass the run directory of an earlier "
+                                 f"run (checkpoints/<model>-<dataset>/<timestamp>).")
+            RunLock(run_dir).acquire().release()  # a live writer is refused here, before Hydra starts
+        except StabilityscopeError as exc:
+            print(f"stabilityscope: error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+
+
+def cli() -> None:
+    """``python -m stabilityscope``: the checks that must precede Hydra, then the Hydra app."""
+    precheck_resume(sys.argv[1:])
+    main()
+
+
 register_configs()
 register_resolvers()
 
@@ -142,6 +175,7 @@ def main(cfg: DictConfig) -> Optional[str]:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    stop_on_signals()
     try:
         options = as_options(cfg, Config)  # the typed options the library takes; unknown keys fail here
         sweep.set_threads(options, hc, multirun)
@@ -152,6 +186,8 @@ def main(cfg: DictConfig) -> Optional[str]:
             return "queued"  # trained in a batched group when Hydra has launched every job
         run_task(options, run_dir, list(hc.overrides.task))
         return "done"
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: stop now (the whole sweep too), say how to resume
+        interrupted_exit(exc, [run_dir])
     except StabilityscopeError as exc:
         print(f"stabilityscope: error: {exc}", file=sys.stderr)
         if not multirun:

@@ -24,6 +24,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from stabilityscope.cli.signals import interrupted_exit
 from stabilityscope.config import Config, to_container
 
 log = logging.getLogger(__name__)
@@ -118,11 +119,14 @@ def train_pending() -> dict[Path, str]:
 
     pending, statuses = list(_pending), {}
     _pending.clear()
-    for group in batch_groups(pending):
+    groups = batch_groups(pending)
+    for g, group in enumerate(groups):
         cfgs, dirs = [c for c, _ in group], [d for _, d in group]
         log.info("Training %d runs as one batched group (batch size %d)", len(group), cfgs[0].train.batch_size)
         try:
             statuses.update(BatchedRuns(cfgs, dirs).execute())
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the group's traces say interrupted; stop the sweep
+            interrupted_exit(exc, dirs, not_started=sum(len(rest) for rest in groups[g + 1:]))
         except Exception as exc:  # the group could not start (e.g. its data are missing): each run failed
             log.error("A batched group of %d runs failed: %s", len(group), exc)
             for cfg, d in group:

@@ -24,6 +24,7 @@ Conventions shared by all estimators (finite-T caveats in each docstring):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,15 +87,37 @@ class MapMeasures:
 
 @dataclass(frozen=True)
 class LyapunovSpectrum:
-    """Top-k Lyapunov exponents and their convergence trace."""
+    """Top-k Lyapunov exponents and their convergence trace.
 
-    exponents: Tensor  # (..., B, k), sorted descending
+    An exponent is −inf when its direction was exactly singular (R_ii = 0 at some step: a dead ReLU
+    unit, a rank-deficient W, or a float32 frame whose weakest directions fell below rounding), and
+    NaN only where nothing was measured; sorting puts NaN last, never first.
+    """
+
+    exponents: Tensor  # (..., B, k), sorted descending, NaN last
     trace: Tensor  # running estimates at trace_steps, (..., B, n_records, k); NaN inside the transient
     trace_steps: Tensor  # (n_records,) step of each record
     steps: int
     transient: int
     steps_run: Tensor  # (...) int64
     stop_reason: Tensor  # index into STOP_REASONS, (...) int64
+
+
+def _sort_descending(x: Tensor) -> Tensor:
+    """Sorted along the last axis, largest first, −inf after every finite value and NaN after −inf."""
+    key = torch.where(x.isnan(), torch.full_like(x, -math.inf), x)
+    order = key.argsort(dim=-1, descending=True, stable=True)
+    x = x.gather(-1, order)
+    return x.gather(-1, x.isnan().to(torch.int8).argsort(dim=-1, stable=True))  # NaN behind −inf
+
+
+def _mean_log(c: Tensor, c_start: Tensor, span: Tensor) -> Tensor:
+    """(c − c_start)/span for running sums of ln R_ii, −inf where a direction was ever singular.
+
+    A singular step adds ln 0 = −inf to the running sum; if that happened before ``c_start`` was taken,
+    −inf − (−inf) would be NaN, but the exponent of a direction that collapsed is −inf.
+    """
+    return torch.where(c.isneginf(), -math.inf, (c - c_start) / span)
 
 
 def _canonical(F: IteratedMap, x0: Tensor) -> tuple[Tensor, tuple[int, ...]]:
@@ -130,7 +153,7 @@ def _householder_qr(v: Tensor) -> tuple[Tensor, Tensor]:
     q, r_factor = torch.linalg.qr(v)
     diag = r_factor.diagonal(dim1=-2, dim2=-1)
     q = q * torch.where(diag < 0, -1.0, 1.0).to(v.dtype).unsqueeze(-2)  # sign-fixed: R_ii > 0
-    return q, diag.abs().log()
+    return q, diag.abs().double().log()  # float64 logs: a float32 R_ii near its underflow keeps its digits
 
 
 def _cholesky_pass(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -153,7 +176,7 @@ def _cholesky_qr2(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     eye = torch.eye(v.shape[-1], device=v.device, dtype=v.dtype)
     dev = torch.linalg.matrix_norm(l2 - eye)  # Frobenius ≥ spectral: κ(Q1) ≤ (1 + tol)/(1 − tol)
     ok = (info1 == 0) & (info2 == 0) & (dev <= CHOLESKY_QR_TOL)
-    log_r = l1.diagonal(dim1=-2, dim2=-1).log() + l2.diagonal(dim1=-2, dim2=-1).log()
+    log_r = l1.diagonal(dim1=-2, dim2=-1).double().log() + l2.diagonal(dim1=-2, dim2=-1).double().log()
     return q, log_r, ok
 
 
@@ -599,6 +622,10 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
     q = q0.expand(L, B, N, k)  # (L, B, N, k) orthonormal columns
     c = torch.zeros(L, B, k, device=dev, dtype=torch.float64)  # running Σ ln R_ii
     snaps = {0: c}
+    # Householder QR resolves R_ii only down to ~eps·sqrt(N)·R_11: below that a direction's ln R_ii is
+    # rounding, not dynamics. Record which exponents reach that floor after the transient.
+    floor = math.log(torch.finfo(dt).eps * math.sqrt(N))
+    limited = torch.zeros(L, B, k, device=dev, dtype=torch.bool)
     active = torch.ones(L, dtype=torch.bool)
     active_dev = active.to(dev)
     steps_run = torch.zeros(L, dtype=torch.int64)
@@ -612,9 +639,12 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
         if t1 % r == 0 or t1 in grid_set or bool(newly.any()):
             if k == 1:
                 q_new, norms = _normalise(jq)
-                log_r = norms[..., 0, :].log()  # (L, B, 1)
+                log_r = norms[..., 0, :].double().log()  # (L, B, 1), float64 as the QR's
             else:
                 q_new, log_r = _reorthonormalise(jq, method)  # (L, B, N, k), (L, B, k)
+                if t1 > transient:
+                    # an exactly singular direction (ln R_ii = −inf) is dynamics, not rounding
+                    limited |= active_dev[:, None, None] & ((log_r - log_r[..., :1]) < floor) & log_r.isfinite()
             c = c + torch.where(active_dev[:, None, None], log_r.to(torch.float64), 0)
         else:
             q_new = jq
@@ -644,18 +674,24 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
     c_start = torch.stack([snaps[s][l] for l, s in enumerate(starts)])  # (L, B, k)
     a = torch.tensor(starts, device=dev)
     t_end_d = t_end.to(dev)
-    exps = (c - c_start) / (t_end_d - a).to(torch.float64)[:, None, None]
-    exps = exps.sort(dim=-1, descending=True).values
+    exps = _sort_descending(_mean_log(c, c_start, (t_end_d - a).to(torch.float64)[:, None, None]))
+    n_limited = int(limited.any(dim=(0, 1)).sum())
+    if n_limited:
+        warnings.warn(f"lyapunov_spectrum: the weakest {n_limited} of the {k} exponents reached the {dt} rounding "
+                      f"floor (per-step contraction relative to the leading direction below eps·sqrt(N) = "
+                      f"{math.exp(floor):.2g}); they are bounded by precision, not measured."
+                      + (" Use float64 states and weights for them." if dt != torch.float64 else ""),
+                      RuntimeWarning, stacklevel=2)
 
     records = []
     for g in grid:
         if g in snaps:
-            est = (snaps[g] - c_start) / (g - a).clamp_min(1).to(torch.float64)[:, None, None]
+            est = _mean_log(snaps[g], c_start, (g - a).clamp_min(1).to(torch.float64)[:, None, None])
             ok = (g > a) & (g <= t_end_d)
             est = est.masked_fill(~ok[:, None, None], float("nan"))
         else:
             est = torch.full_like(c, float("nan"))
-        records.append(est.sort(dim=-1, descending=True).values)
+        records.append(_sort_descending(est))
     trace = torch.stack(records, dim=2)  # (L, B, n_records, k)
 
     return LyapunovSpectrum(

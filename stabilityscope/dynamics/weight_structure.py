@@ -551,14 +551,19 @@ def eigen_summary(
     Wc = W if dtype is None else W.to(dtype)
     if tol is None:
         tol = math.sqrt(torch.finfo(Wc.dtype).eps)
+    # LAPACK's geev/gesdd crash the process on NaN/inf entries (MKL: "Parameter 3 was incorrect on
+    # entry to SGEBAL", then a segfault): a matrix with non-finite entries gets NaN, the rest its values.
+    finite = Wc.isfinite().all(-1).all(-1)  # (...)
+    Wc = torch.where(finite[..., None, None], Wc, 0)
     eig = torch.linalg.eigvals(Wc)  # (..., N) complex
+    eig = torch.where(finite[..., None], eig, torch.full_like(eig, complex(math.nan, math.nan)))
     radius = eig.abs().amax(-1)  # (...)
     is_complex = eig.imag.abs() > tol * radius.unsqueeze(-1)  # (..., N)
-    norm2 = torch.linalg.matrix_norm(Wc, ord=2)  # largest singular value
+    norm2 = torch.linalg.matrix_norm(Wc, ord=2).masked_fill(~finite, math.nan)  # largest singular value
     return EigenSummary(
         spectral_radius=radius.to(out_dtype),
         spectral_norm=norm2.to(out_dtype),
-        complex_fraction=is_complex.to(out_dtype).mean(-1),
+        complex_fraction=is_complex.to(out_dtype).mean(-1).masked_fill(~finite, math.nan),
         eigenvalues=eig if return_eigenvalues else None,
     )
 
@@ -633,6 +638,8 @@ def weight_structure_summary(
             complex_fraction=es.complex_fraction,
         )
     else:
-        norm2 = torch.linalg.matrix_norm(W.to(torch.float64), ord=2).to(dt) if with_spectrum else nan.clone()
+        finite = W.isfinite().all(-1).all(-1)  # gesdd crashes on NaN/inf (see eigen_summary)
+        norm2 = (torch.linalg.matrix_norm(torch.where(finite[..., None, None], W, 0).to(torch.float64), ord=2)
+                 .masked_fill(~finite, math.nan).to(dt) if with_spectrum else nan.clone())
         out.update(spectral_radius=nan.clone(), spectral_norm=norm2, complex_fraction=nan.clone())
     return {k: out[k] for k in WEIGHT_STRUCTURE_KEYS}

@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import struct
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -41,7 +43,7 @@ import yaml
 from stabilityscope.errors import TraceError
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "finished", "diverged", "failed")
+STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 _CHUNK = 256  # rows per chunk of the 1-D per-checkpoint datasets
 
@@ -232,17 +234,91 @@ def mark_failed(path: str | Path, error: str, attrs: Optional[Mapping[str, Any]]
     TraceWriter.create(path, attrs={**dict(attrs or {}), "task": "train"}, layers={}).close("failed", error=error)
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_SWMR_WRITE_FLAGS = 0x05  # superblock v3 consistency flags: bit 0 open for writing, bit 2 for SWMR writing
+_LIVE_GRACE_S = 0.5  # how long a file whose writer may be mid-flush is given to reach its recorded size
+
+
+def _superblock(path: Path) -> tuple[int, int, Optional[int]]:
+    """(version, consistency flags, end-of-file address) of an HDF5 file's superblock.
+
+    Reads the first bytes only (HDF5 File Format Specification, "Superblock", versions 0–3); the
+    superblock sits at offset 0 or, after a user block, at 512·2^k.
+
+    Raises:
+        TraceError: no HDF5 signature, or a superblock cut short.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        base = 0
+        while base + 8 <= size:
+            f.seek(base)
+            if f.read(8) == HDF5_SIGNATURE:
+                break
+            base = 512 if base == 0 else base * 2
+        else:
+            raise TraceError(f"Cannot read trace {path}: it is not an HDF5 file (no HDF5 signature; {size} bytes). "
+                             f"A trace.h5 is written by a stabilityscope run.")
+        f.seek(base)
+        head = f.read(64)
+    version = head[8] if len(head) > 8 else -1
+    # offset of the 8-byte end-of-file address and of the flags, per superblock version
+    layout = {0: (40, 20), 1: (44, 20), 2: (28, 11), 3: (28, 11)}
+    if version not in layout or len(head) < 48 or (version < 2 and head[13] != 8) or (version >= 2 and head[9] != 8):
+        if version in layout and len(head) < 48:
+            raise TraceError(f"Cannot read trace {path}: the file is truncated ({size} bytes, not even a whole "
+                             f"HDF5 superblock).")
+        return version, 0, None  # a layout we do not parse: HDF5 itself decides
+    eof_at, flags_at = layout[version]
+    (eof,) = struct.unpack("<Q", head[eof_at:eof_at + 8])
+    return version, head[flags_at], base + eof
+
+
+def _check_whole(path: Path) -> int:
+    """The consistency flags of a trace that holds at least the bytes its superblock records.
+
+    A truncated file must fail here, at once: HDF5's SWMR reader does not check the file's length
+    and retries every unreadable piece of metadata, so a cut file made readers hang (a live writer's
+    file, whose recorded end may briefly run ahead of the bytes on disk, gets ``_LIVE_GRACE_S``).
+    """
+    version, flags, eof = _superblock(path)
+    deadline = time.monotonic() + (_LIVE_GRACE_S if flags & _SWMR_WRITE_FLAGS else 0.0)
+    while eof is not None and path.stat().st_size < eof:
+        if time.monotonic() >= deadline:
+            raise TraceError(f"Cannot read trace {path}: the file is truncated: it holds {path.stat().st_size} "
+                             f"bytes of the {eof} its HDF5 superblock records (an interrupted copy, or a full "
+                             f"disk). Copy it again from its source, or start the run again.")
+        time.sleep(0.05)
+        version, flags, eof = _superblock(path)
+    return flags
+
+
 def _open_read(path: str | Path) -> h5py.File:
+    """Open a trace for reading; any damaged, truncated or non-HDF5 file fails fast with a TraceError.
+
+    A cleanly closed file is opened without SWMR: HDF5 then reads each piece of metadata once and
+    fails at once on a damaged one. A file whose writer is running (or was killed) carries the
+    SWMR-write flags and is opened as an SWMR reader, which follows the writer's appends.
+    """
     path = Path(path)
     if not path.exists():
         raise TraceError(f"No trace at {path}: expected a trace.h5 written by a stabilityscope run.")
-    try:  # SWMR read works on a live file and on one whose writer was killed
-        return h5py.File(path, "r", libver="latest", swmr=True)
-    except OSError:
-        try:
-            return h5py.File(path, "r")
-        except OSError as exc:
-            raise TraceError(f"Cannot read trace {path}: {exc}") from exc
+    if path.is_dir():
+        raise TraceError(f"No trace at {path}: it is a directory without a trace.h5.")
+    flags = _check_whole(path)
+    try:
+        if flags & _SWMR_WRITE_FLAGS:  # SWMR read works on a live file and on one whose writer was killed
+            f = h5py.File(path, "r", libver="latest", swmr=True)
+        else:
+            f = h5py.File(path, "r")
+    except OSError as exc:
+        raise TraceError(f"Cannot read trace {path}: {exc}") from exc
+    missing = [g for g in ("checkpoints", "metrics", "layers") if g not in f]
+    if missing:
+        f.close()
+        raise TraceError(f"Cannot read trace {path}: an HDF5 file but not a stabilityscope trace (no "
+                         f"{', '.join('/' + g for g in missing)}).")
+    return f
 
 
 class Trace:
@@ -267,10 +343,13 @@ class Trace:
     def _read(self, key: str) -> np.ndarray:
         if key not in self._f:
             raise TraceError(f"{self.path} has no dataset {key!r}.")
-        d = self._f[key]
-        if self._f.swmr_mode:
-            d.refresh()
-        return d[...]
+        try:
+            d = self._f[key]
+            if self._f.swmr_mode:
+                d.refresh()
+            return d[...]
+        except (OSError, KeyError, ValueError) as exc:  # damaged chunks or metadata past the superblock
+            raise TraceError(f"Cannot read {key!r} of trace {self.path}: {exc} (the file is damaged).") from exc
 
     def __len__(self) -> int:
         return len(self.checkpoints)

@@ -39,7 +39,7 @@ import torch.nn.functional as F_
 from torch import nn
 
 from stabilityscope.config import AnalysisConfig, as_options
-from stabilityscope.dynamics.lyapunov import ATTRACTORS, MapMeasures, lyapunov_spectrum, map_measures
+from stabilityscope.dynamics.lyapunov import ATTRACTORS, STOP_REASONS, MapMeasures, lyapunov_spectrum, map_measures
 from stabilityscope.dynamics.maps import IteratedMap, LayerMap
 from stabilityscope.dynamics.module_maps import ProbedModuleMap
 from stabilityscope.dynamics.submodel import ModelPrefix
@@ -158,6 +158,7 @@ class LayerTracker:
         if self._maps_on(r):
             n_t = a.steps - a.steps // 2
             specs += [StatSpec(s) for s in MAP_STATS] + [StatSpec("attractor", ATTRACTORS)]
+            specs += [StatSpec("map_stop", STOP_REASONS)]  # why the orbit ended: a diverging map says so
             specs += [StatSpec("poincare", shape=(min(POINCARE_STARTS, a.n_inputs), n_t, 2), dtype="f4")]
             if a.spectrum_k:
                 specs += [StatSpec("lyapunov_spectrum", shape=(min(a.spectrum_k, r.fan_in),))]
@@ -266,7 +267,7 @@ class LayerTracker:
         return out
 
     def _fill_nan(self, name: str, out: dict[str, dict[str, Any]]) -> None:
-        map_names = set(MAP_STATS) | {"attractor", "poincare", "lyapunov_spectrum"}
+        map_names = set(MAP_STATS) | {"attractor", "map_stop", "poincare", "lyapunov_spectrum"}
         for spec in self.stat_specs(self.records[name]):
             if spec.name in map_names:
                 out[name][spec.name] = -1 if spec.labels else (np.full(spec.shape, np.nan) if spec.shape else float("nan"))
@@ -326,7 +327,7 @@ class LayerTracker:
             two_trajectory_exponent=float(pick(mm.two_trajectory_exponent).nanmean()),
             asymptotic_distance=float(pick(mm.asymptotic_distance).nanmean()),
             lambda_max=float(pick(mm.lyapunov_max).nanmean()), attractor=int(attractor), period=int(period),
-            map_steps=float(pick(mm.steps_run)), poincare=p)
+            map_steps=float(pick(mm.steps_run)), map_stop=int(pick(mm.stop_reason)), poincare=p)
 
     def _layer_maps(self, names: list[str], weights: Mapping[str, torch.Tensor], model: nn.Module,
                     x0: Mapping[str, Optional[torch.Tensor]], out: dict[str, dict[str, Any]]) -> None:

@@ -23,6 +23,7 @@ dropped while the others continue. A member's ``wall_time`` is the group's, sinc
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -35,7 +36,9 @@ from tqdm.auto import tqdm
 
 from stabilityscope.config import Config, as_options, value_of
 from stabilityscope.errors import ConfigError, DivergedError
+from stabilityscope.interrupts import raise_if_stop_requested
 from stabilityscope.models.registry import FashionFC
+from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.trace import TraceWriter
 from stabilityscope.training.data import InMemoryData, load_dataset
 from stabilityscope.training.trainer import Run, RunState, resolve_device
@@ -166,6 +169,7 @@ class Member:
     writer: Optional[TraceWriter]  # opened when the group starts
     state: RunState
     torch_rng: torch.Tensor  # the global RNG as the run's own process would have it (saved with the state)
+    numbers: Optional[dict[str, float]] = None  # its last checkpoint's progress numbers (test loss, J, ...)
 
     @property
     def epochs(self) -> int:
@@ -215,7 +219,7 @@ class BatchedRuns:
         try:
             self.stack.write_member(i, m.run, m.state.step)
             torch.set_rng_state(m.torch_rng)
-            m.run.checkpoint(m.writer, m.state)
+            m.numbers = m.run.checkpoint(m.writer, m.state)
             m.torch_rng = torch.get_rng_state()
             return True
         except DivergedError as exc:
@@ -226,7 +230,18 @@ class BatchedRuns:
         return False
 
     def execute(self) -> dict[Path, str]:
-        """Train every member to its ``train.epochs``; returns each run directory's final status."""
+        """Train every member to its ``train.epochs``; returns each run directory's final status.
+
+        Every member's run directory is locked while the group trains (RunLockedError if another process
+        writes one). Ctrl-C (or SIGTERM in the app) marks every open member ``interrupted`` and goes on
+        to the caller.
+        """
+        with contextlib.ExitStack() as locks:
+            for m in self.members:
+                locks.enter_context(RunLock(m.run.run_dir))
+            return self._execute()
+
+    def _execute(self) -> dict[Path, str]:
         self.statuses: dict[Path, str] = {}
         for m in self.members:
             m.run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -237,6 +252,12 @@ class BatchedRuns:
         active = list(self.members)
         try:
             active = self._train(active)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: every open run keeps its completed checkpoints
+            for m in self.members:
+                if m.writer is not None and m.run.run_dir not in self.statuses:
+                    self._finish(m, "interrupted", f"stopped by {getattr(exc, 'name', 'SIGINT')}; the last complete "
+                                                   f"checkpoint is epoch {m.run.last_checkpoint}")
+            raise
         except BaseException as exc:  # the stack itself failed (e.g. out of memory): every open run failed
             for m in active:
                 if m.run.run_dir not in self.statuses:
@@ -264,7 +285,8 @@ class BatchedRuns:
         last = max((m.epochs for m in active), default=0)
         start = time.perf_counter()
         bar = tqdm(range(1, last + 1), desc=f"{len(active)} runs batched", unit="epoch", dynamic_ncols=True,
-                   disable=None)
+                   disable=None)  # None: no bar without a terminal, a log line per checkpoint epoch instead
+        logged = (0, 0.0)
         for epoch in bar:
             if not active:
                 break
@@ -272,6 +294,7 @@ class BatchedRuns:
             perms = torch.stack([torch.randperm(n, generator=m.run.generator) for m in active]).to(x.device)
             total = torch.zeros(len(active), device=x.device)
             for i in range(0, n, B):
+                raise_if_stop_requested()  # a signal's stop that Python could not raise where it arrived
                 idx = perms[:, i:i + B]  # (K, B)
                 total += self.stack.step(x[idx], y[idx])
             wall = time.perf_counter() - start
@@ -289,6 +312,23 @@ class BatchedRuns:
                 elif epoch == m.epochs:  # its last epoch is always a checkpoint (schedule.checkpoint_epochs)
                     self._finish(m, "finished")
                     leaving.add(i)
+            checkpointed = [m for m in self.members if m.run.last_checkpoint == epoch]
+            if bar.disable and checkpointed:
+                log.info(self._progress_line(epoch, last, (wall - logged[1]) / (epoch - logged[0]), checkpointed,
+                                             len(active) - len(leaving)))
+                logged = (epoch, wall)
             active = self._drop(active, leaving)
             bar.set_postfix({"active": len(active)}, refresh=False)
         return active
+
+    def _progress_line(self, epoch: int, last: int, seconds_per_epoch: float, members: list[Member],
+                       still_training: int) -> str:
+        """One line per checkpoint epoch of the group: the range of each progress number over its members."""
+        numbers = [m.numbers for m in members if m.numbers]
+        spans = []
+        for key in [k for k in (numbers[0] if numbers else {}) if k in ("test_loss", "test_acc") or k.endswith(".J")]:
+            values = [n[key] for n in numbers if key in n]
+            lo, hi = min(values), max(values)
+            spans.append(f"{key} {lo:.4g}" if lo == hi else f"{key} {lo:.4g}–{hi:.4g}")
+        return (f"batched group of {len(self.members)} runs, epoch {epoch}/{last}: {seconds_per_epoch:.3g} s/epoch, "
+                f"{len(members)} checkpointed, {still_training} training; " + ", ".join(spans))

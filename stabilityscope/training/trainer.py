@@ -7,7 +7,13 @@ the device: the epoch's summed loss is checked for NaN/inf once per epoch.
 A run directory holds ``trace.h5`` (see :mod:`stabilityscope.recording.trace`) and ``state/`` with the
 resumable state of the newest checkpoints (model, optimiser, RNG, tracker; loaded with
 ``weights_only=True``). Per checkpoint: measure → save state (atomic rename) → append to the trace →
-prune old states, so the newest checkpoint in the trace always has a state on disk.
+prune old states, so the newest checkpoint in the trace always has a state on disk. A resume takes the
+newest checkpoint that has both a trace row and a readable state, falling back past a damaged state file.
+
+While it writes, a run holds its directory's lock (:class:`~stabilityscope.recording.lock.RunLock`): a
+second writer is refused. Ctrl-C (and SIGTERM in the app) stops it at once with status ``interrupted``
+and every completed checkpoint kept. Without a terminal (a log file, a batch job) it logs one line per
+checkpoint instead of drawing a progress bar.
 """
 from __future__ import annotations
 
@@ -28,9 +34,11 @@ from tqdm.auto import tqdm
 
 from stabilityscope.config import Config, OptimConfig, as_options, to_container, value_of
 from stabilityscope.errors import ConfigError, DivergedError, TraceError
-from stabilityscope.models.registry import build_model
-from stabilityscope.recording.trace import METRICS, TraceWriter, open_trace
+from stabilityscope.interrupts import raise_if_stop_requested
 from stabilityscope.models.dissect import tracked_records
+from stabilityscope.models.registry import build_model
+from stabilityscope.recording.lock import RunLock
+from stabilityscope.recording.trace import METRICS, TraceWriter, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.training.data import InMemoryData, augment_batch, load_dataset
 from stabilityscope.training.schedule import checkpoint_epochs
@@ -88,6 +96,7 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
     perm = torch.randperm(len(x), generator=generator).to(x.device)
     total = torch.zeros((), device=x.device)
     for i in range(0, len(x), batch_size):
+        raise_if_stop_requested()  # a signal's stop that Python could not raise where it arrived
         idx = perm[i:i + batch_size]
         xb = x[idx] if augment is None else augment(x[idx])
         loss = F.cross_entropy(model(xb), y[idx])
@@ -137,6 +146,15 @@ def load_state(run_dir: Path, epoch: int, device: torch.device) -> dict[str, Any
     return torch.load(_state_path(run_dir, epoch), map_location=device, weights_only=True)
 
 
+
+
+def progress_line(name: str, epoch: int, epochs: int, seconds_per_epoch: float, numbers: dict[str, float]) -> str:
+    """One checkpoint's progress for logs without a terminal: run, epoch, s/epoch, test numbers, first J's."""
+    shown = {k: v for k, v in numbers.items() if k in ("test_loss", "test_acc") or k.endswith(".J")}
+    return (f"{name} epoch {epoch}/{epochs}: {seconds_per_epoch:.3g} s/epoch, "
+            + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+
+
 class Run:
     """A training run: data, model, optimiser, tracker and trace of one configuration."""
 
@@ -162,6 +180,7 @@ class Run:
         self.schedule = checkpoint_epochs(cfg.train.epochs, sched.kind, sched.every, sched.num, list(sched.epochs))
         self.steps_per_epoch = math.ceil(len(data.x_train) / cfg.train.batch_size)
         self.weight_epochs = set(self.schedule[:: cfg.storage.weights_every]) | {0, cfg.train.epochs}
+        self.last_checkpoint: Optional[int] = None  # epoch of the newest checkpoint in the trace
 
     # -- checkpoints -----------------------------------------------------------------------
     def checkpoint(self, writer: TraceWriter, run: RunState) -> dict[str, float]:
@@ -177,6 +196,7 @@ class Run:
         save_state(self.run_dir, run, self.model, self.opt, self.generator, self.tracker)
         writer.append(epoch=run.epoch, step=run.step, wall_time=run.wall_time, metrics=metrics,
                       layer_stats=layer_stats, weights=weights)
+        self.last_checkpoint = run.epoch
         prune_states(self.run_dir, self.cfg.train.keep_states)
         if not all(math.isfinite(v) for v in (train_loss, test_loss)):
             raise DivergedError(f"The loss became {train_loss} at epoch {run.epoch} (lr={self.cfg.optim.lr}).")
@@ -197,31 +217,56 @@ class Run:
                                   weights_dtype=value_of(self.cfg.storage.weights_dtype))
 
     def _restore(self) -> tuple[TraceWriter, RunState]:
-        """Reopen the trace at the newest checkpoint that has both a trace row and a saved state."""
+        """Reopen the trace at the newest checkpoint that has both a trace row and a readable saved state.
+
+        A state file that does not load (damaged, cut short) is skipped with a warning for the one
+        before it; states newer than the one used are removed, since training will write them again.
+        """
         with open_trace(self.run_dir / "trace.h5") as tr:
             done = [int(e) for e in tr.checkpoints]
         usable = sorted(set(done) & set(saved_state_epochs(self.run_dir)))
         if not usable:
             raise TraceError(f"{self.run_dir} has no checkpoint with a saved state to resume from; start a new run.")
-        epoch = usable[-1]
-        state = load_state(self.run_dir, epoch, self.device)
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self.tracker.load_state_dict(state["tracker"])
+        for epoch in reversed(usable):
+            try:
+                state = load_state(self.run_dir, epoch, self.device)
+                self.model.load_state_dict(state["model"])
+                self.opt.load_state_dict(state["optimizer"])
+                self.generator.set_state(state["shuffle_rng"])
+                torch.set_rng_state(state["torch_rng"])
+                self.tracker.load_state_dict(state["tracker"])
+                break
+            except Exception as exc:  # a damaged file fails in many ways (zip, unpickler, struct, shapes)
+                log.warning("The saved state of epoch %d in %s is unreadable (%s: %s); trying the one before it",
+                            epoch, self.run_dir, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        else:
+            raise TraceError(f"{self.run_dir}: none of the saved states ({', '.join(map(str, usable))}) could be "
+                             f"read, so the run cannot be resumed; start a new run.")
+        for newer in saved_state_epochs(self.run_dir):
+            if newer > epoch:
+                _state_path(self.run_dir, newer).unlink(missing_ok=True)
         writer = TraceWriter.reopen(self.run_dir / "trace.h5", keep=done.index(epoch) + 1,
                                     attrs={"config": self._config_yaml()})
         return writer, RunState(epoch, int(state["step"]), float(state["wall_time"]))
 
     # -- the loop ----------------------------------------------------------------------------
     def execute(self, resume: bool = False) -> str:
-        """Train to ``train.epochs``; returns the final status. Raises DivergedError on NaN/inf."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Train to ``train.epochs``; returns the final status.
+
+        Raises:
+            DivergedError: a NaN/inf loss (status ``diverged``).
+            RunLockedError: another process is writing this run directory.
+            KeyboardInterrupt: Ctrl-C or, in the app, SIGTERM (status ``interrupted``).
+        """
+        with RunLock(self.run_dir):
+            return self._execute(resume)
+
+    def _execute(self, resume: bool) -> str:
         can_resume = resume and (self.run_dir / "trace.h5").exists() and saved_state_epochs(self.run_dir)
         if can_resume:
             writer, run = self._restore()
             log.info("Resuming %s after epoch %d", self.run_dir, run.epoch)
+            self.last_checkpoint = run.epoch
         else:
             writer, run = self.new_writer(), RunState(0, 0, 0.0)
         status, error = "failed", None
@@ -231,7 +276,8 @@ class Run:
             start = time.perf_counter() - run.wall_time
             bar = tqdm(range(run.epoch + 1, self.cfg.train.epochs + 1), desc=str(self.run_dir.name),
                        unit="epoch", initial=run.epoch, total=self.cfg.train.epochs, dynamic_ncols=True,
-                       disable=None)
+                       disable=None)  # None: no bar without a terminal, a log line per checkpoint instead
+            logged = (run.epoch, run.wall_time)
             for epoch in bar:
                 loss_sum = train_epoch(self.model, self.opt, self.data.x_train, self.data.y_train,
                                        self.cfg.train.batch_size, self.generator, self.augment)
@@ -243,9 +289,18 @@ class Run:
                 if epoch in self.schedule:
                     postfix = self.checkpoint(writer, run)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k != "train_acc"}, refresh=False)
+                    if bar.disable:
+                        per_epoch = (run.wall_time - logged[1]) / max(1, epoch - logged[0])
+                        log.info(progress_line(self.run_dir.name, epoch, self.cfg.train.epochs, per_epoch, postfix))
+                        logged = (epoch, run.wall_time)
             status = "finished"
         except DivergedError as exc:
             status, error = "diverged", str(exc)
+            raise
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into Interrupted by the app
+            status = "interrupted"
+            error = (f"stopped by {getattr(exc, 'name', 'SIGINT')}; the last complete checkpoint is epoch "
+                     f"{self.last_checkpoint}")
             raise
         except BaseException as exc:  # the trace says why it failed; the exception goes on to the caller
             error = f"{type(exc).__name__}: {exc}"
