@@ -28,6 +28,7 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_tracking.py
+	$(PY) benchmarks/bench_recorder.py
 	$(PY) benchmarks/bench_phase_diagram.py
 	$(PY) benchmarks/bench_lyapunov.py
 	$(PY) benchmarks/bench_vision.py --sample

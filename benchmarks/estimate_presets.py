@@ -108,7 +108,7 @@ def checkpoint_seconds(cfg, data, repeats: int = 3) -> float:
         times = []
         for e in range(repeats):
             t = time.perf_counter()
-            run.checkpoint(writer, RunState(e, 0, 0.0))
+            run.checkpoint(RunState(e, 0, 0.0))
             times.append(time.perf_counter() - t)
         writer.close("finished")
     return sorted(times)[len(times) // 2]

@@ -44,6 +44,10 @@ Typical use in a notebook::
                               probe_inputs=x_test[:16])
     tracker.measure(model)                                    # one checkpoint's statistics per FC map
 
+    with ss.Recorder(model, "runs/my_run", probe_inputs=x_test[:16]) as rec:   # your own training loop
+        rec.checkpoint(epoch, step=step, metrics={"test_loss": loss})          # same trace.h5 as the app
+    ss.inspect(model, inputs=x_test[:16])                     # one table: where each FC map sits now
+
 The implementation lives in sub-packages, lowest first: :mod:`~stabilityscope.theory`,
 :mod:`~stabilityscope.dynamics`, :mod:`~stabilityscope.models`, :mod:`~stabilityscope.recording`,
 :mod:`~stabilityscope.training`, :mod:`~stabilityscope.analysis` and :mod:`~stabilityscope.cli` (the
@@ -60,11 +64,14 @@ from stabilityscope.dynamics.maps import IteratedMap, LayerMap, ModuleMap
 from stabilityscope.errors import ConfigError, DataError, DivergedError, StabilityscopeError, TraceError
 from stabilityscope.models.dissect import LayerRecord, dissect, select_layers, tracked_records
 from stabilityscope.models.registry import build_model
+from stabilityscope.recording.inspect import inspect
+from stabilityscope.recording.recorder import Recorder
 from stabilityscope.recording.trace import Trace, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory import logistic, meanfield
 from stabilityscope.theory.meanfield import edge_curve, order_parameters, phase_coordinates, phase_label
 from stabilityscope.theory.numerical_phase_diagram import PhaseDiagram, phase_diagram
+from stabilityscope.training.data import load_dataset
 
 __version__ = "0.1.0"
 
@@ -94,5 +101,5 @@ __all__ = [
     "phase_label", "varying_config", "select_layers",
     "Recommendation", "SweepAnalysis", "analyze_sweep", "recommend",
     "AnalysisConfig", "Config", "DatasetConfig", "LayerTracker", "ModelConfig", "OptimConfig", "TrainConfig",
-    "tracked_records",
+    "tracked_records", "Recorder", "inspect", "load_dataset",
 ]

@@ -31,6 +31,7 @@ class Task(str, Enum):
     phase_diagram = "phase_diagram"
     report = "report"  # figures and a one-page summary of existing traces (trace=<path or glob>)
     scaling = "scaling"  # scaling laws and the weight-decay guideline of a sweep (sweep=<dir or glob>)
+    analyze = "analyze"  # a trace from saved weights (checkpoints=<glob>), without training
 
 
 class Activation(str, Enum):
@@ -74,6 +75,7 @@ class ModelConfig:
     input_size: Optional[int] = None  # resize every input to this size (bilinear) before the model; null = as is
     conv1x1: bool = False  # dissection: also treat 1×1 convolutions as fully connected maps
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments (+model.kwargs.k=v)
+    checkpoint: Optional[str] = None  # analysis=inspect: load these saved weights first (state_dict, .ckpt, .safetensors)
 
 
 @dataclass
@@ -142,6 +144,7 @@ class AnalysisConfig:
     chains: bool = True  # iterate MLP blocks d → h → d as maps (M1–M4, λ_max, attractor)
     map_layer: Optional[str] = None  # iterate the whole model input → this module (null: the model's own, if any)
     describe: bool = False  # print the dissection table (analysis=describe) and exit without training
+    inspect: bool = False  # print the one-shot inspection table (analysis=inspect) and exit without training
 
 
 @dataclass
@@ -200,6 +203,16 @@ class ScalingConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Dashboard mirrors of every recorded scalar (stabilityscope.recording.mirrors)."""
+
+    tensorboard: bool = False  # TensorBoard event files in <run dir>/tensorboard (extra: stabilityscope[tensorboard])
+    tensorboard_dir: Optional[str] = None  # ... or in this folder
+    mlflow: bool = False  # MLflow metrics and params, at the active tracking URI (extra: stabilityscope[mlflow])
+    mlflow_uri: Optional[str] = None  # ... or at this one, e.g. sqlite:///mlflow.db
+
+
+@dataclass
 class Config:
     task: Task = Task.train
     resume: Optional[str] = None  # a run directory to continue (train task)
@@ -218,6 +231,9 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     phase_diagram: PhaseDiagramConfig = field(default_factory=PhaseDiagramConfig)
     checkpoint_root: str = "checkpoints"  # run directories go below this folder
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # dashboard mirrors
+    checkpoints: Optional[str] = None  # task=analyze: saved weights, a glob (quoted), a folder or a file
+    evaluate: bool = False  # task=analyze: also compute the four metrics on the dataset at every checkpoint
 
 
 def value_of(option: Any) -> str:

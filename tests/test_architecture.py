@@ -21,7 +21,8 @@ from stabilityscope.config import AnalysisConfig, Config, ModelConfig, as_option
 PACKAGE = Path(ss.__file__).resolve().parent
 
 # Lowest first. The base modules are used by every layer; the facade (__init__, __main__) sits on top.
-LAYERS = ("base", "theory", "dynamics", "models", "recording", "training", "analysis", "cli", "facade")
+LAYERS = ("base", "theory", "dynamics", "models", "recording", "training", "integrations", "analysis", "cli",
+          "facade")
 BASE = {"errors", "config", "interrupts"}
 HYDRA = ("hydra", "omegaconf")
 

@@ -23,7 +23,8 @@ nbclient = pytest.importorskip("nbclient")
 
 pytestmark = pytest.mark.slow
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
-NOTEBOOKS = ("01_canonical_edge_of_chaos.ipynb", "02_architectures.ipynb", "03_scaling_laws.ipynb")
+NOTEBOOKS = ("01_canonical_edge_of_chaos.ipynb", "02_architectures.ipynb", "03_scaling_laws.ipynb",
+             "04_own_training_loop.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +152,19 @@ def test_scaling_notebook_on_reduced_sweeps_run_by_the_launcher(reduced_sweeps, 
     assert rec.weight_decay_source == "model" and rec.weight_decay == pytest.approx(scaling.combined.c / 2)
     assert "python -m stabilityscope " + " ".join(rec.overrides()) in text
     assert len(outputs(nb, "image/png")) >= 4  # fits, collapse, J² curves, plateau/metrics against decay
+
+
+def test_own_training_loop_notebook_records_a_timm_model(data_root, tmp_path, monkeypatch):
+    run_dir = tmp_path / "own_loop"
+    monkeypatch.setenv("STABILITYSCOPE_DATA", str(data_root))
+    monkeypatch.setenv("STABILITYSCOPE_RUN_DIR", str(run_dir))
+    monkeypatch.setenv("STABILITYSCOPE_QUICK", "1")
+    monkeypatch.setenv("STABILITYSCOPE_CACHE", str(tmp_path / "cache"))
+    nb = execute("04_own_training_loop.ipynb")
+    assert len(outputs(nb, "image/png")) == 2  # the phase path and the metrics
+    with ss.open_trace(run_dir) as tr:
+        assert tr.status == "finished" and tr.checkpoints.tolist() == [0, 1, 2]
+        assert {"blocks.0.attn.qkv.q", "blocks.1.mlp", "head"} <= set(tr.layers)
+        text = text_of(nb)
+        assert f"J {tr.stat('blocks.0.attn.qkv.q', 'J')[-1]:6.3f}" in text
+        assert f"epoch 2: test loss {tr.metric('test_loss')[-1]:.4f}" in text

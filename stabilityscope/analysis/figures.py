@@ -50,7 +50,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from stabilityscope.errors import TraceError
-from stabilityscope.recording.trace import Trace, open_trace
+from stabilityscope.recording.trace import Trace, config_section, open_trace
 from stabilityscope.theory import numerical_phase_diagram as npd
 from stabilityscope.theory.meanfield import critical_coupling, edge_curve, phase_plane
 
@@ -130,12 +130,12 @@ def run_activation(tr: Trace) -> str:
     acts = [a for a in acts if a in ("tanh", "relu")]
     if acts:
         return max(set(acts), key=acts.count)
-    act = str((tr.config.get("model") or {}).get("activation", "tanh"))
+    act = str(config_section(tr.config, "model").get("activation", "tanh"))
     return act if act in ("tanh", "relu") else "tanh"
 
 
 def _analysis_name(tr: Trace) -> str:
-    return str((tr.config.get("analysis") or {}).get("name", "?"))
+    return str(config_section(tr.config, "analysis").get("name", "?"))
 
 
 MAP_KINDS = ("chain", "model_map")  # records iterated as a module: no single weight matrix, no (J0, J)

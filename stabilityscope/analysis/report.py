@@ -40,7 +40,7 @@ from stabilityscope.analysis.figures import (
 )
 from stabilityscope.config import BackgroundConfig, Config, as_options
 from stabilityscope.errors import TraceError
-from stabilityscope.recording.trace import Trace, open_trace
+from stabilityscope.recording.trace import Trace, config_section, open_trace
 from stabilityscope.theory.meanfield import critical_coupling
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def _pct(v: Any) -> str:
 
 def _config_line(cfg: Mapping[str, Any]) -> str:
     """The run's configuration in one line: model, data, optimiser, schedule, analysis."""
-    m, d, o, t, a = (cfg.get(k) or {} for k in ("model", "dataset", "optim", "train", "analysis"))
+    m, d, o, t, a = (config_section(cfg, k) for k in ("model", "dataset", "optim", "train", "analysis"))
     model = f"model {m.get('name', '?')}"
     extra = [f"{k} {m[k]}" for k in ("activation", "width") if k in m]
     if extra:

@@ -66,7 +66,7 @@ from stabilityscope.analysis.canonical import CANONICAL_C
 from stabilityscope.analysis.collection import Source, find_traces, flatten_config, run_summary
 from stabilityscope.analysis.decay import EXCLUDED_STATUSES, DecayAnalysis, crossing_decay, decay_analysis
 from stabilityscope.errors import TraceError
-from stabilityscope.recording.trace import open_trace
+from stabilityscope.recording.trace import config_section, open_trace
 from stabilityscope.theory.meanfield import critical_coupling
 
 if TYPE_CHECKING:  # pandas and scipy are imported when an analysis is made
@@ -96,7 +96,7 @@ def _x_of(variable: str, values: np.ndarray) -> np.ndarray:
 
 def n_train_of(config: Mapping[str, Any]) -> float:
     """Training examples of a run: ``dataset.train_subset``, else the dataset's full size (NaN if unknown)."""
-    data = config.get("dataset") or {}
+    data = config_section(config, "dataset")
     full = FULL_TRAIN_SIZE.get(str(data.get("name", "")))
     subset = data.get("train_subset")
     if subset:

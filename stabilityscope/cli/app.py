@@ -95,7 +95,11 @@ def run_task(cfg: Config, run_dir: Path, overrides: list[str]) -> None:
     """Run the task of ``cfg`` (typed options) in ``run_dir``; ``overrides`` are the command line's."""
     cfg = as_options(cfg, Config)
     task = value_of(cfg.task)
-    if task == "train" and cfg.analysis.describe and cfg.resume is None:
+    if task == "train" and cfg.analysis.inspect and cfg.resume is None:
+        from stabilityscope.cli.tasks import run_inspect_task  # analysis=inspect: the table, no training
+
+        print(run_inspect_task(cfg, run_dir))
+    elif task == "train" and cfg.analysis.describe and cfg.resume is None:
         from stabilityscope.cli.tasks import run_describe_task  # analysis=describe: the table, no training
 
         text = run_describe_task(cfg)
@@ -126,6 +130,11 @@ def run_task(cfg: Config, run_dir: Path, overrides: list[str]) -> None:
         from stabilityscope.cli.tasks import run_scaling_task
 
         run_scaling_task(cfg, run_dir)
+    elif task == "analyze":
+        from stabilityscope.cli.tasks import run_analyze_task
+
+        with RunLock(run_dir):
+            run_analyze_task(cfg, run_dir)
     elif task == "phase_diagram":
         from stabilityscope.cli.tasks import run_phase_diagram_task
 

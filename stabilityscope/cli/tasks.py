@@ -8,7 +8,11 @@
 - ``task=scaling sweep=<dir or glob>``: the scaling laws of a sweep
   (:mod:`stabilityscope.analysis.scaling_report`);
 - ``analysis=describe``: the dissection table of the composed model, without training
-  (:mod:`stabilityscope.models.describe`).
+  (:mod:`stabilityscope.models.describe`);
+- ``analysis=inspect``: the one-shot inspection table of the composed model (at initialisation, with
+  ``model.pretrained=true``, or ``model.checkpoint=<file>``), without training
+  (:mod:`stabilityscope.recording.inspect`);
+- ``task=analyze checkpoints=<glob>``: a trace from saved weights (:mod:`stabilityscope.training.replay`).
 """
 from __future__ import annotations
 
@@ -20,14 +24,18 @@ from typing import Any
 import numpy as np
 
 from stabilityscope.analysis.collection import find_traces
-from stabilityscope.analysis.report import background_from_config, write_index, write_report
+from stabilityscope.analysis.report import background_from_config, finish_run, write_index, write_report
 from stabilityscope.analysis.scaling import analyze_sweep
 from stabilityscope.analysis.scaling_report import write_scaling_report
 from stabilityscope.config import Config, GridAxis, PhaseDiagramConfig, ScalingConfig, as_options, validate, value_of
 from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.models.describe import describe_model
+from stabilityscope.models.registry import build_model, model_family
+from stabilityscope.recording.inspect import inspect
 from stabilityscope.theory.numerical_phase_diagram import phase_diagram, plot_phase_diagram
-from stabilityscope.training.data import dataset_info
+from stabilityscope.training.data import dataset_info, load_dataset
+from stabilityscope.training.replay import fit_keys, load_weights, trace_from_checkpoints
+from stabilityscope.training.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +133,48 @@ def run_describe_task(cfg: Config) -> str:
     model_options = copy.deepcopy(cfg.model)
     model_options.pretrained = False  # shapes only: no weights are needed (nor downloaded)
     return describe_model(model_options, cfg.analysis, input_shape, num_classes, dataset=cfg.dataset.name)
+
+
+def run_inspect_task(cfg: Config, run_dir: Path) -> str:
+    """``analysis=inspect``: the inspection table of the composed model, printed and saved in ``run_dir``.
+
+    Writes ``inspect.csv`` and ``inspect.txt``. The iterated maps start from the dataset's first
+    ``analysis.n_inputs`` test inputs (read from disk only when maps are on).
+    """
+    cfg = as_options(cfg, Config)
+    validate(cfg)
+    input_shape, num_classes = dataset_info(cfg.dataset.name)
+    device = resolve_device(str(cfg.train.device))
+    model = build_model(cfg.model, input_shape, num_classes).to(device)
+    source = "pretrained weights" if cfg.model.pretrained else "initialisation"
+    if cfg.model.checkpoint:
+        saved = load_weights(cfg.model.checkpoint)
+        model.load_state_dict(fit_keys(saved.state_dict, model, saved.path))
+        source = f"{saved.path} (epoch {saved.epoch})"
+    inputs = None
+    if cfg.analysis.maps:
+        d = cfg.dataset
+        data = load_dataset(d.name, d.root, download=d.download, test_subset=cfg.analysis.n_inputs,
+                            train_subset=1, normalize=d.normalize)
+        inputs = data.x_test.to(device)
+    table = inspect(model, inputs, cfg.analysis, model_options=cfg.model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(run_dir / "inspect.csv", index=False)
+    head = (f"model {cfg.model.name} ({model_family(cfg.model)}) at its {source}, for {cfg.dataset.name}: "
+            f"{len(table)} FC maps")
+    text = head + "\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n" + (
+        "square = False: J, J0, χ and the phase locate the layer's mean-field surrogate (SCIENCE.md §1.1); "
+        "s, λ_max and the attractor are the iterated map's (§2), from the first test inputs.")
+    (run_dir / "inspect.txt").write_text(text + "\n", encoding="utf-8")
+    return text
+
+
+def run_analyze_task(cfg: Config, run_dir: Path) -> Path:
+    """``task=analyze checkpoints=<glob>``: the trace of saved weights, then its report and figures."""
+    cfg = as_options(cfg, Config)
+    validate(cfg)
+    trace = trace_from_checkpoints(cfg, run_dir)
+    log.info("Trace: %s", trace.resolve())
+    if cfg.figures or cfg.report:
+        finish_run(cfg, run_dir)
+    return trace

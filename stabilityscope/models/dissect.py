@@ -428,26 +428,38 @@ def model_map_record(model: nn.Module, layer: str, input_shape: tuple[int, ...])
                        tuple(input_shape))
 
 
-def tracked_records(model: nn.Module, model_cfg: ModelConfig, analysis: AnalysisConfig,
-                    input_shape: tuple[int, ...]) -> list[LayerRecord]:
+def tracked_records(model: nn.Module, model_cfg: Optional[ModelConfig], analysis: Optional[AnalysisConfig],
+                    input_shape: Optional[tuple[int, ...]]) -> list[LayerRecord]:
     """What a run records: the FC maps selected by ``analysis.layers`` (1×1 convs when
     ``model.conv1x1``, MLP chains when ``analysis.chains``), plus the whole-model map input →
     ``analysis.map_layer`` (default: the model's own ``map_layer``, as for eoc_mlp / eoc_cnn).
 
+    ``input_shape`` (one input, no batch axis) lets one dry forward pass read which activation follows
+    each layer; None skips it (activations then come from the module order) and the model map.
+
     Raises:
-        ConfigError: when nothing is selected, or the map layer does not exist or changes the shape.
+        ConfigError: the model has no FC map (naming what was searched), nothing is selected, or the map
+            layer does not exist or changes the shape.
     """
     model_cfg = as_options(model_cfg, ModelConfig, "model")
     analysis = as_options(analysis, AnalysisConfig, "analysis")
     p = next(model.parameters(), None)
-    example = torch.zeros(1, *input_shape, device=p.device if p is not None else None,
-                          dtype=p.dtype if p is not None and p.is_floating_point() else None)
+    example = None
+    if input_shape is not None:  # one forward pass tells which activation follows each layer
+        example = torch.zeros(1, *input_shape, device=p.device if p is not None else None,
+                              dtype=p.dtype if p is not None and p.is_floating_point() else None)
     records = dissect(model, conv1x1=model_cfg.conv1x1, chains=analysis.chains, example_input=example)
+    if not records:
+        raise ConfigError(f"{type(model).__name__} has no fully connected map to record. Searched: nn.Linear "
+                          f"layers (incl. fused q/k/v projections), MLP blocks d → h → d"
+                          f"{'' if analysis.chains else ' (off: analysis.chains=false)'} and 1×1 convolutions"
+                          f"{'' if model_cfg.conv1x1 else ' (off: set model.conv1x1=true / ModelConfig(conv1x1=True))'}"
+                          f" among its {sum(1 for _ in model.modules())} modules.")
     chosen = select_layers(records, analysis.layers)
     layer = analysis.map_layer or getattr(model, "map_layer", None)
-    if layer and analysis.maps:
+    if layer and analysis.maps and input_shape is not None:
         chosen.append(model_map_record(model, layer, tuple(input_shape)))
     if not chosen:
         raise ConfigError(f"analysis.layers={analysis.layers!r} selects no fully connected layer of model "
-                          f"{model_cfg.name!r}; its layers are: {', '.join(r.name for r in records)}.")
+                          f"{type(model).__name__} ({model_cfg.name}); its layers are: {', '.join(r.name for r in records)}.")
     return chosen

@@ -6,8 +6,9 @@ holder's process id, host and start time into it. The operating system releases 
 holder exits, however it exits (even SIGKILL), so a lock whose holder is dead is simply taken over:
 there is no stale-lock cleanup to get wrong.
 
-The lock is re-entrant within a process (the app takes it before building the run, the trainer again
-when it starts writing). It needs POSIX ``fcntl`` (Linux, macOS); elsewhere it warns once and does
+The lock is re-entrant within a process where asked for (the app takes it before building the run,
+the trainer again when it starts writing); a :class:`~stabilityscope.recording.recorder.Recorder` takes it
+non-re-entrantly, so a second Recorder on an open run is refused in the same process too. It needs POSIX ``fcntl`` (Linux, macOS); elsewhere it warns once and does
 not lock.
 """
 from __future__ import annotations
@@ -46,8 +47,9 @@ def lock_holder(run_dir: str | Path) -> str:
 class RunLock:
     """``with RunLock(run_dir):`` — hold the run directory's writer lock, or raise RunLockedError."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, reentrant: bool = True) -> None:
         self.run_dir = Path(run_dir)
+        self.reentrant = reentrant  # False: refuse even a holder in this same process (a second Recorder)
         self._key: Optional[Path] = None
 
     def acquire(self) -> "RunLock":
@@ -60,6 +62,9 @@ class RunLock:
         key = self.run_dir.resolve()
         with _guard:
             if key in _held:
+                if not self.reentrant:
+                    raise RunLockedError(f"The run directory {key} is being written by this process already (another "
+                                         f"Recorder or run on it is open): close that one first.")
                 _held[key][1] += 1
                 self._key = key
                 return self

@@ -437,6 +437,13 @@ class Trace:
         return f"Trace({str(self.path)!r}, checkpoints={len(self)}, layers={self.layers}, status={self.status!r})"
 
 
+def config_section(config: Any, key: str) -> Mapping[str, Any]:
+    """``config[key]`` when it is a mapping, else {}: an app run's config has sections (model, dataset, ...);
+    a Recorder's is whatever its user passed (any keys, any values)."""
+    value = config.get(key) if isinstance(config, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
 def open_trace(path: str | Path) -> Trace:
     """Open a run trace (a ``trace.h5`` or its run directory), also one that is still being written.
 

@@ -209,7 +209,7 @@ class BatchedRuns:
 
     # -- the loop ----------------------------------------------------------------------------
     def _finish(self, m: Member, status: str, error: Optional[str] = None) -> None:
-        m.writer.close(status, error=error)
+        m.run.recorder.close(status, error=error)
         self.statuses[m.run.run_dir] = status
         if error:
             log.error("%s %s: %s", m.run.run_dir, status, error)
@@ -219,7 +219,7 @@ class BatchedRuns:
         try:
             self.stack.write_member(i, m.run, m.state.step)
             torch.set_rng_state(m.torch_rng)
-            m.numbers = m.run.checkpoint(m.writer, m.state)
+            m.numbers = m.run.checkpoint(m.state)
             m.torch_rng = torch.get_rng_state()
             return True
         except DivergedError as exc:

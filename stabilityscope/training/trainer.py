@@ -38,6 +38,7 @@ from stabilityscope.interrupts import raise_if_stop_requested
 from stabilityscope.models.dissect import tracked_records
 from stabilityscope.models.registry import build_model
 from stabilityscope.recording.lock import RunLock
+from stabilityscope.recording.recorder import Recorder
 from stabilityscope.recording.trace import METRICS, TraceWriter, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.training.data import InMemoryData, augment_batch, load_dataset
@@ -174,8 +175,16 @@ class Run:
         if cfg.dataset.augment:  # random crop + flip per batch, drawn from the (saved) shuffle generator
             self.augment = functools.partial(augment_batch, generator=self.generator, pad_value=data.pad_value)
         records = tracked_records(self.model, cfg.model, cfg.analysis, data.input_shape)
-        self.tracker = LayerTracker(self.model, records, cfg.analysis,
-                                    probe_inputs=self.data.x_test[: cfg.analysis.n_inputs])
+        # the one path of checkpoint recording (the same object a user's own loop uses); the run
+        # directory's lock is taken by execute(), and the tracker's state is saved with the run's state
+        self.recorder = Recorder(
+            self.model, self.run_dir, probe_inputs=self.data.x_test, options=cfg.analysis, records=records,
+            config=to_container(cfg), storage=cfg.storage, metrics=METRICS, lock=False, save_tracker_state=False,
+            attrs={"seed": int(cfg.train.seed), "model": cfg.model.name, "dataset": cfg.dataset.name,
+                   "device": str(self.device), "task": "train"},
+            tensorboard=cfg.logging.tensorboard_dir or cfg.logging.tensorboard,
+            mlflow=cfg.logging.mlflow_uri or cfg.logging.mlflow)
+        self.tracker = self.recorder.tracker
         sched = cfg.train.checkpoints
         self.schedule = checkpoint_epochs(cfg.train.epochs, sched.kind, sched.every, sched.num, list(sched.epochs))
         self.steps_per_epoch = math.ceil(len(data.x_train) / cfg.train.batch_size)
@@ -183,19 +192,15 @@ class Run:
         self.last_checkpoint: Optional[int] = None  # epoch of the newest checkpoint in the trace
 
     # -- checkpoints -----------------------------------------------------------------------
-    def checkpoint(self, writer: TraceWriter, run: RunState) -> dict[str, float]:
+    def checkpoint(self, run: RunState) -> dict[str, float]:
         """Evaluate, measure, save the resumable state and append one trace row; returns the progress numbers."""
         d = self.data
         train_loss, train_acc = evaluate(self.model, d.x_train, d.y_train)
         test_loss, test_acc = evaluate(self.model, d.x_test, d.y_test)
         metrics = dict(zip(METRICS, (train_loss, train_acc, test_loss, test_acc)))
-        layer_stats = self.tracker.measure(self.model)
-        weights = None
-        if self.cfg.storage.weights and run.epoch in self.weight_epochs:
-            weights = {n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()}
-        save_state(self.run_dir, run, self.model, self.opt, self.generator, self.tracker)
-        writer.append(epoch=run.epoch, step=run.step, wall_time=run.wall_time, metrics=metrics,
-                      layer_stats=layer_stats, weights=weights)
+        layer_stats = self.recorder.record(
+            run.epoch, run.step, run.wall_time, metrics, store_weights=run.epoch in self.weight_epochs,
+            before_commit=lambda: save_state(self.run_dir, run, self.model, self.opt, self.generator, self.tracker))
         self.last_checkpoint = run.epoch
         prune_states(self.run_dir, self.cfg.train.keep_states)
         if not all(math.isfinite(v) for v in (train_loss, test_loss)):
@@ -208,13 +213,7 @@ class Run:
 
     def new_writer(self, batch_group: int = 1) -> TraceWriter:
         """Create the run's trace; ``batch_group`` > 1 records that it trained in a batched group of that size."""
-        attrs = {"config": self._config_yaml(),
-                 "seed": int(self.cfg.train.seed), "model": self.cfg.model.name,
-                 "dataset": self.cfg.dataset.name, "device": str(self.device), "task": "train",
-                 "torch_threads": torch.get_num_threads(), "batch_group": int(batch_group)}
-        return TraceWriter.create(self.run_dir / "trace.h5", attrs=attrs,
-                                  layers=self.tracker.layer_specs(store_weights=self.cfg.storage.weights),
-                                  weights_dtype=value_of(self.cfg.storage.weights_dtype))
+        return self.recorder.create(attrs={"batch_group": int(batch_group)})
 
     def _restore(self) -> tuple[TraceWriter, RunState]:
         """Reopen the trace at the newest checkpoint that has both a trace row and a readable saved state.
@@ -245,8 +244,7 @@ class Run:
         for newer in saved_state_epochs(self.run_dir):
             if newer > epoch:
                 _state_path(self.run_dir, newer).unlink(missing_ok=True)
-        writer = TraceWriter.reopen(self.run_dir / "trace.h5", keep=done.index(epoch) + 1,
-                                    attrs={"config": self._config_yaml()})
+        writer = self.recorder.reopen(keep=done.index(epoch) + 1, attrs={"config": self._config_yaml()})
         return writer, RunState(epoch, int(state["step"]), float(state["wall_time"]))
 
     # -- the loop ----------------------------------------------------------------------------
@@ -264,15 +262,16 @@ class Run:
     def _execute(self, resume: bool) -> str:
         can_resume = resume and (self.run_dir / "trace.h5").exists() and saved_state_epochs(self.run_dir)
         if can_resume:
-            writer, run = self._restore()
+            _, run = self._restore()
             log.info("Resuming %s after epoch %d", self.run_dir, run.epoch)
             self.last_checkpoint = run.epoch
         else:
-            writer, run = self.new_writer(), RunState(0, 0, 0.0)
+            self.new_writer()
+            run = RunState(0, 0, 0.0)
         status, error = "failed", None
         try:
             if not can_resume:
-                self.checkpoint(writer, run)
+                self.checkpoint(run)
             start = time.perf_counter() - run.wall_time
             bar = tqdm(range(run.epoch + 1, self.cfg.train.epochs + 1), desc=str(self.run_dir.name),
                        unit="epoch", initial=run.epoch, total=self.cfg.train.epochs, dynamic_ncols=True,
@@ -287,7 +286,7 @@ class Run:
                                         f"(optim.lr={self.cfg.optim.lr}); the trace keeps every checkpoint "
                                         f"before it.")
                 if epoch in self.schedule:
-                    postfix = self.checkpoint(writer, run)
+                    postfix = self.checkpoint(run)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k != "train_acc"}, refresh=False)
                     if bar.disable:
                         per_epoch = (run.wall_time - logged[1]) / max(1, epoch - logged[0])
@@ -306,5 +305,5 @@ class Run:
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            writer.close(status, error=error)
+            self.recorder.close(status, error=error)
         return status

@@ -1,0 +1,337 @@
+"""Record any model from any training loop: the tracker and the trace writer behind one small object.
+
+::
+
+    import stabilityscope as ss
+
+    with ss.Recorder(model, "runs/my_run", probe_inputs=x_test[:16],
+                     options=ss.AnalysisConfig(maps=True), config={"lr": 0.1}) as rec:   # dissects the model
+        rec.checkpoint(0)                                        # the initialisation, before training
+        for epoch in range(1, epochs + 1):
+            train_one_epoch(...)
+            rec.checkpoint(epoch, step=global_step, metrics={"test_loss": l, "test_acc": a})
+
+It writes the same ``trace.h5`` as ``python -m stabilityscope`` (the same schema, readable while it is
+written), so :func:`~stabilityscope.recording.trace.open_trace`, every figure and every report work on
+it. Metrics are any named scalars; ``train_loss``, ``train_acc``, ``test_loss`` and ``test_acc`` are the
+ones the figures read (NaN when not given). The trace's layout is fixed once readers may follow it
+(HDF5 SWMR), so the metric names are those of the first checkpoint that has metrics (plus any declared
+with ``metrics=``): checkpoints without metrics before it (checkpoint 0, taken before training) are
+measured at once and held in memory until then, or until :meth:`close`.
+
+Opening a run directory that already holds a trace continues it (the resume of your own loop): the
+tracker's reference weights W(0) and previous checkpoint come back from ``state/recorder.pt``, written
+atomically with every checkpoint. Leaving the ``with`` block closes the trace as ``finished``, or as
+``failed`` (``interrupted`` for Ctrl-C) with the error. The run directory is locked while the Recorder
+is open (one writer per run, :class:`~stabilityscope.recording.lock.RunLock`).
+
+The app's trainers record through the same object (:class:`~stabilityscope.training.trainer.Run` and
+:class:`~stabilityscope.training.batched.BatchedRuns`): one implementation of checkpoint recording.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+import yaml
+from torch import nn
+
+from stabilityscope.config import AnalysisConfig, ModelConfig, StorageConfig, as_options, to_container, value_of
+from stabilityscope.errors import ConfigError, TraceError
+from stabilityscope.models.dissect import LayerRecord, tracked_records
+from stabilityscope.recording.lock import RunLock
+from stabilityscope.recording.mirrors import Mirror, open_mirrors
+from stabilityscope.recording.trace import METRICS, TraceWriter, open_trace
+from stabilityscope.recording.tracking import LayerTracker
+
+TRACKER_STATE = Path("state") / "recorder.pt"
+
+
+class Recorder:
+    """Dissect ``model`` once, then record its FC maps into ``run_dir/trace.h5`` at every :meth:`checkpoint`.
+
+    Args:
+        model: any ``nn.Module``; its fully connected maps are found by :func:`~stabilityscope.dissect`.
+        run_dir: the run directory (created); an existing trace there is continued.
+        probe_inputs: a batch of real inputs (B, ...) as the model takes them: the start states of the
+            iterated maps (the first ``options.n_inputs`` are used). None: no map statistics.
+        options: what is measured (:class:`~stabilityscope.config.AnalysisConfig`, a mapping or a DictConfig).
+        config: anything describing the run (hyperparameters), stored as the trace's ``config``.
+        metrics: metric names to reserve besides the four standard ones and those of the first checkpoint.
+        records: the FC maps to record (default: ``tracked_records`` of the model under ``options``).
+        model_options: the model's options when it was built by :func:`~stabilityscope.build_model`
+            (``conv1x1`` dissects 1×1 convolutions too).
+        storage: also store full weight matrices (:class:`~stabilityscope.config.StorageConfig`).
+        attrs: extra root attributes of the trace (model and dataset names, seed, ...).
+        tensorboard, mlflow: mirror every scalar to TensorBoard (True: ``run_dir/tensorboard``, or a
+            folder) and to MLflow (True: the active tracking URI, or a URI such as ``sqlite:///mlflow.db``).
+        lock: take the run directory's writer lock now (the app's trainers take it themselves).
+        save_tracker_state: write ``state/recorder.pt`` with every checkpoint (the trainers save the
+            tracker inside their own resumable state instead).
+    """
+
+    def __init__(self, model: nn.Module, run_dir: str | Path, probe_inputs: Optional[torch.Tensor] = None,
+                 options: AnalysisConfig | Mapping[str, Any] | None = None,
+                 config: Optional[Mapping[str, Any]] = None, *, metrics: Sequence[str] = (),
+                 records: Optional[list[LayerRecord]] = None, model_options: Optional[ModelConfig] = None,
+                 storage: Optional[StorageConfig] = None, attrs: Optional[Mapping[str, Any]] = None,
+                 tensorboard: bool | str = False, mlflow: bool | str = False, lock: bool = True,
+                 save_tracker_state: bool = True) -> None:
+        self.model, self.run_dir = model, Path(run_dir)
+        self.options = as_options(options, AnalysisConfig, "analysis")
+        self.storage = as_options(storage, StorageConfig, "storage")
+        self._lock = RunLock(self.run_dir, reentrant=False).acquire() if lock else None
+        try:
+            probes = self._check_probes(model, probe_inputs, records)
+            if records is None:
+                shape = tuple(probe_inputs.shape[1:]) if probe_inputs is not None else None
+                records = tracked_records(model, as_options(model_options, ModelConfig, "model"), self.options, shape)
+            self.tracker = LayerTracker(model, records, self.options, probe_inputs=probes)
+        except BaseException:
+            self._release()
+            raise
+        self.config = dict(config or {})
+        self.attrs = dict(attrs or {})
+        self._declared = list(dict.fromkeys([*METRICS, *metrics]))
+        self._mirror_spec = (tensorboard, mlflow)
+        self._mirrors: list[Mirror] = []
+        self.save_tracker_state = save_tracker_state
+        self.writer: Optional[TraceWriter] = None
+        self.last_epoch: Optional[int] = None  # the newest recorded checkpoint
+        self.last_step, self._wall0, self._wall_offset = -1, time.perf_counter(), 0.0
+        self.status: Optional[str] = None
+        self._held: list[dict[str, Any]] = []  # measured checkpoints waiting for the trace's metric names
+
+    # -- the trace ---------------------------------------------------------------------------------
+    @property
+    def trace_path(self) -> Path:
+        return self.run_dir / "trace.h5"
+
+    def _check_probes(self, model: nn.Module, probe_inputs: Optional[torch.Tensor],
+                      records: Optional[list[LayerRecord]]) -> Optional[torch.Tensor]:
+        if probe_inputs is None:
+            return None
+        if not isinstance(probe_inputs, torch.Tensor) or probe_inputs.dim() < 2:
+            raise ConfigError(f"probe_inputs must be a batch of inputs (B, ...) as the model takes them, got "
+                              f"{type(probe_inputs).__name__} of shape {tuple(getattr(probe_inputs, 'shape', ()))}.")
+        p = next(model.parameters(), None)
+        x = probe_inputs[: self.options.n_inputs]
+        if p is not None:
+            x = x.to(p.device)
+        was_training = model.training
+        try:
+            model.eval()
+            with torch.no_grad():
+                model(x[:2])
+        except Exception as exc:
+            first = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
+            hint = f" (its first Linear layer takes {first.in_features} features)" if first is not None else ""
+            raise ConfigError(f"probe_inputs of shape {tuple(probe_inputs.shape)} do not fit the model "
+                              f"{type(model).__name__}{hint}: {type(exc).__name__}: {str(exc).splitlines()[0]}. "
+                              f"Pass a batch (B, ...) of the inputs the model is trained on.") from None
+        finally:
+            model.train(was_training)
+        return x
+
+    def create(self, metrics: Sequence[str] = (), attrs: Optional[Mapping[str, Any]] = None) -> TraceWriter:
+        """Start a new trace (replacing none: an existing trace is an error; use :meth:`reopen`)."""
+        if self.trace_path.exists():
+            raise TraceError(f"{self.trace_path} exists already; a Recorder continues it with reopen().")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        names = self._declared = list(dict.fromkeys([*self._declared, *metrics]))
+        root = {"config": yaml.safe_dump(to_container(self.config), sort_keys=False), "task": "train",
+                "model": type(self.model).__name__, "dataset": "", "seed": -1, "device": str(self._device()),
+                "torch_threads": torch.get_num_threads(), "batch_group": 1, **self.attrs, **dict(attrs or {})}
+        self.writer = TraceWriter.create(self.trace_path, attrs=root, metrics=names,
+                                         layers=self.tracker.layer_specs(store_weights=self.storage.weights),
+                                         weights_dtype=value_of(self.storage.weights_dtype))
+        self._open_mirrors()
+        return self.writer
+
+    def reopen(self, keep: Optional[int] = None, attrs: Optional[Mapping[str, Any]] = None) -> TraceWriter:
+        """Continue the existing trace after its first ``keep`` checkpoints (all: None)."""
+        with open_trace(self.trace_path) as tr:
+            done = [int(e) for e in tr.checkpoints]
+            layers, names, steps, walls = tr.layers, tr.metrics, tr.steps, tr.wall_time
+        missing = sorted(set(self.tracker.records) - set(layers))
+        if missing:
+            raise TraceError(f"{self.trace_path} records the layers {', '.join(layers)}, not this model's "
+                             f"{', '.join(missing)}: continue a run with the model it was started with.")
+        keep = len(done) if keep is None else keep
+        self._declared = list(dict.fromkeys([*names, *self._declared]))
+        self.writer = TraceWriter.reopen(self.trace_path, keep=keep, attrs=attrs)
+        self.last_epoch = done[keep - 1] if keep else None
+        self.last_step = int(steps[keep - 1]) if keep else -1
+        self._wall_offset = float(walls[keep - 1]) if keep else 0.0
+        self._wall0 = time.perf_counter()
+        self._open_mirrors()
+        return self.writer
+
+    def _open_mirrors(self) -> None:
+        tensorboard, mlflow = self._mirror_spec
+        self._mirrors = open_mirrors(self.run_dir, tensorboard=tensorboard, mlflow=mlflow,
+                                     run_name=self.run_dir.name, params=self.config)
+
+    def _device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The metrics the trace has (or will have) a column for."""
+        return list(self._declared)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def checkpoint(self, epoch: int, *, step: Optional[int] = None, metrics: Optional[Mapping[str, Any]] = None,
+                   wall_time: Optional[float] = None) -> dict[str, dict[str, Any]]:
+        """Measure the model now and append one checkpoint to the trace; returns the layer statistics.
+
+        Args:
+            epoch: the checkpoint's epoch (0 = before training), larger than the last recorded one.
+            step: optimiser steps so far (default: the last checkpoint's, −1 at first).
+            metrics: named scalars (floats or 0-d tensors); standard ones not given are NaN.
+            wall_time: seconds of training so far (default: since the Recorder was made, plus the
+                wall time of a continued trace).
+
+        Raises:
+            ConfigError: a non-increasing epoch, or a metric name the trace has no place for.
+        """
+        values = {k: _scalar(k, v) for k, v in (metrics or {}).items()}
+        step = self.last_step if step is None else int(step)
+        wall = self._wall0_offset() if wall_time is None else float(wall_time)
+        if self.writer is None:
+            if self.trace_path.exists():
+                self.reopen()
+                self._load_tracker_state()
+            elif not values:  # no metric names yet: measure now, write when the trace's layout is known
+                return self._hold(epoch, step, wall)
+            else:
+                self._create_with_held(list(values))
+        unknown = [k for k in values if k not in self._declared]
+        if unknown:
+            raise ConfigError(f"metric(s) {', '.join(unknown)} were not in the trace's first checkpoint; declare "
+                              f"them when making the Recorder (metrics=[...]); this trace has: "
+                              f"{', '.join(self._declared)}.")
+        row = {k: values.get(k, math.nan) for k in self._declared}
+        return self.record(epoch, step, wall, row,
+                           before_commit=self._save_tracker_state if self.save_tracker_state else None)
+
+    def record(self, epoch: int, step: int, wall_time: float, metrics: Mapping[str, float], *,
+               store_weights: Optional[bool] = None,
+               before_commit: Optional[Callable[[], None]] = None) -> dict[str, dict[str, Any]]:
+        """Measure, run ``before_commit`` (e.g. save a resumable state), append the row, mirror it.
+
+        The trainers' path (they evaluate the metrics themselves); :meth:`checkpoint` is the user's.
+        """
+        if self.writer is None:
+            raise TraceError("The Recorder has no open trace: call create() or reopen() first.")
+        epoch = int(epoch)
+        self._check_epoch(epoch)
+        layer_stats = self.tracker.measure(self.model)
+        if store_weights is None:
+            store_weights = self.storage.weights and self.writer.num_checkpoints % self.storage.weights_every == 0
+        weights = None
+        if store_weights and self.storage.weights:
+            weights = {n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()}
+        if before_commit is not None:
+            before_commit()
+        self.writer.append(epoch=epoch, step=step, wall_time=wall_time, metrics=metrics,
+                           layer_stats=layer_stats, weights=weights)
+        self.last_epoch, self.last_step = epoch, step
+        for mirror in self._mirrors:
+            mirror.log(epoch, metrics, layer_stats)
+        return layer_stats
+
+    def _wall0_offset(self) -> float:
+        return self._wall_offset + time.perf_counter() - self._wall0
+
+    def _check_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ConfigError(f"checkpoint epoch {epoch} is negative; epoch 0 is the initialisation.")
+        if self.last_epoch is not None and epoch <= self.last_epoch:
+            raise ConfigError(f"checkpoint epoch {epoch} is not after the last recorded epoch {self.last_epoch}; "
+                              f"checkpoints must have increasing epochs.")
+
+    def _hold(self, epoch: int, step: int, wall: float) -> dict[str, dict[str, Any]]:
+        """Measure a checkpoint that has no metrics while the trace does not exist yet; keep it in memory."""
+        epoch = int(epoch)
+        self._check_epoch(epoch)
+        layer_stats = self.tracker.measure(self.model)
+        weights = None
+        if self.storage.weights and len(self._held) % self.storage.weights_every == 0:
+            weights = {n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()}
+        if self.save_tracker_state:
+            self._save_tracker_state()
+        self._held.append(dict(epoch=epoch, step=step, wall_time=wall, layer_stats=layer_stats, weights=weights))
+        self.last_epoch, self.last_step = epoch, step
+        return layer_stats
+
+    def _create_with_held(self, metric_names: Sequence[str] = ()) -> None:
+        """Create the trace, then write the held checkpoints (their metrics NaN)."""
+        self.create(metrics=metric_names)
+        for row in self._held:
+            metrics = {k: math.nan for k in self._declared}
+            self.writer.append(metrics=metrics, **row)
+            for mirror in self._mirrors:
+                mirror.log(row["epoch"], metrics, row["layer_stats"])
+        self._held = []
+
+    # -- the tracker's resumable state -------------------------------------------------------------
+    def _save_tracker_state(self) -> None:
+        path = self.run_dir / TRACKER_STATE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"tracker": self.tracker.state_dict()}, tmp)
+        os.replace(tmp, path)  # atomic: complete or absent
+
+    def _load_tracker_state(self) -> None:
+        path = self.run_dir / TRACKER_STATE
+        if path.exists():
+            state = torch.load(path, map_location=self._device(), weights_only=True)
+            self.tracker.load_state_dict(state["tracker"])
+
+    # -- closing -----------------------------------------------------------------------------------
+    def close(self, status: str = "finished", error: Optional[str] = None) -> None:
+        """Close the trace with ``status`` (finished, failed, interrupted, diverged) and release the run."""
+        try:
+            if self.writer is None and self._held:  # checkpoints measured before any metric arrived
+                self._create_with_held()
+            if self.writer is not None:
+                self.writer.close(status, error=error)
+                self.status = status
+            for mirror in self._mirrors:
+                mirror.close()
+        finally:
+            self.writer, self._mirrors = None, []
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        if exc is None:
+            self.close("finished")
+        elif isinstance(exc, KeyboardInterrupt):
+            self.close("interrupted", error=f"stopped by {getattr(exc, 'name', 'SIGINT')}")
+        else:
+            self.close("failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _scalar(name: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ConfigError(f"metric {name!r} must be a scalar, got a tensor of shape {tuple(value.shape)}.")
+        return float(value.detach().cpu())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"metric {name!r} must be a number, got {value!r}.") from None
