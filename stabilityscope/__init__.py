@@ -80,7 +80,7 @@ __version__ = "0.1.0"
 _MODULES = {"figures": "analysis", "report": "analysis", "collection": "analysis", "scaling_figures": "analysis",
             "scaling": "analysis", "guideline": "analysis", "decay": "analysis", "lyapunov": "dynamics",
             "maps": "dynamics", "numerical_phase_diagram": "theory", "dissect": "models", "trace": "recording",
-            "tracking": "recording"}
+            "tracking": "recording", "information": "theory"}
 
 
 def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on first use)

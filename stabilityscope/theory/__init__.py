@@ -4,7 +4,9 @@
   phase labels and the edge of chaos (EOC-training, SCIENCE.md §1.1–1.3);
 - :mod:`.numerical_phase_diagram`: the asymptotic distance of random networks over a grid of
   (J0/J, 1/J), batched over cells (§1.4);
-- :mod:`.logistic`: the logistic map, the reference picture of order, the edge and chaos (§2.2).
+- :mod:`.logistic`: the logistic map, the reference picture of order, the edge and chaos (§2.2);
+- :mod:`.information`: mutual information of discrete predictions and SGD-complexity's performance
+  correlation μ_Y(F; L) (§3.1).
 
 Layer: the lowest. May use only the base (:mod:`stabilityscope.errors`, :mod:`stabilityscope.config`),
 torch, numpy and scipy.
