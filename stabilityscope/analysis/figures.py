@@ -18,6 +18,10 @@ draws every figure a trace supports into a folder.
 ``plot_comparison``        several runs (e.g. weight-decay values): paths, J², test loss
 =========================  ======================================================================
 
+Decision-region geometry (FC-geometry) has its own module, :mod:`stabilityscope.analysis.geometry_figures`
+(``plot_geometry``, ``plot_decision_regions``); :func:`draw_figures` includes ``geometry`` when a trace
+records it (``analysis.geometry=true``).
+
 The numerical phase diagram behind the path (:func:`phase_background`, SCIENCE.md §1.4) is computed
 once per (activation, grid, N, T, seed) and cached on disk under ``$STABILITYSCOPE_CACHE`` (default
 ``$XDG_CACHE_HOME/stabilityscope`` or ``~/.cache/stabilityscope``). Its default (N = 500, T = 200,
@@ -895,7 +899,13 @@ def plot_comparison(traces: Sequence[TraceLike], labels: Optional[Sequence[str]]
 # ------------------------------------------------------------------------------ all figures of a run
 
 
-FIGURES = ("phase_path", "coupling", "metrics", "layer_stability", "poincare", "eigenvalues")
+FIGURES = ("phase_path", "coupling", "metrics", "layer_stability", "poincare", "eigenvalues", "geometry")
+
+
+def _plot_geometry(tr: Trace) -> Figure:
+    from stabilityscope.analysis.geometry_figures import plot_geometry  # it builds on this module's helpers
+
+    return plot_geometry(tr)
 
 
 def draw_figures(trace: TraceLike, out_dir: Union[str, Path], *,
@@ -919,6 +929,7 @@ def draw_figures(trace: TraceLike, out_dir: Union[str, Path], *,
             "layer_stability": lambda: plot_layer_stability(tr),
             "poincare": lambda: plot_poincare(tr),
             "eigenvalues": lambda: plot_eigenvalues(tr),
+            "geometry": lambda: _plot_geometry(tr),
         }
         for name in FIGURES:
             try:

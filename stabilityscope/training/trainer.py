@@ -34,6 +34,7 @@ from stabilityscope.models.dissect import tracked_records
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.training.data import InMemoryData, augment_batch, load_dataset
 from stabilityscope.training.schedule import checkpoint_epochs
+from stabilityscope.training.subsample import apply_subsample
 
 log = logging.getLogger(__name__)
 EVAL_CHUNK = 8192  # examples per forward pass when evaluating
@@ -144,10 +145,11 @@ class Run:
         self.cfg, self.run_dir = as_options(cfg, Config), Path(run_dir)
         cfg = self.cfg
         self.device = resolve_device(str(cfg.train.device))
-        torch.manual_seed(cfg.train.seed)
         data = data or load_dataset(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download,
                                     train_subset=cfg.dataset.train_subset, test_subset=cfg.dataset.test_subset,
                                     normalize=cfg.dataset.normalize)
+        data = apply_subsample(data, cfg.dataset, cfg.model, cfg.train.seed, self.device)  # before any training
+        torch.manual_seed(cfg.train.seed)  # after the subsample's reference model: the same init with or without
         self.data = data.to(self.device)
         self.model = build_model(cfg.model, data.input_shape, data.num_classes).to(self.device)
         self.opt = build_optimizer(self.model, cfg.optim)
@@ -157,7 +159,9 @@ class Run:
             self.augment = functools.partial(augment_batch, generator=self.generator, pad_value=data.pad_value)
         records = tracked_records(self.model, cfg.model, cfg.analysis, data.input_shape)
         self.tracker = LayerTracker(self.model, records, cfg.analysis,
-                                    probe_inputs=self.data.x_test[: cfg.analysis.n_inputs])
+                                    probe_inputs=self.data.x_test[: cfg.analysis.n_inputs],
+                                    geometry_inputs=self.data.x_train[: cfg.analysis.geometry_samples],
+                                    geometry_labels=self.data.y_train[: cfg.analysis.geometry_samples])
         sched = cfg.train.checkpoints
         self.schedule = checkpoint_epochs(cfg.train.epochs, sched.kind, sched.every, sched.num, list(sched.epochs))
         self.steps_per_epoch = math.ceil(len(data.x_train) / cfg.train.batch_size)

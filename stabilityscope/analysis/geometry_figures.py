@@ -1,0 +1,223 @@
+"""Figures of decision-region geometry (FC-geometry, SCIENCE.md §3.3; band and gradient share: our instantiation).
+
+=========================  ======================================================================
+``plot_geometry``          per FC layer with geometry statistics: mean band half-width c_φ(δ)/‖w_k‖,
+                           mean in-band fraction and the gradient share of in-band samples against
+                           epoch, beside J² (the vanishing-gradient link: as J² grows the bands
+                           narrow and fewer samples carry gradient)
+``plot_decision_regions``  a model with 2-D input: coloured decision regions, the first layer's
+                           hyperplanes w_kᵀx + b_k = 0 and their transition bands |w_kᵀx + b_k| < c_φ(δ),
+                           and the data (``dataset=toy2d``)
+=========================  ======================================================================
+
+Both return a matplotlib Figure built without pyplot. :func:`load_run_model` rebuilds a run's model
+from its newest saved state (``state/``), for :func:`plot_decision_regions` of a finished run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from torch import nn
+
+from stabilityscope.analysis.figures import (COLORS, EDGE_COLOR, TraceLike, _epoch_axis, _layer_label, _mark_optimum,
+                                             _opened, _optimum_handle, _require_checkpoints, _styled, layer_colors,
+                                             optimal_index)
+from stabilityscope.config import Config, as_options
+from stabilityscope.dynamics.geometry import GEOMETRY_STATS, band_constant, band_kind, check_delta
+from stabilityscope.errors import ConfigError, TraceError
+from stabilityscope.models.registry import build_model
+from stabilityscope.recording.trace import open_trace
+from stabilityscope.training.data import dataset_info
+
+__all__ = ["geometry_layers", "load_run_data", "load_run_model", "plot_decision_regions", "plot_geometry"]
+
+OUR_INSTANTIATION = "our instantiation of FC-geometry (van den Berg, arXiv:1605.00329)"
+
+
+def geometry_layers(tr) -> list[str]:  # noqa: ANN001 (a Trace)
+    """The layers of a trace that record the geometry statistics and have a transition band or active set."""
+    return [n for n in tr.layers if all(s in tr.stats(n) for s in GEOMETRY_STATS)
+            and np.isfinite(tr.stat(n, "in_band_fraction")).any()]
+
+
+@_styled
+def plot_geometry(trace: TraceLike, layers: Optional[Sequence[str]] = None) -> Figure:
+    """Band half-width, in-band fraction and gradient share of in-band samples against epoch, beside J².
+
+    Args:
+        trace: an open trace or its path (recorded with ``analysis.geometry=true``).
+        layers: default: every layer with a band (or, for ReLU-like units, an active set).
+    """
+    with _opened(trace) as tr:
+        _require_checkpoints(tr)
+        if layers is None:
+            layers = geometry_layers(tr)
+        layers = list(layers)
+        if not layers:
+            raise TraceError(f"{tr.path} records no decision-region geometry with a transition band (run with "
+                             f"analysis.geometry=true; layers need a tanh, sigmoid or ReLU-like activation).")
+        for n in layers:
+            missing = [s for s in GEOMETRY_STATS if s not in tr.stats(n)]
+            if missing:
+                raise TraceError(f"Layer {n!r} of {tr.path} lacks the geometry statistics {', '.join(missing)}; "
+                                 f"record them with analysis.geometry=true.")
+        epochs, best = tr.checkpoints, optimal_index(tr)
+        delta = float((tr.config.get("analysis") or {}).get("geometry_delta", 0.1))
+        n_samples = (tr.config.get("analysis") or {}).get("geometry_samples", "?")
+        data = {n: {s: tr.stat(n, s) for s in (*GEOMETRY_STATS, "J")} | {"label": _layer_label(tr, n),
+                                                                          "act": str(tr.layer_info(n).get("activation", ""))}
+                for n in layers}
+    fig = Figure(figsize=(12, 7.2), layout="constrained")
+    axes = fig.subplots(2, 2)
+    (a_j, a_h), (a_f, a_g) = axes
+    ms = 3 if len(epochs) <= 60 else 0
+    handles = []
+    for color, n in zip(layer_colors(len(layers)), layers):
+        d = data[n]
+        handles += a_j.plot(epochs, d["J"] ** 2, "o-", color=color, ms=ms, lw=1.5, label=d["label"])
+        a_h.plot(epochs, d["band_halfwidth_mean"], "o-", color=color, ms=ms, lw=1.5)
+        a_h.plot(epochs, d["band_halfwidth_median"], "--", color=color, lw=1)
+        a_h.plot(epochs, d["mean_abs_distance"], ":", color=color, lw=1.2)
+        relu = band_kind(d["act"]) == "relu"
+        a_f.plot(epochs, d["in_band_fraction"], "o-" if not relu else "s-", color=color, ms=ms, lw=1.5)
+        a_g.plot(epochs, d["gradient_share_in_band"], "o-", color=color, ms=ms, lw=1.5)
+    a_j.axhline(1.0, color=EDGE_COLOR, lw=1)
+    a_j.set_ylabel(r"$J^2$  (tanh edge of chaos: $J^2 = 1$)")
+    a_j.set_title(r"Coupling $J^2$ (EOC-training)")
+    a_h.set_ylabel(r"distance in input space")
+    a_h.set_title(rf"Band half-width $c_\varphi(\delta)/\|w_k\|$, $\delta$ = {delta:g}: mean (—), median (– –); "
+                  r"mean $|d|$ (···)", fontsize=9.5)
+    a_f.set_ylabel("fraction of (sample, unit) pairs")
+    a_f.set_title("Mean in-band fraction (ReLU-like: active fraction)")
+    a_f.set_ylim(0, 1.02)
+    a_g.set_ylabel("share of per-sample squared gradient norm")
+    a_g.set_title("Gradient carried by in-band samples")
+    a_g.set_ylim(min(0.0, a_g.get_ylim()[0]), 1.02)
+    for ax in axes.flat:
+        _mark_optimum(ax, epochs[best])
+        _epoch_axis(ax)
+    fig.suptitle(f"Decision-region geometry on {n_samples} fixed training inputs ({OUR_INSTANTIATION})", fontsize=10.5)
+    fig.legend(handles=handles + [_optimum_handle(int(epochs[best]))], loc="outside lower center",
+               ncols=min(4, len(handles) + 1), frameon=False)
+    return fig
+
+
+def load_run_model(run_dir: Union[str, Path], epoch: Optional[int] = None) -> tuple[nn.Module, Config]:
+    """A run's model with the weights of its newest saved state (or of ``epoch``), and its config."""
+    run_dir = Path(run_dir)
+    if run_dir.suffix == ".h5":
+        run_dir = run_dir.parent
+    with open_trace(run_dir / "trace.h5") as tr:
+        cfg = as_options(tr.config, Config)
+    states = sorted((run_dir / "state").glob("epoch_*.pt"))
+    if epoch is not None:
+        states = [p for p in states if int(p.stem.split("_")[1]) == epoch]
+    if not states:
+        raise TraceError(f"{run_dir} has no saved state" + (f" for epoch {epoch}" if epoch is not None else "") +
+                         f"; states kept: {', '.join(p.stem for p in sorted((run_dir / 'state').glob('*.pt'))) or 'none'}.")
+    input_shape, classes = dataset_info(cfg.dataset.name)
+    model = build_model(cfg.model, input_shape, classes)
+    model.load_state_dict(torch.load(states[-1], map_location="cpu", weights_only=True)["model"])
+    return model.eval(), cfg
+
+
+def load_run_data(run_dir: Union[str, Path]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_test, y_test) of a run's dataset, as its config loads it (subsets included)."""
+    from stabilityscope.training.data import load_dataset
+
+    run_dir = Path(run_dir)
+    with open_trace(run_dir if run_dir.suffix == ".h5" else run_dir / "trace.h5") as tr:
+        d = as_options(tr.config, Config).dataset
+    data = load_dataset(d.name, d.root, train_subset=d.train_subset, test_subset=d.test_subset, normalize=d.normalize)
+    return data.x_train, data.y_train, data.x_test, data.y_test
+
+
+def _first_linear(model: nn.Module, layer: Optional[str]) -> tuple[str, nn.Linear, str]:
+    modules = list(model.named_modules())
+    if layer is not None:
+        mods = dict(modules)
+        if layer not in mods or not isinstance(mods[layer], nn.Linear):
+            raise ConfigError(f"layer={layer!r} is not an nn.Linear of the model; its Linear layers: "
+                              f"{', '.join(n for n, m in modules if isinstance(m, nn.Linear))}.")
+        idx = [n for n, _ in modules].index(layer)
+    else:
+        idx = next((i for i, (_, m) in enumerate(modules) if isinstance(m, nn.Linear)), None)
+        if idx is None:
+            raise ConfigError("plot_decision_regions needs a model whose first layer is an nn.Linear.")
+    name, lin = modules[idx]
+    nxt = modules[idx + 1][1] if idx + 1 < len(modules) else None
+    act = type(nxt).__name__.lower() if nxt is not None else ""
+    return name, lin, act
+
+
+@_styled
+def plot_decision_regions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layer: Optional[str] = None,
+                          delta: float = 0.1, resolution: int = 300, margin: float = 0.15,
+                          title: Optional[str] = None) -> Figure:
+    """Decision regions of a 2-D-input classifier with its first layer's hyperplanes and transition bands.
+
+    Args:
+        model: a classifier taking (B, 2) inputs (e.g. ``model=toy_mlp``).
+        x, y: the points (n, 2) and labels (n,) to draw.
+        layer: the nn.Linear whose hyperplanes are drawn (default: the first); its input must be the 2-D input.
+        delta: band threshold δ ∈ (0, ½) (band: |w_kᵀx + b_k| < c_φ(δ), our instantiation).
+        resolution: grid points per axis for the regions.
+        margin: extra room around the data, as a fraction of its range.
+        title: the figure title (default: what is drawn).
+    """
+    check_delta(delta)
+    x, y = x.detach().cpu().float(), y.detach().cpu()
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ConfigError(f"plot_decision_regions draws models with 2-D input; got inputs of shape {tuple(x.shape)}.")
+    name, lin, act = _first_linear(model, layer)
+    if lin.in_features != 2:
+        raise ConfigError(f"plot_decision_regions: layer {name!r} takes {lin.in_features} inputs, not the 2-D input.")
+    lo, hi = x.min(0).values.numpy(), x.max(0).values.numpy()
+    pad = margin * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    gx, gy = np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
+    grid = torch.from_numpy(np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)).float()
+    p = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(grid.to(p.device, p.dtype)).float().cpu()
+    model.train(was_training)
+    classes = max(int(logits.shape[1]), int(y.max()) + 1)
+    pred = logits.argmax(1).reshape(resolution, resolution).numpy()
+    W = lin.weight.detach().cpu().double().numpy()
+    b = lin.bias.detach().cpu().double().numpy() if lin.bias is not None else np.zeros(len(W))
+    c = band_constant(act, delta) if band_kind(act) == "saturating" else float("nan")
+    fig = Figure(figsize=(6.8, 6.4), layout="constrained")
+    ax = fig.subplots()
+    palette = [COLORS[i % len(COLORS)] for i in range(classes)]
+    ax.contourf(gx, gy, pred, levels=np.arange(classes + 1) - 0.5, cmap=ListedColormap(palette), alpha=0.18)
+    ax.contour(gx, gy, pred, levels=np.arange(classes) + 0.5, colors="0.25", linewidths=1.2)
+    X0, X1 = np.meshgrid(gx, gy)
+    Z = W[:, 0, None, None] * X0 + W[:, 1, None, None] * X1 + b[:, None, None]  # (H, R, R)
+    for k in range(len(W)):  # one contour per unit: a handful of hyperplanes, not a data loop
+        ax.contour(gx, gy, Z[k], levels=[0.0], colors=COLORS[6], linewidths=0.9)
+        if np.isfinite(c):
+            ax.contourf(gx, gy, np.abs(Z[k]), levels=[0.0, c], colors=[COLORS[5]], alpha=0.05)
+    ax.scatter(x[:, 0], x[:, 1], c=[palette[int(t)] for t in y], s=6, lw=0, alpha=0.8)
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    handles = [Line2D([], [], color="0.25", lw=1.2, label="decision boundary"),
+               Line2D([], [], color=COLORS[6], lw=0.9, label=f"hyperplanes of {name!r} ($w_k^T x + b_k = 0$)")]
+    if np.isfinite(c):
+        handles.append(Patch(color=COLORS[5], alpha=0.3, label=f"transition bands ({act}, δ = {delta:g}; ours)"))
+    else:
+        handles.append(Patch(color="white", label=f"{act or 'no activation'}: no saturation, no band"))
+    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+    ax.set_title(title or f"Decision regions, {len(W)} hyperplanes of the first layer")
+    return fig
