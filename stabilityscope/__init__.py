@@ -33,6 +33,10 @@ Typical use in a notebook::
     m = ss.map_measures(F, x0, steps=500)                     # M1–M5, Benettin λ_max, attractor class (EOC-optimality)
     spec = ss.lyapunov_spectrum(F, x0, k=10)                  # top-10 exponents by QR, with convergence trace
 
+    g = ss.geometry.layer_geometry(W, b, X, "tanh", delta=0.1)  # FC-geometry (ours): hyperplanes, patterns,
+    g.summary()                                               # band half-widths c(δ)/‖w_k‖, in-band fraction,
+                                                              # gradient share of in-band samples
+
     a = ss.analyze_sweep("checkpoints/multirun/<stamp>")      # scaling laws of a sweep: A = C·η/((1−α)B), collapse
     a.combined.C, a.decay.weight_decay_star                   # against τ, the decay λ* whose J² plateau is the edge
     r = ss.recommend(100)                                     # lr, batch, decay that reach the edge in 100 epochs
@@ -57,7 +61,7 @@ from stabilityscope.analysis.collection import open_traces, varying_config
 from stabilityscope.analysis.guideline import Recommendation, recommend
 from stabilityscope.analysis.scaling import SweepAnalysis, analyze_sweep
 from stabilityscope.config import AnalysisConfig, Config, DatasetConfig, ModelConfig, OptimConfig, TrainConfig
-from stabilityscope.dynamics import weight_structure
+from stabilityscope.dynamics import geometry, weight_structure
 from stabilityscope.dynamics.lyapunov import (ATTRACTORS, classify_attractor, largest_lyapunov, lyapunov_spectrum,
                                               map_measures)
 from stabilityscope.dynamics.maps import IteratedMap, LayerMap, ModuleMap
@@ -77,7 +81,7 @@ __version__ = "0.1.0"
 
 # Modules reachable as ``ss.<name>`` and ``from stabilityscope import <name>`` (loaded on first use:
 # figures and reports bring in matplotlib). Their home is the sub-package named here.
-_MODULES = {"figures": "analysis", "report": "analysis", "collection": "analysis", "scaling_figures": "analysis",
+_MODULES = {"figures": "analysis", "geometry_figures": "analysis", "report": "analysis", "collection": "analysis", "scaling_figures": "analysis",
             "scaling": "analysis", "guideline": "analysis", "decay": "analysis", "lyapunov": "dynamics",
             "maps": "dynamics", "numerical_phase_diagram": "theory", "dissect": "models", "trace": "recording",
             "tracking": "recording", "information": "theory"}
@@ -95,7 +99,7 @@ def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on firs
 
 __all__ = [
     "ATTRACTORS", "IteratedMap", "LayerMap", "ModuleMap", "PhaseDiagram", "classify_attractor", "largest_lyapunov",
-    "logistic", "lyapunov_spectrum", "map_measures", "phase_diagram", "weight_structure",
+    "geometry", "logistic", "lyapunov_spectrum", "map_measures", "phase_diagram", "weight_structure",
     "ConfigError", "DataError", "DivergedError", "LayerRecord", "StabilityscopeError", "Trace", "TraceError",
     "build_model", "dissect", "edge_curve", "meanfield", "open_trace", "open_traces", "order_parameters", "phase_coordinates",
     "phase_label", "varying_config", "select_layers",

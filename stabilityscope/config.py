@@ -55,6 +55,12 @@ class WeightsDtype(str, Enum):
     float32 = "float32"
 
 
+class Subsample(str, Enum):
+    none = "none"  # train on the whole training set
+    random = "random"  # a random fraction (seeded by train.seed)
+    boundary = "boundary"  # the samples closest to a reference model's decision boundaries (our instantiation)
+
+
 class ModelFamily(str, Enum):
     builtin = "builtin"  # stabilityscope.models.registry.MODELS
     timm = "timm"  # any timm.list_models() name
@@ -87,6 +93,9 @@ class DatasetConfig:
     test_subset: Optional[int] = None  # first n test examples
     normalize: bool = False  # standardise with the dataset's channel mean/std (false: pixels / 255)
     augment: bool = False  # random crop (padding 4) + horizontal flip per training batch, on the device
+    subsample: Subsample = Subsample.none  # keep part of the training set (stabilityscope.training.subsample)
+    subsample_fraction: float = 1.0  # the fraction kept, in (0, 1]
+    subsample_reference: Optional[str] = None  # boundary: a run directory, its trace.h5, or a state .pt file
 
 
 @dataclass
@@ -145,6 +154,9 @@ class AnalysisConfig:
     map_layer: Optional[str] = None  # iterate the whole model input → this module (null: the model's own, if any)
     describe: bool = False  # print the dissection table (analysis=describe) and exit without training
     inspect: bool = False  # print the one-shot inspection table (analysis=inspect) and exit without training
+    geometry: bool = False  # decision-region geometry of FC layers with flat inputs (FC-geometry, ours)
+    geometry_delta: float = 0.1  # band threshold δ ∈ (0, ½): the band keeps φ in the inner (1 − 2δ) of its range
+    geometry_samples: int = 1000  # the first n training inputs, the fixed sample the geometry is measured on
 
 
 @dataclass
@@ -278,6 +290,16 @@ def validate(cfg: Config) -> None:
     _require(c.analysis.spectrum_k >= 0, "analysis.spectrum_k", c.analysis.spectrum_k, "must be >= 0 (0 = off)")
     _require(c.analysis.spectrum_inputs >= 1, "analysis.spectrum_inputs", c.analysis.spectrum_inputs,
              "must be a positive integer")
+    _require(0 < c.analysis.geometry_delta < 0.5, "analysis.geometry_delta", c.analysis.geometry_delta,
+             "the band threshold δ must lie in the open interval (0, 0.5)")
+    _require(c.analysis.geometry_samples >= 1, "analysis.geometry_samples", c.analysis.geometry_samples,
+             "must be a positive integer")
+    sub = value_of(c.dataset.subsample)
+    frac = c.dataset.subsample_fraction
+    _require(0 < frac <= 1, "dataset.subsample_fraction", frac, "the fraction of training samples kept must lie in (0, 1]")
+    _require(sub != "boundary" or c.dataset.subsample_reference, "dataset.subsample_reference",
+             c.dataset.subsample_reference, "dataset.subsample=boundary needs a reference model: a run directory, "
+             "its trace.h5 or a state .pt file of the same model")
     dev = str(c.train.device)
     _require(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev,
              "allowed: auto, cpu, cuda, cuda:N")

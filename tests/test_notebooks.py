@@ -24,7 +24,7 @@ nbclient = pytest.importorskip("nbclient")
 pytestmark = pytest.mark.slow
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
 NOTEBOOKS = ("01_canonical_edge_of_chaos.ipynb", "02_architectures.ipynb", "03_scaling_laws.ipynb",
-             "04_own_training_loop.ipynb")
+             "04_own_training_loop.ipynb", "06_decision_geometry.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +168,21 @@ def test_own_training_loop_notebook_records_a_timm_model(data_root, tmp_path, mo
         text = text_of(nb)
         assert f"J {tr.stat('blocks.0.attn.qkv.q', 'J')[-1]:6.3f}" in text
         assert f"epoch 2: test loss {tr.metric('test_loss')[-1]:.4f}" in text
+
+
+def test_decision_geometry_notebook_on_real_runs(tmp_path_factory, data_root, monkeypatch):
+    root = tmp_path_factory.mktemp("geometry_runs")
+    canonical = real_trace(root, data_root, "geometry", "analysis.geometry=true", "analysis.geometry_samples=200",
+                           "analysis.maps=false")
+    toy = real_trace(root, data_root, "toy", "dataset=toy2d", "model=toy_mlp", "train.epochs=3",
+                     "analysis.geometry=true", "analysis.maps=false")
+    monkeypatch.setenv("STABILITYSCOPE_GEOMETRY_TRACE", str(canonical))
+    monkeypatch.setenv("STABILITYSCOPE_TOY_RUN", str(toy))
+    nb = execute(NOTEBOOKS[3])
+    assert len(outputs(nb, "image/png")) == 2  # plot_geometry, plot_decision_regions
+    text = text_of(nb)
+    assert "occupied regions: 7; arrangement bound: 7" in text and "sigmoid c(0.1) = 2.197" in text
+    with ss.open_trace(canonical) as tr:
+        j2 = tr.stat("hidden", "J") ** 2
+        assert f"hidden: J² {j2[0]:.3f} → {j2[-1]:.3f}" in text
+    assert "toy run: test accuracy" in text

@@ -69,6 +69,15 @@ CAPTIONS = {
                                          "dots, a torus a closed curve, chaos a cloud."),
     "eigenvalues": ("Eigenvalues", "Eigenvalues of the square layer's weight matrix with the unit circle and the "
                                    "circular-law radius J of a random matrix with the same spread."),
+    "geometry": ("Decision-region geometry",
+                 "Per FC layer, on a fixed sample of training inputs: J², the mean and median transition-band "
+                 "half-width c_φ(δ)/‖w_k‖ with the mean |signed distance|, the mean in-band fraction, and the share "
+                 "of the per-sample squared gradient norm carried by in-band samples (our instantiation of "
+                 "FC-geometry, van den Berg arXiv:1605.00329): as J² grows the bands narrow and fewer samples carry "
+                 "gradient."),
+    "decision_regions": ("Decision regions",
+                         "The model's decision regions on the 2-D input with the first layer's hyperplanes and their "
+                         "transition bands (our instantiation), at the newest saved state."),
 }
 
 
@@ -203,8 +212,37 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
         "surrogate (a random square matrix with the same entry statistics); s and λ_max belong to the iterated "
         "map of a square layer.",
     ]
+    lines += _geometry_lines(tr, best)
     lines += figure_section(figures, skipped, base, CAPTIONS)
     return "\n".join(lines) + "\n"
+
+
+def _geometry_lines(tr: Trace, best: int) -> list[str]:
+    """The decision-region geometry section (traces recorded with analysis.geometry=true), else nothing."""
+    stats = ("band_halfwidth_mean", "in_band_fraction", "gradient_share_in_band", "occupied_patterns", "mean_abs_distance")
+    layers = [n for n in tr.layers if all(s in tr.stats(n) for s in stats)]
+    if not layers:
+        return []
+    analysis = (tr.config or {}).get("analysis") or {}
+    epochs = tr.checkpoints
+    rows = []
+    for n in layers:
+        for label, i in (("start", 0), ("optimal", best), ("end", len(epochs) - 1)):
+            v = {s: tr.stat(n, s)[i] for s in stats}
+            j = tr.stat(n, "J")[i] if "J" in tr.stats(n) else float("nan")
+            rows.append(f"| {n} | {label} (epoch {int(epochs[i])}) | {_fmt(j * j)} | {_fmt(v['band_halfwidth_mean'])} | "
+                        f"{_fmt(v['in_band_fraction'])} | {_fmt(v['gradient_share_in_band'])} | "
+                        f"{_fmt(v['occupied_patterns'])} | {_fmt(v['mean_abs_distance'])} |")
+    return ["", "## Decision-region geometry (FC-geometry; our instantiation)", "",
+            f"On the first {analysis.get('geometry_samples', '?')} training inputs, band threshold "
+            f"δ = {analysis.get('geometry_delta', '?')}.", "",
+            "| layer | checkpoint | J² | band half-width (mean) | in-band fraction | gradient share in band | "
+            "occupied patterns | mean \\|d\\| |",
+            "|---|---|---|---|---|---|---|---|", *rows, "",
+            "Band half-width c_φ(δ)/‖w_k‖ with c = ½ ln((1−δ)/δ) for tanh and ln((1−δ)/δ) for sigmoid; ReLU-like "
+            "units have no band and report their active fraction instead; a layer without an activation (a head) "
+            "has none (—). The gradient share is the part of the per-sample squared gradient norm of the layer's "
+            "weights carried by in-band (sample, unit) pairs."]
 
 
 def write_report(trace: Union[str, Path, Trace], out_dir: Union[str, Path], *, figures: bool = True,
@@ -324,3 +362,12 @@ def finish_run(cfg: Config, run_dir: Path) -> None:
     elif cfg.figures:
         written, _ = draw_figures(trace, run_dir / "figures", **options)
         log.info("Figures: %s", ", ".join(str(p.resolve()) for p in written.values()))
+    if cfg.figures and cfg.dataset.name == "toy2d":
+        from stabilityscope.analysis.geometry_figures import load_run_model, plot_decision_regions
+        from stabilityscope.training.data import load_dataset
+
+        model, _ = load_run_model(run_dir)
+        d = cfg.dataset
+        data = load_dataset(d.name, d.root, train_subset=d.train_subset, test_subset=d.test_subset)
+        save_figure(plot_decision_regions(model, data.x_train, data.y_train, delta=cfg.analysis.geometry_delta),
+                    run_dir / "figures", "decision_regions")

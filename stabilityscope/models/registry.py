@@ -6,7 +6,8 @@
   §1.5): 784 → Linear(784, width, bias=False) named ``hidden`` → φ → Linear(width, 10) named ``head``;
   hidden init Normal(J0/N, J²/N) with N = fan-in (J = 0.5, J0 = 0 by default, the start point
   (J0/J, 1/J) = (0, 2)); head Glorot-uniform with zero bias (Keras' defaults). ``eoc_mlp`` and
-  ``eoc_cnn``, EOC-optimality's networks (:mod:`stabilityscope.models.eoc_models`).
+  ``eoc_cnn``, EOC-optimality's networks (:mod:`stabilityscope.models.eoc_models`). ``toy_mlp``: d → width(φ,
+  with bias) → classes for 2-D toy data (``dataset=toy2d``, decision-region figures).
 - ``timm`` / ``torchvision``: the library's model, adapted to the dataset (:mod:`stabilityscope.models.vision`).
 
 :func:`build_model` ends with a dry forward pass, so a model that cannot take the dataset's inputs
@@ -49,6 +50,25 @@ class FashionFC(nn.Module):
         return self.head(self.act(self.hidden(self.flatten(x))))  # (B, classes)
 
 
+class ToyMLP(nn.Module):
+    """A small MLP for 2-D inputs (decision-region figures): d → width (φ, with bias) → classes.
+
+    The hidden layer has a bias, so its hyperplanes need not pass through the origin; PyTorch's
+    default (Kaiming-uniform) initialisation.
+    """
+
+    def __init__(self, in_features: int, width: int, num_classes: int, activation: str = "tanh") -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.hidden = nn.Linear(in_features, width)
+        self.act = ACTIVATIONS[activation]()
+        self.head = nn.Linear(width, num_classes)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.hidden(self.flatten(x))))  # (B, classes)
+
+
 ModelBuilder = Callable[..., nn.Module]
 
 
@@ -57,7 +77,12 @@ def _fmnist_fc(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int)
                      cfg.init_J, cfg.init_J0)
 
 
-MODELS: dict[str, ModelBuilder] = {"fmnist_fc": _fmnist_fc, "eoc_mlp": build_eoc_mlp, "eoc_cnn": build_eoc_cnn}
+def _toy_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return ToyMLP(math.prod(input_shape), cfg.width, num_classes, value_of(cfg.activation))
+
+
+MODELS: dict[str, ModelBuilder] = {"fmnist_fc": _fmnist_fc, "eoc_mlp": build_eoc_mlp, "eoc_cnn": build_eoc_cnn,
+                                   "toy_mlp": _toy_mlp}
 FAMILIES = ("builtin", "timm", "torchvision")
 
 

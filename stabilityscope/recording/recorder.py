@@ -72,6 +72,8 @@ class Recorder:
         lock: take the run directory's writer lock now (the app's trainers take it themselves).
         save_tracker_state: write ``state/recorder.pt`` with every checkpoint (the trainers save the
             tracker inside their own resumable state instead).
+        geometry_inputs, geometry_labels: the fixed training sample (n, ...) and its labels (n,) on which
+            ``options.geometry`` measures the decision-region geometry (FC-geometry).
     """
 
     def __init__(self, model: nn.Module, run_dir: str | Path, probe_inputs: Optional[torch.Tensor] = None,
@@ -80,7 +82,8 @@ class Recorder:
                  records: Optional[list[LayerRecord]] = None, model_options: Optional[ModelConfig] = None,
                  storage: Optional[StorageConfig] = None, attrs: Optional[Mapping[str, Any]] = None,
                  tensorboard: bool | str = False, mlflow: bool | str = False, lock: bool = True,
-                 save_tracker_state: bool = True) -> None:
+                 save_tracker_state: bool = True, geometry_inputs: Optional[torch.Tensor] = None,
+                 geometry_labels: Optional[torch.Tensor] = None) -> None:
         self.model, self.run_dir = model, Path(run_dir)
         self.options = as_options(options, AnalysisConfig, "analysis")
         self.storage = as_options(storage, StorageConfig, "storage")
@@ -90,7 +93,8 @@ class Recorder:
             if records is None:
                 shape = tuple(probe_inputs.shape[1:]) if probe_inputs is not None else None
                 records = tracked_records(model, as_options(model_options, ModelConfig, "model"), self.options, shape)
-            self.tracker = LayerTracker(model, records, self.options, probe_inputs=probes)
+            self.tracker = LayerTracker(model, records, self.options, probe_inputs=probes,
+                                        geometry_inputs=geometry_inputs, geometry_labels=geometry_labels)
         except BaseException:
             self._release()
             raise

@@ -14,6 +14,13 @@ For every recorded layer, at every checkpoint (the ``analysis`` config group swi
 - ``weight_structure``: the oscillation–diffusion diagnostics, *interpretations* of EOC-optimality v1
   (:mod:`stabilityscope.dynamics.weight_structure`), incl. step displacement and increment cosine;
 - ``eigen`` (square layers): spectral radius / norm, complex fraction and the eigenvalues.
+- ``geometry`` (FC layers with flat inputs; FC-geometry, SCIENCE.md §3.3, *our instantiation*): on a
+  fixed sample of the first ``geometry_samples`` training inputs, the mean and median transition-band
+  half-width c_φ(δ)/‖w_k‖, the mean in-band fraction (ReLU-like units: the active fraction), the share
+  of the per-sample squared gradient norm carried by in-band (sample, unit) pairs, the number of
+  occupied activation patterns and the mean |signed distance| (:mod:`stabilityscope.dynamics.geometry`).
+  ∂ℓ_i/∂z_i comes from one backward pass of the summed cross-entropy in eval mode (samples do not
+  interact), so the closed-form row norms (∂ℓ_i/∂z_ik)²(‖x_i‖² + 1) are the exact per-sample ones.
 
 Records of kind ``chain`` (MLP blocks d → h → d, when ``chains``) and ``model_map`` (the whole model
 input → ``analysis.map_layer``, EOC-optimality's map) have no single weight matrix: they get only
@@ -39,11 +46,13 @@ import torch.nn.functional as F_
 from torch import nn
 
 from stabilityscope.config import AnalysisConfig, as_options
+from stabilityscope.dynamics.geometry import GEOMETRY_STATS, layer_geometry
 from stabilityscope.dynamics.lyapunov import ATTRACTORS, STOP_REASONS, MapMeasures, lyapunov_spectrum, map_measures
 from stabilityscope.dynamics.maps import IteratedMap, LayerMap
 from stabilityscope.dynamics.module_maps import ProbedModuleMap
 from stabilityscope.dynamics.submodel import ModelPrefix
 from stabilityscope.dynamics.weight_structure import eigen_summary, online_step_stats, weight_structure_summary
+from stabilityscope.errors import ConfigError
 from stabilityscope.models.dissect import LayerRecord
 from stabilityscope.recording.trace import LayerSpec, StatSpec
 from stabilityscope.theory.meanfield import PHASES, edge_distance, order_parameters, phase_code, phase_coordinates
@@ -124,10 +133,20 @@ class LayerTracker:
     """Measures the recorded layers of a model; keeps W(0) and the previous checkpoint for resuming."""
 
     def __init__(self, model: nn.Module, records: list[LayerRecord], analysis: AnalysisConfig,
-                 probe_inputs: Optional[torch.Tensor] = None) -> None:
+                 probe_inputs: Optional[torch.Tensor] = None, geometry_inputs: Optional[torch.Tensor] = None,
+                 geometry_labels: Optional[torch.Tensor] = None) -> None:
         self.records = {r.name: r for r in records}
         self.analysis = as_options(analysis, AnalysisConfig, "analysis")
         self.probe_inputs = probe_inputs  # (B, ...) real test inputs, start states of the maps
+        self.geometry_inputs = geometry_inputs  # (n, ...) the fixed training sample of the geometry stats
+        self.geometry_labels = geometry_labels  # (n,)
+        if self.analysis.geometry:
+            for r in self.matrices.values():
+                if r.kind != "linear" or not isinstance(model.get_submodule(r.owner), nn.Linear):
+                    raise ConfigError(
+                        f"analysis.geometry=true: layer {r.name!r} (kind {r.kind}) is not a fully connected layer on "
+                        f"flat feature vectors (a convolution or a fused view has no single set of hyperplanes); "
+                        f"select flat nn.Linear layers with analysis.layers=<regex>, or set analysis.geometry=false.")
         self.initial = {n: r.weight(model).detach().clone() for n, r in self.records.items() if not r.is_map}
         self.previous: dict[str, torch.Tensor] = {}
         self.previous_increment: dict[str, torch.Tensor] = {}
@@ -169,6 +188,8 @@ class LayerTracker:
         if a.eigen and r.square:
             specs += [StatSpec(s) for s in EIGEN_STATS]
             specs += [StatSpec("eigenvalues", shape=(r.fan_in, 2), dtype="f4")]
+        if a.geometry:
+            specs += [StatSpec(s) for s in GEOMETRY_STATS]
         return specs
 
     def layer_specs(self, store_weights: bool = False) -> dict[str, LayerSpec]:
@@ -238,6 +259,8 @@ class LayerTracker:
                                   complex_fraction=float(es.complex_fraction[i]), eigenvalues=ev[i])
         if self.analysis.meanfield:
             self._meanfield(out)
+        if self.analysis.geometry:
+            self._geometry(model, weights, out)
         map_layers = [n for n, r in self.records.items() if self._maps_on(r)]
         if not map_layers:
             return out
@@ -265,6 +288,50 @@ class LayerTracker:
                 out[n].update(self._map_stats(mm, x0[n].shape[0], None))
                 self._spectrum(F, x0[n], [n], out)
         return out
+
+    def _geometry(self, model: nn.Module, weights: Mapping[str, torch.Tensor], out: dict[str, dict[str, Any]]) -> None:
+        """FC-geometry statistics of every matrix record on the fixed training sample (see the module doc)."""
+        recs = self.matrices
+        if self.geometry_inputs is None or self.geometry_labels is None:
+            for n in recs:
+                out[n].update({k: float("nan") for k in GEOMETRY_STATS})
+            return
+        modules = dict(model.named_modules())
+        seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def hook(name: str, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+            if name in seen:
+                return output
+            z = output if output.requires_grad else output.detach().requires_grad_(True)
+            seen[name] = (inputs[0].detach(), z)
+            return z
+
+        owners = list(dict.fromkeys(r.owner for r in recs.values()))
+        handles = [modules[o].register_forward_hook(lambda m, i, o_, n=o: hook(n, i, o_)) for o in owners]
+        try:
+            with torch.enable_grad():
+                logits = model(self.geometry_inputs)
+                loss = F_.cross_entropy(logits, self.geometry_labels, reduction="sum")  # ∂/∂z_i = ∂ℓ_i/∂z_i
+                zs = [seen[o][1] for o in owners if o in seen]
+                grads = torch.autograd.grad(loss, zs, allow_unused=True) if zs else []
+        finally:
+            for h in handles:
+                h.remove()
+        grad_of = {o: g for o, g in zip([o for o in owners if o in seen], grads)}
+        for n, r in recs.items():
+            if r.owner not in seen:
+                out[n].update({k: float("nan") for k in GEOMETRY_STATS})
+                continue
+            x = seen[r.owner][0]
+            if x.dim() != 2 or x.shape[-1] != r.fan_in:
+                raise ConfigError(
+                    f"analysis.geometry=true: layer {r.name!r} receives inputs of shape {tuple(x.shape)}, not a flat "
+                    f"feature vector (n, {r.fan_in}) per sample, so it has no single set of hyperplanes; select flat "
+                    f"layers with analysis.layers=<regex>, or set analysis.geometry=false.")
+            b = r.bias(model)
+            geo = layer_geometry(weights[n], None if b is None else b.detach(), x, r.activation or "",
+                                 self.analysis.geometry_delta, grad_z=grad_of.get(r.owner), layer=n)
+            out[n].update(geo.summary())
 
     def _fill_nan(self, name: str, out: dict[str, dict[str, Any]]) -> None:
         map_names = set(MAP_STATS) | {"attractor", "map_stop", "poincare", "lyapunov_spectrum"}

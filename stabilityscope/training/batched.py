@@ -50,7 +50,8 @@ def batching_obstacle(cfg: Config) -> Optional[str]:
     """Why ``cfg`` cannot join a batched group, or None when it can.
 
     Batched: a fresh ``task=train`` run of the built-in ``fmnist_fc`` trained by SGD without
-    augmentation (the stacked update is SGD's; augmentation draws from the shuffle generator).
+    augmentation (the stacked update is SGD's; augmentation draws from the shuffle generator) and on
+    the whole training set (a subsample differs between members).
     """
     checks = (
         (value_of(cfg.task) == "train", f"task={value_of(cfg.task)}"),
@@ -59,6 +60,7 @@ def batching_obstacle(cfg: Config) -> Optional[str]:
         (value_of(cfg.model.family) == "builtin" and cfg.model.name == "fmnist_fc", f"model {cfg.model.name}"),
         (value_of(cfg.optim.name) == "sgd", f"optim.name={value_of(cfg.optim.name)}"),
         (not cfg.dataset.augment, "dataset.augment=true"),
+        (value_of(cfg.dataset.subsample) == "none", f"dataset.subsample={value_of(cfg.dataset.subsample)}"),
     )
     for ok, reason in checks:
         if not ok:

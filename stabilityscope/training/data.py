@@ -72,18 +72,49 @@ class CifarDataset:
     test_files: tuple[str, ...] = ("test_batch",)
 
 
-DATASETS: dict[str, IdxDataset | CifarDataset] = {
+@dataclass(frozen=True)
+class ToyDataset:
+    """A generated 2-D classification problem (no files): two interleaved spirals with label noise."""
+
+    name: str
+    n_train: int = 2000  # dataset.train_subset overrides
+    n_test: int = 1000  # dataset.test_subset overrides
+    label_noise: float = 0.05  # fraction of labels flipped
+    turns: float = 1.0  # spiral turns
+    jitter: float = 0.03  # Gaussian noise on the points
+    num_classes: int = 2
+
+
+DATASETS: dict[str, IdxDataset | CifarDataset | ToyDataset] = {
     "fashion_mnist": IdxDataset("fashion_mnist", "FashionMNIST", "FashionMNIST"),
     "mnist": IdxDataset("mnist", "MNIST", "MNIST"),
     "cifar10": CifarDataset("cifar10"),
+    "toy2d": ToyDataset("toy2d"),
 }
-INPUT_SHAPES: dict[str, tuple[int, ...]] = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+                                            "toy2d": (2,)}
 # Per-channel mean and std of the training pixels in [0, 1] (the usual published values).
 CHANNEL_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
+
+
+def two_spirals(n: int, seed: int = 0, turns: float = 1.0, jitter: float = 0.03,
+                label_noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """n points (n, 2) in about [−1, 1]² on two interleaved spirals, labels (n,) with a fraction flipped.
+
+    Class c's arm is r·(cos(θ + cπ), sin(θ + cπ)) with θ = 2π·turns·r and r = √u, u uniform on (0.05, 1)
+    (uniform density along the plane); Gaussian jitter, then ``label_noise`` of the labels flipped.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    r = np.sqrt(rng.uniform(0.05, 1.0, n))
+    theta = 2 * np.pi * turns * r + np.pi * y
+    x = np.stack([r * np.cos(theta), r * np.sin(theta)], 1) + rng.normal(0, jitter, (n, 2))
+    flip = rng.random(n) < label_noise
+    return x.astype(np.float32), np.where(flip, 1 - y, y).astype(np.int64)
 
 
 def dataset_info(name: str) -> tuple[tuple[int, ...], int]:
@@ -227,7 +258,8 @@ def load_dataset(name: str, root: str | Path, *, download: bool = False,
     Subsets take the first n examples of each split (deterministic, the same for every seed).
 
     Args:
-        name: a key of :data:`DATASETS` (``fashion_mnist``, ``mnist``, ``cifar10``).
+        name: a key of :data:`DATASETS` (``fashion_mnist``, ``mnist``, ``cifar10``, ``toy2d``: generated
+            two interleaved spirals, 2,000 training and 1,000 test points unless the subsets say otherwise).
         root: folder in torchvision's on-disk layout (only read).
         download: fetch missing files with torchvision's downloader (needs internet; writes into root).
         train_subset: keep the first n training examples.
@@ -237,6 +269,12 @@ def load_dataset(name: str, root: str | Path, *, download: bool = False,
     if name not in DATASETS:
         raise DataError(f"Unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}.")
     spec, root = DATASETS[name], Path(root).expanduser()
+    if isinstance(spec, ToyDataset):  # generated: the training and test sets are fixed draws (seeds 0 and 1)
+        kw = dict(turns=spec.turns, jitter=spec.jitter, label_noise=spec.label_noise)
+        (x_tr, y_tr), (x_te, y_te) = (two_spirals(train_subset or spec.n_train, 0, **kw),
+                                      two_spirals(test_subset or spec.n_test, 1, **kw))
+        return InMemoryData(name, torch.from_numpy(x_tr), torch.from_numpy(y_tr), torch.from_numpy(x_te),
+                            torch.from_numpy(y_te), spec.num_classes, (2,))
     if isinstance(spec, CifarDataset):
         pixels, targets = _load_cifar(spec, root, download, train_subset, test_subset)
     else:

@@ -43,6 +43,7 @@ from stabilityscope.recording.trace import METRICS, TraceWriter, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.training.data import InMemoryData, augment_batch, load_dataset
 from stabilityscope.training.schedule import checkpoint_epochs
+from stabilityscope.training.subsample import apply_subsample
 
 log = logging.getLogger(__name__)
 EVAL_CHUNK = 8192  # examples per forward pass when evaluating
@@ -163,10 +164,11 @@ class Run:
         self.cfg, self.run_dir = as_options(cfg, Config), Path(run_dir)
         cfg = self.cfg
         self.device = resolve_device(str(cfg.train.device))
-        torch.manual_seed(cfg.train.seed)
         data = data or load_dataset(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download,
                                     train_subset=cfg.dataset.train_subset, test_subset=cfg.dataset.test_subset,
                                     normalize=cfg.dataset.normalize)
+        data = apply_subsample(data, cfg.dataset, cfg.model, cfg.train.seed, self.device)  # before any training
+        torch.manual_seed(cfg.train.seed)  # after the subsample's reference model: the same init with or without
         self.data = data.to(self.device)
         self.model = build_model(cfg.model, data.input_shape, data.num_classes).to(self.device)
         self.opt = build_optimizer(self.model, cfg.optim)
@@ -183,7 +185,9 @@ class Run:
             attrs={"seed": int(cfg.train.seed), "model": cfg.model.name, "dataset": cfg.dataset.name,
                    "device": str(self.device), "task": "train"},
             tensorboard=cfg.logging.tensorboard_dir or cfg.logging.tensorboard,
-            mlflow=cfg.logging.mlflow_uri or cfg.logging.mlflow)
+            mlflow=cfg.logging.mlflow_uri or cfg.logging.mlflow,
+            geometry_inputs=self.data.x_train[: cfg.analysis.geometry_samples],
+            geometry_labels=self.data.y_train[: cfg.analysis.geometry_samples])
         self.tracker = self.recorder.tracker
         sched = cfg.train.checkpoints
         self.schedule = checkpoint_epochs(cfg.train.epochs, sched.kind, sched.every, sched.num, list(sched.epochs))
