@@ -16,7 +16,7 @@ from its newest saved state (``state/``), for :func:`plot_decision_regions` of a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -26,88 +26,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import nn
 
-from stabilityscope.analysis.figures import (COLORS, EDGE_COLOR, TraceLike, _epoch_axis, _layer_label, _mark_optimum,
-                                             _opened, _optimum_handle, _require_checkpoints, _styled, layer_colors,
-                                             optimal_index)
+from stabilityscope.analysis.figures import COLORS, _styled, geometry_layers, plot_geometry  # noqa: F401 (re-exported)
 from stabilityscope.config import Config, as_options
-from stabilityscope.dynamics.geometry import GEOMETRY_STATS, band_constant, band_kind, check_delta
+from stabilityscope.dynamics.geometry import band_constant, band_kind, check_delta
 from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.models.registry import build_model
 from stabilityscope.recording.trace import open_trace
 from stabilityscope.training.data import dataset_info
 
 __all__ = ["geometry_layers", "load_run_data", "load_run_model", "plot_decision_regions", "plot_geometry"]
-
-OUR_INSTANTIATION = "our instantiation of FC-geometry (van den Berg, arXiv:1605.00329)"
-
-
-def geometry_layers(tr) -> list[str]:  # noqa: ANN001 (a Trace)
-    """The layers of a trace that record the geometry statistics and have a transition band or active set."""
-    return [n for n in tr.layers if all(s in tr.stats(n) for s in GEOMETRY_STATS)
-            and np.isfinite(tr.stat(n, "in_band_fraction")).any()]
-
-
-@_styled
-def plot_geometry(trace: TraceLike, layers: Optional[Sequence[str]] = None) -> Figure:
-    """Band half-width, in-band fraction and gradient share of in-band samples against epoch, beside J².
-
-    Args:
-        trace: an open trace or its path (recorded with ``analysis.geometry=true``).
-        layers: default: every layer with a band (or, for ReLU-like units, an active set).
-    """
-    with _opened(trace) as tr:
-        _require_checkpoints(tr)
-        if layers is None:
-            layers = geometry_layers(tr)
-        layers = list(layers)
-        if not layers:
-            raise TraceError(f"{tr.path} records no decision-region geometry with a transition band (run with "
-                             f"analysis.geometry=true; layers need a tanh, sigmoid or ReLU-like activation).")
-        for n in layers:
-            missing = [s for s in GEOMETRY_STATS if s not in tr.stats(n)]
-            if missing:
-                raise TraceError(f"Layer {n!r} of {tr.path} lacks the geometry statistics {', '.join(missing)}; "
-                                 f"record them with analysis.geometry=true.")
-        epochs, best = tr.checkpoints, optimal_index(tr)
-        delta = float((tr.config.get("analysis") or {}).get("geometry_delta", 0.1))
-        n_samples = (tr.config.get("analysis") or {}).get("geometry_samples", "?")
-        data = {n: {s: tr.stat(n, s) for s in (*GEOMETRY_STATS, "J")} | {"label": _layer_label(tr, n),
-                                                                          "act": str(tr.layer_info(n).get("activation", ""))}
-                for n in layers}
-    fig = Figure(figsize=(12, 7.2), layout="constrained")
-    axes = fig.subplots(2, 2)
-    (a_j, a_h), (a_f, a_g) = axes
-    ms = 3 if len(epochs) <= 60 else 0
-    handles = []
-    for color, n in zip(layer_colors(len(layers)), layers):
-        d = data[n]
-        handles += a_j.plot(epochs, d["J"] ** 2, "o-", color=color, ms=ms, lw=1.5, label=d["label"])
-        a_h.plot(epochs, d["band_halfwidth_mean"], "o-", color=color, ms=ms, lw=1.5)
-        a_h.plot(epochs, d["band_halfwidth_median"], "--", color=color, lw=1)
-        a_h.plot(epochs, d["mean_abs_distance"], ":", color=color, lw=1.2)
-        relu = band_kind(d["act"]) == "relu"
-        a_f.plot(epochs, d["in_band_fraction"], "o-" if not relu else "s-", color=color, ms=ms, lw=1.5)
-        a_g.plot(epochs, d["gradient_share_in_band"], "o-", color=color, ms=ms, lw=1.5)
-    a_j.axhline(1.0, color=EDGE_COLOR, lw=1)
-    a_j.set_ylabel(r"$J^2$  (tanh edge of chaos: $J^2 = 1$)")
-    a_j.set_title(r"Coupling $J^2$ (EOC-training)")
-    a_h.set_ylabel(r"distance in input space")
-    a_h.set_title(rf"Band half-width $c_\varphi(\delta)/\|w_k\|$, $\delta$ = {delta:g}: mean (—), median (– –); "
-                  r"mean $|d|$ (···)", fontsize=9.5)
-    a_f.set_ylabel("fraction of (sample, unit) pairs")
-    a_f.set_title("Mean in-band fraction (ReLU-like: active fraction)")
-    a_f.set_ylim(0, 1.02)
-    a_g.set_ylabel("share of per-sample squared gradient norm")
-    a_g.set_title("Gradient carried by in-band samples")
-    a_g.set_ylim(min(0.0, a_g.get_ylim()[0]), 1.02)
-    for ax in axes.flat:
-        _mark_optimum(ax, epochs[best])
-        _epoch_axis(ax)
-    fig.suptitle(f"Decision-region geometry on {n_samples} fixed training inputs ({OUR_INSTANTIATION})", fontsize=10.5)
-    fig.legend(handles=handles + [_optimum_handle(int(epochs[best]))], loc="outside lower center",
-               ncols=min(4, len(handles) + 1), frameon=False)
-    return fig
-
 
 def load_run_model(run_dir: Union[str, Path], epoch: Optional[int] = None) -> tuple[nn.Module, Config]:
     """A run's model with the weights of its newest saved state (or of ``epoch``), and its config."""
