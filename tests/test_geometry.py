@@ -232,3 +232,53 @@ def test_boundary_subsample_keeps_the_smallest_margins_and_checks_the_reference(
     with pytest.raises(ConfigError, match="does not exist"):
         apply_subsample(data, DatasetConfig(name="toy2d", subsample="boundary", subsample_fraction=0.5,
                                             subsample_reference=str(tmp_path / "nope")), cfg_m, seed=0)
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (("dataset.subsample=boundary", "dataset.subsample_fraction=0.5"), "dataset.subsample_reference"),
+    (("dataset.subsample=random", "dataset.subsample_fraction=0"), "dataset.subsample_fraction"),
+    (("analysis.geometry=true", "analysis.geometry_delta=0.6"), "analysis.geometry_delta"),
+])
+def test_cli_refuses_bad_geometry_and_subsample_values_before_training(tmp_path, overrides, named):
+    from tests.conftest import run_cli
+
+    proc = run_cli(*overrides, f"checkpoint_root={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("**/trace.h5"))  # nothing trained
+
+
+def test_subsampled_runs_train_alone_in_a_sweep():
+    from stabilityscope.training.batched import batching_obstacle
+
+    assert batching_obstacle(Config()) is None
+    assert batching_obstacle(Config(dataset=DatasetConfig(subsample="random", subsample_fraction=0.5))) == \
+        "dataset.subsample=random"
+
+
+def test_toy_run_records_geometry_and_reports_it(tmp_path):
+    from stabilityscope.analysis.geometry_figures import load_run_model, plot_decision_regions, plot_geometry
+    from stabilityscope.analysis.report import write_report
+    from stabilityscope.training.trainer import Run
+
+    cfg = Config(dataset=DatasetConfig(name="toy2d", train_subset=300, test_subset=100),
+                 model=ModelConfig(name="toy_mlp", width=8),
+                 analysis=AnalysisConfig(name="economy", maps=False, eigen=False, geometry=True, geometry_samples=200))
+    cfg.train.epochs, cfg.train.device, cfg.optim.lr = 2, "cpu", 0.1
+    Run(cfg, tmp_path / "run").execute()
+    with ss.open_trace(tmp_path / "run") as tr:
+        for s in geo.GEOMETRY_STATS:
+            assert np.isfinite(tr.stat("hidden", s)).all(), s
+        assert 1 <= tr.stat("hidden", "occupied_patterns").max() <= geo.arrangement_bound(8, 2)
+        final = load_run_model(tmp_path / "run")[0].hidden.weight.detach()  # the state of the last checkpoint
+        assert tr.stat("hidden", "band_halfwidth_mean")[-1] == pytest.approx(
+            float((0.5 * math.log(9) / torch.linalg.vector_norm(final, dim=1)).mean()), rel=1e-5)
+        plot_geometry(tr)
+    report = write_report(tmp_path / "run", tmp_path / "out", background=False)
+    text = report.read_text()
+    assert "## Decision-region geometry (FC-geometry; our instantiation)" in text and "figures/geometry.png" in text
+    model, _ = load_run_model(tmp_path / "run")
+    data = load_dataset("toy2d", "unused", train_subset=300)
+    fig = plot_decision_regions(model, data.x_train, data.y_train, resolution=60)
+    assert len(fig.axes[0].collections) > 8  # regions, boundary, 8 hyperplanes and their bands, the points
+    with pytest.raises(ConfigError, match="2-D input"):
+        plot_decision_regions(model, torch.zeros(5, 3), torch.zeros(5, dtype=torch.long))

@@ -178,7 +178,7 @@ def test_decision_geometry_notebook_on_real_runs(tmp_path_factory, data_root, mo
                      "analysis.geometry=true", "analysis.maps=false")
     monkeypatch.setenv("STABILITYSCOPE_GEOMETRY_TRACE", str(canonical))
     monkeypatch.setenv("STABILITYSCOPE_TOY_RUN", str(toy))
-    nb = execute(NOTEBOOKS[3])
+    nb = execute("06_decision_geometry.ipynb")
     assert len(outputs(nb, "image/png")) == 2  # plot_geometry, plot_decision_regions
     text = text_of(nb)
     assert "occupied regions: 7; arrangement bound: 7" in text and "sigmoid c(0.1) = 2.197" in text

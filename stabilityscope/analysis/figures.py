@@ -19,8 +19,8 @@ draws every figure a trace supports into a folder.
 =========================  ======================================================================
 
 Decision-region geometry (FC-geometry) has its own module, :mod:`stabilityscope.analysis.geometry_figures`
-(``plot_geometry``, ``plot_decision_regions``); :func:`draw_figures` includes ``geometry`` when a trace
-records it (``analysis.geometry=true``).
+(``plot_decision_regions``, and ``plot_geometry``, defined here and re-exported there); :func:`draw_figures`
+includes ``geometry`` when a trace records it (``analysis.geometry=true``).
 
 The numerical phase diagram behind the path (:func:`phase_background`, SCIENCE.md §1.4) is computed
 once per (activation, grid, N, T, seed) and cached on disk under ``$STABILITYSCOPE_CACHE`` (default
@@ -62,7 +62,7 @@ from stabilityscope.theory.meanfield import critical_coupling, edge_curve, phase
 __all__ = [
     "COLORS", "BackgroundSpec", "linear_growth_fit", "optimal_index", "phase_background", "plot_comparison",
     "plot_coupling", "plot_eigenvalues", "plot_layer_stability", "plot_metrics", "plot_phase_path",
-    "plot_poincare", "save_figure", "training_figures", "draw_figures",
+    "plot_poincare", "save_figure", "training_figures", "draw_figures", "geometry_layers", "plot_geometry",
 ]
 
 # Okabe–Ito colour-blind-safe palette (blue, vermillion, bluish green, reddish purple, orange, sky blue,
@@ -930,8 +930,8 @@ def plot_geometry(trace: TraceLike, layers: Optional[Sequence[str]] = None) -> F
                 raise TraceError(f"Layer {n!r} of {tr.path} lacks the geometry statistics {', '.join(missing)}; "
                                  f"record them with analysis.geometry=true.")
         epochs, best = tr.checkpoints, optimal_index(tr)
-        delta = float((tr.config.get("analysis") or {}).get("geometry_delta", 0.1))
-        n_samples = (tr.config.get("analysis") or {}).get("geometry_samples", "?")
+        delta = float(config_section(tr.config, "analysis").get("geometry_delta", 0.1))
+        n_samples = config_section(tr.config, "analysis").get("geometry_samples", "?")
         data = {n: {s: tr.stat(n, s) for s in (*GEOMETRY_STATS, "J")} | {"label": _layer_label(tr, n),
                                                                           "act": str(tr.layer_info(n).get("activation", ""))}
                 for n in layers}

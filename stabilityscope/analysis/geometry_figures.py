@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import nn
 
-from stabilityscope.analysis.figures import COLORS, _styled, geometry_layers, plot_geometry
+from stabilityscope.analysis.figures import COLORS, _styled, geometry_layers, plot_geometry  # noqa: F401 (re-exported)
 from stabilityscope.config import Config, as_options
 from stabilityscope.dynamics.geometry import band_constant, band_kind, check_delta
 from stabilityscope.errors import ConfigError, TraceError
@@ -35,8 +35,6 @@ from stabilityscope.recording.trace import open_trace
 from stabilityscope.training.data import dataset_info
 
 __all__ = ["geometry_layers", "load_run_data", "load_run_model", "plot_decision_regions", "plot_geometry"]
-
-
 
 def load_run_model(run_dir: Union[str, Path], epoch: Optional[int] = None) -> tuple[nn.Module, Config]:
     """A run's model with the weights of its newest saved state (or of ``epoch``), and its config."""
