@@ -10,6 +10,7 @@ the checkpoint's epoch as the step. Both go through the libraries themselves:
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -81,7 +82,7 @@ class MlflowMirror(Mirror):
     def log(self, epoch: int, metrics: Mapping[str, float], layer_stats: Mapping[str, Mapping[str, Any]]) -> None:
         from mlflow.entities import Metric
 
-        stamp = int(1000 * __import__("time").time())
+        stamp = int(1000 * time.time())
         batch = [Metric(key=tag.replace("/", "."), value=value, timestamp=stamp, step=int(epoch))
                  for tag, value in scalar_items(metrics, layer_stats).items() if math.isfinite(value)]
         self.client.log_batch(self.run.info.run_id, metrics=batch)

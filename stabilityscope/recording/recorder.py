@@ -240,7 +240,7 @@ class Recorder:
             store_weights = self.storage.weights and self.writer.num_checkpoints % self.storage.weights_every == 0
         weights = None
         if store_weights and self.storage.weights:
-            weights = {n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()}
+            weights = self._weight_arrays()
         if before_commit is not None:
             before_commit()
         self.writer.append(epoch=epoch, step=step, wall_time=wall_time, metrics=metrics,
@@ -267,7 +267,7 @@ class Recorder:
         layer_stats = self.tracker.measure(self.model)
         weights = None
         if self.storage.weights and len(self._held) % self.storage.weights_every == 0:
-            weights = {n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()}
+            weights = self._weight_arrays()
         if self.save_tracker_state:
             self._save_tracker_state()
         self._held.append(dict(epoch=epoch, step=step, wall_time=wall, layer_stats=layer_stats, weights=weights))
@@ -283,6 +283,10 @@ class Recorder:
             for mirror in self._mirrors:
                 mirror.log(row["epoch"], metrics, row["layer_stats"])
         self._held = []
+
+    def _weight_arrays(self) -> dict[str, Any]:
+        """Each recorded matrix's weights as a numpy array (storage.weights)."""
+        return {n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()}
 
     # -- the tracker's resumable state -------------------------------------------------------------
     def _save_tracker_state(self) -> None:

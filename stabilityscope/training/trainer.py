@@ -219,7 +219,7 @@ class Run:
         """Create the run's trace; ``batch_group`` > 1 records that it trained in a batched group of that size."""
         return self.recorder.create(attrs={"batch_group": int(batch_group)})
 
-    def _restore(self) -> tuple[TraceWriter, RunState]:
+    def _restore(self) -> RunState:
         """Reopen the trace at the newest checkpoint that has both a trace row and a readable saved state.
 
         A state file that does not load (damaged, cut short) is skipped with a warning for the one
@@ -248,8 +248,8 @@ class Run:
         for newer in saved_state_epochs(self.run_dir):
             if newer > epoch:
                 _state_path(self.run_dir, newer).unlink(missing_ok=True)
-        writer = self.recorder.reopen(keep=done.index(epoch) + 1, attrs={"config": self._config_yaml()})
-        return writer, RunState(epoch, int(state["step"]), float(state["wall_time"]))
+        self.recorder.reopen(keep=done.index(epoch) + 1, attrs={"config": self._config_yaml()})
+        return RunState(epoch, int(state["step"]), float(state["wall_time"]))
 
     # -- the loop ----------------------------------------------------------------------------
     def execute(self, resume: bool = False) -> str:
@@ -266,7 +266,7 @@ class Run:
     def _execute(self, resume: bool) -> str:
         can_resume = resume and (self.run_dir / "trace.h5").exists() and saved_state_epochs(self.run_dir)
         if can_resume:
-            _, run = self._restore()
+            run = self._restore()
             log.info("Resuming %s after epoch %d", self.run_dir, run.epoch)
             self.last_checkpoint = run.epoch
         else:
