@@ -52,6 +52,9 @@ Typical use in a notebook::
         rec.checkpoint(epoch, step=step, metrics={"test_loss": loss})          # same trace.h5 as the app
     ss.inspect(model, inputs=x_test[:16])                     # one table: where each FC map sits now
 
+    ss.explainability.explainability_table(tr)                # SGD-complexity: I(F;Y), μ_Y(F;L) vs a linear L
+    ss.explainability.complexity_matrix(tr)                   # μ_Y(F_t; F_s) for every pair of checkpoints
+
 The implementation lives in sub-packages, lowest first: :mod:`~stabilityscope.theory`,
 :mod:`~stabilityscope.dynamics`, :mod:`~stabilityscope.models`, :mod:`~stabilityscope.recording`,
 :mod:`~stabilityscope.training`, :mod:`~stabilityscope.analysis` and :mod:`~stabilityscope.cli` (the
@@ -84,7 +87,7 @@ __version__ = "0.1.0"
 _MODULES = {"figures": "analysis", "geometry_figures": "analysis", "report": "analysis", "collection": "analysis", "scaling_figures": "analysis",
             "scaling": "analysis", "guideline": "analysis", "decay": "analysis", "lyapunov": "dynamics",
             "maps": "dynamics", "numerical_phase_diagram": "theory", "dissect": "models", "trace": "recording",
-            "tracking": "recording", "information": "theory"}
+            "tracking": "recording", "information": "theory", "explainability": "analysis"}
 
 
 def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on first use)

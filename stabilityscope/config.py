@@ -50,6 +50,11 @@ class ScheduleKind(str, Enum):
     list = "list"  # the explicit `epochs`
 
 
+class CheckpointUnit(str, Enum):
+    epoch = "epoch"  # the schedule counts epochs (a checkpoint at the end of an epoch)
+    step = "step"  # the schedule counts optimiser steps (checkpoints inside an epoch, SGD-complexity)
+
+
 class WeightsDtype(str, Enum):
     float16 = "float16"
     float32 = "float32"
@@ -109,11 +114,13 @@ class OptimConfig:
 
 @dataclass
 class CheckpointSchedule:
+    unit: CheckpointUnit = CheckpointUnit.epoch  # what `every`, `num` and the lists count: epochs or steps
     kind: ScheduleKind = ScheduleKind.every
-    every: int = 1  # kind=every: a checkpoint each `every` epochs
-    num: int = 30  # kind=log: about this many log-spaced epochs
-    epochs: list[int] = field(default_factory=list)  # kind=list: these epochs
-    # Checkpoint 0 (the initialisation) and the last epoch are always included.
+    every: int = 1  # kind=every: a checkpoint each `every` epochs (steps)
+    num: int = 30  # kind=log: about this many log-spaced epochs (steps)
+    epochs: list[int] = field(default_factory=list)  # kind=list, unit=epoch: these epochs
+    steps: list[int] = field(default_factory=list)  # kind=list, unit=step: these optimiser steps
+    # Checkpoint 0 (the initialisation) and the end of training are always included.
 
 
 @dataclass
@@ -157,6 +164,13 @@ class AnalysisConfig:
     geometry: bool = False  # decision-region geometry of FC layers with flat inputs (FC-geometry, ours)
     geometry_delta: float = 0.1  # band threshold δ ∈ (0, ½): the band keeps φ in the inner (1 − 2δ) of its range
     geometry_samples: int = 1000  # the first n training inputs, the fixed sample the geometry is measured on
+    explainability: bool = False  # SGD-complexity: I(F;Y), I(F;Y|L), μ_Y(F;L) against a linear baseline L per checkpoint
+    explainability_boot: int = 200  # bootstrap resamples of the test set for the intervals of μ and I(F;Y)
+    explainability_confidence: float = 0.95  # level of those intervals
+    miller_madow: bool = False  # add the Miller–Madow bias correction to every entropy
+    baseline_l2: float = 1e-4  # L2 of the logistic-regression baseline (per example, in the mean loss)
+    baseline_tol: float = 1e-5  # L-BFGS stops when the largest |gradient entry| falls below this
+    baseline_max_iter: int = 1000  # ... or after this many iterations (then a warning is recorded in the trace)
 
 
 @dataclass
@@ -277,6 +291,14 @@ def validate(cfg: Config) -> None:
     _require(sched.num >= 1, "train.checkpoints.num", sched.num, "must be a positive integer")
     bad = [e for e in sched.epochs if e < 0]
     _require(not bad, "train.checkpoints.epochs", list(sched.epochs), "epochs must be >= 0")
+    bad = [s for s in sched.steps if s < 0]
+    _require(not bad, "train.checkpoints.steps", list(sched.steps), "steps must be >= 0")
+    unit, kind = value_of(sched.unit), value_of(sched.kind)
+    _require(not (kind == "list" and unit == "step" and sched.epochs and not sched.steps), "train.checkpoints.epochs",
+             list(sched.epochs), "with train.checkpoints.unit=step a list schedule takes train.checkpoints.steps "
+             "(optimiser steps), not epochs")
+    _require(not (kind == "list" and unit == "epoch" and sched.steps and not sched.epochs), "train.checkpoints.steps",
+             list(sched.steps), "a list of steps needs train.checkpoints.unit=step (the unit is epoch)")
     _require(c.train.threads is None or c.train.threads >= 1, "train.threads", c.train.threads,
              "a positive number of threads, or null for torch's default")
     _require(c.batching.max_group >= 1, "batching.max_group", c.batching.max_group, "a group holds at least one run")
@@ -293,6 +315,14 @@ def validate(cfg: Config) -> None:
     _require(0 < c.analysis.geometry_delta < 0.5, "analysis.geometry_delta", c.analysis.geometry_delta,
              "the band threshold δ must lie in the open interval (0, 0.5)")
     _require(c.analysis.geometry_samples >= 1, "analysis.geometry_samples", c.analysis.geometry_samples,
+             "must be a positive integer")
+    _require(c.analysis.explainability_boot >= 0, "analysis.explainability_boot", c.analysis.explainability_boot,
+             "the number of bootstrap resamples must be >= 0 (0: no intervals)")
+    _require(0 < c.analysis.explainability_confidence < 1, "analysis.explainability_confidence",
+             c.analysis.explainability_confidence, "a confidence level lies in the open interval (0, 1)")
+    _require(c.analysis.baseline_l2 >= 0, "analysis.baseline_l2", c.analysis.baseline_l2, "must be >= 0")
+    _require(c.analysis.baseline_tol > 0, "analysis.baseline_tol", c.analysis.baseline_tol, "must be > 0")
+    _require(c.analysis.baseline_max_iter >= 1, "analysis.baseline_max_iter", c.analysis.baseline_max_iter,
              "must be a positive integer")
     sub = value_of(c.dataset.subsample)
     frac = c.dataset.subsample_fraction

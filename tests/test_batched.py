@@ -8,18 +8,22 @@ import torch
 from stabilityscope import open_trace
 from stabilityscope.models.registry import FashionFC
 from stabilityscope.training.batched import BatchedRuns, StackedCanonical, batching_obstacle, group_key
-from stabilityscope.training.trainer import Run, build_optimizer, load_state, saved_state_epochs
+from stabilityscope.training.trainer import Run, build_optimizer, load_state, saved_state_keys
 
 pytestmark = pytest.mark.slow
 
 BASE = ("experiment=debug", "dataset.train_subset=600", "dataset.test_subset=200", "analysis=standard",
         "analysis.n_inputs=4", "analysis.steps=30", "analysis.eigen=false", "train.epochs=3", "figures=false",
         "report=false")
-# lr, momentum, decay and seed all differ; the last member stops after 2 epochs with a log schedule
+# lr, momentum, decay and seed all differ; the third member stops after 2 epochs with a log schedule; the
+# fourth checkpoints inside epochs (a step schedule, 19 steps per epoch) and records SGD-complexity's measures
 MEMBERS = (("optim.lr=0.05", "optim.momentum=0.5", "optim.weight_decay=0.0", "train.seed=0"),
            ("optim.lr=0.02", "optim.momentum=0.0", "optim.weight_decay=0.001", "train.seed=1"),
            ("optim.lr=0.1", "optim.momentum=0.9", "optim.weight_decay=0.0002", "train.seed=2", "train.epochs=2",
-            "train.checkpoints.kind=log", "train.checkpoints.num=2"))
+            "train.checkpoints.kind=log", "train.checkpoints.num=2"),
+           ("optim.lr=0.05", "optim.momentum=0.9", "train.seed=3", "train.checkpoints.unit=step",
+            "train.checkpoints.kind=list", "train.checkpoints.steps=[1,5,19,30,45]", "analysis.explainability=true",
+            "analysis.explainability_boot=50"))
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +68,25 @@ def test_batched_traces_equal_sequential_traces(pair):
                     np.testing.assert_allclose(tb.stat(layer, stat), ts.stat(layer, stat), rtol=1e-4,
                                                err_msg=f"{layer}/{stat}")
             assert tb.config == ts.config  # the trace records the member's own config
+            if ts.has_predictions:
+                assert (tb.predictions != ts.predictions).mean() < 0.01  # argmax flips of near-ties only
     with open_trace(bat[2] / "trace.h5") as tr:  # the short member left the stack after epoch 2
         assert tr.checkpoints.tolist() == [0, 1, 2]
+    with open_trace(bat[3] / "trace.h5") as tr:  # 600 examples / batch 32 = 19 steps per epoch
+        assert tr.steps.tolist() == [0, 1, 5, 19, 30, 45, 57]
+        assert tr.checkpoints.tolist() == [0, 0, 0, 1, 1, 2, 3]
+        np.testing.assert_allclose(tr.epoch_fraction, np.array([0, 1, 5, 19, 30, 45, 57]) / 19)
+        assert tr.baseline is not None and "mu_F_L" in tr.metrics
 
 
 def test_batched_states_resume_like_single_runs(pair):
     """A member's saved state has the single-run format: model, SGD momentum buffers, generators."""
     cfgs, seq, bat = pair
     for cfg, s, b in zip(cfgs, seq, bat):
-        assert saved_state_epochs(s) == saved_state_epochs(b)
-        epoch = saved_state_epochs(s)[-1]
-        ss, sb = load_state(s, epoch, torch.device("cpu")), load_state(b, epoch, torch.device("cpu"))
+        unit = cfg.train.checkpoints.unit
+        assert saved_state_keys(s, unit) == saved_state_keys(b, unit)
+        key = saved_state_keys(s, unit)[-1]
+        ss, sb = load_state(s, key, torch.device("cpu"), unit), load_state(b, key, torch.device("cpu"), unit)
         assert ss["step"] == sb["step"]
         for k in ss["model"]:
             torch.testing.assert_close(sb["model"][k], ss["model"][k], rtol=2e-4, atol=1e-5)

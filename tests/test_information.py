@@ -101,3 +101,18 @@ def test_bad_input_names_the_lengths():
         performance_correlation([0, 1, 1], [0, 1, 0], [1, 0])
     with pytest.raises(ValueError, match="integer class indices"):
         mutual_information(np.array([0.5, 1.0]), np.array([0, 1]))
+
+
+def test_the_bootstrap_intervals_cover_the_population_value_at_about_their_level():
+    """Independent errors (F, L each flip a fair-bit Y with probability 0.1): μ = 0.3199 and I(F;Y) = 0.5310 bits
+    (SCIENCE.md §3.1). Over 100 test sets of 1,000 examples the 90% percentile intervals cover both about 90%
+    of the time (measured 0.90 and 0.88 over 150 sets); a level far off would show here."""
+    rng = np.random.default_rng(0)
+    covered_mu = covered_fy = 0
+    for rep in range(100):
+        y = rng.integers(0, 2, 1000)
+        f, l_ = y ^ (rng.random(1000) < 0.1), y ^ (rng.random(1000) < 0.1)
+        r = performance_correlation(f, l_, y, n_boot=200, confidence=0.9, seed=rep)
+        covered_mu += r.mu_interval[0] <= 0.3199 <= r.mu_interval[1]
+        covered_fy += r.i_fy_interval[0] <= 0.5310 <= r.i_fy_interval[1]
+    assert 0.78 <= covered_mu / 100 <= 0.98 and 0.78 <= covered_fy / 100 <= 0.98

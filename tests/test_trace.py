@@ -43,7 +43,7 @@ def test_round_trip(tmp_path):
         assert tr.stat("hidden", "J").tolist() == [0.5, 1.5, 2.5]
         assert tr.stat("hidden", "phase").tolist() == ["P", "F", "SG"]
         assert tr.config == {"train": {"epochs": 3}, "model": {"name": "toy"}}
-        assert tr.status == "finished" and tr.attrs["seed"] == 7 and tr.attrs["schema_version"] == 1
+        assert tr.status == "finished" and tr.attrs["seed"] == 7 and tr.attrs["schema_version"] == 2
         assert "torch" in tr.attrs["package_versions"] and tr.attrs["end_time"]
         epochs, weights = tr.weights("hidden")
         assert epochs.tolist() == [0, 2] and weights.shape == (2, 4, 4) and float(weights[1, 0, 0]) == 2.0

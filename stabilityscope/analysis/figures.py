@@ -53,6 +53,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
+from stabilityscope.analysis.explainability import complexity_matrix, explainability_table, linear_phase_end
 from stabilityscope.dynamics.geometry import GEOMETRY_STATS, band_kind
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import Trace, config_section, open_trace
@@ -63,6 +64,7 @@ __all__ = [
     "COLORS", "BackgroundSpec", "linear_growth_fit", "optimal_index", "phase_background", "plot_comparison",
     "plot_coupling", "plot_eigenvalues", "plot_layer_stability", "plot_metrics", "plot_phase_path",
     "plot_poincare", "save_figure", "training_figures", "draw_figures", "geometry_layers", "plot_geometry",
+    "plot_explainability", "plot_complexity_matrix", "checkpoint_axis",
 ]
 
 # Okabe–Ito colour-blind-safe palette (blue, vermillion, bluish green, reddish purple, orange, sky blue,
@@ -272,17 +274,31 @@ def _log_y(ax: Any) -> None:
         setter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
-def _epoch_axis(ax: Any) -> None:
+def _epoch_axis(ax: Any, x: str = "epoch") -> None:
+    """Label the checkpoint axis: whole epochs, or optimiser steps on a log axis (0 kept: linear below 1)."""
+    if x == "step":
+        ax.set_xscale("symlog", linthresh=1, linscale=0.3)
+        ax.set_xlim(left=0)  # symlog would show an empty negative decade
+        ax.set_xlabel("optimiser step (log scale above 1)")
+        return
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
+
+
+def checkpoint_axis(tr: Trace, x: Optional[str] = None) -> tuple[np.ndarray, str]:
+    """(x values of the checkpoints, axis): ``x`` = ``epoch`` (fractional epochs) or ``step``; None picks
+    ``step`` for runs scheduled in steps (train.checkpoints.unit=step), else ``epoch``."""
+    x = x or ("step" if tr.step_schedule else "epoch")
+    return tr.position(x), x
 
 
 def _mark_optimum(ax: Any, epoch: float) -> None:
     ax.axvline(epoch, color="0.35", ls=":", lw=1.2, zorder=1)
 
 
-def _optimum_handle(epoch: int) -> Line2D:
-    return Line2D([], [], color="0.35", ls=":", lw=1.2, label=f"optimal checkpoint (min test loss), epoch {epoch}")
+def _optimum_handle(epoch: float, x: str = "epoch") -> Line2D:
+    where = f"step {int(epoch)}" if x == "step" else f"epoch {epoch:g}"
+    return Line2D([], [], color="0.35", ls=":", lw=1.2, label=f"optimal checkpoint (min test loss), {where}")
 
 
 def save_figure(fig: Figure, out_dir: Union[str, Path], stem: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
@@ -509,7 +525,8 @@ def plot_phase_path(trace: TraceLike, layers: Optional[Sequence[str]] = None, *,
 
 
 @_styled
-def plot_coupling(trace: TraceLike, layers: Optional[Sequence[str]] = None, *, fit_epochs: int = 50) -> Figure:
+def plot_coupling(trace: TraceLike, layers: Optional[Sequence[str]] = None, *, fit_epochs: int = 50,
+                  x: Optional[str] = None) -> Figure:
     """J² and J0 against epoch, the linear growth of J² fitted over the ordered part of the first
     ``fit_epochs`` epochs (EOC-training: slope A ∝ η/((1−α)B)), and the edge J² = J_c².
 
@@ -518,16 +535,18 @@ def plot_coupling(trace: TraceLike, layers: Optional[Sequence[str]] = None, *, f
         layers: default: the square layers (the iterated maps EOC-training's scaling laws are about),
             else every layer. J² is drawn on a log axis when the layers' scales differ by > 30×.
         fit_epochs: the linear fit uses checkpoints up to this epoch (and below the edge).
+        x: the horizontal axis, ``epoch`` or ``step`` (default: the run's checkpoint unit).
     """
     with _opened(trace) as tr:
         _require_checkpoints(tr)
+        xs, x = checkpoint_axis(tr, x)
         if layers is None:
             coupled = [n for n in tr.layers if _has_matrix(tr, n)]  # chains and model maps have no single J
             layers = [n for n in coupled if tr.layer_info(n).get("square")] or coupled
         layers = list(layers)
         for layer in layers:
             _require_matrix(tr, layer, "The coupling figure")
-        epochs, best = tr.checkpoints, optimal_index(tr)
+        epochs, best = tr.epoch_fraction, optimal_index(tr)
         jc2 = critical_coupling(run_activation(tr)) ** 2
         series = {layer: (tr.stat(layer, "J") ** 2, tr.stat(layer, "J0"), _layer_label(tr, layer)) for layer in layers}
     fig = Figure(figsize=(11, 4.6), layout="constrained")
@@ -536,14 +555,14 @@ def plot_coupling(trace: TraceLike, layers: Optional[Sequence[str]] = None, *, f
     layer_handles, fit_handles = [], []
     for color, layer in zip(layer_colors(len(layers)), layers):
         j2, j0, label = series[layer]
-        layer_handles += a1.plot(epochs, j2, "o-", color=color, ms=ms, lw=1.5, label=label)
-        slope, icpt = linear_growth_fit(epochs, j2, max_epoch=fit_epochs, edge=jc2)
+        layer_handles += a1.plot(xs, j2, "o-", color=color, ms=ms, lw=1.5, label=label)
+        slope, icpt = linear_growth_fit(epochs, j2, max_epoch=fit_epochs, edge=jc2)  # always per epoch
         if np.isfinite(slope) and len(layers) <= 7:  # with many layers the fits would bury the data
-            fitted = epochs[(epochs <= fit_epochs) & (j2 < jc2)]
-            span = np.array([fitted.min(), epochs.max()], dtype=float)
-            fit_handles += a1.plot(span, icpt + slope * span, "--", color=color, lw=1.1,
+            first = int(np.flatnonzero((epochs <= fit_epochs) & (j2 < jc2))[0])
+            drawn = slice(first, None)  # from the first fitted checkpoint to the last, in the axis' units
+            fit_handles += a1.plot(xs[drawn], icpt + slope * epochs[drawn], "--", color=color, lw=1.1,
                                    label=f"{layer}: linear fit $J^2 = {icpt:.3g} + A\\,t$, A = {slope:.3g} per epoch")
-        a2.plot(epochs, j0, "o-", color=color, ms=ms, lw=1.5, label=label)
+        a2.plot(xs, j0, "o-", color=color, ms=ms, lw=1.5, label=label)
     edge_handle = a1.axhline(jc2, color=EDGE_COLOR, ls="-", lw=1, label=f"edge of chaos $J^2 = {jc2:g}$")
     j2_all = np.concatenate([series[n][0] for n in layers])
     j2_pos = j2_all[np.isfinite(j2_all) & (j2_all > 0)]
@@ -554,24 +573,27 @@ def plot_coupling(trace: TraceLike, layers: Optional[Sequence[str]] = None, *, f
         a1.set_ylim(0, max(hi, jc2 * 1.15))
     a2.axhline(0, color="0.6", lw=0.8)
     for ax in (a1, a2):
-        _mark_optimum(ax, epochs[best])
-        _epoch_axis(ax)
+        _mark_optimum(ax, xs[best])
+        _epoch_axis(ax, x)
     a1.set_ylabel(r"$J^2$  (squared coupling spread, $J = \mathrm{std}(W)\sqrt{N}$)")
     a2.set_ylabel(r"$J_0$  (mean coupling, $\mathrm{mean}(W)\,N$)")
     a1.set_title(r"$J^2$ grows linearly while ordered")
     a2.set_title(r"Mean coupling $J_0$")
     handles = _thin_legend(layer_handles, [h.get_label() for h in layer_handles], len(layers))
-    handles += fit_handles + [edge_handle, _optimum_handle(int(epochs[best]))]
+    handles += fit_handles + [edge_handle, _optimum_handle(xs[best], x)]
     fig.legend(handles=handles, loc="outside lower center", ncols=2 if fit_handles else 3, frameon=False)
     return fig
 
 
 @_styled
-def plot_metrics(trace: TraceLike) -> Figure:
-    """Train and test loss (cross-entropy without the decay term) and accuracy; the optimal epoch marked."""
+def plot_metrics(trace: TraceLike, x: Optional[str] = None) -> Figure:
+    """Train and test loss (cross-entropy without the decay term) and accuracy; the optimal epoch marked.
+
+    ``x``: the horizontal axis, ``epoch`` or ``step`` (default: the run's checkpoint unit).
+    """
     with _opened(trace) as tr:
         _require_checkpoints(tr)
-        epochs, best = tr.checkpoints, optimal_index(tr)
+        (epochs, x), best = checkpoint_axis(tr, x), optimal_index(tr)
         m = {name: tr.metric(name) for name in ("train_loss", "test_loss", "train_acc", "test_acc")}
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     a1, a2 = fig.subplots(1, 2)
@@ -581,15 +603,16 @@ def plot_metrics(trace: TraceLike) -> Figure:
         ax.plot(epochs, m[f"test_{kind}"] * scale, "o-", ms=ms, color=COLORS[1], label="test")
         _mark_optimum(ax, epochs[best])
         ax.plot(epochs[best], m[f"test_{kind}"][best] * scale, "*", color=COLORS[1], mec="black", ms=14, zorder=5)
-        _epoch_axis(ax)
+        _epoch_axis(ax, x)
     _log_y(a1)
     a1.set_ylabel("cross-entropy loss (nats, log scale)")
     a2.set_ylabel("accuracy (%)")
-    a1.set_title(f"Loss; minimum test loss {m['test_loss'][best]:.4g} at epoch {int(epochs[best])}")
+    where = f"step {int(epochs[best])}" if x == "step" else f"epoch {epochs[best]:g}"
+    a1.set_title(f"Loss; minimum test loss {m['test_loss'][best]:.4g} at {where}")
     a2.set_title(f"Accuracy; test accuracy {100 * m['test_acc'][best]:.2f}% at the optimum")
     handles = a1.get_legend_handles_labels()[0] + [
         Line2D([], [], marker="*", color=COLORS[1], mec="black", ls="", ms=12, label="test value at the optimum"),
-        _optimum_handle(int(epochs[best]))]
+        _optimum_handle(epochs[best], x)]
     fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
     return fig
 
@@ -602,7 +625,7 @@ MAP_PANELS = (  # stat, panel title, y label, edge value
 
 
 @_styled
-def plot_layer_stability(trace: TraceLike, layers: Optional[Sequence[str]] = None) -> Figure:
+def plot_layer_stability(trace: TraceLike, layers: Optional[Sequence[str]] = None, x: Optional[str] = None) -> Figure:
     """Per square layer (one row each): s (mean ± std over start states), λ_max (Benettin) and the
     asymptotic distance against epoch, test loss on a twin axis, the edge drawn (EOC-optimality).
 
@@ -617,7 +640,7 @@ def plot_layer_stability(trace: TraceLike, layers: Optional[Sequence[str]] = Non
         n_iterated = len(layers)
         if not chosen:
             layers = layers[:MAX_STABILITY_ROWS]
-        epochs, best = tr.checkpoints, optimal_index(tr)
+        (epochs, x), best = checkpoint_axis(tr, x), optimal_index(tr)
         loss = tr.metric("test_loss")
         values = {layer: {s: tr.stat(layer, s) for s in stats} for layer in layers}
     fig = Figure(figsize=(14, 3.9 * len(layers) + 0.6), layout="constrained")
@@ -636,7 +659,7 @@ def plot_layer_stability(trace: TraceLike, layers: Optional[Sequence[str]] = Non
             ax.plot(epochs, y * f, "o-", ms=ms, color=COLORS[0], lw=1.6)
             ax.axhline(edge, color=EDGE_COLOR, lw=1, ls="-")
             _mark_optimum(ax, epochs[best])
-            _epoch_axis(ax)
+            _epoch_axis(ax, x)
             ax.set_ylabel(ylabel + (rf"  ($\times 10^{{{e}}}$)" if e else ""), color=COLORS[0])
             ax.set_title(f"{layer}: {title}")
             twin = ax.twinx()
@@ -652,7 +675,7 @@ def plot_layer_stability(trace: TraceLike, layers: Optional[Sequence[str]] = Non
                Line2D([], [], color=EDGE_COLOR, lw=1,
                       label=r"edge of chaos ($s = 1$, $\lambda_{\max} = 0$); $D_\infty = 0$: ordered"),
                Line2D([], [], color=LOSS_COLOR, ls="--", lw=1.3, label="test loss (right axis)"),
-               _optimum_handle(int(epochs[best]))]
+               _optimum_handle(epochs[best], x)]
     fig.legend(handles=handles, loc="outside lower center", ncols=5, frameon=False)
     more = f"; the first {len(layers)} of {n_iterated} iterated records (choose with layers=[...])" \
         if len(layers) < n_iterated else ""
@@ -973,7 +996,103 @@ def plot_geometry(trace: TraceLike, layers: Optional[Sequence[str]] = None) -> F
 # ------------------------------------------------------------------------------ all figures of a run
 
 
-FIGURES = ("phase_path", "coupling", "metrics", "layer_stability", "poincare", "eigenvalues", "geometry")
+# ------------------------------------------------------------------------------ SGD-complexity
+
+
+@_styled
+def plot_explainability(trace: TraceLike, x: Optional[str] = None, threshold: float = 0.9) -> Figure:
+    """SGD-complexity over training: I(F_t;Y) and μ_Y(F_t;L) with their bootstrap bands, the level I(L;Y)
+    (left), and the explained share μ/I(F_t;Y) with the end of the linear phase (right).
+
+    Args:
+        trace: an open trace or its path, recorded with ``analysis.explainability=true``.
+        x: ``step`` (log axis, the default for step schedules) or ``epoch``.
+        threshold: the share that counts as "explained by L" (Nakkiran et al. use 0.9 informally).
+    """
+    with _opened(trace) as tr:
+        _require_checkpoints(tr)
+        table = explainability_table(tr)
+        end = linear_phase_end(tr, threshold)
+        xs, x = checkpoint_axis(tr, x)
+        steps = tr.steps
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    a1, a2 = fig.subplots(1, 2)
+    ms = 3 if len(xs) <= 60 else 0
+    for key, color, label in (("info_F_Y", COLORS[0], r"$I(F_t;Y)$: the network's information about the labels"),
+                              ("mu_F_L", COLORS[1], r"$\mu_Y(F_t;L)$: the part the linear model $L$ explains")):
+        a1.plot(xs, table[key], "o-", ms=ms, color=color, lw=1.6, label=label)
+        lo, hi = table[f"{key}_low"], table[f"{key}_high"]
+        if np.isfinite(lo).any():
+            a1.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
+    a1.plot(xs, table["info_F_Y_given_L"], "--", color=COLORS[2], lw=1.2,
+            label=r"$I(F_t;Y\,|\,L)$: what $F_t$ knows beyond $L$")
+    a1.axhline(table["info_L_Y"], color=EDGE_COLOR, lw=1, label=f"$I(L;Y)$ = {table['info_L_Y']:.3f} bits "
+                                                                 f"(L: test accuracy {100 * table['baseline_test_acc']:.1f}%)")
+    a1.set_ylabel("bits")
+    a1.set_title("Information about the labels, and the part a linear model explains")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = table["mu_F_L"] / table["info_F_Y"]
+    shown = table["info_F_Y"] >= 0.05  # the first steps carry almost no information: their share is noise
+    a2.plot(xs[shown], share[shown], "o-", ms=ms, color=COLORS[3], lw=1.6)
+    a2.axhline(threshold, color=EDGE_COLOR, lw=1, ls="--")
+    if end is not None:
+        a2.axvline(xs[list(steps).index(end)], color="0.35", ls=":", lw=1.2)
+    a2.set_ylim(min(0.0, float(np.nanmin(share[shown])) if shown.any() else 0.0) - 0.02, 1.05)
+    a2.set_ylabel(r"$\mu_Y(F_t;L)\,/\,I(F_t;Y)$")
+    phase = f"up to step {end}" if end is not None else "at no checkpoint"
+    a2.set_title(f"Share explained by L: ≥ {threshold:g} {phase}")
+    for ax in (a1, a2):
+        _epoch_axis(ax, x)
+    handles = a1.get_legend_handles_labels()[0] + [
+        Patch(color="0.5", alpha=0.3, lw=0, label="bootstrap interval"),
+        Line2D([], [], color=EDGE_COLOR, ls="--", lw=1, label=f"share {threshold:g}"),
+        Line2D([], [], color="0.35", ls=":", lw=1.2, label="end of the linear phase")]
+    warn = "" if table["baseline_converged"] else "  [baseline L did not converge: approximate]"
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    fig.suptitle("How much of the network a linear classifier explains (SGD-complexity)" + warn)
+    return fig
+
+
+@_styled
+def plot_complexity_matrix(trace: TraceLike, relative: bool = True) -> Figure:
+    """Heat map of μ_Y(F_t; F_s) for every pair of checkpoints (SGD-complexity's increasing complexity).
+
+    Row t, column s: how much of F_t's information about the labels F_s explains; with ``relative``
+    divided by I(F_t; Y) (1 = F_s explains all of F_t). Below the diagonal s < t: earlier checkpoints.
+    """
+    with _opened(trace) as tr:
+        _require_checkpoints(tr, 2)
+        m = complexity_matrix(tr)
+        step_axis = tr.step_schedule
+    values = m.mu / m.info[:, None] if relative else m.mu
+    fig = Figure(figsize=(6.6, 5.6), layout="constrained")
+    ax = fig.subplots()
+    vmax = 1.0 if relative else float(np.nanmax(values))
+    im = ax.imshow(values, origin="lower", cmap="viridis", vmin=min(0.0, float(np.nanmin(values))), vmax=vmax,
+                   interpolation="nearest")
+    n = len(m.steps)
+    ticks = np.unique(np.linspace(0, n - 1, min(n, 8)).round().astype(int))
+    names = [str(int(m.steps[i])) if step_axis else f"{m.epoch_fraction[i]:g}" for i in ticks]
+    ax.set_xticks(ticks, names, rotation=45)
+    ax.set_yticks(ticks, names)
+    unit = "step" if step_axis else "epoch"
+    ax.set_xlabel(f"conditioning checkpoint $F_s$ ({unit})")
+    ax.set_ylabel(f"checkpoint $F_t$ ({unit})")
+    label = r"$\mu_Y(F_t;F_s)\,/\,I(F_t;Y)$" if relative else r"$\mu_Y(F_t;F_s)$ (bits)"
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title("How much of each checkpoint the others explain")
+    return fig
+
+
+FIGURES = ("phase_path", "coupling", "metrics", "layer_stability", "poincare", "eigenvalues", "geometry",
+           "explainability", "complexity_matrix")
+
+
+def _with_baseline(tr: Trace, plot: Callable[[Trace], Figure]) -> Figure:
+    """Draw ``plot`` for runs that measured SGD-complexity (the default figures of other runs stay as they were)."""
+    if tr.baseline is None:
+        raise TraceError(f"{tr.path} records no SGD-complexity measures (analysis.explainability=true).")
+    return plot(tr)
 
 
 def draw_figures(trace: TraceLike, out_dir: Union[str, Path], *,
@@ -998,6 +1117,8 @@ def draw_figures(trace: TraceLike, out_dir: Union[str, Path], *,
             "poincare": lambda: plot_poincare(tr),
             "eigenvalues": lambda: plot_eigenvalues(tr),
             "geometry": lambda: plot_geometry(tr),
+            "explainability": lambda: plot_explainability(tr),
+            "complexity_matrix": lambda: _with_baseline(tr, plot_complexity_matrix),
         }
         for name in FIGURES:
             try:

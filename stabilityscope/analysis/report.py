@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from stabilityscope.analysis.collection import flatten_config, run_summary, varying_config
+from stabilityscope.analysis.explainability import explainability_summary, explainability_table
 from stabilityscope.analysis.figures import (
     BackgroundSpec,
     draw_figures,
@@ -78,6 +79,13 @@ CAPTIONS = {
     "decision_regions": ("Decision regions",
                          "The model's decision regions on the 2-D input with the first layer's hyperplanes and their "
                          "transition bands (our instantiation), at the newest saved state."),
+    "explainability": ("Linear explainability over training (SGD-complexity)",
+                       "Left: I(F_t;Y), the network's information about the test labels, and μ_Y(F_t;L), the part "
+                       "the linear baseline L explains (bands: bootstrap intervals); black: I(L;Y). Right: the "
+                       "share μ/I(F_t;Y); dotted: the last checkpoint of the linear phase (share ≥ 0.9)."),
+    "complexity_matrix": ("Increasing complexity",
+                          "μ_Y(F_t;F_s)/I(F_t;Y): how much of checkpoint t's information about the labels "
+                          "checkpoint s explains (1 = all of it); below the diagonal, earlier checkpoints."),
 }
 
 
@@ -213,8 +221,39 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
         "map of a square layer.",
     ]
     lines += _geometry_lines(tr, best)
+    lines += _explainability_lines(tr)
     lines += figure_section(figures, skipped, base, CAPTIONS)
     return "\n".join(lines) + "\n"
+
+
+def _explainability_lines(tr: Trace) -> list[str]:
+    """The SGD-complexity section (traces recorded with analysis.explainability=true), else nothing."""
+    if tr.baseline is None:
+        return []
+    s = explainability_summary(tr)
+    table = explainability_table(tr)
+    steps, frac = table["step"], table["epoch_fraction"]
+    picks = sorted(set(np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 8)).round().astype(int))))
+    rows = [f"| {int(steps[i])} | {frac[i]:.3g} | {_fmt(table['info_F_Y'][i], 3)} "
+            f"[{_fmt(table['info_F_Y_low'][i], 3)}, {_fmt(table['info_F_Y_high'][i], 3)}] | "
+            f"{_fmt(table['mu_F_L'][i], 3)} [{_fmt(table['mu_F_L_low'][i], 3)}, {_fmt(table['mu_F_L_high'][i], 3)}] | "
+            f"{_fmt(table['info_F_Y_given_L'][i], 3)} |" for i in picks]
+    end = s["linear_phase_end_step"]
+    where = (f"step {end} (epoch {s['linear_phase_end_epoch']:.3g})" if end is not None
+             else "no checkpoint (the share never reached the threshold)")
+    warn = [] if s["baseline_converged"] else ["", f"**Warning:** {tr.baseline.get('warning', '')}"]
+    return ["", "## Linear explainability over training (SGD-complexity)", "",
+            f"Baseline L (logistic regression on the flattened training inputs): test accuracy "
+            f"{_pct(s['baseline_test_acc'])}, I(L;Y) = {_fmt(s['info_L_Y'], 4)} bits.", *warn, "",
+            f"- μ_Y(F_t;L) / I(F_t;Y) ≥ {s['threshold']:g} (L explains the network) up to {where}.",
+            f"- At the end (step {s['final_step']}): I(F;Y) = {_fmt(s['final_info_F_Y'], 4)} bits, "
+            f"μ_Y(F;L) = {_fmt(s['final_mu_F_L'], 4)} bits; I(F;Y) − I(L;Y) = {_fmt(s['gap_F_L'], 3)} bits, "
+            f"μ − I(L;Y) = {_fmt(s['mu_minus_L'], 3)} bits.", "",
+            "| step | epoch | I(F_t;Y) [interval] | μ_Y(F_t;L) [interval] | I(F_t;Y\|L) |", "|---|---|---|---|---|",
+            *rows, "",
+            "Bits, plug-in estimates on the test set with percentile-bootstrap intervals "
+            "(analysis.explainability_boot resamples). Plug-in information is biased upward by about "
+            "(cells)/(2n ln 2) bits: K³ cells for I(F;Y|L), so compare binary tasks (K = 2) most safely."]
 
 
 def _geometry_lines(tr: Trace, best: int) -> list[str]:

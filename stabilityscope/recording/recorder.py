@@ -25,6 +25,10 @@ atomically with every checkpoint. Leaving the ``with`` block closes the trace as
 ``failed`` (``interrupted`` for Ctrl-C) with the error. The run directory is locked while the Recorder
 is open (one writer per run, :class:`~stabilityscope.recording.lock.RunLock`).
 
+With ``test_labels`` the trace also keeps, at every checkpoint, the model's class for each test example
+(``predictions=`` of :meth:`checkpoint`), so SGD-complexity's information measures against any baseline
+can be computed after the run (:mod:`stabilityscope.analysis.explainability`).
+
 The app's trainers record through the same object (:class:`~stabilityscope.training.trainer.Run` and
 :class:`~stabilityscope.training.batched.BatchedRuns`): one implementation of checkpoint recording.
 """
@@ -36,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -45,7 +50,7 @@ from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.models.dissect import LayerRecord, tracked_records
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.mirrors import Mirror, open_mirrors
-from stabilityscope.recording.trace import METRICS, TraceWriter, open_trace
+from stabilityscope.recording.trace import METRICS, PredictionSpec, TraceWriter, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 
 TRACKER_STATE = Path("state") / "recorder.pt"
@@ -74,6 +79,10 @@ class Recorder:
             tracker inside their own resumable state instead).
         geometry_inputs, geometry_labels: the fixed training sample (n, ...) and its labels (n,) on which
             ``options.geometry`` measures the decision-region geometry (FC-geometry).
+        test_labels: the test set's labels (n_test,): the trace then stores the test predictions given to
+            :meth:`checkpoint` (argmax classes), and ``num_classes`` (default: the largest label + 1).
+        baseline_predictions, baseline_attrs: a reference classifier's test predictions (n_test,) and
+            what to record about it (the app's linear baseline L: test_acc, info_L_Y, converged, ...).
     """
 
     def __init__(self, model: nn.Module, run_dir: str | Path, probe_inputs: Optional[torch.Tensor] = None,
@@ -83,7 +92,9 @@ class Recorder:
                  storage: Optional[StorageConfig] = None, attrs: Optional[Mapping[str, Any]] = None,
                  tensorboard: bool | str = False, mlflow: bool | str = False, lock: bool = True,
                  save_tracker_state: bool = True, geometry_inputs: Optional[torch.Tensor] = None,
-                 geometry_labels: Optional[torch.Tensor] = None) -> None:
+                 geometry_labels: Optional[torch.Tensor] = None, test_labels: Optional[Any] = None,
+                 num_classes: Optional[int] = None, baseline_predictions: Optional[Any] = None,
+                 baseline_attrs: Optional[Mapping[str, Any]] = None) -> None:
         self.model, self.run_dir = model, Path(run_dir)
         self.options = as_options(options, AnalysisConfig, "analysis")
         self.storage = as_options(storage, StorageConfig, "storage")
@@ -100,6 +111,7 @@ class Recorder:
             raise
         self.config = dict(config or {})
         self.attrs = dict(attrs or {})
+        self.prediction_spec = self._prediction_spec(test_labels, num_classes, baseline_predictions, baseline_attrs)
         self._declared = list(dict.fromkeys([*METRICS, *metrics]))
         self._mirror_spec = (tensorboard, mlflow)
         self._mirrors: list[Mirror] = []
@@ -114,6 +126,28 @@ class Recorder:
     @property
     def trace_path(self) -> Path:
         return self.run_dir / "trace.h5"
+
+    @staticmethod
+    def _prediction_spec(test_labels: Any, num_classes: Optional[int], baseline: Any,
+                         baseline_attrs: Optional[Mapping[str, Any]]) -> Optional[PredictionSpec]:
+        if test_labels is None:
+            if baseline is not None:
+                raise ConfigError("baseline_predictions need the test_labels they are scored against.")
+            return None
+        labels = _as_numpy(test_labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
+            raise ConfigError(f"test_labels must be a 1-D array of class indices >= 0, got dtype {labels.dtype} and "
+                              f"shape {labels.shape}.")
+        k = int(num_classes) if num_classes is not None else int(labels.max(initial=-1)) + 1
+        if len(labels) and labels.max() >= k:
+            raise ConfigError(f"test_labels hold class {int(labels.max())} but num_classes={k}.")
+        base = None
+        if baseline is not None:
+            base = _as_numpy(baseline)
+            if base.shape != labels.shape:
+                raise ConfigError(f"baseline_predictions have {len(base)} entries but test_labels {len(labels)}: "
+                                  f"one class per test example.")
+        return PredictionSpec(labels, k, base, dict(baseline_attrs or {}))
 
     def _check_probes(self, model: nn.Module, probe_inputs: Optional[torch.Tensor],
                       records: Optional[list[LayerRecord]]) -> Optional[torch.Tensor]:
@@ -152,7 +186,8 @@ class Recorder:
                 "torch_threads": torch.get_num_threads(), "batch_group": 1, **self.attrs, **dict(attrs or {})}
         self.writer = TraceWriter.create(self.trace_path, attrs=root, metrics=names,
                                          layers=self.tracker.layer_specs(store_weights=self.storage.weights),
-                                         weights_dtype=value_of(self.storage.weights_dtype))
+                                         weights_dtype=value_of(self.storage.weights_dtype),
+                                         predictions=self.prediction_spec)
         self._open_mirrors()
         return self.writer
 
@@ -191,7 +226,7 @@ class Recorder:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def checkpoint(self, epoch: int, *, step: Optional[int] = None, metrics: Optional[Mapping[str, Any]] = None,
-                   wall_time: Optional[float] = None) -> dict[str, dict[str, Any]]:
+                   wall_time: Optional[float] = None, predictions: Optional[Any] = None) -> dict[str, dict[str, Any]]:
         """Measure the model now and append one checkpoint to the trace; returns the layer statistics.
 
         Args:
@@ -200,9 +235,12 @@ class Recorder:
             metrics: named scalars (floats or 0-d tensors); standard ones not given are NaN.
             wall_time: seconds of training so far (default: since the Recorder was made, plus the
                 wall time of a continued trace).
+            predictions: the model's class for every test example (n_test,), when the Recorder was made
+                with ``test_labels``.
 
         Raises:
-            ConfigError: a non-increasing epoch, or a metric name the trace has no place for.
+            ConfigError: a non-increasing epoch, a metric name the trace has no place for, or predictions
+                of the wrong length or without ``test_labels``.
         """
         values = {k: _scalar(k, v) for k, v in (metrics or {}).items()}
         step = self.last_step if step is None else int(step)
@@ -212,7 +250,7 @@ class Recorder:
                 self.reopen()
                 self._load_tracker_state()
             elif not values:  # no metric names yet: measure now, write when the trace's layout is known
-                return self._hold(epoch, step, wall)
+                return self._hold(epoch, step, wall, predictions)
             else:
                 self._create_with_held(list(values))
         unknown = [k for k in values if k not in self._declared]
@@ -221,20 +259,22 @@ class Recorder:
                               f"them when making the Recorder (metrics=[...]); this trace has: "
                               f"{', '.join(self._declared)}.")
         row = {k: values.get(k, math.nan) for k in self._declared}
-        return self.record(epoch, step, wall, row,
+        return self.record(epoch, step, wall, row, predictions=predictions,
                            before_commit=self._save_tracker_state if self.save_tracker_state else None)
 
     def record(self, epoch: int, step: int, wall_time: float, metrics: Mapping[str, float], *,
-               store_weights: Optional[bool] = None,
-               before_commit: Optional[Callable[[], None]] = None) -> dict[str, dict[str, Any]]:
+               store_weights: Optional[bool] = None, before_commit: Optional[Callable[[], None]] = None,
+               epoch_fraction: Optional[float] = None, predictions: Optional[Any] = None) -> dict[str, dict[str, Any]]:
         """Measure, run ``before_commit`` (e.g. save a resumable state), append the row, mirror it.
 
         The trainers' path (they evaluate the metrics themselves); :meth:`checkpoint` is the user's.
+        ``epoch_fraction`` (step / steps per epoch) defaults to ``epoch``.
         """
         if self.writer is None:
             raise TraceError("The Recorder has no open trace: call create() or reopen() first.")
-        epoch = int(epoch)
-        self._check_epoch(epoch)
+        epoch, step = int(epoch), int(step)
+        self._check_epoch(epoch, step)
+        predictions = self._check_predictions(predictions)
         layer_stats = self.tracker.measure(self.model)
         if store_weights is None:
             store_weights = self.storage.weights and self.writer.num_checkpoints % self.storage.weights_every == 0
@@ -244,7 +284,8 @@ class Recorder:
         if before_commit is not None:
             before_commit()
         self.writer.append(epoch=epoch, step=step, wall_time=wall_time, metrics=metrics,
-                           layer_stats=layer_stats, weights=weights)
+                           layer_stats=layer_stats, weights=weights, epoch_fraction=epoch_fraction,
+                           predictions=predictions)
         self.last_epoch, self.last_step = epoch, step
         for mirror in self._mirrors:
             mirror.log(epoch, metrics, layer_stats)
@@ -253,24 +294,46 @@ class Recorder:
     def _wall0_offset(self) -> float:
         return self._wall_offset + time.perf_counter() - self._wall0
 
-    def _check_epoch(self, epoch: int) -> None:
+    def _check_epoch(self, epoch: int, step: int) -> None:
+        """Checkpoints advance: a later epoch, or (a step schedule's checkpoints inside an epoch) a later step."""
         if epoch < 0:
             raise ConfigError(f"checkpoint epoch {epoch} is negative; epoch 0 is the initialisation.")
-        if self.last_epoch is not None and epoch <= self.last_epoch:
+        if self.last_epoch is None or epoch > self.last_epoch:
+            return
+        if epoch < self.last_epoch:
             raise ConfigError(f"checkpoint epoch {epoch} is not after the last recorded epoch {self.last_epoch}; "
                               f"checkpoints must have increasing epochs.")
+        if step <= self.last_step:
+            raise ConfigError(f"checkpoint epoch {epoch} is not after the last recorded epoch {self.last_epoch}, and "
+                              f"its step {step} is not after that checkpoint's step {self.last_step}; checkpoints "
+                              f"must have increasing epochs, or increasing steps within one epoch.")
 
-    def _hold(self, epoch: int, step: int, wall: float) -> dict[str, dict[str, Any]]:
+    def _check_predictions(self, predictions: Any) -> Optional[np.ndarray]:
+        if predictions is None:
+            return None
+        if self.prediction_spec is None:
+            raise ConfigError("predictions were given but the Recorder was made without test_labels; pass "
+                              "test_labels=... (the labels of the test examples the predictions are for).")
+        pred = _as_numpy(predictions)
+        n = len(self.prediction_spec.test_labels)
+        if pred.ndim != 1 or len(pred) != n:
+            raise ConfigError(f"predictions have shape {pred.shape} but there are {n} test labels: give one class "
+                              f"index per test example.")
+        return pred
+
+    def _hold(self, epoch: int, step: int, wall: float, predictions: Any = None) -> dict[str, dict[str, Any]]:
         """Measure a checkpoint that has no metrics while the trace does not exist yet; keep it in memory."""
         epoch = int(epoch)
-        self._check_epoch(epoch)
+        self._check_epoch(epoch, step)
+        predictions = self._check_predictions(predictions)
         layer_stats = self.tracker.measure(self.model)
         weights = None
         if self.storage.weights and len(self._held) % self.storage.weights_every == 0:
             weights = self._weight_arrays()
         if self.save_tracker_state:
             self._save_tracker_state()
-        self._held.append(dict(epoch=epoch, step=step, wall_time=wall, layer_stats=layer_stats, weights=weights))
+        self._held.append(dict(epoch=epoch, step=step, wall_time=wall, layer_stats=layer_stats, weights=weights,
+                               predictions=predictions))
         self.last_epoch, self.last_step = epoch, step
         return layer_stats
 
@@ -332,6 +395,12 @@ class Recorder:
             self.close("interrupted", error=f"stopped by {getattr(exc, 'name', 'SIGINT')}")
         else:
             self.close("failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _as_numpy(values: Any) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
 
 
 def _scalar(name: str, value: Any) -> float:

@@ -1,21 +1,36 @@
 """The HDF5 run trace: one ``trace.h5`` per run, appended checkpoint by checkpoint.
 
-Schema (version 1)::
+Schema (version 2)::
 
     /                          attrs: schema_version, stabilityscope_version, config (resolved YAML),
                                       package_versions (JSON), seed, start_time, end_time, status,
                                       model, dataset, device, torch_threads, batch_group (runs trained
                                       together, stabilityscope.training.batched); error (why a run failed/diverged)
-    /checkpoints/epoch         int64 (n,)   epoch of each checkpoint (0 = initialisation)
+    /checkpoints/epoch         int64 (n,)   whole epochs completed at each checkpoint (0 = initialisation)
     /checkpoints/step          int64 (n,)   optimiser steps taken
+    /checkpoints/epoch_fraction float64 (n,) step / steps per epoch (v2; = epoch for epoch schedules)
     /checkpoints/wall_time     float64 (n,) seconds of training + tracking since the run started
-    /metrics/<name>            float64 (n,) train_loss, train_acc, test_loss, test_acc
+    /metrics/<name>            float64 (n,) train_loss, train_acc, test_loss, test_acc; with
+                               analysis.explainability also info_F_Y (+ _low, _high), info_F_Y_given_L,
+                               mu_F_L (+ _low, _high), in bits (SGD-complexity, SCIENCE.md §3.1)
     /layers/<layer>/           attrs: fan_in, fan_out, square, role, activation, surrogate
     /layers/<layer>/<stat>     float64 (n,) J, J0, weight_distance, ...; categorical stats are int8
                                codes whose dataset attr ``labels`` names them (phase, attractor);
                                array stats are (n, ...) float32 (eigenvalues, poincare)
+    /predictions/test          int8|int16 (n, n_test) the model's argmax class of every test example
+                               at every checkpoint, −1 = not recorded (v2)
+    /predictions/test_labels   int8|int16 (n_test,) the test labels, written once (v2)
+    /baseline/test_predictions int8|int16 (n_test,) the linear baseline L's test predictions, with attrs
+                               test_acc, info_L_Y (bits), converged, warning, iterations, grad_max, l2,
+                               fit_seconds (v2, analysis.explainability only)
     /weights/epoch             int64 (k,)   checkpoints whose weights are stored
+    /weights/step              int64 (k,)   ... and their optimiser steps (v2)
     /weights/<layer>           float16|float32 (k, fan_out, fan_in), one checkpoint per chunk, gzip
+
+A step schedule (``train.checkpoints.unit=step``) can put several checkpoints inside one epoch:
+``/checkpoints/epoch`` then repeats and the step is the key that increases. Version-1 traces (no
+epoch_fraction, predictions or baseline) read as before: :attr:`Trace.epoch_fraction` is their epoch,
+and the prediction accessors raise a :class:`TraceError` that says the trace predates them.
 
 Every dataset is resizable along its first (checkpoint) axis and created before the file switches
 to SWMR mode, so readers (:func:`open_trace`) follow a live run. ``/checkpoints/epoch`` is written
@@ -42,9 +57,12 @@ import yaml
 
 from stabilityscope.errors import TraceError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+# analysis.explainability (SGD-complexity, bits): I(F;Y) with its interval, I(F;Y|L), μ_Y(F;L) with its interval
+EXPLAINABILITY_METRICS = ("info_F_Y", "info_F_Y_low", "info_F_Y_high", "info_F_Y_given_L", "mu_F_L", "mu_F_L_low",
+                          "mu_F_L_high")
 _CHUNK = 256  # rows per chunk of the 1-D per-checkpoint datasets
 
 
@@ -60,6 +78,21 @@ class StatSpec:
     labels: Optional[tuple[str, ...]] = None
     shape: tuple[int, ...] = ()
     dtype: str = "f8"
+
+
+def label_dtype(num_classes: int) -> str:
+    """The compact signed integer type that holds class indices 0..K−1 and the −1 of "not recorded"."""
+    return "i1" if num_classes <= 127 else "i2" if num_classes <= 32767 else "i4"
+
+
+@dataclass(frozen=True)
+class PredictionSpec:
+    """What the trace keeps of the test set's predictions (schema v2)."""
+
+    test_labels: np.ndarray  # (n_test,) class indices
+    num_classes: int
+    baseline_predictions: Optional[np.ndarray] = None  # (n_test,) the linear baseline L's classes
+    baseline_attrs: Mapping[str, Any] = ()  # test_acc, info_L_Y, converged, warning, ...
 
 
 @dataclass(frozen=True)
@@ -97,7 +130,8 @@ class TraceWriter:
 
     @classmethod
     def create(cls, path: str | Path, *, attrs: Mapping[str, Any], layers: Mapping[str, LayerSpec],
-               metrics: Sequence[str] = METRICS, weights_dtype: str = "float32") -> "TraceWriter":
+               metrics: Sequence[str] = METRICS, weights_dtype: str = "float32",
+               predictions: Optional[PredictionSpec] = None) -> "TraceWriter":
         path = Path(path)
         f = h5py.File(path, "w", libver="latest")
         f.attrs.update({"schema_version": SCHEMA_VERSION, "status": "running", "start_time": now_iso(),
@@ -107,6 +141,9 @@ class TraceWriter:
         _growable(ck, "epoch", "i8")
         _growable(ck, "step", "i8")
         _growable(ck, "wall_time", "f8")
+        _growable(ck, "epoch_fraction", "f8")
+        if predictions is not None:
+            _create_predictions(f, predictions)
         m = f.create_group("metrics")
         for name in metrics:
             _growable(m, name, "f8")
@@ -126,6 +163,7 @@ class TraceWriter:
         if weights:
             wg = f.create_group("weights")
             _growable(wg, "epoch", "i8")
+            _growable(wg, "step", "i8")
             for name, shape in weights.items():
                 wg.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=weights_dtype,
                                   chunks=(1, *shape), compression="gzip", compression_opts=4, shuffle=True)
@@ -147,13 +185,18 @@ class TraceWriter:
         with _open_read(path) as src, h5py.File(tmp, "w", libver="latest") as dst:
             n = min(keep, src["checkpoints/epoch"].shape[0])
             last_epoch = int(src["checkpoints/epoch"][n - 1]) if n else -1
+            last_step = int(src["checkpoints/step"][n - 1]) if n else -1
             dst.attrs.update(dict(src.attrs))
             for key in src:
                 src.copy(src[key], dst, name=key)
-            n_w = int(np.sum(dst["weights/epoch"][:] <= last_epoch)) if "weights" in dst else 0
+            n_w = 0
+            if "weights" in dst:  # v2 keys stored weights by step (epochs repeat under a step schedule)
+                kept = dst["weights/step"][:] <= last_step if "step" in dst["weights"] else \
+                    dst["weights/epoch"][:] <= last_epoch
+                n_w = int(np.sum(kept))
 
             def cut(name: str, obj: Any) -> None:
-                if isinstance(obj, h5py.Dataset):
+                if isinstance(obj, h5py.Dataset) and name not in _FIXED:
                     obj.resize(n_w if name.startswith("weights") else n, axis=0)
 
             dst.visititems(cut)
@@ -167,10 +210,20 @@ class TraceWriter:
     def num_checkpoints(self) -> int:
         return self._n
 
+    @property
+    def records_predictions(self) -> bool:
+        """Whether the trace has a place for the test predictions (schema v2, made with a PredictionSpec)."""
+        return "predictions/test" in self._f
+
     def append(self, *, epoch: int, step: int, wall_time: float, metrics: Mapping[str, float],
                layer_stats: Mapping[str, Mapping[str, float]],
-               weights: Optional[Mapping[str, np.ndarray]] = None) -> None:
-        """Append one checkpoint and flush. ``/checkpoints/epoch`` is written last (commit marker)."""
+               weights: Optional[Mapping[str, np.ndarray]] = None, epoch_fraction: Optional[float] = None,
+               predictions: Optional[np.ndarray] = None) -> None:
+        """Append one checkpoint and flush. ``/checkpoints/epoch`` is written last (commit marker).
+
+        ``epoch_fraction`` defaults to ``epoch``; ``predictions`` (n_test,) are the test classes (−1
+        where not given, when the trace records predictions).
+        """
         f, n = self._f, self._n
 
         def put(d: h5py.Dataset, value: Any) -> None:
@@ -179,6 +232,15 @@ class TraceWriter:
 
         put(f["checkpoints/step"], step)
         put(f["checkpoints/wall_time"], wall_time)
+        if "checkpoints/epoch_fraction" in f:  # absent in a continued version-1 trace
+            put(f["checkpoints/epoch_fraction"], float(epoch if epoch_fraction is None else epoch_fraction))
+        if self.records_predictions:
+            d = f["predictions/test"]
+            row = np.full(d.shape[1], -1, dtype=d.dtype) if predictions is None else np.asarray(predictions)
+            if row.shape != (d.shape[1],):
+                raise TraceError(f"predictions of shape {row.shape} do not fit this trace's {d.shape[1]} test examples "
+                                 f"(one class index per test example)")
+            put(d, row)
         for name, value in metrics.items():
             put(f["metrics"][name], value)
         for layer, stats in layer_stats.items():
@@ -191,6 +253,9 @@ class TraceWriter:
             for layer, w in weights.items():
                 wg[layer].resize(k + 1, axis=0)
                 wg[layer][k] = w
+            if "step" in wg:  # before the epoch, which marks a stored checkpoint complete
+                wg["step"].resize(k + 1, axis=0)
+                wg["step"][k] = step
             wg["epoch"].resize(k + 1, axis=0)
             wg["epoch"][k] = epoch
         put(f["checkpoints/epoch"], epoch)
@@ -210,6 +275,27 @@ class TraceWriter:
             f.attrs["end_time"] = now_iso()
             if error:
                 f.attrs["error"] = error
+
+
+_FIXED = ("predictions/test_labels", "baseline/test_predictions")  # written once, not per checkpoint
+
+
+def _create_predictions(f: h5py.File, spec: PredictionSpec) -> None:
+    """The v2 prediction datasets (and the baseline's, when given), before the file enters SWMR mode."""
+    labels = np.asarray(spec.test_labels)
+    dtype = label_dtype(spec.num_classes)
+    g = f.create_group("predictions")
+    g.attrs["num_classes"] = int(spec.num_classes)
+    g.create_dataset("test_labels", data=labels.astype(dtype))
+    g.create_dataset("test", shape=(0, len(labels)), maxshape=(None, len(labels)), dtype=dtype,
+                     chunks=(1, len(labels)), compression="gzip", compression_opts=4)
+    if spec.baseline_predictions is not None:
+        b = f.create_group("baseline")
+        pred = np.asarray(spec.baseline_predictions)
+        if pred.shape != labels.shape:
+            raise TraceError(f"the baseline has {len(pred)} test predictions but there are {len(labels)} test labels")
+        d = b.create_dataset("test_predictions", data=pred.astype(dtype))
+        d.attrs.update({k: v for k, v in dict(spec.baseline_attrs).items() if v is not None})
 
 
 def mark_failed(path: str | Path, error: str, attrs: Optional[Mapping[str, Any]] = None) -> None:
@@ -369,6 +455,68 @@ class Trace:
         return self._read("checkpoints/wall_time")[: len(self)]
 
     @property
+    def schema_version(self) -> int:
+        return int(self._f.attrs.get("schema_version", 1))
+
+    @property
+    def epoch_fraction(self) -> np.ndarray:
+        """Step / steps per epoch of each checkpoint (a version-1 trace: its whole epochs, as floats)."""
+        if "epoch_fraction" not in self._f["checkpoints"]:
+            return self.checkpoints.astype(np.float64)
+        return self._read("checkpoints/epoch_fraction")[: len(self)]
+
+    def position(self, axis: str = "epoch") -> np.ndarray:
+        """The checkpoints' x values: ``epoch`` (fractional epochs) or ``step`` (optimiser steps)."""
+        if axis == "epoch":
+            return self.epoch_fraction
+        if axis == "step":
+            return self.steps.astype(np.float64)
+        raise ValueError(f"unknown checkpoint axis {axis!r}; allowed: epoch, step")
+
+    @property
+    def step_schedule(self) -> bool:
+        """Whether the run's checkpoints were scheduled in optimiser steps (train.checkpoints.unit=step)."""
+        sched = config_section(config_section(self.config, "train"), "checkpoints")
+        return str(sched.get("unit", "epoch")) == "step"
+
+    @property
+    def has_predictions(self) -> bool:
+        return "predictions/test" in self._f
+
+    def _require_predictions(self) -> None:
+        if not self.has_predictions:
+            version = self.schema_version
+            why = (f"it is a version-{version} trace, written before predictions were recorded" if version < 2 else
+                   "it was written without test labels (a Recorder made without test_labels)")
+            raise TraceError(f"{self.path} stores no test predictions: {why}.")
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """(n, n_test) the model's test-set class at every checkpoint (−1: not recorded)."""
+        self._require_predictions()
+        return self._read("predictions/test")[: len(self)]
+
+    @property
+    def test_labels(self) -> np.ndarray:
+        """(n_test,) the test labels the predictions are scored against."""
+        self._require_predictions()
+        return self._read("predictions/test_labels")
+
+    @property
+    def num_classes(self) -> int:
+        self._require_predictions()
+        return int(self._f["predictions"].attrs["num_classes"])
+
+    @property
+    def baseline(self) -> Optional[dict[str, Any]]:
+        """The linear baseline L (analysis.explainability): its test predictions and fit attrs, or None."""
+        if "baseline/test_predictions" not in self._f:
+            return None
+        d = self._f["baseline/test_predictions"]
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in d.attrs.items()}
+        return {"test_predictions": self._read("baseline/test_predictions"), **attrs}
+
+    @property
     def metrics(self) -> list[str]:
         return sorted(self._f["metrics"])
 
@@ -407,8 +555,12 @@ class Trace:
         if "weights" not in self._f or layer not in self._f["weights"]:
             raise TraceError(f"{self.path} stores no weights for layer {layer!r} (run with storage.weights=true).")
         epochs = self._read("weights/epoch")
-        last = self.checkpoints[-1] if len(self) else -1
-        k = int(np.sum(epochs <= last))
+        if "step" in self._f["weights"]:  # v2: complete checkpoints by step (epochs repeat under step schedules)
+            last = self.steps[-1] if len(self) else -1
+            k = int(np.sum(self._read("weights/step")[: len(epochs)] <= last))
+        else:
+            last = self.checkpoints[-1] if len(self) else -1
+            k = int(np.sum(epochs <= last))
         return epochs[:k], self._read(f"weights/{layer}")[:k]
 
     @property

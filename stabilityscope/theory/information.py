@@ -143,6 +143,11 @@ class PerformanceCorrelation:
         return self.mu / self.i_fy if self.i_fy > 0 else math.nan
 
 
+def information_parts(counts: torch.Tensor, miller_madow: bool = False) -> tuple[torch.Tensor, ...]:
+    """I(F;Y), I(F;Y|L), μ_Y(F;L) and I(L;Y) in bits of count tables (..., K, K, K) with axes (F, L, Y)."""
+    return _parts(counts.double(), miller_madow)
+
+
 def _parts(counts: torch.Tensor, miller_madow: bool) -> tuple[torch.Tensor, ...]:
     """I(F;Y), I(F;Y|L), μ and I(L;Y) of (..., K, K, K) tables with axes (F, L, Y)."""
     fy = _mi_from_table(_marginal(counts, [0, 2], 3), miller_madow)

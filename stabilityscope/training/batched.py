@@ -17,8 +17,10 @@ layer), which lets the hidden-weight gradient accumulate straight into the momen
 Every member is a full :class:`Run` (its own tracker, state files and trace): at a checkpoint the
 member's slice is copied into its model and optimiser and the ordinary checkpoint code runs, so a
 member's ``trace.h5`` and ``state/`` are exactly what a single run writes, and any member resumes on
-its own with ``resume=<run dir>``. Members may have different epoch counts and checkpoint schedules
-(they leave the stack when done); a member that diverges or fails is closed with that status and
+its own with ``resume=<run dir>``. Members may have different epoch counts and checkpoint schedules,
+in epochs or in steps (they leave the stack when done; a member closed inside an epoch keeps its row
+until the epoch ends, unrecorded); with ``analysis.explainability`` the group fits the linear
+baseline L once and every member is scored against it; a member that diverges or fails is closed with that status and
 dropped while the others continue. A member's ``wall_time`` is the group's, since the group started.
 """
 from __future__ import annotations
@@ -40,8 +42,9 @@ from stabilityscope.interrupts import raise_if_stop_requested
 from stabilityscope.models.registry import FashionFC
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.trace import TraceWriter
+from stabilityscope.training.baseline import LinearBaseline
 from stabilityscope.training.data import InMemoryData, load_dataset
-from stabilityscope.training.trainer import Run, RunState, resolve_device
+from stabilityscope.training.trainer import Run, RunState, resolve_device, run_baseline
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +181,10 @@ class Member:
         return int(self.run.cfg.train.epochs)
 
 
+def last_epoch(members: Sequence[Member]) -> int:
+    return max((m.epochs for m in members), default=0)
+
+
 class BatchedRuns:
     """Train a group of canonical-network runs (equal :func:`group_key`) as one stacked network."""
 
@@ -203,8 +210,15 @@ class BatchedRuns:
                                     test_subset=d.test_subset, normalize=d.normalize)
         self.data = data.to(self.device)
         self.members: list[Member] = []
+        baselines: dict[tuple, LinearBaseline] = {}  # analysis.explainability: one fit of L per set of fit options
         for cfg, rd in zip(cfgs, run_dirs):
-            run = Run(cfg, Path(rd), data=self.data)  # seeds the global RNG and builds the model from it
+            baseline, a = None, cfg.analysis
+            if a.explainability:
+                fit_key = (a.baseline_l2, a.baseline_tol, a.baseline_max_iter)
+                if fit_key not in baselines:
+                    baselines[fit_key] = run_baseline(self.data, Path(rd), a)
+                baseline = baselines[fit_key]
+            run = Run(cfg, Path(rd), data=self.data, baseline=baseline)  # seeds the global RNG, builds the model
             # what is left is the RNG a single run carries through training (saved with each state)
             self.members.append(Member(run, None, RunState(0, 0, 0.0), torch.get_rng_state()))
         self.batch_size = int(first.train.batch_size)
@@ -216,12 +230,15 @@ class BatchedRuns:
         if error:
             log.error("%s %s: %s", m.run.run_dir, status, error)
 
-    def _checkpoint(self, m: Member, i: int) -> bool:
-        """Checkpoint member ``m`` (stack index ``i``); False when it diverged or failed (and is closed)."""
+    def _checkpoint(self, m: Member, i: int, perm: Optional[torch.Tensor] = None) -> bool:
+        """Checkpoint member ``m`` (stack index ``i``); False when it diverged or failed (and is closed).
+
+        ``perm``: the member's permutation of the current epoch, for a checkpoint inside an epoch.
+        """
         try:
             self.stack.write_member(i, m.run, m.state.step)
             torch.set_rng_state(m.torch_rng)
-            m.numbers = m.run.checkpoint(m.state)
+            m.numbers = m.run.checkpoint(m.state, perm=perm)
             m.torch_rng = torch.get_rng_state()
             return True
         except DivergedError as exc:
@@ -283,7 +300,10 @@ class BatchedRuns:
         y = self.data.y_train
         n, B = len(x), self.batch_size
         steps_per_epoch = math.ceil(n / B)
-        schedule_of = {id(m): set(m.run.schedule) for m in self.members}  # checkpoint epochs per member
+        # checkpoint steps per member (members share n and B, so their steps line up); the mid-epoch ones
+        # of step schedules (train.checkpoints.unit=step) are looked up after every step
+        steps_of = {id(m): set(m.run.checkpoint_steps) for m in self.members}
+        inside = set().union(*steps_of.values()) - {e * steps_per_epoch for e in range(last_epoch(self.members) + 1)}
         last = max((m.epochs for m in active), default=0)
         start = time.perf_counter()
         bar = tqdm(range(1, last + 1), desc=f"{len(active)} runs batched", unit="epoch", dynamic_ncols=True,
@@ -295,21 +315,31 @@ class BatchedRuns:
             # each member's own permutation, drawn from its own generator as train_epoch draws it
             perms = torch.stack([torch.randperm(n, generator=m.run.generator) for m in active]).to(x.device)
             total = torch.zeros(len(active), device=x.device)
-            for i in range(0, n, B):
+            leaving: set[int] = set()  # stack rows that leave at the end of this epoch (closed ones keep training)
+            for b in range(steps_per_epoch):
                 raise_if_stop_requested()  # a signal's stop that Python could not raise where it arrived
-                idx = perms[:, i:i + B]  # (K, B)
+                idx = perms[:, b * B:(b + 1) * B]  # (K, B)
                 total += self.stack.step(x[idx], y[idx])
+                step = (epoch - 1) * steps_per_epoch + b + 1
+                if step in inside:
+                    wall = time.perf_counter() - start
+                    for i, m in enumerate(active):
+                        if i not in leaving and step in steps_of[id(m)]:
+                            m.state = RunState(epoch - 1, step, wall)
+                            if not self._checkpoint(m, i, perm=perms[i]):
+                                leaving.add(i)
             wall = time.perf_counter() - start
             finite = torch.isfinite(total).tolist()
-            leaving: set[int] = set()
             for i, m in enumerate(active):
-                m.state = RunState(epoch, m.state.step + steps_per_epoch, wall)
+                if i in leaving:
+                    continue
+                m.state = RunState(epoch, epoch * steps_per_epoch, wall)
                 if not finite[i]:
                     self._finish(m, "diverged", f"The training loss became {float(total[i])} during epoch {epoch} "
                                                 f"(optim.lr={m.run.cfg.optim.lr}); the trace keeps every "
                                                 f"checkpoint before it.")
                     leaving.add(i)
-                elif epoch in schedule_of[id(m)] and not self._checkpoint(m, i):
+                elif epoch * steps_per_epoch in steps_of[id(m)] and not self._checkpoint(m, i):
                     leaving.add(i)
                 elif epoch == m.epochs:  # its last epoch is always a checkpoint (schedule.checkpoint_epochs)
                     self._finish(m, "finished")

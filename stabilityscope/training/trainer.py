@@ -4,9 +4,16 @@ Data live on the device as tensors; each epoch draws one permutation from a seed
 slices batches out of it (the last, shorter batch included). The step loop never synchronises with
 the device: the epoch's summed loss is checked for NaN/inf once per epoch.
 
+Checkpoints follow ``train.checkpoints`` in epochs or, with ``unit=step``, in optimiser steps (inside
+an epoch too: SGD-complexity's first phase lasts a few thousand steps); the loop trains up to the next
+checkpoint step, so an epoch schedule trains exactly as whole epochs did. Every checkpoint stores the
+test set's predicted classes; ``analysis.explainability`` adds SGD-complexity's information measures
+against a linear baseline L fitted once per run (:mod:`stabilityscope.training.baseline`, cached in
+``baseline.pt``).
+
 A run directory holds ``trace.h5`` (see :mod:`stabilityscope.recording.trace`) and ``state/`` with the
-resumable state of the newest checkpoints (model, optimiser, RNG, tracker; loaded with
-``weights_only=True``). Per checkpoint: measure → save state (atomic rename) → append to the trace →
+resumable state of the newest checkpoints (model, optimiser, RNG, tracker, and the epoch's
+permutation when a checkpoint falls inside an epoch; loaded with ``weights_only=True``). Per checkpoint: measure → save state (atomic rename) → append to the trace →
 prune old states, so the newest checkpoint in the trace always has a state on disk. A resume takes the
 newest checkpoint that has both a trace row and a readable state, falling back past a damaged state file.
 
@@ -17,32 +24,37 @@ checkpoint instead of drawing a progress bar.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-from stabilityscope.config import Config, OptimConfig, as_options, to_container, value_of
+from stabilityscope.config import AnalysisConfig, Config, OptimConfig, as_options, to_container, value_of
 from stabilityscope.errors import ConfigError, DivergedError, TraceError
 from stabilityscope.interrupts import raise_if_stop_requested
 from stabilityscope.models.dissect import tracked_records
 from stabilityscope.models.registry import build_model
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.recorder import Recorder
-from stabilityscope.recording.trace import METRICS, TraceWriter, open_trace
+from stabilityscope.recording.trace import EXPLAINABILITY_METRICS, METRICS, TraceWriter, open_trace
 from stabilityscope.recording.tracking import LayerTracker
+from stabilityscope.theory.information import performance_correlation
+from stabilityscope.training.baseline import LinearBaseline, fit_linear_baseline, load_baseline
 from stabilityscope.training.data import InMemoryData, augment_batch, load_dataset
-from stabilityscope.training.schedule import checkpoint_epochs
+from stabilityscope.training.schedule import checkpoint_steps, steps_per_epoch
 from stabilityscope.training.subsample import apply_subsample
 
 log = logging.getLogger(__name__)
@@ -72,34 +84,41 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy (no regularisation term) and accuracy over all of (x, y)."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             predictions: bool = False) -> tuple[float, float] | tuple[float, float, torch.Tensor]:
+    """Mean cross-entropy (no regularisation term) and accuracy over all of (x, y); with ``predictions``
+    also the argmax class of every example (n,)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    classes = []
     for i in range(0, len(x), EVAL_CHUNK):
         logits = model(x[i:i + EVAL_CHUNK])
         yb = y[i:i + EVAL_CHUNK]
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-        correct += (logits.argmax(1) == yb).sum()
+        predicted = logits.argmax(1)
+        correct += (predicted == yb).sum()
+        classes.append(predicted)
     model.train(was_training)
+    if predictions:
+        return float(loss_sum) / len(x), float(correct) / len(x), torch.cat(classes)
     return float(loss_sum) / len(x), float(correct) / len(x)
 
 
-def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                batch_size: int, generator: torch.Generator,
+def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                batch_size: int, perm: torch.Tensor, first: int, stop: int,
                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
-    """One pass over a fresh permutation; returns the summed batch loss (a 0-d tensor, not synced).
+    """Batches ``first`` .. ``stop`` − 1 of one epoch's permutation ``perm`` (n,); returns the summed batch
+    loss (a 0-d tensor, not synced).
 
     ``augment`` (e.g. :func:`~stabilityscope.training.data.augment_batch`) transforms each batch on the device.
     """
     model.train()
-    perm = torch.randperm(len(x), generator=generator).to(x.device)
     total = torch.zeros((), device=x.device)
-    for i in range(0, len(x), batch_size):
+    for b in range(first, stop):
         raise_if_stop_requested()  # a signal's stop that Python could not raise where it arrived
-        idx = perm[i:i + batch_size]
+        idx = perm[b * batch_size:(b + 1) * batch_size]
         xb = x[idx] if augment is None else augment(x[idx])
         loss = F.cross_entropy(model(xb), y[idx])
         opt.zero_grad(set_to_none=True)
@@ -109,50 +128,118 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
     return total
 
 
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                batch_size: int, generator: torch.Generator,
+                augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+    """One pass over a fresh permutation drawn from ``generator``; returns the summed batch loss (not synced)."""
+    perm = torch.randperm(len(x), generator=generator).to(x.device)
+    return train_steps(model, opt, x, y, batch_size, perm, 0, steps_per_epoch(len(x), batch_size), augment)
+
+
 @dataclass
 class RunState:
-    """What is needed to continue a run after checkpoint ``epoch``."""
+    """What is needed to continue a run after a checkpoint: whole epochs done, optimiser steps, seconds."""
 
     epoch: int
     step: int
     wall_time: float
 
 
-def _state_path(run_dir: Path, epoch: int) -> Path:
-    return run_dir / "state" / f"epoch_{epoch:06d}.pt"
+def _state_path(run_dir: Path, key: int, unit: str = "epoch") -> Path:
+    """A checkpoint's state file: named by its epoch (epoch schedules) or its step (step schedules)."""
+    unit = value_of(unit)
+    return run_dir / "state" / (f"epoch_{key:06d}.pt" if unit == "epoch" else f"step_{key:09d}.pt")
+
+
+def saved_state_keys(run_dir: Path, unit: str = "epoch") -> list[int]:
+    """Epochs (or steps, for ``unit="step"``) of the checkpoints whose state is on disk."""
+    unit = value_of(unit)
+    return sorted(int(p.stem.split("_")[1]) for p in (run_dir / "state").glob(f"{unit}_*.pt"))
 
 
 def saved_state_epochs(run_dir: Path) -> list[int]:
-    return sorted(int(p.stem.split("_")[1]) for p in (run_dir / "state").glob("epoch_*.pt"))
+    return saved_state_keys(run_dir, "epoch")
 
 
 def save_state(run_dir: Path, run: RunState, model: nn.Module, opt: torch.optim.Optimizer,
-               generator: torch.Generator, tracker: LayerTracker) -> None:
-    path = _state_path(run_dir, run.epoch)
+               generator: torch.Generator, tracker: LayerTracker, unit: str = "epoch",
+               perm: Optional[torch.Tensor] = None) -> None:
+    """Write the resumable state of a checkpoint; ``perm``: the epoch's permutation, for a checkpoint inside it."""
+    unit = value_of(unit)
+    path = _state_path(run_dir, run.epoch if unit == "epoch" else run.step, unit)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"epoch": run.epoch, "step": run.step, "wall_time": run.wall_time,
                "model": model.state_dict(), "optimizer": opt.state_dict(),
                "shuffle_rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
                "tracker": tracker.state_dict()}
+    if perm is not None:
+        payload["perm"] = perm.cpu()
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)  # atomic: a state file is either complete or absent
 
 
-def prune_states(run_dir: Path, keep: int) -> None:
-    for epoch in saved_state_epochs(run_dir)[:-keep]:
-        _state_path(run_dir, epoch).unlink(missing_ok=True)
+def prune_states(run_dir: Path, keep: int, unit: str = "epoch") -> None:
+    for key in saved_state_keys(run_dir, unit)[:-keep]:
+        _state_path(run_dir, key, unit).unlink(missing_ok=True)
 
 
-def load_state(run_dir: Path, epoch: int, device: torch.device) -> dict[str, Any]:
-    return torch.load(_state_path(run_dir, epoch), map_location=device, weights_only=True)
+def load_state(run_dir: Path, key: int, device: torch.device, unit: str = "epoch") -> dict[str, Any]:
+    return torch.load(_state_path(run_dir, key, unit), map_location=device, weights_only=True)
 
 
+BASELINE_FILE = "baseline.pt"
 
 
-def progress_line(name: str, epoch: int, epochs: int, seconds_per_epoch: float, numbers: dict[str, float]) -> str:
+def run_baseline(data: InMemoryData, run_dir: Path, options: AnalysisConfig) -> LinearBaseline:
+    """SGD-complexity's linear baseline L for a run: read from ``run_dir/baseline.pt``, else fitted and saved there."""
+    path = Path(run_dir) / BASELINE_FILE
+    if path.exists():
+        return load_baseline(path, data.x_train.device)
+    log.info("Fitting the linear baseline (logistic regression, L-BFGS) on %d training examples", len(data.x_train))
+    with warnings.catch_warnings():  # a non-converged fit is recorded in the trace (converged, warning) and logged
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fit = fit_linear_baseline(data.x_train, data.y_train, data.num_classes, l2=options.baseline_l2,
+                                  tol=options.baseline_tol, max_iter=options.baseline_max_iter)
+    fit.save(path)
+    return fit
+
+
+def baseline_record(fit: LinearBaseline, data: InMemoryData, options: AnalysisConfig) -> tuple[np.ndarray, dict]:
+    """L's test predictions and the trace attrs that describe it (test accuracy, I(L;Y), how the fit ended)."""
+    pred = fit.predict(data.x_test).cpu()
+    i_ly = performance_correlation(pred, pred, data.y_test.cpu(), num_classes=data.num_classes,
+                                   miller_madow=options.miller_madow).i_ly
+    warning = "" if fit.converged else (
+        f"the linear baseline did not converge: largest gradient entry {fit.grad_max:.3g} after {fit.iterations} "
+        f"L-BFGS iterations (analysis.baseline_tol={options.baseline_tol:g}); its numbers are approximate")
+    if warning:
+        log.warning(warning)
+    attrs = {"test_acc": fit.accuracy(data.x_test, data.y_test), "info_L_Y": i_ly, "converged": bool(fit.converged),
+             "warning": warning, "iterations": int(fit.iterations), "grad_max": float(fit.grad_max),
+             "l2": float(fit.l2), "fit_seconds": float(fit.fit_seconds), "train_loss": float(fit.train_loss)}
+    return pred.numpy(), attrs
+
+
+def check_explainable(model: nn.Module, data: InMemoryData) -> None:
+    """analysis.explainability needs class outputs: a classification dataset and logits (B, K)."""
+    if data.num_classes < 2 or data.y_test.is_floating_point():
+        raise ConfigError(f"analysis.explainability=true needs a classification dataset (class labels); dataset "
+                          f"{data.name!r} is not one. SGD-complexity's measures compare predicted classes.")
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(data.x_test[:2])
+    model.train(was_training)
+    if out.dim() != 2 or out.shape[1] != data.num_classes:
+        raise ConfigError(f"analysis.explainability=true needs a model with class outputs (B, {data.num_classes}) "
+                          f"for dataset {data.name!r}; this model returns shape {tuple(out.shape)}.")
+
+
+def progress_line(name: str, epoch: int | str, epochs: int, seconds_per_epoch: float,
+                  numbers: dict[str, float]) -> str:
     """One checkpoint's progress for logs without a terminal: run, epoch, s/epoch, test numbers, first J's."""
-    shown = {k: v for k, v in numbers.items() if k in ("test_loss", "test_acc") or k.endswith(".J")}
+    shown = {k: v for k, v in numbers.items() if k in ("test_loss", "test_acc", "mu_F_L") or k.endswith(".J")}
     return (f"{name} epoch {epoch}/{epochs}: {seconds_per_epoch:.3g} s/epoch, "
             + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 
@@ -160,7 +247,10 @@ def progress_line(name: str, epoch: int, epochs: int, seconds_per_epoch: float, 
 class Run:
     """A training run: data, model, optimiser, tracker and trace of one configuration."""
 
-    def __init__(self, cfg: Config, run_dir: Path, data: Optional[InMemoryData] = None) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, data: Optional[InMemoryData] = None,
+                 baseline: Optional[LinearBaseline] = None) -> None:
+        """``baseline``: a linear baseline L already fitted on this run's training data (a batched group
+        shares one); default: ``run_dir/baseline.pt``, else a new fit (analysis.explainability only)."""
         self.cfg, self.run_dir = as_options(cfg, Config), Path(run_dir)
         cfg = self.cfg
         self.device = resolve_device(str(cfg.train.device))
@@ -176,41 +266,76 @@ class Run:
         self.augment = None
         if cfg.dataset.augment:  # random crop + flip per batch, drawn from the (saved) shuffle generator
             self.augment = functools.partial(augment_batch, generator=self.generator, pad_value=data.pad_value)
+        self.explain = bool(cfg.analysis.explainability)
+        base_pred, base_attrs = None, None
+        if self.explain:
+            check_explainable(self.model, self.data)
+            self.baseline = baseline if baseline is not None else run_baseline(self.data, self.run_dir, cfg.analysis)
+            if baseline is not None and not (self.run_dir / BASELINE_FILE).exists():
+                baseline.save(self.run_dir / BASELINE_FILE)  # the run directory keeps the L it was scored against
+            base_pred, base_attrs = baseline_record(self.baseline, self.data, cfg.analysis)
+        self.baseline_predictions = base_pred
+        classes = not self.data.y_test.is_floating_point() and data.num_classes >= 2
         records = tracked_records(self.model, cfg.model, cfg.analysis, data.input_shape)
         # the one path of checkpoint recording (the same object a user's own loop uses); the run
         # directory's lock is taken by execute(), and the tracker's state is saved with the run's state
         self.recorder = Recorder(
             self.model, self.run_dir, probe_inputs=self.data.x_test, options=cfg.analysis, records=records,
-            config=to_container(cfg), storage=cfg.storage, metrics=METRICS, lock=False, save_tracker_state=False,
+            config=to_container(cfg), storage=cfg.storage, lock=False, save_tracker_state=False,
+            metrics=METRICS + (EXPLAINABILITY_METRICS if self.explain else ()),
             attrs={"seed": int(cfg.train.seed), "model": cfg.model.name, "dataset": cfg.dataset.name,
                    "device": str(self.device), "task": "train"},
             tensorboard=cfg.logging.tensorboard_dir or cfg.logging.tensorboard,
             mlflow=cfg.logging.mlflow_uri or cfg.logging.mlflow,
             geometry_inputs=self.data.x_train[: cfg.analysis.geometry_samples],
-            geometry_labels=self.data.y_train[: cfg.analysis.geometry_samples])
+            geometry_labels=self.data.y_train[: cfg.analysis.geometry_samples],
+            test_labels=self.data.y_test if classes else None, num_classes=data.num_classes,
+            baseline_predictions=base_pred, baseline_attrs=base_attrs)
         self.tracker = self.recorder.tracker
-        sched = cfg.train.checkpoints
-        self.schedule = checkpoint_epochs(cfg.train.epochs, sched.kind, sched.every, sched.num, list(sched.epochs))
-        self.steps_per_epoch = math.ceil(len(data.x_train) / cfg.train.batch_size)
-        self.weight_epochs = set(self.schedule[:: cfg.storage.weights_every]) | {0, cfg.train.epochs}
+        self.unit = value_of(cfg.train.checkpoints.unit)  # names the state files: epoch_*.pt or step_*.pt
+        self.steps_per_epoch = steps_per_epoch(len(data.x_train), cfg.train.batch_size)
+        self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        # the global optimiser step of every checkpoint (an epoch schedule's are multiples of steps_per_epoch)
+        self.checkpoint_steps = checkpoint_steps(cfg.train.checkpoints, cfg.train.epochs, len(data.x_train),
+                                                 cfg.train.batch_size)
+        self.schedule = sorted({s // self.steps_per_epoch for s in self.checkpoint_steps
+                                if s % self.steps_per_epoch == 0})  # the checkpoints at the end of an epoch
+        self.weight_steps = set(self.checkpoint_steps[:: cfg.storage.weights_every]) | {0, self.total_steps}
         self.last_checkpoint: Optional[int] = None  # epoch of the newest checkpoint in the trace
 
     # -- checkpoints -----------------------------------------------------------------------
-    def checkpoint(self, run: RunState) -> dict[str, float]:
-        """Evaluate, measure, save the resumable state and append one trace row; returns the progress numbers."""
+    def checkpoint(self, run: RunState, perm: Optional[torch.Tensor] = None) -> dict[str, float]:
+        """Evaluate, measure, save the resumable state and append one trace row; returns the progress numbers.
+
+        ``perm``: the current epoch's permutation, for a checkpoint inside an epoch (saved with the state).
+        """
         d = self.data
         train_loss, train_acc = evaluate(self.model, d.x_train, d.y_train)
-        test_loss, test_acc = evaluate(self.model, d.x_test, d.y_test)
+        test_loss, test_acc, predicted = evaluate(self.model, d.x_test, d.y_test, predictions=True)
         metrics = dict(zip(METRICS, (train_loss, train_acc, test_loss, test_acc)))
+        if self.explain:
+            metrics.update(self.explainability(predicted))
         layer_stats = self.recorder.record(
-            run.epoch, run.step, run.wall_time, metrics, store_weights=run.epoch in self.weight_epochs,
-            before_commit=lambda: save_state(self.run_dir, run, self.model, self.opt, self.generator, self.tracker))
+            run.epoch, run.step, run.wall_time, metrics, store_weights=run.step in self.weight_steps,
+            epoch_fraction=run.step / self.steps_per_epoch,
+            predictions=predicted if self.recorder.prediction_spec is not None else None,
+            before_commit=lambda: save_state(self.run_dir, run, self.model, self.opt, self.generator, self.tracker,
+                                             self.unit, perm))
         self.last_checkpoint = run.epoch
-        prune_states(self.run_dir, self.cfg.train.keep_states)
+        prune_states(self.run_dir, self.cfg.train.keep_states, self.unit)
         if not all(math.isfinite(v) for v in (train_loss, test_loss)):
             raise DivergedError(f"The loss became {train_loss} at epoch {run.epoch} (lr={self.cfg.optim.lr}).")
         coupling = [(n, s["J"]) for n, s in layer_stats.items() if "J" in s][:2]  # a large model has many
         return {**metrics, **{f"{n}.J": j for n, j in coupling}}
+
+    def explainability(self, predicted: torch.Tensor) -> dict[str, float]:
+        """SGD-complexity's measures of the model's test predictions against the baseline L (bits, with intervals)."""
+        a = self.cfg.analysis
+        pc = performance_correlation(predicted.cpu(), self.baseline_predictions, self.data.y_test.cpu(),
+                                     num_classes=self.data.num_classes, n_boot=a.explainability_boot,
+                                     confidence=a.explainability_confidence, miller_madow=a.miller_madow)
+        values = (pc.i_fy, *pc.i_fy_interval, pc.i_fy_given_l, pc.mu, *pc.mu_interval)
+        return dict(zip(EXPLAINABILITY_METRICS, values))
 
     def _config_yaml(self) -> str:
         return yaml.safe_dump(to_container(self.cfg), sort_keys=False)
@@ -225,33 +350,76 @@ class Run:
         A state file that does not load (damaged, cut short) is skipped with a warning for the one
         before it; states newer than the one used are removed, since training will write them again.
         """
-        with open_trace(self.run_dir / "trace.h5") as tr:
-            done = [int(e) for e in tr.checkpoints]
-        usable = sorted(set(done) & set(saved_state_epochs(self.run_dir)))
+        with open_trace(self.run_dir / "trace.h5") as tr:  # a checkpoint's key: its epoch, or its step
+            done = [int(e) for e in (tr.steps if self.unit == "step" else tr.checkpoints)]
+        usable = sorted(set(done) & set(saved_state_keys(self.run_dir, self.unit)))
         if not usable:
             raise TraceError(f"{self.run_dir} has no checkpoint with a saved state to resume from; start a new run.")
-        for epoch in reversed(usable):
+        for key in reversed(usable):
             try:
-                state = load_state(self.run_dir, epoch, self.device)
+                state = load_state(self.run_dir, key, self.device, self.unit)
                 self.model.load_state_dict(state["model"])
                 self.opt.load_state_dict(state["optimizer"])
                 self.generator.set_state(state["shuffle_rng"])
                 torch.set_rng_state(state["torch_rng"])
                 self.tracker.load_state_dict(state["tracker"])
+                self._perm = state["perm"].to(self.device) if "perm" in state else None
                 break
             except Exception as exc:  # a damaged file fails in many ways (zip, unpickler, struct, shapes)
-                log.warning("The saved state of epoch %d in %s is unreadable (%s: %s); trying the one before it",
-                            epoch, self.run_dir, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+                log.warning("The saved state of %s %d in %s is unreadable (%s: %s); trying the one before it",
+                            self.unit, key, self.run_dir, type(exc).__name__,
+                            str(exc).splitlines()[0][:200] if str(exc) else "")
         else:
             raise TraceError(f"{self.run_dir}: none of the saved states ({', '.join(map(str, usable))}) could be "
                              f"read, so the run cannot be resumed; start a new run.")
-        for newer in saved_state_epochs(self.run_dir):
-            if newer > epoch:
-                _state_path(self.run_dir, newer).unlink(missing_ok=True)
-        self.recorder.reopen(keep=done.index(epoch) + 1, attrs={"config": self._config_yaml()})
-        return RunState(epoch, int(state["step"]), float(state["wall_time"]))
+        for newer in saved_state_keys(self.run_dir, self.unit):
+            if newer > key:
+                _state_path(self.run_dir, newer, self.unit).unlink(missing_ok=True)
+        self.recorder.reopen(keep=done.index(key) + 1, attrs={"config": self._config_yaml()})
+        return RunState(int(state["epoch"]), int(state["step"]), float(state["wall_time"]))
 
     # -- the loop ----------------------------------------------------------------------------
+    def _train_from(self, run: RunState) -> None:
+        """Train from ``run`` to ``train.epochs``, checkpointing at every scheduled step.
+
+        Each epoch draws one permutation; training stops at the next checkpoint step or the epoch's end,
+        whichever comes first (an epoch schedule trains whole epochs, as before step schedules existed).
+        The summed loss is checked for NaN/inf at the end of each epoch and by every checkpoint.
+        """
+        d, batch = self.data, self.cfg.train.batch_size
+        per_epoch, checkpoints = self.steps_per_epoch, self.checkpoint_steps
+        start = time.perf_counter() - run.wall_time
+        bar = tqdm(total=self.cfg.train.epochs, initial=run.epoch, desc=str(self.run_dir.name), unit="epoch",
+                   dynamic_ncols=True, disable=None)  # None: no bar without a terminal, a log line per checkpoint
+        logged = (run.step, run.wall_time)
+        perm, loss_sum, step = self._perm, torch.zeros((), device=self.device), run.step
+        while step < self.total_steps:
+            epoch, offset = divmod(step, per_epoch)
+            if offset == 0 or perm is None:
+                perm = torch.randperm(len(d.x_train), generator=self.generator).to(self.device)
+            stop = min(checkpoints[bisect.bisect_right(checkpoints, step)], (epoch + 1) * per_epoch)
+            loss_sum += train_steps(self.model, self.opt, d.x_train, d.y_train, batch, perm, offset,
+                                    stop - epoch * per_epoch, self.augment)
+            step = stop
+            run = RunState(step // per_epoch, step, time.perf_counter() - start)
+            if step % per_epoch == 0:
+                if not math.isfinite(float(loss_sum)):
+                    raise DivergedError(f"The training loss became {float(loss_sum)} during epoch {run.epoch} "
+                                        f"(optim.lr={self.cfg.optim.lr}); the trace keeps every checkpoint "
+                                        f"before it.")
+                loss_sum.zero_()
+                bar.update(1)
+            if step in self.checkpoint_steps:
+                postfix = self.checkpoint(run, perm=perm if step % per_epoch else None)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k != "train_acc"}, refresh=False)
+                if bar.disable:
+                    per_epoch_s = (run.wall_time - logged[1]) / max(1e-9, (step - logged[0]) / per_epoch)
+                    where = run.epoch if step % per_epoch == 0 else f"{step / per_epoch:.3f} (step {step})"
+                    log.info(progress_line(self.run_dir.name, where, self.cfg.train.epochs, per_epoch_s, postfix))
+                    logged = (step, run.wall_time)
+        bar.close()
+
+
     def execute(self, resume: bool = False) -> str:
         """Train to ``train.epochs``; returns the final status.
 
@@ -264,10 +432,12 @@ class Run:
             return self._execute(resume)
 
     def _execute(self, resume: bool) -> str:
-        can_resume = resume and (self.run_dir / "trace.h5").exists() and saved_state_epochs(self.run_dir)
+        can_resume = (resume and (self.run_dir / "trace.h5").exists()
+                      and saved_state_keys(self.run_dir, self.unit))
+        self._perm: Optional[torch.Tensor] = None  # the current epoch's permutation (restored mid-epoch)
         if can_resume:
             run = self._restore()
-            log.info("Resuming %s after epoch %d", self.run_dir, run.epoch)
+            log.info("Resuming %s after step %d (epoch %.4g)", self.run_dir, run.step, run.step / self.steps_per_epoch)
             self.last_checkpoint = run.epoch
         else:
             self.new_writer()
@@ -276,26 +446,7 @@ class Run:
         try:
             if not can_resume:
                 self.checkpoint(run)
-            start = time.perf_counter() - run.wall_time
-            bar = tqdm(range(run.epoch + 1, self.cfg.train.epochs + 1), desc=str(self.run_dir.name),
-                       unit="epoch", initial=run.epoch, total=self.cfg.train.epochs, dynamic_ncols=True,
-                       disable=None)  # None: no bar without a terminal, a log line per checkpoint instead
-            logged = (run.epoch, run.wall_time)
-            for epoch in bar:
-                loss_sum = train_epoch(self.model, self.opt, self.data.x_train, self.data.y_train,
-                                       self.cfg.train.batch_size, self.generator, self.augment)
-                run = RunState(epoch, run.step + self.steps_per_epoch, time.perf_counter() - start)
-                if not math.isfinite(float(loss_sum)):
-                    raise DivergedError(f"The training loss became {float(loss_sum)} during epoch {epoch} "
-                                        f"(optim.lr={self.cfg.optim.lr}); the trace keeps every checkpoint "
-                                        f"before it.")
-                if epoch in self.schedule:
-                    postfix = self.checkpoint(run)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k != "train_acc"}, refresh=False)
-                    if bar.disable:
-                        per_epoch = (run.wall_time - logged[1]) / max(1, epoch - logged[0])
-                        log.info(progress_line(self.run_dir.name, epoch, self.cfg.train.epochs, per_epoch, postfix))
-                        logged = (epoch, run.wall_time)
+            self._train_from(run)
             status = "finished"
         except DivergedError as exc:
             status, error = "diverged", str(exc)
