@@ -188,6 +188,76 @@ def test_classify_attractor_contracting_onto_unresolved_cycle():
     assert _name(codes) == ["chaotic"] and periods.tolist() == [0]
 
 
+def _mean_coupling_tanh(n: int, j0: float, j: float, seed: int, dtype=torch.float64) -> LayerMap:
+    """x → tanh(W x), W = (J0/N)·11ᵀ + (J/√N)·G: the mean/variance split of SCIENCE.md §1.1, §2.1."""
+    g = torch.randn(n, n, generator=_gen(seed), dtype=torch.float64)
+    w = torch.full((n, n), j0 / n, dtype=torch.float64) + g * j / math.sqrt(n)
+    return LayerMap(w.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sign_flipping_collapse_is_a_fixed_point(dtype):
+    """x → tanh(W x), no bias, W's largest eigenvalue μ real and negative with |μ| < 1 (the trained hidden
+    layer of the canonical run): every orbit decays to 0 while flipping sign. That is the fixed point 0,
+    not a period-2 cycle, and λ_max = ln|μ| since ∂F(0) = W."""
+    n = 100
+    f = _mean_coupling_tanh(n, -0.75, 0.3, seed=11, dtype=dtype)
+    eig = torch.linalg.eigvals(f.weight.double())
+    mu = eig[eig.abs().argmax()]
+    assert abs(mu.imag) < 1e-12 and -1 < mu.real < -0.5  # the rank-one outlier ≈ J0 sits outside the bulk (radius J)
+    x0 = torch.rand(4, n, generator=_gen(12), dtype=torch.float64).to(dtype)  # non-negative, like pixels
+    m = map_measures(f, x0, steps=500)
+    assert STOP_REASONS[int(m.stop_reason)] == "collapsed"
+    assert _name(m.attractor) == ["fixed_point"] * 4 and m.period.tolist() == [1] * 4
+    torch.testing.assert_close(m.lyapunov_max, torch.full((4,), math.log(-mu.real), dtype=torch.float64),
+                               atol=EXACT, rtol=0)
+    # the approach flips sign every step: M5's X_t and X_{t+1} have opposite signs throughout the window
+    pts = m.poincare[~m.poincare.isnan().any(-1)]
+    assert len(pts) > 20 and (pts[:, 0] * pts[:, 1] < 0).all()
+
+
+def test_mean_coupling_below_minus_one_is_a_period_2_cycle():
+    """J0/J < −1 (SCIENCE.md §1.3): the mean flips sign every step, m_{t+1} ≈ tanh(J0·m_t), on a stable
+    period-2 cycle {x_a, x_b}. Its exponent is ½ ln |λ_max(∂F(x_b)·∂F(x_a))|, computed here from the two
+    cycle points independently of map_measures; M5 shows two dots."""
+    n = 100
+    f = _mean_coupling_tanh(n, -2.0, 0.5, seed=13)
+    x0 = torch.rand(3, n, generator=_gen(14), dtype=torch.float64)
+    m = map_measures(f, x0, steps=500)
+    assert STOP_REASONS[int(m.stop_reason)] == "completed"
+    assert _name(m.attractor) == ["periodic"] * 3 and m.period.tolist() == [2] * 3
+    x_a = m.orbit_tail[:, -1]  # (B, N)
+    x_b = f(x_a)
+    torch.testing.assert_close(f(x_b), x_a, atol=1e-12, rtol=0)
+    assert ((x_a.mean(-1) * x_b.mean(-1)) < 0).all() and (x_a - x_b).norm(dim=-1).min() > 1
+    cycle = torch.linalg.eigvals(f.jacobian(x_b) @ f.jacobian(x_a)).abs().max(-1).values  # (B,)
+    torch.testing.assert_close(m.lyapunov_max, 0.5 * cycle.log(), atol=EXACT, rtol=0)
+    for b in range(3):
+        assert len(torch.unique(m.poincare[b, :, 0].round(decimals=8))) == 2
+
+
+@pytest.mark.parametrize("start_norm", [1.0, 3e-5, 1e-8])
+def test_classify_attractor_sign_flipping_decay_at_every_scale(start_norm):
+    """x_t = x* + (−0.75)^t·v, whatever the size of v relative to the tolerances (the canonical run's tails
+    start near 1e-5 to 1e-4 and end at the 1e-10 collapse norm), is a fixed point; a period-2 cycle with the same
+    sign-flipping transient on top stays a period-2 cycle. Also with the tail NaN-padded (an early stop)."""
+    n_tail, n = 64, 784
+    t = torch.arange(n_tail, dtype=torch.float64)[:, None]
+    v = torch.randn(n, generator=_gen(15), dtype=torch.float64)
+    v = v / v.norm() * start_norm
+    decay = (-0.75) ** t * v  # (n_tail, N)
+    lam = torch.tensor([math.log(0.75)] * 3, dtype=torch.float64)
+    x_star = torch.rand(n, generator=_gen(16), dtype=torch.float64)
+    cycle = (-1.0) ** t * x_star
+    padded = decay.clone()
+    padded[:30] = float("nan")
+    tails = torch.stack([decay, x_star + decay, padded])  # (B=3, n_tail, N)
+    codes, periods = classify_attractor(tails, lam)
+    assert _name(codes) == ["fixed_point"] * 3 and periods.tolist() == [1] * 3
+    codes, periods = classify_attractor((cycle + decay)[None], lam[:1])
+    assert _name(codes) == ["periodic"] and periods.tolist() == [2]
+
+
 def test_converge_tol_extrapolates_exactly():
     """A map with a non-zero fixed point (bias) stops early and reproduces the full-T averages."""
     g = _gen(3)

@@ -39,8 +39,12 @@ STOP_REASONS = ("completed", "diverged", "collapsed", "converged")
 DIVERGENCE_NORM = 1e10  # mean state norm above which a map is stopped as diverged (EOC-optimality)
 COLLAPSE_NORM = 1e-10  # mean state norm below which a map is stopped as collapsed (EOC-optimality)
 LAMBDA_TOL = 1e-2  # |λ_max| below this counts as zero: finite-T Benettin error on a torus is ~1/T
-PERIOD_RTOL = 1e-3  # x_{t+L} ≈ x_t means ||x_{t+L} − x_t|| ≤ PERIOD_ATOL·sqrt(N) + PERIOD_RTOL·||x_t||
-PERIOD_ATOL = 1e-6
+PERIOD_RTOL = 1e-3  # x_{t+L} ≈ x_t means ||x_{t+L} − x_t|| ≤ PERIOD_ATOL + PERIOD_RTOL·||x_t||
+# Absolute floor of that test: the collapse norm, below which a state counts as the origin. A larger floor
+# (it was 1e-6·sqrt(N) ≈ 3e-5 at N = 784) let an orbit flipping sign on its way to 0, x_t ∝ (−0.75)^t,
+# pass as a period-2 cycle while its norm was still 1e5 times the collapse norm: ||x_{t+2} − x_t|| =
+# 0.44·||x_t|| fell under the floor a few steps before ||x_{t+1} − x_t|| = 1.75·||x_t|| did.
+PERIOD_ATOL = COLLAPSE_NORM
 MAX_PERIOD = 32  # longest cycle searched for; the orbit tail holds 2·MAX_PERIOD states
 QR_METHODS = ("auto", "cholesky", "householder")  # re-orthonormalisation of lyapunov_spectrum
 CHOLESKY_QR_TOL = 0.1  # CholeskyQR2 is accepted when ||R2 − I||_F ≤ this (first pass nearly orthonormal)
@@ -476,23 +480,33 @@ def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = L
                        divergent: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Attractor class and cycle length of each orbit (EOC-optimality v2, SCIENCE.md §2).
 
-    Decision order, per orbit:
+    With the mismatch e_L(t) = ||x_{t+L} − x_t|| along the tail and "within tolerance" meaning
+    e_L(t) ≤ atol + rtol·||x_t||, the decision per orbit is:
         1. divergent: the last state is non-finite or has norm ≥ 1e10 (or ``divergent`` is set);
-        2. the smallest L ≤ max_period with ||x_{t+L} − x_t|| ≤ atol·sqrt(N) + rtol·||x_t|| over
-           the whole tail: L = 1 → fixed point, L ≥ 2 → period-L cycle;
-        3. no cycle found and λ_max > tol → chaotic;
-        4. no cycle found and |λ_max| ≤ tol → quasi-periodic (the Neimark–Sacker torus); also
-           for a NaN λ_max (no evidence either way);
-        5. no cycle found and λ_max < −tol: the orbit contracts onto a stable cycle it has not yet
-           reached within rtol. The smallest L whose mismatch ||x_{t+L} − x_t|| decays along the
-           tail at least at rate λ_max/2 is taken (fixed point for L = 1); if none does, the
-           class is periodic with period 0 (unresolved, or a cycle longer than max_period).
+        2. the period is the smallest L ≤ max_period for which the orbit
+           a. has reached an L-cycle: e_L within tolerance over the whole tail (any λ_max), or
+           b. is contracting onto one (λ_max < −tol only): e_L decays along the tail at least at
+              rate λ_max/2, i.e. ln(e_L(last)/e_L(first))/span ≤ λ_max/2, or e_L is within
+              tolerance at the tail's last state;
+           L = 1 → fixed point, L ≥ 2 → period-L cycle. A contracting orbit that converges to a
+           point is a fixed point whatever the sign pattern of its approach: x_t ≈ x* + μ^t·v with
+           μ < 0 (or complex) has e_1(t) = |1 − μ|·|μ|^t·||v|| decaying at rate ln|μ| ≈ λ_max, so
+           L = 1 qualifies by (b) before L = 2 can;
+        3. no period found and λ_max > tol → chaotic;
+        4. no period found and |λ_max| ≤ tol → quasi-periodic (the Neimark–Sacker torus); also for
+           a NaN λ_max (no evidence either way);
+        5. no period found and λ_max < −tol → periodic with period 0: a stable cycle longer than
+           max_period, or one approached too irregularly to resolve.
 
-    Caveats: the tolerances are on state units, with entries O(1) as for tanh networks (an orbit
-    collapsing to 0 is a fixed point). A slowly converging orbit near the edge may be labelled by
-    step 5 only. A period longer than max_period, or a torus whose rotation number is close to a
-    rational p/L within ~rtol, cannot be told from quasi-periodicity at this tail length.
-    ``tol`` sets the band around λ = 0; finite-T Benettin estimates on a torus are ~1/T off zero.
+    Caveats: rtol is relative, and the absolute floor atol defaults to the collapse norm 1e-10, so
+    a state is resolved from the origin down to where map_measures stops an orbit as collapsed.
+    A cycle whose points differ by less than ~rtol·||x|| (or atol) is read as the shorter cycle.
+    A slowly contracting orbit with |λ_max| ≤ tol (critical slowing down at the edge, e.g. sign
+    flips with |μ| within 1e-2 of 1) has no decay test; it is labelled by (a) alone, so it reads as
+    a cycle only once e_L ≤ rtol·||x_t||, else as quasi-periodic. A period longer than max_period,
+    or a torus whose rotation number is within ~rtol of a rational p/L, cannot be told from
+    quasi-periodicity at this tail length. ``tol`` sets the band around λ = 0; finite-T Benettin
+    estimates on a torus are ~1/T off zero.
 
     Args:
         orbit_tail: (..., B, n, N) last states of each orbit, optionally NaN-padded in front.
@@ -500,14 +514,14 @@ def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = L
         tol: |λ| ≤ tol counts as zero.
         max_period: longest cycle searched for (needs n > max_period).
         rtol: relative tolerance of x_{t+L} ≈ x_t.
-        atol: absolute tolerance per sqrt(N) of x_{t+L} ≈ x_t.
+        atol: absolute tolerance on the norm ||x_{t+L} − x_t||.
         divergent: optional (..., B) bool mask of orbits known to have diverged.
 
     Returns:
         (codes, periods): int64 tensors (..., B); codes index ATTRACTORS, periods are 1 for fixed
         points, L for cycles, 0 otherwise.
     """
-    n, N = orbit_tail.shape[-2:]
+    n = orbit_tail.shape[-2]
     lam = lambda_max.to(orbit_tail.device)
     last = orbit_tail[..., -1, :]
     last_norm = last.norm(dim=-1)
@@ -515,27 +529,24 @@ def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = L
     if divergent is not None:
         div = div | divergent.to(div.device)
     norms = orbit_tail.norm(dim=-1)  # (..., B, n)
+    contracting = lam < -tol
     period = torch.zeros(lam.shape, dtype=torch.int64, device=lam.device)
-    decay_period = torch.zeros_like(period)
-    floor = atol * math.sqrt(N)
     for p in range(1, min(max_period, n - 1) + 1):
-        diff = (orbit_tail[..., p:, :] - orbit_tail[..., :-p, :]).norm(dim=-1)  # (..., B, n − p)
+        diff = (orbit_tail[..., p:, :] - orbit_tail[..., :-p, :]).norm(dim=-1)  # e_p(t), (..., B, n − p)
         valid = torch.isfinite(diff)
-        close = torch.where(valid, diff <= floor + rtol * norms[..., :-p], True).all(-1) & valid.any(-1)
-        period = torch.where((period == 0) & close, p, period)
-        # decay test for contracting orbits: ln(mismatch) slope from first valid to last entry
-        first = (~valid).sum(-1)  # NaN padding sits in front
+        within = diff <= atol + rtol * norms[..., :-p]  # False where NaN
+        reached = torch.where(valid, within, True).all(-1) & valid.any(-1)
+        # decay rate of ln e_p from the first valid entry (NaN padding sits in front) to the last
+        first = (~valid).sum(-1)
         span = (diff.shape[-1] - 1 - first).to(lam.dtype)
         d_first = diff.gather(-1, first.clamp_max(diff.shape[-1] - 1).unsqueeze(-1))[..., 0]
         rate = torch.log(diff[..., -1] / d_first).to(lam.dtype) / span.clamp_min(1)
-        decays = (span >= 1) & (rate <= lam / 2)
-        decay_period = torch.where((decay_period == 0) & decays, p, decay_period)
+        decays = (span >= 1) & (rate <= lam / 2)  # NaN rate (0/0: both ends exactly equal) is False
+        approached = contracting & valid[..., -1] & (decays | within[..., -1])
+        period = torch.where((period == 0) & (reached | approached), p, period)
 
     codes = torch.full(lam.shape, ATTRACTORS.index("quasi_periodic"), dtype=torch.int64, device=lam.device)
-    contracting = lam < -tol
-    codes = torch.where(contracting, ATTRACTORS.index("periodic"), codes)
-    codes = torch.where(contracting & (decay_period == 1), ATTRACTORS.index("fixed_point"), codes)
-    period = torch.where((period == 0) & contracting, decay_period, period)
+    codes = torch.where(contracting, ATTRACTORS.index("periodic"), codes)  # step 5: period 0
     codes = torch.where(lam > tol, ATTRACTORS.index("chaotic"), codes)
     codes = torch.where(period >= 2, ATTRACTORS.index("periodic"), codes)
     codes = torch.where(period == 1, ATTRACTORS.index("fixed_point"), codes)
