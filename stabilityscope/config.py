@@ -101,6 +101,10 @@ class DatasetConfig:
     subsample: Subsample = Subsample.none  # keep part of the training set (stabilityscope.training.subsample)
     subsample_fraction: float = 1.0  # the fraction kept, in (0, 1]
     subsample_reference: Optional[str] = None  # boundary: a run directory, its trace.h5, or a state .pt file
+    # A binary task (SGD-complexity): null = the dataset's own labels; greater_than_4 (MNIST, Fashion-MNIST:
+    # classes 5–9 → 1); vehicles_vs_animals (CIFAR-10: airplane, automobile, ship, truck → 1, 40% of the
+    # examples); or a list of positive classes, e.g. [0,1,8,9]. Any: OmegaConf takes a string or a list.
+    binarize: Any = None
 
 
 @dataclass
@@ -272,6 +276,27 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"Invalid value {key}={value!r}: {allowed}.")
 
 
+BINARY_RULE_NAMES = ("greater_than_4", "vehicles_vs_animals")  # stabilityscope.training.data.BINARY_RULES
+
+
+def _check_binarize(rule: Any) -> None:
+    """The form of ``dataset.binarize``: null, a rule name, or a non-empty list of distinct class indices >= 0.
+
+    Whether the rule fits the dataset (its classes, a rule meant for another dataset) is the data
+    layer's check (``stabilityscope.training.data.positive_classes``), made before files are read.
+    """
+    allowed = (f"allowed: null (the dataset's own labels), {' or '.join(BINARY_RULE_NAMES)}, or a non-empty list "
+               f"of distinct positive class indices such as [0,1,8,9]")
+    if rule is None or isinstance(rule, str):
+        _require(rule is None or rule in BINARY_RULE_NAMES, "dataset.binarize", rule, allowed)
+        return
+    shown = _plain(rule)
+    ok = (isinstance(rule, Sequence) and len(rule) > 0
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in rule)
+          and len(set(rule)) == len(rule))
+    _require(ok, "dataset.binarize", shown, allowed)
+
+
 def validate(cfg: Config) -> None:
     """Check value ranges that the types alone cannot express; raise ConfigError naming the key."""
     c = cfg
@@ -330,6 +355,7 @@ def validate(cfg: Config) -> None:
     _require(sub != "boundary" or c.dataset.subsample_reference, "dataset.subsample_reference",
              c.dataset.subsample_reference, "dataset.subsample=boundary needs a reference model: a run directory, "
              "its trace.h5 or a state .pt file of the same model")
+    _check_binarize(c.dataset.binarize)
     dev = str(c.train.device)
     _require(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev,
              "allowed: auto, cpu, cuda, cuda:N")

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from stabilityscope.config import ModelConfig
 from stabilityscope.models.dissect import dissect, select_layers
-from stabilityscope.models.registry import build_model
+from stabilityscope.models.registry import MODELS, build_model
 from stabilityscope.theory.meanfield import phase_coordinates
 
 
@@ -55,3 +55,26 @@ def test_dissection_of_canonical_model():
         ("hidden", "hidden", True, "tanh"), ("head", "head", False, None)]
     assert [r.name for r in select_layers(records, "head")] == ["head"]
     assert [r.name for r in select_layers(records, "hid+en")] == ["hidden"]
+
+
+# The input each built-in model is made for (every registry entry must have one: the contract below).
+BUILTIN_INPUTS = {"fmnist_fc": (1, 28, 28), "eoc_mlp": (1, 28, 28), "eoc_cnn": (3, 32, 32), "toy_mlp": (2,),
+                  "sgd_cnn": (3, 32, 32)}
+
+
+def test_every_builtin_model_has_a_contract_input():
+    assert set(BUILTIN_INPUTS) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("classes", [2, 10])
+def test_builtin_model_contract(name, classes):
+    """Each built-in model gives (B, classes) logits and its dissection ends with the classifier ``head``."""
+    torch.manual_seed(0)
+    shape = BUILTIN_INPUTS[name]
+    model = build_model(ModelConfig(name=name, width=32), shape, classes)
+    assert model(torch.rand(3, *shape)).shape == (3, classes)
+    records = dissect(model, chains=False)
+    heads = [r for r in records if r.role == "head"]
+    assert [(r.name, r.fan_out) for r in heads] == [("head", classes)] and records[-1].name == "head"
+    assert all(r.role == "hidden" for r in records[:-1])

@@ -24,7 +24,7 @@ nbclient = pytest.importorskip("nbclient")
 pytestmark = pytest.mark.slow
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
 NOTEBOOKS = ("01_canonical_edge_of_chaos.ipynb", "02_architectures.ipynb", "03_scaling_laws.ipynb",
-             "04_own_training_loop.ipynb", "06_decision_geometry.ipynb")
+             "04_own_training_loop.ipynb", "05_linear_explainability.ipynb", "06_decision_geometry.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +186,23 @@ def test_decision_geometry_notebook_on_real_runs(tmp_path_factory, data_root, mo
         j2 = tr.stat("hidden", "J") ** 2
         assert f"hidden: J² {j2[0]:.3f} → {j2[-1]:.3f}" in text
     assert "toy run: test accuracy" in text
+
+
+def test_linear_explainability_notebook_on_the_quick_preset(tmp_path, data_root, monkeypatch):
+    from tests.conftest import run_cli
+
+    done = run_cli("experiment=sgd_complexity_fmnist_quick", f"dataset.root={data_root}",
+                   f"checkpoint_root={tmp_path / 'ck'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (trace,) = (tmp_path / "ck").glob("*/*/trace.h5")
+    monkeypatch.setenv("STABILITYSCOPE_EXPLAIN_TRACE", str(trace))
+    nb = execute("05_linear_explainability.ipynb")
+    assert len(outputs(nb, "image/png")) == 3  # plot_explainability, plot_complexity_matrix, plot_metrics
+    text = text_of(nb)
+    assert "XOR                  I(F;Y) =" in text and "μ = -1.0000" in text  # XOR: μ = −1 bit
+    assert "independent errors   I(F;Y) =  0.53" in text
+    summary = ss.explainability.explainability_summary(trace)
+    assert f"I(L;Y) = {summary['info_L_Y']:.4f} bits" in text
+    assert f"linear phase (μ/I(F;Y) >= 0.9) up to step {summary['linear_phase_end_step']}" in text
+    with ss.open_trace(trace) as tr:
+        assert tr.step_schedule and tr.steps[-1] == 2 * 63  # 2,000 examples / 32 = 63 steps per epoch

@@ -49,7 +49,7 @@ def load_run_model(run_dir: Union[str, Path], epoch: Optional[int] = None) -> tu
     if not states:
         raise TraceError(f"{run_dir} has no saved state" + (f" for epoch {epoch}" if epoch is not None else "") +
                          f"; states kept: {', '.join(p.stem for p in sorted((run_dir / 'state').glob('*.pt'))) or 'none'}.")
-    input_shape, classes = dataset_info(cfg.dataset.name)
+    input_shape, classes = dataset_info(cfg.dataset.name, cfg.dataset.binarize)
     model = build_model(cfg.model, input_shape, classes)
     model.load_state_dict(torch.load(states[-1], map_location="cpu", weights_only=True)["model"])
     return model.eval(), cfg
@@ -62,7 +62,8 @@ def load_run_data(run_dir: Union[str, Path]) -> tuple[torch.Tensor, torch.Tensor
     run_dir = Path(run_dir)
     with open_trace(run_dir if run_dir.suffix == ".h5" else run_dir / "trace.h5") as tr:
         d = as_options(tr.config, Config).dataset
-    data = load_dataset(d.name, d.root, train_subset=d.train_subset, test_subset=d.test_subset, normalize=d.normalize)
+    data = load_dataset(d.name, d.root, train_subset=d.train_subset, test_subset=d.test_subset, normalize=d.normalize,
+                        binarize=d.binarize)
     return data.x_train, data.y_train, data.x_test, data.y_test
 
 

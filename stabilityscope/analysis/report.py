@@ -407,6 +407,6 @@ def finish_run(cfg: Config, run_dir: Path) -> None:
 
         model, _ = load_run_model(run_dir)
         d = cfg.dataset
-        data = load_dataset(d.name, d.root, train_subset=d.train_subset, test_subset=d.test_subset)
+        data = load_dataset(d.name, d.root, train_subset=d.train_subset, test_subset=d.test_subset, binarize=d.binarize)
         save_figure(plot_decision_regions(model, data.x_train, data.y_train, delta=cfg.analysis.geometry_delta),
                     run_dir / "figures", "decision_regions")

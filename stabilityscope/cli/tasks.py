@@ -129,7 +129,7 @@ def run_describe_task(cfg: Config) -> str:
     """
     cfg = as_options(cfg, Config)
     validate(cfg)
-    input_shape, num_classes = dataset_info(cfg.dataset.name)
+    input_shape, num_classes = dataset_info(cfg.dataset.name, cfg.dataset.binarize)
     model_options = copy.deepcopy(cfg.model)
     model_options.pretrained = False  # shapes only: no weights are needed (nor downloaded)
     return describe_model(model_options, cfg.analysis, input_shape, num_classes, dataset=cfg.dataset.name)
@@ -143,7 +143,7 @@ def run_inspect_task(cfg: Config, run_dir: Path) -> str:
     """
     cfg = as_options(cfg, Config)
     validate(cfg)
-    input_shape, num_classes = dataset_info(cfg.dataset.name)
+    input_shape, num_classes = dataset_info(cfg.dataset.name, cfg.dataset.binarize)
     device = resolve_device(str(cfg.train.device))
     model = build_model(cfg.model, input_shape, num_classes).to(device)
     source = "pretrained weights" if cfg.model.pretrained else "initialisation"
@@ -155,7 +155,7 @@ def run_inspect_task(cfg: Config, run_dir: Path) -> str:
     if cfg.analysis.maps:
         d = cfg.dataset
         data = load_dataset(d.name, d.root, download=d.download, test_subset=cfg.analysis.n_inputs,
-                            train_subset=1, normalize=d.normalize)
+                            train_subset=1, normalize=d.normalize, binarize=d.binarize)
         inputs = data.x_test.to(device)
     table = inspect(model, inputs, cfg.analysis, model_options=cfg.model)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@
   hidden init Normal(J0/N, J²/N) with N = fan-in (J = 0.5, J0 = 0 by default, the start point
   (J0/J, 1/J) = (0, 2)); head Glorot-uniform with zero bias (Keras' defaults). ``eoc_mlp`` and
   ``eoc_cnn``, EOC-optimality's networks (:mod:`stabilityscope.models.eoc_models`). ``toy_mlp``: d → width(φ,
-  with bias) → classes for 2-D toy data (``dataset=toy2d``, decision-region figures).
+  with bias) → classes for 2-D toy data (``dataset=toy2d``, decision-region figures). ``sgd_cnn``: a small
+  CNN (three 3×3 conv + max-pool stages, ``dense``, ``head``) for SGD-complexity
+  (:mod:`stabilityscope.models.sgd_cnn`).
 - ``timm`` / ``torchvision``: the library's model, adapted to the dataset (:mod:`stabilityscope.models.vision`).
 
 :func:`build_model` ends with a dry forward pass, so a model that cannot take the dataset's inputs
@@ -24,6 +26,7 @@ from torch import nn
 from stabilityscope.config import ModelConfig, as_options, value_of
 from stabilityscope.errors import ConfigError
 from stabilityscope.models.eoc_models import build_eoc_cnn, build_eoc_mlp
+from stabilityscope.models.sgd_cnn import build_sgd_cnn
 from stabilityscope.models.vision import build_library_model, check_forward, on_meta
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -82,7 +85,7 @@ def _toy_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -
 
 
 MODELS: dict[str, ModelBuilder] = {"fmnist_fc": _fmnist_fc, "eoc_mlp": build_eoc_mlp, "eoc_cnn": build_eoc_cnn,
-                                   "toy_mlp": _toy_mlp}
+                                   "toy_mlp": _toy_mlp, "sgd_cnn": build_sgd_cnn}
 FAMILIES = ("builtin", "timm", "torchvision")
 
 

@@ -43,7 +43,7 @@ from stabilityscope.models.registry import FashionFC
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.trace import TraceWriter
 from stabilityscope.training.baseline import LinearBaseline
-from stabilityscope.training.data import InMemoryData, load_dataset
+from stabilityscope.training.data import InMemoryData, load_dataset, positive_classes
 from stabilityscope.training.trainer import Run, RunState, resolve_device, run_baseline
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def batching_obstacle(cfg: Config) -> Optional[str]:
 def group_key(cfg: Config) -> tuple:
     """Runs with equal keys can share one stack: same data, network shape, batch size and device."""
     d, m = cfg.dataset, cfg.model
-    return (d.name, str(d.root), d.train_subset, d.test_subset, bool(d.normalize),
+    return (d.name, str(d.root), d.train_subset, d.test_subset, bool(d.normalize), positive_classes(d.name, d.binarize),
             m.width, value_of(m.activation), int(cfg.train.batch_size), str(cfg.train.device), cfg.train.threads)
 
 
@@ -207,7 +207,7 @@ class BatchedRuns:
         self.device = resolve_device(str(first.train.device))
         d = first.dataset
         data = data or load_dataset(d.name, d.root, download=d.download, train_subset=d.train_subset,
-                                    test_subset=d.test_subset, normalize=d.normalize)
+                                    test_subset=d.test_subset, normalize=d.normalize, binarize=d.binarize)
         self.data = data.to(self.device)
         self.members: list[Member] = []
         baselines: dict[tuple, LinearBaseline] = {}  # analysis.explainability: one fit of L per set of fit options

@@ -10,6 +10,9 @@ the three numpy globals an array needs (``_reconstruct``, ``ndarray``, ``dtype``
 everything else, so a tampered file cannot run code. ``normalize=True`` standardises each channel
 with the dataset's published mean and std; :func:`augment_batch` is the usual CIFAR augmentation
 (random crop with padding 4 and horizontal flip), applied per batch on the device during training.
+
+``binarize`` turns a 10-class dataset into a binary task (SGD-complexity, SCIENCE.md §3.1): a set of
+*positive* classes becomes label 1 and every other class label 0 (:func:`binarize_labels`).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import gzip
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -117,10 +120,89 @@ def two_spirals(n: int, seed: int = 0, turns: float = 1.0, jitter: float = 0.03,
     return x.astype(np.float32), np.where(flip, 1 - y, y).astype(np.int64)
 
 
-def dataset_info(name: str) -> tuple[tuple[int, ...], int]:
-    """(input shape, number of classes) of a dataset, without reading it."""
+# Named binary tasks: the positive classes (label 1) and the datasets the rule is meant for.
+BINARY_RULES: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
+    # digits (or Fashion-MNIST classes: sandal, shirt, sneaker, bag, ankle boot) 5–9 → 1, 0–4 → 0
+    "greater_than_4": ((5, 6, 7, 8, 9), ("mnist", "fashion_mnist")),
+    # CIFAR-10 vehicles → 1: airplane 0, automobile 1, ship 8, truck 9; the six animals → 0
+    "vehicles_vs_animals": ((0, 1, 8, 9), ("cifar10",)),
+}
+
+
+def positive_classes(name: str, rule: Any) -> Optional[tuple[int, ...]]:
+    """The sorted original classes that ``rule`` maps to label 1 on dataset ``name`` (None: no rule).
+
+    Args:
+        name: a key of :data:`DATASETS`.
+        rule: None (the dataset's own labels), a key of :data:`BINARY_RULES`, or a list of positive classes.
+
+    Raises:
+        DataError: a rule that does not fit the dataset: a named rule meant for another dataset, a class
+            index outside 0..num_classes−1, an empty list or one holding every class, or any rule on
+            ``toy2d`` (already binary).
+    """
+    if rule is None:
+        return None
     if name not in DATASETS:
         raise DataError(f"Unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}.")
+    spec = DATASETS[name]
+    allowed = (f"allowed: null (the dataset's own labels), one of {', '.join(sorted(BINARY_RULES))}, or a list of "
+               f"positive class indices in 0..{spec.num_classes - 1}, neither empty nor all of them")
+    if isinstance(spec, ToyDataset):
+        raise DataError(f"dataset.binarize={rule!r} does not apply to dataset {name!r}: it is already a binary "
+                        f"task; use dataset.binarize=null.")
+    if isinstance(rule, str):
+        if rule not in BINARY_RULES:
+            raise DataError(f"Invalid value dataset.binarize={rule!r}: {allowed}.")
+        positives, meant_for = BINARY_RULES[rule]
+        if name not in meant_for:
+            raise DataError(f"dataset.binarize={rule!r} is a rule for {' and '.join(meant_for)}, not for dataset "
+                            f"{name!r}; {allowed}.")
+        return positives
+    if not isinstance(rule, Sequence) or not all(isinstance(c, int) and not isinstance(c, bool) for c in rule):
+        raise DataError(f"Invalid value dataset.binarize={rule!r}: {allowed}.")
+    classes = sorted(int(c) for c in rule)
+    shown = list(classes)
+    if not classes or len(set(classes)) != len(classes) or classes[0] < 0 or classes[-1] >= spec.num_classes:
+        raise DataError(f"Invalid value dataset.binarize={shown} for dataset {name!r}: {allowed}, each at most once.")
+    if len(classes) == spec.num_classes:
+        raise DataError(f"dataset.binarize={shown} names every class of {name!r}, so every label would be 1; "
+                        f"{allowed}.")
+    return tuple(classes)
+
+
+def binarize_labels(data: InMemoryData, rule: Any) -> InMemoryData:
+    """The binary task of ``data``: label 1 for the positive classes of ``rule``, 0 for the rest.
+
+    Inputs are shared (not copied); ``num_classes`` becomes 2. The result is as balanced as the
+    classes it merges: ``greater_than_4`` gives 50% positives on Fashion-MNIST (6,000 per class) and
+    49.0% on MNIST's training set; ``vehicles_vs_animals`` gives 40% on CIFAR-10 (4 of 10 classes:
+    20,000 of 50,000 training and 4,000 of 10,000 test images), so constant "animal" scores 60%.
+    ``rule=None`` returns ``data`` unchanged.
+
+    Raises:
+        DataError: see :func:`positive_classes`.
+    """
+    positives = positive_classes(data.name, rule)
+    if positives is None:
+        return data
+    if data.num_classes != DATASETS[data.name].num_classes:
+        raise DataError(f"dataset.binarize={rule!r}: the {data.name!r} data given already has {data.num_classes} "
+                        f"classes instead of {DATASETS[data.name].num_classes}; binarise the original labels once.")
+    table = torch.zeros(data.num_classes, dtype=torch.int64)  # (classes,): new label of each original class
+    table[list(positives)] = 1
+    # one gather indexed by the original labels, (n,) → (n,), on the labels' own device
+    relabel = lambda y: table.to(y.device)[y]  # noqa: E731
+    return InMemoryData(data.name, data.x_train, relabel(data.y_train), data.x_test, relabel(data.y_test), 2,
+                        data.input_shape, data.pad_value)
+
+
+def dataset_info(name: str, binarize: Any = None) -> tuple[tuple[int, ...], int]:
+    """(input shape, number of classes) of a dataset, without reading it; 2 classes under ``binarize``."""
+    if name not in DATASETS:
+        raise DataError(f"Unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}.")
+    if positive_classes(name, binarize) is not None:
+        return INPUT_SHAPES[name], 2
     return INPUT_SHAPES[name], DATASETS[name].num_classes
 
 
@@ -252,7 +334,7 @@ def _download(spec: IdxDataset | CifarDataset, root: Path) -> None:
 
 def load_dataset(name: str, root: str | Path, *, download: bool = False,
                  train_subset: Optional[int] = None, test_subset: Optional[int] = None,
-                 normalize: bool = False) -> InMemoryData:
+                 normalize: bool = False, binarize: Any = None) -> InMemoryData:
     """Load a dataset into memory as float32 images (n, C, H, W): pixels / 255, or standardised.
 
     Subsets take the first n examples of each split (deterministic, the same for every seed).
@@ -265,9 +347,15 @@ def load_dataset(name: str, root: str | Path, *, download: bool = False,
         train_subset: keep the first n training examples.
         test_subset: keep the first n test examples.
         normalize: subtract each channel's mean and divide by its std (:data:`CHANNEL_STATS`).
+        binarize: None (the dataset's labels), a rule of :data:`BINARY_RULES` or a list of positive
+            classes: a binary task with 2 classes (:func:`binarize_labels`; checked before reading files).
     """
     if name not in DATASETS:
         raise DataError(f"Unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}.")
+    if binarize is not None:
+        positive_classes(name, binarize)  # a rule that does not fit fails before the files are read
+        return binarize_labels(load_dataset(name, root, download=download, train_subset=train_subset,
+                                            test_subset=test_subset, normalize=normalize), binarize)
     spec, root = DATASETS[name], Path(root).expanduser()
     if isinstance(spec, ToyDataset):  # generated: the training and test sets are fixed draws (seeds 0 and 1)
         kw = dict(turns=spec.turns, jitter=spec.jitter, label_noise=spec.label_noise)

@@ -179,7 +179,7 @@ def trace_from_checkpoints(cfg: Config, run_dir: str | Path) -> Path:
     device = resolve_device(str(cfg.train.device))
     d = cfg.dataset
     data = load_dataset(d.name, d.root, download=d.download, train_subset=d.train_subset,
-                        test_subset=d.test_subset, normalize=d.normalize).to(device)
+                        test_subset=d.test_subset, normalize=d.normalize, binarize=d.binarize).to(device)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
     fitted = [fit_keys(s.state_dict, model, s.path) for s in saved]  # all checked before anything is written
     model.load_state_dict(fitted[0])

@@ -256,7 +256,7 @@ class Run:
         self.device = resolve_device(str(cfg.train.device))
         data = data or load_dataset(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download,
                                     train_subset=cfg.dataset.train_subset, test_subset=cfg.dataset.test_subset,
-                                    normalize=cfg.dataset.normalize)
+                                    normalize=cfg.dataset.normalize, binarize=cfg.dataset.binarize)
         data = apply_subsample(data, cfg.dataset, cfg.model, cfg.train.seed, self.device)  # before any training
         torch.manual_seed(cfg.train.seed)  # after the subsample's reference model: the same init with or without
         self.data = data.to(self.device)
