@@ -232,3 +232,22 @@ def test_the_recorder_checks_prediction_lengths(tmp_path):
 def test_the_metric_names_are_the_documented_ones():
     assert EXPLAINABILITY_METRICS == ("info_F_Y", "info_F_Y_low", "info_F_Y_high", "info_F_Y_given_L", "mu_F_L",
                                       "mu_F_L_low", "mu_F_L_high")
+
+
+@pytest.mark.slow
+def test_the_cifar10_quick_preset_runs_through_the_app(tmp_path, data_root):
+    """experiment=sgd_complexity_cifar10_quick: binarised CIFAR-10 (vehicles = 1), the small CNN, step checkpoints."""
+    from tests.conftest import run_cli
+
+    done = run_cli("experiment=sgd_complexity_cifar10_quick", f"dataset.root={data_root}",
+                   f"checkpoint_root={tmp_path}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (trace,) = tmp_path.glob("sgd_cnn-cifar10/*/trace.h5")
+    with ss.open_trace(trace) as tr:
+        assert tr.status == "finished" and tr.num_classes == 2
+        assert set(np.unique(tr.test_labels)) == {0, 1} and (tr.test_labels == 1).mean() == pytest.approx(0.4, abs=0.03)
+        assert tr.steps[-1] == 2 * 16 and len(tr) >= 8  # 1,000 images / 64 = 16 steps per epoch
+        assert {"dense", "head"} <= set(tr.layers)
+        base = tr.baseline
+        assert 0.5 < base["test_acc"] < 1 and 0 < base["info_L_Y"] < 1  # a binary task: at most 1 bit
+        assert np.isfinite(tr.metric("mu_F_L")).all()

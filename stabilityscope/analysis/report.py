@@ -249,7 +249,7 @@ def _explainability_lines(tr: Trace) -> list[str]:
             f"- At the end (step {s['final_step']}): I(F;Y) = {_fmt(s['final_info_F_Y'], 4)} bits, "
             f"μ_Y(F;L) = {_fmt(s['final_mu_F_L'], 4)} bits; I(F;Y) − I(L;Y) = {_fmt(s['gap_F_L'], 3)} bits, "
             f"μ − I(L;Y) = {_fmt(s['mu_minus_L'], 3)} bits.", "",
-            "| step | epoch | I(F_t;Y) [interval] | μ_Y(F_t;L) [interval] | I(F_t;Y\|L) |", "|---|---|---|---|---|",
+            "| step | epoch | I(F_t;Y) [interval] | μ_Y(F_t;L) [interval] | I(F_t;Y\\|L) |", "|---|---|---|---|---|",
             *rows, "",
             "Bits, plug-in estimates on the test set with percentile-bootstrap intervals "
             "(analysis.explainability_boot resamples). Plug-in information is biased upward by about "
