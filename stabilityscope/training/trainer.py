@@ -55,6 +55,7 @@ from stabilityscope.theory.information import performance_correlation
 from stabilityscope.training.baseline import LinearBaseline, fit_linear_baseline, load_baseline
 from stabilityscope.training.data import InMemoryData, augment_batch, load_dataset
 from stabilityscope.training.schedule import checkpoint_steps, steps_per_epoch
+from stabilityscope.training.stacked import StackedCanonical, stacked_step_obstacle
 from stabilityscope.training.subsample import apply_subsample
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,17 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
         loss.backward()
         opt.step()
         total += loss.detach()
+    return total
+
+
+def stacked_steps(stack: StackedCanonical, x: torch.Tensor, y: torch.Tensor, batch_size: int, perm: torch.Tensor,
+                  first: int, stop: int) -> torch.Tensor:
+    """:func:`train_steps` through the hand-written SGD step of one stacked run (x flattened, (n, D))."""
+    total = torch.zeros((), device=x.device)
+    for b in range(first, stop):
+        raise_if_stop_requested()
+        idx = perm[b * batch_size:(b + 1) * batch_size]
+        total += stack.step(x[idx].unsqueeze(0), y[idx].unsqueeze(0))[0]  # (1, B, D) → losses (1,)
     return total
 
 
@@ -379,6 +391,17 @@ class Run:
         return RunState(int(state["epoch"]), int(state["step"]), float(state["wall_time"]))
 
     # -- the loop ----------------------------------------------------------------------------
+    def _stacked_step(self) -> Optional[StackedCanonical]:
+        """The hand-written SGD step for this run (train.fast_step and the canonical network trained by SGD),
+        holding the model's weights and the optimiser's momentum buffers (a resumed run's too); else None."""
+        if not self.cfg.train.fast_step or stacked_step_obstacle(self.cfg) is not None:
+            return None
+        o = self.cfg.optim
+        stack = StackedCanonical([self.model], [o.lr], [o.momentum], [o.weight_decay], self.device)
+        stack.read_momentum(0, self.model, self.opt)
+        self._flat_x = self.data.x_train.reshape(len(self.data.x_train), -1)  # (n, D): a view, no copy
+        return stack
+
     def _train_from(self, run: RunState) -> None:
         """Train from ``run`` to ``train.epochs``, checkpointing at every scheduled step.
 
@@ -388,6 +411,7 @@ class Run:
         """
         d, batch = self.data, self.cfg.train.batch_size
         per_epoch, checkpoints = self.steps_per_epoch, self.checkpoint_steps
+        stack = self._stacked_step()
         start = time.perf_counter() - run.wall_time
         bar = tqdm(total=self.cfg.train.epochs, initial=run.epoch, desc=str(self.run_dir.name), unit="epoch",
                    dynamic_ncols=True, disable=None)  # None: no bar without a terminal, a log line per checkpoint
@@ -398,8 +422,12 @@ class Run:
             if offset == 0 or perm is None:
                 perm = torch.randperm(len(d.x_train), generator=self.generator).to(self.device)
             stop = min(checkpoints[bisect.bisect_right(checkpoints, step)], (epoch + 1) * per_epoch)
-            loss_sum += train_steps(self.model, self.opt, d.x_train, d.y_train, batch, perm, offset,
-                                    stop - epoch * per_epoch, self.augment)
+            if stack is None:
+                loss_sum += train_steps(self.model, self.opt, d.x_train, d.y_train, batch, perm, offset,
+                                        stop - epoch * per_epoch, self.augment)
+            else:
+                loss_sum += stacked_steps(stack, self._flat_x, d.y_train, batch, perm, offset, stop - epoch * per_epoch)
+                stack.write_member(0, self.model, self.opt, stop)  # the model and SGD state a checkpoint reads
             step = stop
             run = RunState(step // per_epoch, step, time.perf_counter() - start)
             if step % per_epoch == 0:
