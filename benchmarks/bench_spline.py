@@ -29,7 +29,7 @@ def least_squares_seconds(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def report(name: str, fit, baseline: float, held_out: str) -> None:
-    print(f"{name}: fit {fit.seconds:.1f} s = {fit.seconds / baseline:.0f} × one least-squares fit ({baseline:.2f} s); "
+    print(f"{name}: fit {fit.seconds:.2f} s = {fit.seconds / baseline:.0f} × one least-squares fit ({baseline:.2f} s); "
           f"forward {len(fit.forward)} terms, kept {len(fit.terms)} ({fit.linear_feature.numel()} linear), "
           f"{fit.n_units} hidden units; train R² {fit.r2:.4f}; {held_out}")
 
