@@ -54,6 +54,8 @@ Typical use in a notebook::
 
     ss.explainability.explainability_table(tr)                # SGD-complexity: I(F;Y), μ_Y(F;L) vs a linear L
     ss.explainability.complexity_matrix(tr)                   # μ_Y(F_t; F_s) for every pair of checkpoints
+    fit = ss.spline.fit_mars(x_train, y_train, knots=32)     # degree-1 MARS (Spline-FC): hinges, GCV pruning
+    net = ss.spline.widen(ss.spline.to_network(fit), 256)    # the exact ReLU network, padded to width 256
 
 The implementation lives in sub-packages, lowest first: :mod:`~stabilityscope.theory`,
 :mod:`~stabilityscope.dynamics`, :mod:`~stabilityscope.models`, :mod:`~stabilityscope.recording`,
@@ -68,7 +70,7 @@ from stabilityscope.dynamics import geometry, weight_structure
 from stabilityscope.dynamics.lyapunov import (ATTRACTORS, classify_attractor, largest_lyapunov, lyapunov_spectrum,
                                               map_measures)
 from stabilityscope.dynamics.maps import IteratedMap, LayerMap, ModuleMap
-from stabilityscope.errors import ConfigError, DataError, DivergedError, StabilityscopeError, TraceError
+from stabilityscope.errors import ConfigError, DataError, DivergedError, FitError, StabilityscopeError, TraceError
 from stabilityscope.models.dissect import LayerRecord, dissect, select_layers, tracked_records
 from stabilityscope.models.registry import build_model
 from stabilityscope.recording.inspect import inspect
@@ -87,7 +89,7 @@ __version__ = "0.1.0"
 _MODULES = {"figures": "analysis", "geometry_figures": "analysis", "report": "analysis", "collection": "analysis", "scaling_figures": "analysis",
             "scaling": "analysis", "guideline": "analysis", "decay": "analysis", "lyapunov": "dynamics",
             "maps": "dynamics", "numerical_phase_diagram": "theory", "dissect": "models", "trace": "recording",
-            "tracking": "recording", "information": "theory", "explainability": "analysis"}
+            "tracking": "recording", "information": "theory", "explainability": "analysis", "spline": "models"}
 
 
 def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on first use)
@@ -103,7 +105,7 @@ def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on firs
 __all__ = [
     "ATTRACTORS", "IteratedMap", "LayerMap", "ModuleMap", "PhaseDiagram", "classify_attractor", "largest_lyapunov",
     "geometry", "logistic", "lyapunov_spectrum", "map_measures", "phase_diagram", "weight_structure",
-    "ConfigError", "DataError", "DivergedError", "LayerRecord", "StabilityscopeError", "Trace", "TraceError",
+    "ConfigError", "DataError", "DivergedError", "FitError", "LayerRecord", "StabilityscopeError", "Trace", "TraceError",
     "build_model", "dissect", "edge_curve", "meanfield", "open_trace", "open_traces", "order_parameters", "phase_coordinates",
     "phase_label", "varying_config", "select_layers",
     "Recommendation", "SweepAnalysis", "analyze_sweep", "recommend",

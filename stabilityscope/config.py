@@ -90,6 +90,16 @@ class ModelConfig:
 
 
 @dataclass
+class MarsConfig:
+    """Degree-1 MARS fit of a spline initialisation (stabilityscope.models.spline.fit_mars)."""
+
+    max_terms: Optional[int] = None  # forward-pass basis functions with the intercept; null: min(200, max(20, 2d)) + 1
+    knots: int = 32  # candidate knots per input: the order statistics at quantile levels i/(knots+1), i = 1..knots
+    penalty: float = 2.0  # GCV cost per knot: C(M) = M + penalty·(M − 1)/2 (Friedman's and earth's degree-1 value)
+    threshold: float = 1e-3  # forward pass stops when the best candidate raises R² by less than this
+
+
+@dataclass
 class DatasetConfig:
     name: str = "fashion_mnist"  # registry name (stabilityscope.training.data.DATASETS)
     root: str = "${oc.env:STABILITYSCOPE_DATA,data}"  # folder in torchvision's on-disk layout

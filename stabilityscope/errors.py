@@ -24,6 +24,10 @@ class TraceError(StabilityscopeError):
     """A trace file is missing, unreadable, or lacks what was asked for."""
 
 
+class FitError(StabilityscopeError, ValueError):
+    """A fit found nothing to build from (e.g. MARS selected no term beyond the intercept)."""
+
+
 class DivergedError(StabilityscopeError):
     """Training produced a NaN or infinite loss; the trace is kept with status 'diverged'."""
 

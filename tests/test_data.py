@@ -170,3 +170,69 @@ def test_a_binary_run_through_the_app_has_a_two_output_head(tmp_path, compose_cf
         assert tr.layer_info("head")["fan_out"] == 2
     state = torch.load(tmp_path / "state" / "epoch_000001.pt", map_location="cpu", weights_only=True)
     assert state["model"]["head.weight"].shape == (2, 64) and state["model"]["head.bias"].shape == (2,)
+# ------------------------------------------------------------------------------- Abalone (regression)
+
+
+def _abalone_by_hand(path) -> tuple[np.ndarray, np.ndarray]:
+    """An independent reading of the UCI file: one-hot Sex (M, F, I), 7 measurements, Rings; seeded split."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r]
+    x = np.array([[r[0] == "M", r[0] == "F", r[0] == "I"] + [float(v) for v in r[1:8]] for r in rows], float)
+    y = np.array([float(r[8]) for r in rows])
+    perm = np.random.default_rng(0).permutation(len(rows))
+    train = x[perm[:3133], 3:]
+    x[:, 3:] = (x[:, 3:] - train.mean(0)) / train.std(0)
+    return x[perm], y[perm]
+
+
+def test_abalone_is_a_seeded_standardised_regression_split(data_root):
+    from stabilityscope.training.data import dataset_info
+
+    d = load_dataset("abalone", data_root)
+    assert d.task == "regression" and d.num_classes == 1 and d.input_shape == (10,)
+    assert dataset_info("abalone") == ((10,), 1)
+    assert d.x_train.shape == (3133, 10) and d.x_test.shape == (1044, 10)
+    assert d.y_train.shape == (3133, 1) and d.y_train.dtype == torch.float32 and d.x_train.dtype == torch.float32
+    x, y = _abalone_by_hand(data_root / "abalone" / "abalone.data")
+    np.testing.assert_allclose(torch.cat([d.x_train, d.x_test]).numpy(), x, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(torch.cat([d.y_train, d.y_test])[:, 0].numpy(), y)
+    sex = torch.cat([d.x_train, d.x_test])[:, :3]
+    assert sex.sum(0).tolist() == [1528, 1307, 1342] and (sex.sum(1) == 1).all()  # the README's counts
+    rings = torch.cat([d.y_train, d.y_test])
+    assert rings.min() == 1 and rings.max() == 29 and (rings == rings.round()).all()
+    assert float(rings.mean()) == pytest.approx(9.9337, abs=1e-4)  # the UCI documentation's mean
+    # the measurements are standardised on the training split only
+    np.testing.assert_allclose(d.x_train[:, 3:].double().mean(0).numpy(), 0, atol=1e-6)
+    np.testing.assert_allclose(d.x_train[:, 3:].double().std(0, unbiased=False).numpy(), 1, atol=1e-6)
+    assert float(d.x_test[:, 3:].mean(0).abs().max()) > 1e-3
+
+
+def test_abalone_subsets_and_moves_keep_the_split_and_the_task(data_root):
+    from stabilityscope.config import DatasetConfig, ModelConfig
+    from stabilityscope.training.subsample import apply_subsample
+
+    full = load_dataset("abalone", data_root)
+    part = load_dataset("abalone", data_root, train_subset=100, test_subset=50)
+    assert torch.equal(part.x_train, full.x_train[:100]) and torch.equal(part.y_test, full.y_test[:50])
+    assert full.to("cpu").task == "regression"
+    half = apply_subsample(full, DatasetConfig(name="abalone", subsample="random", subsample_fraction=0.5),
+                           ModelConfig(), seed=0)
+    assert half.task == "regression" and len(half.x_train) == len(half.y_train) < 3133
+
+
+def test_abalone_missing_or_malformed_file_is_reported(tmp_path, data_root):
+    with pytest.raises(DataError) as err:
+        load_dataset("abalone", tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path / "abalone") in msg and "abalone.data" in msg
+    assert "dataset.root" in msg and "STABILITYSCOPE_DATA" in msg
+    (tmp_path / "abalone").mkdir()
+    lines = (data_root / "abalone" / "abalone.data").read_text().splitlines()
+    (tmp_path / "abalone" / "abalone.data").write_text("\n".join(lines[:6] + ["X,0.1,0.2"] + lines[7:]) + "\n")
+    with pytest.raises(DataError, match="line 7: 'X,0.1,0.2' is not an Abalone row"):
+        load_dataset("abalone", tmp_path)
+    (tmp_path / "abalone" / "abalone.data").write_text("\n".join(lines[:100]) + "\n")
+    with pytest.raises(DataError, match="has 100 rows; the UCI Abalone file has 4177"):
+        load_dataset("abalone", tmp_path)

@@ -7,6 +7,8 @@
 - :mod:`.dissect`: every FC map of a model as a :class:`LayerRecord` (roles, q/k/v views, 1×1
   convolutions, d → h → d chains) and the selection a run records (:func:`tracked_records`);
 - :mod:`.describe`: the dissection table with the tracking cost of each map;
+- :mod:`.spline`: degree-1 MARS (:func:`~.spline.fit_mars`) and its exact one-hidden-layer ReLU network
+  (:func:`~.spline.to_network`, :func:`~.spline.widen`), the spline initialisation of Spline-FC;
 - :mod:`.coverage`: dissection over every timm and torchvision model name
   (``python -m stabilityscope.models.coverage``).
 

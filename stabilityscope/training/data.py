@@ -13,9 +13,13 @@ with the dataset's published mean and std; :func:`augment_batch` is the usual CI
 
 ``binarize`` turns a 10-class dataset into a binary task (SGD-complexity, SCIENCE.md §3.1): a set of
 *positive* classes becomes label 1 and every other class label 0 (:func:`binarize_labels`).
+Abalone (UCI) is the one regression table: ``abalone/abalone.data`` under the root, see
+:func:`load_abalone`. Its :class:`InMemoryData` has ``task="regression"``, float32 targets (n, 1) and
+``num_classes = 1`` (the model's output size); every other dataset has ``task="classification"``.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import pickle
 from dataclasses import dataclass
@@ -30,21 +34,22 @@ from stabilityscope.errors import DataError
 
 @dataclass(frozen=True)
 class InMemoryData:
-    """Train and test tensors of one dataset (inputs float32, labels int64)."""
+    """Train and test tensors of one dataset: inputs float32; labels int64 (n,) or regression targets (n, p)."""
 
     name: str
     x_train: torch.Tensor  # (n_train, *input_shape)
-    y_train: torch.Tensor  # (n_train,)
+    y_train: torch.Tensor  # (n_train,) class labels, or (n_train, p) regression targets
     x_test: torch.Tensor  # (n_test, *input_shape)
-    y_test: torch.Tensor  # (n_test,)
-    num_classes: int
+    y_test: torch.Tensor  # (n_test,) or (n_test, p)
+    num_classes: int  # the model's output size: classes, or p target columns for regression
     input_shape: tuple[int, ...]
     pad_value: Optional[tuple[float, ...]] = None  # per channel: a black pixel after normalisation (crop padding)
+    task: str = "classification"  # or "regression" (MSE loss; no accuracy)
 
     def to(self, device: torch.device | str) -> "InMemoryData":
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return InMemoryData(self.name, move(self.x_train), move(self.y_train), move(self.x_test),
-                            move(self.y_test), self.num_classes, self.input_shape, self.pad_value)
+        return dataclasses.replace(self, x_train=move(self.x_train), y_train=move(self.y_train),
+                                   x_test=move(self.x_test), y_test=move(self.y_test))
 
 
 @dataclass(frozen=True)
@@ -88,14 +93,31 @@ class ToyDataset:
     num_classes: int = 2
 
 
-DATASETS: dict[str, IdxDataset | CifarDataset | ToyDataset] = {
+@dataclass(frozen=True)
+class TabularDataset:
+    """The UCI Abalone table (regression of Rings): one comma-separated file, split here with a fixed seed."""
+
+    name: str
+    folder: str = "abalone"
+    file: str = "abalone.data"
+    n_train: int = 3133  # the sizes of the UCI documentation's split (75% / 25% of 4,177 rows) ...
+    n_test: int = 1044  # ... drawn here as a seeded permutation, not the file's order
+    split_seed: int = 0
+    num_classes: int = 1  # one regression target (the model's output size)
+
+
+DATASETS: dict[str, IdxDataset | CifarDataset | ToyDataset | TabularDataset] = {
     "fashion_mnist": IdxDataset("fashion_mnist", "FashionMNIST", "FashionMNIST"),
     "mnist": IdxDataset("mnist", "MNIST", "MNIST"),
     "cifar10": CifarDataset("cifar10"),
     "toy2d": ToyDataset("toy2d"),
+    "abalone": TabularDataset("abalone"),
 }
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
-                                            "toy2d": (2,)}
+                                            "toy2d": (2,), "abalone": (10,)}
+ABALONE_SEXES = ("M", "F", "I")  # one-hot columns 0-2, in this order
+ABALONE_FEATURES = ABALONE_SEXES + ("length", "diameter", "height", "whole_weight", "shucked_weight",
+                                    "viscera_weight", "shell_weight")
 # Per-channel mean and std of the training pixels in [0, 1] (the usual published values).
 CHANNEL_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
@@ -332,6 +354,60 @@ def _download(spec: IdxDataset | CifarDataset, root: Path) -> None:
                         f"copy {spec.folder}/raw/*.gz there yourself and run without dataset.download.") from exc
 
 
+def read_abalone(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The UCI file's rows as features (n, 10) float64 (Sex one-hot M, F, I, then the 7 measurements) and Rings (n,)."""
+    features, rings = [], []
+    with open(path, encoding="ascii", errors="replace") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            fields = line.strip().split(",")
+            try:
+                if len(fields) != 9 or fields[0] not in ABALONE_SEXES:
+                    raise ValueError(f"expected Sex in {'/'.join(ABALONE_SEXES)} and 8 numbers")
+                values = [float(v) for v in fields[1:]]
+            except ValueError as exc:
+                raise DataError(f"{path}, line {line_no}: {line.strip()[:80]!r} is not an Abalone row ({exc}); the "
+                                f"UCI file has 9 comma-separated fields: Sex (M/F/I), 7 measurements, Rings.") from None
+            features.append([float(fields[0] == s) for s in ABALONE_SEXES] + values[:7])
+            rings.append(values[7])
+    return np.asarray(features, dtype=np.float64).reshape(-1, 10), np.asarray(rings, dtype=np.float64)
+
+
+def load_abalone(spec: TabularDataset, root: Path, train_subset: Optional[int] = None,
+                 test_subset: Optional[int] = None) -> InMemoryData:
+    """Abalone as a regression dataset: inputs (n, 10) float32, targets Rings (n, 1) float32 (not rescaled).
+
+    The 4,177 rows are split by ``np.random.default_rng(split_seed).permutation``: the first 3,133 train, the
+    other 1,044 test. The 7 measurements are standardised with the mean and std (ddof 0) of the whole training
+    split (also when a subset is used, so every run sees the same inputs); the Sex one-hot columns are kept as 0/1.
+    Subsets take the first n of each split.
+    """
+    path = root / spec.folder / spec.file
+    if not path.exists():
+        raise DataError(
+            f"Dataset {spec.name!r} not found: looked for {path.name} in {path.parent} (dataset.root={str(root)!r}). "
+            f"Point dataset.root (or the STABILITYSCOPE_DATA environment variable) at a folder holding "
+            f"{spec.folder}/{spec.file}, the UCI Abalone file (archive.ics.uci.edu, dataset 1); it has no downloader, "
+            f"so dataset.download=true cannot fetch it.")
+    features, rings = read_abalone(path)
+    if len(rings) != spec.n_train + spec.n_test:
+        raise DataError(f"{path} has {len(rings)} rows; the UCI Abalone file has {spec.n_train + spec.n_test} "
+                        f"(the split sizes {spec.n_train} / {spec.n_test} assume it).")
+    perm = np.random.default_rng(spec.split_seed).permutation(len(rings))
+    train, test = perm[:spec.n_train], perm[spec.n_train:]
+    mean, std = features[train, 3:].mean(0), features[train, 3:].std(0)
+    features[:, 3:] = (features[:, 3:] - mean) / std
+    train, test = train[:train_subset], test[:test_subset]
+
+    def as_tensors(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.from_numpy(features[rows].astype(np.float32)),
+                torch.from_numpy(rings[rows].astype(np.float32)[:, None]))
+
+    (x_train, y_train), (x_test, y_test) = as_tensors(train), as_tensors(test)
+    return InMemoryData(spec.name, x_train, y_train, x_test, y_test, spec.num_classes, (10,), task="regression")
+
+
 def load_dataset(name: str, root: str | Path, *, download: bool = False,
                  train_subset: Optional[int] = None, test_subset: Optional[int] = None,
                  normalize: bool = False, binarize: Any = None) -> InMemoryData:
@@ -341,7 +417,8 @@ def load_dataset(name: str, root: str | Path, *, download: bool = False,
 
     Args:
         name: a key of :data:`DATASETS` (``fashion_mnist``, ``mnist``, ``cifar10``, ``toy2d``: generated
-            two interleaved spirals, 2,000 training and 1,000 test points unless the subsets say otherwise).
+            two interleaved spirals, 2,000 training and 1,000 test points unless the subsets say otherwise;
+            ``abalone``: the UCI regression table, see :func:`load_abalone`, always standardised).
         root: folder in torchvision's on-disk layout (only read).
         download: fetch missing files with torchvision's downloader (needs internet; writes into root).
         train_subset: keep the first n training examples.
@@ -363,6 +440,8 @@ def load_dataset(name: str, root: str | Path, *, download: bool = False,
                                       two_spirals(test_subset or spec.n_test, 1, **kw))
         return InMemoryData(name, torch.from_numpy(x_tr), torch.from_numpy(y_tr), torch.from_numpy(x_te),
                             torch.from_numpy(y_te), spec.num_classes, (2,))
+    if isinstance(spec, TabularDataset):
+        return load_abalone(spec, root, train_subset, test_subset)
     if isinstance(spec, CifarDataset):
         pixels, targets = _load_cifar(spec, root, download, train_subset, test_subset)
     else:

@@ -18,6 +18,7 @@ over the kept samples, the test set is untouched.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Optional
@@ -144,5 +145,4 @@ def apply_subsample(data: InMemoryData, dataset: DatasetConfig, model_cfg: Model
         margins = logit_margins(ref, data.x_train.to(device))
     keep = subsample_indices(kind, dataset.subsample_fraction, len(data.x_train), seed, margins)
     keep = keep.to(data.x_train.device)
-    return InMemoryData(data.name, data.x_train[keep], data.y_train[keep], data.x_test, data.y_test,
-                        data.num_classes, data.input_shape, data.pad_value)
+    return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
