@@ -114,6 +114,7 @@ def test_a_list_rule_and_none(data_root):
     ("mnist", [], ["[]", "neither empty"]),
     ("mnist", list(range(10)), ["every class", "'mnist'"]),
     ("toy2d", [1], ["'toy2d'", "already a binary task", "null"]),
+    ("abalone", "greater_than_4", ["'abalone'", "regression table", "null"]),
     ("mnist", "odd_digits", ["'odd_digits'", "greater_than_4", "vehicles_vs_animals"]),
     ("mnist", 3, ["dataset.binarize=3", "list of positive class indices"]),
 ])

@@ -173,6 +173,9 @@ def positive_classes(name: str, rule: Any) -> Optional[tuple[int, ...]]:
     if isinstance(spec, ToyDataset):
         raise DataError(f"dataset.binarize={rule!r} does not apply to dataset {name!r}: it is already a binary "
                         f"task; use dataset.binarize=null.")
+    if isinstance(spec, TabularDataset):
+        raise DataError(f"dataset.binarize={rule!r} does not apply to dataset {name!r}: it is a regression table "
+                        f"with no classes; use dataset.binarize=null.")
     if isinstance(rule, str):
         if rule not in BINARY_RULES:
             raise DataError(f"Invalid value dataset.binarize={rule!r}: {allowed}.")
