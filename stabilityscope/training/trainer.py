@@ -11,10 +11,14 @@ test set's predicted classes; ``analysis.explainability`` adds SGD-complexity's 
 against a linear baseline L fitted once per run (:mod:`stabilityscope.training.baseline`, cached in
 ``baseline.pt``).
 
+The canonical network trained by SGD steps through the hand-written update of
+:mod:`stabilityscope.training.stacked` (``train.fast_step``; equal to autograd + ``torch.optim.SGD``
+within float32 round-off); every other model through autograd and its optimiser.
+
 A run directory holds ``trace.h5`` (see :mod:`stabilityscope.recording.trace`) and ``state/`` with the
-resumable state of the newest checkpoints (model, optimiser, RNG, tracker, and the epoch's
-permutation when a checkpoint falls inside an epoch; loaded with ``weights_only=True``). Per checkpoint: measure → save state (atomic rename) → append to the trace →
-prune old states, so the newest checkpoint in the trace always has a state on disk. A resume takes the
+resumable state of the newest checkpoints (model, optimiser, RNG, tracker, and the epoch's permutation
+when a checkpoint falls inside an epoch; loaded with ``weights_only=True``). Per checkpoint: measure →
+save state (atomic rename) → append to the trace → prune old states, so the newest checkpoint in the trace always has a state on disk. A resume takes the
 newest checkpoint that has both a trace row and a readable state, falling back past a damaged state file.
 
 While it writes, a run holds its directory's lock (:class:`~stabilityscope.recording.lock.RunLock`): a
