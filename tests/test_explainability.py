@@ -127,8 +127,10 @@ def test_linear_phase_end_reads_the_ratio(explained_run):
     table = ss.explainability.explainability_table(run_dir)
     end = ss.explainability.linear_phase_end(run_dir, threshold=0.9)
     ratio = table["mu_F_L"] / table["info_F_Y"]
-    valid = table["info_F_Y"] >= 0.05
     steps = table["step"]
+    # the checkpoints read: trained (step > 0) and with at least a tenth of L's information
+    valid = (steps > 0) & (table["info_F_Y"] >= 0.1 * table["info_L_Y"])
+    assert np.array_equal(ss.explainability.considered(table), valid)
     if end is not None:  # every valid checkpoint up to `end` has ratio >= 0.9, the next valid one less
         upto = valid & (steps <= end)
         assert (ratio[upto] >= 0.9).all()
@@ -136,8 +138,11 @@ def test_linear_phase_end_reads_the_ratio(explained_run):
         assert not after.any() or ratio[np.flatnonzero(after)[0]] < 0.9
     summary = ss.explainability.explainability_summary(run_dir)
     assert summary["gap_F_L"] == pytest.approx(table["info_F_Y"][-1] - table["info_L_Y"])
-    # an always-explained case: with threshold -inf every checkpoint counts
+    assert summary["max_share"] == pytest.approx(ratio[valid].max())
+    # an always-explained case: with threshold -inf every valid checkpoint counts
     assert ss.explainability.linear_phase_end(run_dir, threshold=-np.inf) == int(steps[valid][-1])
+    # and a never-explained one
+    assert ss.explainability.linear_phase_end(run_dir, threshold=np.inf) is None
 
 
 def test_a_run_resumed_inside_an_epoch_continues_as_if_never_stopped(tmp_path, data_root, monkeypatch):

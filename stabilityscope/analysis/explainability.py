@@ -39,8 +39,8 @@ from stabilityscope.theory.information import (PerformanceCorrelation, condition
                                                information_parts, mutual_information, performance_correlation)
 
 __all__ = ["ComplexityMatrix", "PerformanceCorrelation", "complexity_matrix", "conditional_mutual_information",
-           "explainability_table", "linear_phase_end", "mutual_information", "performance_correlation",
-           "explainability_summary"]
+           "considered", "explainability_summary", "explainability_table", "linear_phase_end", "mutual_information",
+           "performance_correlation"]
 
 TraceLike = Union[Trace, str, Path]
 PAIR_CHUNK = 4_000_000  # (pair, example) entries per bincount: bounds the index tensor at 32 MB
@@ -149,18 +149,28 @@ def complexity_matrix(trace: TraceLike, miller_madow: bool = False) -> Complexit
     return ComplexityMatrix(np.asarray(steps), np.asarray(frac), mu, info)
 
 
-def linear_phase_end(trace: TraceLike, threshold: float = 0.9, min_info: float = 0.05) -> Optional[int]:
+MIN_SHARE = 0.1  # a checkpoint counts once the network carries this share of L's information about the labels
+
+
+def considered(table: dict, min_share: float = MIN_SHARE) -> np.ndarray:
+    """Checkpoints whose explained share μ/I(F_t;Y) is read: trained (step > 0) and carrying at least
+    ``min_share`` · I(L;Y) bits. Before that the network knows next to nothing (a random or a constant
+    classifier) and the ratio of two near-zero numbers is noise."""
+    info, mu = table["info_F_Y"], table["mu_F_L"]
+    return (np.isfinite(info) & np.isfinite(mu) & (table["step"] > 0)
+            & (info >= min_share * table["info_L_Y"]) & (info > 0))
+
+
+def linear_phase_end(trace: TraceLike, threshold: float = 0.9, min_share: float = MIN_SHARE) -> Optional[int]:
     """The last step until which L explains at least ``threshold`` of the network: μ_Y(F_t;L) / I(F_t;Y) >= threshold.
 
-    Checkpoints with I(F_t; Y) < ``min_info`` bits (the first steps, where F carries almost no
-    information and the ratio is noise) are skipped. Returns the step of the last checkpoint before
-    the ratio first falls below ``threshold`` (the last checkpoint when it never does), or None when
-    no checkpoint carries ``min_info`` bits.
+    Read over the :func:`considered` checkpoints (trained, and carrying at least ``min_share`` of
+    I(L;Y)). Returns the step of the last one before the ratio first falls below ``threshold`` (the
+    last one when it never does), or None when the first one is already below it or none qualifies.
     """
     table = explainability_table(trace)
     info, mu, steps = table["info_F_Y"], table["mu_F_L"], table["step"]
-    valid = np.isfinite(info) & np.isfinite(mu) & (info >= min_info)
-    idx = np.flatnonzero(valid)  # checkpoints in order
+    idx = np.flatnonzero(considered(table, min_share))  # checkpoints in order
     if not len(idx):
         return None
     below = mu[idx] / info[idx] < threshold
@@ -173,7 +183,8 @@ def linear_phase_end(trace: TraceLike, threshold: float = 0.9, min_info: float =
 def explainability_summary(trace: TraceLike, threshold: float = 0.9) -> dict[str, float | int | None | bool]:
     """The numbers SGD-complexity's claims are checked with: where the linear phase ends, and the end state.
 
-    Returns: ``linear_phase_end_step`` (and its fractional epoch), ``info_L_Y``, the last checkpoint's
+    Returns: ``linear_phase_end_step`` (and its fractional epoch), the largest explained share μ/I(F_t;Y)
+    over the :func:`considered` checkpoints and its step, the final share, ``info_L_Y``, the last checkpoint's
     ``info_F_Y`` and ``mu_F_L`` (with intervals when recorded), ``gap_F_L`` = I(F_T;Y) − I(L;Y) (how far the
     network went past the linear model) and ``mu_minus_L`` = μ_Y(F_T;L) − I(L;Y) (how much of L's
     information the final network keeps: 0 when it keeps all of it), and the baseline's fit state.
@@ -181,6 +192,9 @@ def explainability_summary(trace: TraceLike, threshold: float = 0.9) -> dict[str
     table = explainability_table(trace)
     end = linear_phase_end(trace, threshold)
     steps, frac = table["step"], table["epoch_fraction"]
+    read = considered(table)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = table["mu_F_L"] / table["info_F_Y"]
     end_frac = float(frac[list(steps).index(end)]) if end is not None else None
     i_ly = table["info_L_Y"]
     last = -1
@@ -191,4 +205,9 @@ def explainability_summary(trace: TraceLike, threshold: float = 0.9) -> dict[str
             "final_info_F_Y_high": float(table["info_F_Y_high"][last]), "final_mu_F_L": float(table["mu_F_L"][last]),
             "final_mu_F_L_low": float(table["mu_F_L_low"][last]), "final_mu_F_L_high": float(table["mu_F_L_high"][last]),
             "gap_F_L": float(table["info_F_Y"][last] - i_ly), "mu_minus_L": float(table["mu_F_L"][last] - i_ly),
-            "max_mu_F_L": float(np.nanmax(table["mu_F_L"]))}
+            "max_mu_F_L": float(np.nanmax(table["mu_F_L"])),
+            "max_share": float(np.max(share[read])) if read.any() else None,
+            "max_share_step": int(steps[read][np.argmax(share[read])]) if read.any() else None,
+            "final_share": float(share[-1]) if np.isfinite(share[-1]) else None,
+            # True when the share fell below the threshold after the linear phase (False: it never did)
+            "linear_phase_ended": bool(end is not None and read.any() and end < int(steps[read][-1]))}

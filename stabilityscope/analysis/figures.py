@@ -53,7 +53,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from stabilityscope.analysis.explainability import complexity_matrix, explainability_table, linear_phase_end
+from stabilityscope.analysis.explainability import (complexity_matrix, considered, explainability_table,
+                                                    linear_phase_end)
 from stabilityscope.dynamics.geometry import GEOMETRY_STATS, band_kind
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import Trace, config_section, open_trace
@@ -1032,7 +1033,7 @@ def plot_explainability(trace: TraceLike, x: Optional[str] = None, threshold: fl
     a1.set_title("Information about the labels, and the part a linear model explains")
     with np.errstate(invalid="ignore", divide="ignore"):
         share = table["mu_F_L"] / table["info_F_Y"]
-    shown = table["info_F_Y"] >= 0.05  # the first steps carry almost no information: their share is noise
+    shown = considered(table)  # trained checkpoints with >= 10% of L's information: the rest is noise
     a2.plot(xs[shown], share[shown], "o-", ms=ms, color=COLORS[3], lw=1.6)
     a2.axhline(threshold, color=EDGE_COLOR, lw=1, ls="--")
     if end is not None:

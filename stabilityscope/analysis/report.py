@@ -239,13 +239,19 @@ def _explainability_lines(tr: Trace) -> list[str]:
             f"{_fmt(table['mu_F_L'][i], 3)} [{_fmt(table['mu_F_L_low'][i], 3)}, {_fmt(table['mu_F_L_high'][i], 3)}] | "
             f"{_fmt(table['info_F_Y_given_L'][i], 3)} |" for i in picks]
     end = s["linear_phase_end_step"]
-    where = (f"step {end} (epoch {s['linear_phase_end_epoch']:.3g})" if end is not None
-             else "no checkpoint (the share never reached the threshold)")
+    if end is None:
+        where = "no checkpoint (the share never reached the threshold)"
+    elif s["linear_phase_ended"]:
+        where = f"step {end} (epoch {s['linear_phase_end_epoch']:.3g})"
+    else:
+        where = f"the end of training (step {end}): the share never fell below it"
     warn = [] if s["baseline_converged"] else ["", f"**Warning:** {tr.baseline.get('warning', '')}"]
     return ["", "## Linear explainability over training (SGD-complexity)", "",
             f"Baseline L (logistic regression on the flattened training inputs): test accuracy "
             f"{_pct(s['baseline_test_acc'])}, I(L;Y) = {_fmt(s['info_L_Y'], 4)} bits.", *warn, "",
-            f"- μ_Y(F_t;L) / I(F_t;Y) ≥ {s['threshold']:g} (L explains the network) up to {where}.",
+            f"- μ_Y(F_t;L) / I(F_t;Y) ≥ {s['threshold']:g} (L explains the network) up to {where}; the share is "
+            f"read from the first trained checkpoint with ≥ 10% of I(L;Y) on, its largest value "
+            f"{_fmt(s['max_share'], 3)} (step {s['max_share_step']}), its final value {_fmt(s['final_share'], 3)}.",
             f"- At the end (step {s['final_step']}): I(F;Y) = {_fmt(s['final_info_F_Y'], 4)} bits, "
             f"μ_Y(F;L) = {_fmt(s['final_mu_F_L'], 4)} bits; I(F;Y) − I(L;Y) = {_fmt(s['gap_F_L'], 3)} bits, "
             f"μ − I(L;Y) = {_fmt(s['mu_minus_L'], 3)} bits.", "",
