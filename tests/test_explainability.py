@@ -256,3 +256,25 @@ def test_the_cifar10_quick_preset_runs_through_the_app(tmp_path, data_root):
         base = tr.baseline
         assert 0.5 < base["test_acc"] < 1 and 0 < base["info_L_Y"] < 1  # a binary task: at most 1 bit
         assert np.isfinite(tr.metric("mu_F_L")).all()
+
+
+def test_the_figures_show_the_recorded_numbers(explained_run):
+    from stabilityscope import figures
+
+    _, run_dir, _ = explained_run
+    table = ss.explainability.explainability_table(run_dir)
+    fig = figures.plot_explainability(run_dir)
+    left, right = fig.axes[:2]
+    np.testing.assert_allclose(left.lines[0].get_ydata(), table["info_F_Y"])  # I(F_t;Y) against ...
+    np.testing.assert_allclose(left.lines[0].get_xdata(), table["step"])  # ... the step (a step schedule)
+    np.testing.assert_allclose(left.lines[1].get_ydata(), table["mu_F_L"])
+    assert left.get_xscale() == "symlog" and f"{table['info_L_Y']:.3f} bits" in " ".join(
+        t.get_text() for t in fig.legends[0].get_texts())
+    read = ss.explainability.considered(table)
+    np.testing.assert_allclose(right.lines[0].get_ydata(), (table["mu_F_L"] / table["info_F_Y"])[read])
+    heat = np.ma.filled(figures.plot_complexity_matrix(run_dir).axes[0].images[0].get_array(), np.nan)
+    m = ss.explainability.complexity_matrix(run_dir)
+    assert np.isnan(heat[0]).all()  # the initialisation's row is blank
+    last = len(m.steps) - 1
+    np.testing.assert_allclose(heat[last], m.mu[last] / m.info[last])
+    assert heat[last, last] == pytest.approx(1.0)

@@ -1059,18 +1059,25 @@ def plot_complexity_matrix(trace: TraceLike, relative: bool = True) -> Figure:
     """Heat map of μ_Y(F_t; F_s) for every pair of checkpoints (SGD-complexity's increasing complexity).
 
     Row t, column s: how much of F_t's information about the labels F_s explains; with ``relative``
-    divided by I(F_t; Y) (1 = F_s explains all of F_t). Below the diagonal s < t: earlier checkpoints.
+    divided by I(F_t; Y) (1 = F_s explains all of F_t), rows of the initialisation and of checkpoints
+    with less than a tenth of the best I(F;Y) left blank (grey). Below the diagonal s < t: earlier
+    checkpoints.
     """
     with _opened(trace) as tr:
         _require_checkpoints(tr, 2)
         m = complexity_matrix(tr)
         step_axis = tr.step_schedule
-    values = m.mu / m.info[:, None] if relative else m.mu
+    values = m.mu
+    if relative:  # rows of untrained or uninformed checkpoints (< 10% of the best I(F;Y)) divide noise by ~0: blank
+        keep = np.isfinite(m.info) & (m.steps > 0) & (m.info >= 0.1 * np.nanmax(m.info))
+        values = np.where(keep[:, None], m.mu / np.where(keep, m.info, 1.0)[:, None], np.nan)
+    finite = values[np.isfinite(values)]
     fig = Figure(figsize=(6.6, 5.6), layout="constrained")
     ax = fig.subplots()
-    vmax = 1.0 if relative else float(np.nanmax(values))
-    im = ax.imshow(values, origin="lower", cmap="viridis", vmin=min(0.0, float(np.nanmin(values))), vmax=vmax,
-                   interpolation="nearest")
+    vmax = 1.0 if relative else (float(finite.max()) if finite.size else 1.0)
+    vmin = min(0.0, float(finite.min())) if finite.size else 0.0
+    im = ax.imshow(values, origin="lower", cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_facecolor("0.85")  # blank rows: checkpoints with too little information to divide by
     n = len(m.steps)
     ticks = np.unique(np.linspace(0, n - 1, min(n, 8)).round().astype(int))
     names = [str(int(m.steps[i])) if step_axis else f"{m.epoch_fraction[i]:g}" for i in ticks]
