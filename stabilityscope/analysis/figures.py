@@ -1036,11 +1036,13 @@ def plot_explainability(trace: TraceLike, x: Optional[str] = None, threshold: fl
     shown = considered(table)  # trained checkpoints with >= 10% of L's information: the rest is noise
     a2.plot(xs[shown], share[shown], "o-", ms=ms, color=COLORS[3], lw=1.6)
     a2.axhline(threshold, color=EDGE_COLOR, lw=1, ls="--")
-    if end is not None:
+    ended = end is not None and shown.any() and end < int(steps[shown][-1])  # else: never fell below, or never reached
+    if ended:
         a2.axvline(xs[list(steps).index(end)], color="0.35", ls=":", lw=1.2)
     a2.set_ylim(min(0.0, float(np.nanmin(share[shown])) if shown.any() else 0.0) - 0.02, 1.05)
     a2.set_ylabel(r"$\mu_Y(F_t;L)\,/\,I(F_t;Y)$")
-    phase = f"up to step {end}" if end is not None else "at no checkpoint"
+    phase = (f"up to step {end}" if ended else f"through the end (step {end})" if end is not None
+             else "at no checkpoint")
     a2.set_title(f"Share explained by L: ≥ {threshold:g} {phase}")
     for ax in (a1, a2):
         _epoch_axis(ax, x)
