@@ -162,14 +162,18 @@ def test_comparison_labels_runs_by_what_differs(tmp_path):
 
 def test_every_figure_is_drawn_in_png_and_pdf_with_content(standard, economy, tmp_path):
     written, skipped = figures.draw_figures(standard, tmp_path / "std", background=TINY, cache=tmp_path / "bg")
-    assert set(written) == set(figures.FIGURES) - {"geometry"} and set(skipped) == {"geometry"}
+    # geometry and the SGD-complexity figures are drawn for runs that recorded them (test_explainability)
+    optional = {"geometry", "explainability", "complexity_matrix"}
+    assert set(written) == set(figures.FIGURES) - optional and set(skipped) == optional
     assert "analysis.geometry=true" in skipped["geometry"]
+    assert all("analysis.explainability=true" in skipped[n] for n in ("explainability", "complexity_matrix"))
     for png in written.values():
         assert_drawn(png)  # names the figure that came out blank
     written, skipped = figures.draw_figures(economy, tmp_path / "eco", background=False)
     assert set(written) == {"phase_path", "coupling", "metrics"}
-    assert set(skipped) == {"layer_stability", "poincare", "eigenvalues", "geometry"}
-    assert all("analysis=standard" in why for name, why in skipped.items() if name != "geometry")
+    assert set(skipped) == {"layer_stability", "poincare", "eigenvalues", "geometry", "explainability",
+                            "complexity_matrix"}
+    assert all("analysis=standard" in why for name, why in skipped.items() if name not in optional)
 
 
 def test_plots_leave_pyplot_and_rc_alone(standard):
