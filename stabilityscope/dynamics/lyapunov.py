@@ -46,7 +46,7 @@ MAX_PERIOD = 32  # longest cycle searched for; the orbit tail holds 2·MAX_PERIO
 QR_METHODS = ("auto", "cholesky", "householder")  # re-orthonormalisation of lyapunov_spectrum
 CHOLESKY_QR_TOL = 0.1  # CholeskyQR2 is accepted when ||R2 − I||_F ≤ this (first pass nearly orthonormal)
 R_MAX = 64  # longest stretch between re-orthonormalisations that reorthonormalize_every="auto" picks
-ROUNDING_TOL = 1e-8  # "auto"'s default bound on each exponent's estimated rounding error, float64 ...
+ROUNDING_TOL = 1e-8  # "auto"'s default budget for the spectrum's estimated rounding error, float64 ...
 ROUNDING_TOL_LOW = 1e-4  # ... and below it (float32: (r + 1)·sqrt(N)·eps is already ~7e-6 at r = 1, N = 784)
 REFLECTOR_FRAME = 2 / 3  # a Householder frame with k ≥ this·N stays as reflectors (ormqr, see jvp_reflectors)
 
@@ -106,7 +106,7 @@ class LyapunovSpectrum:
     transient: int
     steps_run: Tensor  # (...) int64
     stop_reason: Tensor  # index into STOP_REASONS, (...) int64
-    rounding_error: Tensor  # estimated bound on the rounding error of every exponent of the spectrum, (..., B)
+    rounding_error: Tensor  # estimated rounding error of the exponents (largest over directions), (..., B)
     qr_steps: int  # re-orthonormalisations done (all maps together)
 
 
