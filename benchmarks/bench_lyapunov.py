@@ -1,13 +1,21 @@
 """Benchmark the Lyapunov machinery of stabilityscope.dynamics.lyapunov (EOC-optimality, SCIENCE.md §2).
 
-1. Full Lyapunov spectrum (all N exponents) of a random tanh map x → tanh(W x), N = 784, J = 1.5:
-   ``lyapunov_spectrum`` (batched jvp + re-orthonormalisation) with ``qr_method`` "auto" (the
-   default), "householder" (torch.linalg.qr) and "cholesky" (CholeskyQR2), against a
-   straightforward numpy loop that forms J_t = diag(φ') W and calls np.linalg.qr every step, for
-   the same number of steps. Each configuration runs ``--repeat`` times, interleaved, and the
-   median time is reported; max |Δλ| compares the float64 spectra (equal accuracy).
-2. ``map_measures`` on the canonical tracking case: LayerMap 784×784 tanh, 100 start states,
+0. The machine's limit: the rate of one N×N GEMM, and from it the least time per step of the QR
+   method, (2N³ for J·Q + 4/3 N³ for a QR without forming Q) / GEMM rate, against the
+   2N³ + 8/3 N³ (GEMM, geqrf, orgqr) of a plain loop.
+1. Full Lyapunov spectrum (k = N = 784) of a random tanh map x → tanh(W x), J = 1.5:
+   ``lyapunov_spectrum`` with its defaults (reflector frame, ``reorthonormalize_every="auto"``),
+   with a QR every step, and with CholeskyQR2, against a straightforward numpy loop that forms
+   J_t = diag(φ') W and calls np.linalg.qr every step (float64), for the same steps and start frame.
+2. The common case: the top k = 32 exponents of 16 start states, against that loop run per start state.
+3. ``map_measures`` on the canonical tracking case: LayerMap 784×784 tanh, 100 start states,
    T = 500, chaotic (J = 1.5) and ordered (J = 0.5) phase.
+
+Every configuration runs ``--repeat`` times, interleaved, so load changes hit all alike; the min and
+the median are reported, as wall time and as CPU time of this process. With one thread, CPU time
+does not count the time other jobs on a shared machine take the core, so its ratios are the stable
+ones there; wall time is what a user waits. max |Δλ| compares float64 spectra with the numpy loop
+(the same orbit up to rounding: at λ_1 ≈ 0.07 and 100 steps a rounding difference grows ~e^7).
 
 Usage:
     python benchmarks/bench_lyapunov.py [--steps 100] [--device cpu|cuda] [--threads 0] [--repeat 3]
@@ -20,20 +28,23 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 
-from stabilityscope.dynamics.lyapunov import STOP_REASONS, _resolve_qr_method, lyapunov_spectrum, map_measures
-from stabilityscope.dynamics.maps import LayerMap
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # run from a checkout
+from stabilityscope.dynamics import lyapunov  # noqa: E402
+from stabilityscope.dynamics.lyapunov import STOP_REASONS, lyapunov_spectrum, map_measures  # noqa: E402
+from stabilityscope.dynamics.maps import LayerMap  # noqa: E402
 
 
 def numpy_spectrum(w: np.ndarray, x0: np.ndarray, q0: np.ndarray, steps: int, transient: int) -> np.ndarray:
-    """The reference loop: explicit Jacobian, np.linalg.qr every step, float64."""
-    n = w.shape[0]
+    """The reference loop: explicit Jacobian, np.linalg.qr every step, float64; x0 (N,), q0 (N, k)."""
     x, q = x0.copy(), q0.copy()
-    logsum = np.zeros(n)
+    logsum = np.zeros(q.shape[1])
     for t in range(steps):
         y = np.tanh(w @ x)
         jac = (1.0 - y * y)[:, None] * w  # diag(φ'(Wx)) W, (N, N)
@@ -44,26 +55,64 @@ def numpy_spectrum(w: np.ndarray, x0: np.ndarray, q0: np.ndarray, steps: int, tr
     return np.sort(logsum / (steps - transient))[::-1]
 
 
-def timed(fn, device: torch.device):
-    """(result, seconds) of fn(), synchronising CUDA around it."""
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float, float]:
+    """(result, wall seconds, CPU seconds of this process) of fn(), synchronising CUDA around it."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    w0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def gemm_rate(n: int, dtype: torch.dtype, device: torch.device, repeat: int = 7) -> float:
+    """Best GFLOP/s of an n×n GEMM over ``repeat`` runs: by CPU time with one CPU thread (the core's own
+    rate, whatever else runs on the machine), by wall time otherwise."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    a @ b
+    runs = [timed(lambda: a @ b, device) for _ in range(repeat)]
+    by_cpu = device.type == "cpu" and torch.get_num_threads() == 1
+    return 2 * n ** 3 / min(r[2] if by_cpu else r[1] for r in runs) / 1e9
+
+
+def race(configs: dict[str, Callable[[], np.ndarray]], repeat: int, device: torch.device
+         ) -> tuple[dict[str, np.ndarray], dict[str, list[float]], dict[str, list[float]]]:
+    """Run every configuration ``repeat`` times, interleaved: (results, wall times, CPU times)."""
+    out, wall, cpu = {}, {k: [] for k in configs}, {k: [] for k in configs}
+    for _ in range(repeat):
+        for label, fn in configs.items():
+            out[label], w, c = timed(fn, device)
+            wall[label].append(w)
+            cpu[label].append(c)
+    return out, wall, cpu
+
+
+def report(results: dict[str, np.ndarray], wall: dict[str, list[float]], cpu: dict[str, list[float]], steps: int,
+           base: str | None, ref: np.ndarray | None, extra: dict[str, str]) -> None:
+    """One line per configuration: times per step, speed-up against ``base`` and max |Δλ| against ``ref``."""
+    for label in results:
+        w, c = np.array(wall[label]), np.array(cpu[label])
+        line = (f"  {label:34s} wall {1e3 * w.min() / steps:7.1f} min {1e3 * np.median(w) / steps:7.1f} med  "
+                f"cpu {1e3 * c.min() / steps:7.1f} min {1e3 * np.median(c) / steps:7.1f} med ms/step")
+        if base is not None and label != base:
+            bw, bc = np.array(wall[base]), np.array(cpu[base])
+            line += (f"  speed-up wall {bw.min() / w.min():4.2f}x min {np.median(bw) / np.median(w):4.2f}x med, "
+                     f"cpu {bc.min() / c.min():4.2f}x min {np.median(bc) / np.median(c):4.2f}x med")
+        if ref is not None and label != base:
+            line += f"  max|Δλ| {np.abs(results[label] - ref).max():.1e}"
+        print(line + extra.get(label, ""))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=784)
-    p.add_argument("--steps", type=int, default=100, help="steps of the full-spectrum comparison")
+    p.add_argument("--steps", type=int, default=100, help="steps of the spectrum comparisons (transient: half)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
     p.add_argument("--skip-numpy", action="store_true")
-    p.add_argument("--skip-measures", action="store_true", help="skip part [2]")
-    p.add_argument("--repeat", type=int, default=1, help="timed runs per configuration (median reported)")
+    p.add_argument("--skip-measures", action="store_true", help="skip part [3]")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per configuration, interleaved")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,77 +121,88 @@ def main() -> None:
     print(f"device={dev} torch={torch.__version__} numpy={np.__version__} threads={torch.get_num_threads()} "
           f"cpus={os.cpu_count()} loadavg={os.getloadavg()[0]:.1f}")
 
+    rates = {dt: gemm_rate(n, dt, dev) for dt in (torch.float64, torch.float32)}
+    clock = "CPU time" if dev.type == "cpu" and torch.get_num_threads() == 1 else "wall time"
+    print(f"\n[0] limit: {n}×{n} GEMM at {rates[torch.float64]:.1f} GFLOP/s (float64), "
+          f"{rates[torch.float32]:.1f} (float32), best of 7 by {clock}")
+    for dt, rate in rates.items():
+        floor_r1 = (2 + 4 / 3) * n ** 3 / rate / 1e6  # ms: J·Q plus geqrf, Q kept as reflectors
+        floor_r2 = (2 + 2 / 3) * n ** 3 / rate / 1e6  # ms: QR every second step
+        loop = (2 + 8 / 3) * n ** 3 / rate / 1e6  # ms: GEMM, geqrf and orgqr every step
+        print(f"  {str(dt):14s} least ms/step at the GEMM rate: QR every step {floor_r1:.1f}, "
+              f"every 2nd {floor_r2:.1f}; GEMM + geqrf + orgqr {loop:.1f}")
+
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(n, n, generator=gen, dtype=torch.float64) * 1.5 / math.sqrt(n)
-    x0 = torch.randn(1, n, generator=gen, dtype=torch.float64)
+    x0 = torch.randn(16, n, generator=gen, dtype=torch.float64)
+    maps = {dt: (LayerMap(w.to(dev, dt)), x0.to(dev, dt)) for dt in (torch.float64, torch.float32)}
 
-    auto64 = _resolve_qr_method("auto", dev, 1)
-    print(f"\n[1] full spectrum, N={n}, J=1.5 tanh, {steps} steps (transient {transient}), QR every step; "
-          f"{args.repeat} run(s) each, median; auto = {auto64} on {dev.type}")
-    # configurations: label → (dtype, qr_method); "auto" is not rerun when it is one of the others
-    configs = {"float64 householder": (torch.float64, "householder"),
-               "float64 cholesky": (torch.float64, "cholesky"),
-               "float32 auto": (torch.float32, "auto")}
-    maps = {dtype: (LayerMap(w.to(dev, dtype)), x0.to(dev, dtype)) for dtype in (torch.float64, torch.float32)}
-    for dtype, method in configs.values():  # warm-up (kernels, allocator)
-        lyapunov_spectrum(*maps[dtype], steps=4, transient=2, qr_method=method)
-    q0 = torch.linalg.qr(torch.randn(1, n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0][0]
+    def spectrum(dt: torch.dtype, k: int | None, b: int, **kw) -> Callable[[], np.ndarray]:
+        f, xs = maps[dt]
+        return lambda: lyapunov_spectrum(f, xs[:b], k=k, steps=steps, transient=transient, **kw)
 
-    def run_numpy():
-        # the start frame lyapunov_spectrum draws (seed 0, float64, CPU), so float64 results must agree
-        return numpy_spectrum(w.numpy(), x0[0].numpy(), q0.numpy(), steps, transient)
+    def explicit(fn: Callable[[], object]) -> Callable[[], object]:
+        """fn with the frame always formed as Q (GEMM + geqrf + orgqr), the pre-reflector path."""
+        def run():
+            saved, lyapunov.REFLECTOR_FRAME = lyapunov.REFLECTOR_FRAME, math.inf
+            try:
+                return fn()
+            finally:
+                lyapunov.REFLECTOR_FRAME = saved
+        return run
 
-    times: dict[str, list[float]] = {label: [] for label in configs}
-    spectra: dict[str, np.ndarray] = {}
-    if not args.skip_numpy:
-        times["numpy"] = []
-    for _ in range(args.repeat):  # interleaved, so load changes hit every configuration alike
-        for label, (dtype, method) in configs.items():
-            sp, sec = timed(lambda: lyapunov_spectrum(*maps[dtype], steps=steps, transient=transient,
-                                                      qr_method=method), dev)
-            times[label].append(sec)
-            spectra[label] = sp.exponents[0].double().cpu().numpy()
+    for k, b, title in ((None, 1, f"full spectrum, N = k = {n}, 1 start state"),
+                        (32, 16, "top k = 32 exponents, 16 start states")):
+        kk = n if k is None else k
+        # lyapunov_spectrum's start frames (seed 0, float64, CPU): one (N, k) frame per start state
+        q0 = torch.linalg.qr(torch.randn(b, n, kk, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
+        raw = {"float64 default (auto)": spectrum(torch.float64, k, b),
+               "float64 QR every step": spectrum(torch.float64, k, b, reorthonormalize_every=1),
+               "float64 QR every step, Q formed": explicit(spectrum(torch.float64, k, b, reorthonormalize_every=1)),
+               "float64 cholesky, QR every step": spectrum(torch.float64, k, b, reorthonormalize_every=1,
+                                                           qr_method="cholesky"),
+               "float32 default (auto)": spectrum(torch.float32, k, b)}
+        for fn in raw.values():  # warm-up (kernels, allocator)
+            fn()
+        extra, spectra = {}, {}
+
+        def wrap(label: str, fn: Callable[[], object]) -> Callable[[], np.ndarray]:
+            def run():
+                sp = fn()
+                est = float(sp.rounding_error.nan_to_num(0).max())
+                extra[label] = f"  QRs {sp.qr_steps}, est. rounding ≤ {est:.0e}"
+                return sp.exponents.double().cpu().numpy()
+            return run
+
+        configs = {label: wrap(label, fn) for label, fn in raw.items()}
         if not args.skip_numpy:
-            ref, sec = timed(run_numpy, torch.device("cpu"))
-            times["numpy"].append(sec)
-            spectra["numpy"] = ref
-    med = {label: float(np.median(ts)) for label, ts in times.items()}
-    times["float64 auto"] = times[f"float64 {auto64}"]
-    med["float64 auto"], spectra["float64 auto"] = med[f"float64 {auto64}"], spectra[f"float64 {auto64}"]
-
-    house = spectra["float64 householder"]
-    for label in ("float64 auto", "float64 householder", "float64 cholesky", "float32 auto", "numpy"):
-        if label not in med:
-            continue
-        sec, exps = med[label], spectra[label]
-        runs = " ".join(f"{t:.2f}" for t in times[label])
-        print(f"  {label:20s}: {sec:7.2f} s  ({1e3 * sec / steps:6.1f} ms/step; runs {runs})  "
-              f"λ_1={exps[0]:+.4f} λ_N={exps[-1]:+.4f}  max |Δλ| vs torch householder: {np.abs(exps - house).max():.2e}")
-    if "numpy" in med:
-        ref = spectra["numpy"]
-        for label in ("float64 auto", "float64 householder", "float64 cholesky", "float32 auto"):
-            print(f"  speed-up numpy/torch {label:20s}: {med['numpy'] / med[label]:5.2f}x   "
-                  f"max |Δλ| vs numpy: {np.abs(spectra[label] - ref).max():.2e}")
-    f, xs = maps[torch.float64]
-    for r in (2, 3):
-        sp, sec = timed(lambda: lyapunov_spectrum(f, xs, steps=steps, transient=transient, reorthonormalize_every=r), dev)
-        nth = {2: "2nd", 3: "3rd"}[r]
-        print(f"  torch float64 auto, QR every {nth} step: {sec:7.2f} s (1 run)  λ_1={float(sp.exponents[0, 0]):+.4f} "
-              f"max |Δλ| vs QR every step: {np.abs(sp.exponents[0].cpu().numpy() - spectra['float64 auto']).max():.2e}")
+            wn, xn, qn = w.numpy(), x0.numpy(), q0.numpy()
+            configs = {"numpy loop, float64, per start state":
+                       lambda: np.stack([numpy_spectrum(wn, xn[i], qn[i], steps, transient) for i in range(b)]),
+                       **configs}
+        print(f"\n[{1 if k is None else 2}] {title}, J = 1.5 tanh, {steps} steps (transient {transient}); "
+              f"{args.repeat} interleaved runs each")
+        spectra, wall, cpu = race(configs, args.repeat, dev)
+        base = None if args.skip_numpy else "numpy loop, float64, per start state"
+        report(spectra, wall, cpu, steps, base, None if base is None else spectra[base], extra)
+        if base is None:
+            ref = spectra["float64 QR every step"]
+            print(f"  max |Δλ| default vs QR every step (float64): "
+                  f"{np.abs(spectra['float64 default (auto)'] - ref).max():.1e}")
     if args.skip_measures:
         return
 
-    print("\n[2] map_measures, LayerMap 784×784 tanh, B=100 start states, T=500, float32")
+    print("\n[3] map_measures, LayerMap 784×784 tanh, B=100 start states, T=500, float32")
     xb = torch.randn(100, 784, generator=gen).to(dev)
     for j in (1.5, 0.5):
         f = LayerMap((torch.randn(784, 784, generator=gen) * j / math.sqrt(784)).to(dev))
         map_measures(f, xb, steps=4)  # warm-up
-        m, sec = timed(lambda: map_measures(f, xb, steps=500), dev)
+        m, sec, _ = timed(lambda: map_measures(f, xb, steps=500), dev)
         print(f"  J={j}: {sec:6.2f} s  steps_run={int(m.steps_run)} ({STOP_REASONS[int(m.stop_reason)]})  "
               f"s={float(m.s_mean):.3f}±{float(m.s_std):.3f}  λ_max={float(m.lyapunov_max.mean()):+.4f}  "
               f"M2={float(m.jacobian_product_exponent.mean()):+.4f}  M4={float(m.asymptotic_distance.mean()):.3g}  "
               f"attractor={m.attractor_names[0]}")
-        m, sec = timed(lambda: map_measures(f, xb, steps=500, m2_passes=0), dev)
+        m, sec, _ = timed(lambda: map_measures(f, xb, steps=500, m2_passes=0), dev)
         print(f"  J={j} without M2 (m2_passes=0): {sec:6.2f} s")
 
 

@@ -62,6 +62,7 @@ The implementation lives in sub-packages, lowest first: :mod:`~stabilityscope.th
 :mod:`~stabilityscope.training`, :mod:`~stabilityscope.analysis` and :mod:`~stabilityscope.cli` (the
 Hydra app, ``python -m stabilityscope --help``); each uses only those before it.
 """
+from stabilityscope import runtime  # first of all: the OpenMP wait policy must be set before torch loads
 from stabilityscope.analysis.collection import open_traces, varying_config
 from stabilityscope.analysis.guideline import Recommendation, recommend
 from stabilityscope.analysis.scaling import SweepAnalysis, analyze_sweep
@@ -110,5 +111,5 @@ __all__ = [
     "phase_label", "varying_config", "select_layers",
     "Recommendation", "SweepAnalysis", "analyze_sweep", "recommend",
     "AnalysisConfig", "Config", "DatasetConfig", "LayerTracker", "ModelConfig", "OptimConfig", "TrainConfig",
-    "tracked_records", "Recorder", "inspect", "load_dataset",
+    "tracked_records", "Recorder", "inspect", "load_dataset", "runtime",
 ]

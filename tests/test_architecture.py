@@ -23,7 +23,7 @@ PACKAGE = Path(ss.__file__).resolve().parent
 # Lowest first. The base modules are used by every layer; the facade (__init__, __main__) sits on top.
 LAYERS = ("base", "theory", "dynamics", "models", "recording", "training", "integrations", "analysis", "cli",
           "facade")
-BASE = {"errors", "config", "interrupts"}
+BASE = {"errors", "config", "interrupts", "runtime"}
 HYDRA = ("hydra", "omegaconf")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,9 @@ from stabilityscope.dynamics.lyapunov import (
     lyapunov_spectrum,
     map_measures,
 )
+from stabilityscope.dynamics import lyapunov
 from stabilityscope.dynamics.maps import LayerMap
+from stabilityscope.errors import ConfigError
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*torch.jit.script:FutureWarning"),
               pytest.mark.usefixtures("one_thread")]
@@ -316,7 +319,8 @@ def test_poincare_and_shapes():
 
 
 def _spectra(f: LayerMap, x0: torch.Tensor, **kw):
-    """lyapunov_spectrum by CholeskyQR2 and by Householder QR, same arguments."""
+    """lyapunov_spectrum by CholeskyQR2 and by Householder QR, same arguments (QR every step unless given)."""
+    kw.setdefault("reorthonormalize_every", 1)
     return (lyapunov_spectrum(f, x0, qr_method="cholesky", **kw), lyapunov_spectrum(f, x0, qr_method="householder", **kw))
 
 
@@ -352,8 +356,8 @@ def test_cholesky_qr2_matches_householder_on_chaotic_tanh(j, k):
     chol, house = _spectra(f, x0, k=k, steps=300)
     assert chol.exponents[:, 0].min() > 0.01  # chaotic
     _assert_same_spectrum(chol, house)
-    # "auto" is Householder on the CPU: bit-identical
-    auto = lyapunov_spectrum(f, x0, k=k, steps=300)
+    # qr_method "auto" is Householder on the CPU: bit-identical
+    auto = lyapunov_spectrum(f, x0, k=k, steps=300, reorthonormalize_every=1)
     assert torch.equal(auto.exponents, house.exponents)
 
 
@@ -375,6 +379,14 @@ def test_cholesky_qr2_analytic_exponents(case):
     _assert_same_spectrum(top3, house3)
 
 
+@pytest.fixture
+def explicit_frames(monkeypatch):
+    """Householder frames always formed as Q (no reflector frames), as CholeskyQR2's fallback forms them,
+    so that a fallback reproduces the Householder run bit for bit, rounding-floor exponents included."""
+    monkeypatch.setattr(lyapunov, "REFLECTOR_FRAME", math.inf)
+
+
+@pytest.mark.usefixtures("explicit_frames")
 def test_cholesky_qr2_falls_back_on_singular_jacobians():
     """ReLU (dead units: J = diag(1[Wx > 0]) W is singular). With k = N every step's J·Q is
     singular, so every step falls back to Householder and the result is Householder's, −inf
@@ -391,6 +403,7 @@ def test_cholesky_qr2_falls_back_on_singular_jacobians():
     _assert_same_spectrum(*_spectra(f, x0, k=5, steps=100))
 
 
+@pytest.mark.usefixtures("explicit_frames")
 def test_cholesky_qr2_fallback_is_per_map():
     """A stack of a chaotic tanh map and a rank-deficient one (zero rows in W): the healthy map
     keeps CholeskyQR2, the singular one falls back; each matches Householder."""
@@ -413,3 +426,88 @@ def test_qr_method_is_validated():
     f = LayerMap(_orthogonal(4, 0), activation="identity")
     with pytest.raises(ValueError, match="qr_method"):
         lyapunov_spectrum(f, torch.randn(1, 4, dtype=torch.float64), steps=10, qr_method="givens")
+
+
+# ------------------------------------------------------------------- fast paths against the plain loop
+
+LOOP_AGREE = 1e-8  # float64 exponents of the fast paths against the plain per-step numpy loop
+
+
+def _numpy_loop(w: torch.Tensor, x0: torch.Tensor, q0: torch.Tensor, steps: int, transient: int) -> torch.Tensor:
+    """The plain method, independent of the library: J_t = diag(1 − tanh²) W formed explicitly and
+    np.linalg.qr of J_t Q every step, float64; x0 (B, N), q0 (B, N, k) → sorted exponents (B, k)."""
+    out = []
+    for x, q in zip(x0.numpy(), q0.numpy()):
+        logsum = np.zeros(q.shape[1])
+        for t in range(steps):
+            y = np.tanh(w.numpy() @ x)
+            q, r = np.linalg.qr(((1 - y * y)[:, None] * w.numpy()) @ q)
+            if t >= transient:
+                logsum += np.log(np.abs(np.diag(r)))
+            x = y
+        out.append(np.sort(logsum / (steps - transient))[::-1])
+    return torch.from_numpy(np.stack(out))
+
+
+@pytest.mark.parametrize("k", [None, 40, 6])
+def test_fast_paths_equal_the_plain_loop(k):
+    """Reflector frames (k ≥ 2N/3: J·Q by ormqr, no Q formed), explicit frames, QR every step and the
+    default "auto" blocks all give the plain loop's exponents to 1e-8 in float64 (tanh, J = 2,
+    N = 48: chaotic, λ_1 ≈ 0.1, so 60 steps amplify rounding differences of the orbit only ~e^6)."""
+    n, b, steps = 48, 2, 60
+    f = _random_tanh(n, 2.0, seed=21)
+    x0 = torch.randn(b, n, generator=_gen(22), dtype=torch.float64)
+    kk = n if k is None else k
+    q0 = torch.linalg.qr(torch.randn(b, n, kk, generator=_gen(0), dtype=torch.float64))[0]  # the library's frame
+    ref = _numpy_loop(f.weight, x0, q0, steps, steps // 2)
+    assert ref[:, 0].min() > 0.02  # chaotic
+    every = lyapunov_spectrum(f, x0, k=k, steps=steps, reorthonormalize_every=1)
+    auto = lyapunov_spectrum(f, x0, k=k, steps=steps)
+    assert every.qr_steps == steps and auto.qr_steps < steps  # "auto" took longer blocks
+    for spec in (every, auto):
+        torch.testing.assert_close(spec.exponents, ref, atol=LOOP_AGREE, rtol=0)
+        assert (spec.rounding_error <= lyapunov.ROUNDING_TOL).all()
+
+
+def test_rounding_estimate_covers_the_error_of_long_blocks():
+    """Longer blocks lose the weak directions to rounding, and rounding_error says by how much: against
+    QR every step, no exponent of a J = 3 tanh map moves by more than the two runs' estimates, and at
+    r = 6 (a spread of ~10 per step, far past what "auto" allows) the estimate and the change are large."""
+    f = _random_tanh(40, 3.0, seed=27)
+    x0 = torch.randn(2, 40, generator=_gen(28), dtype=torch.float64)
+    one = lyapunov_spectrum(f, x0, steps=120, reorthonormalize_every=1)
+    assert one.rounding_error.shape == (2,) and one.rounding_error.max() < 1e-9
+    for r in (2, 3, 6):
+        spec = lyapunov_spectrum(f, x0, steps=120, reorthonormalize_every=r, record_every=r)
+        change = (spec.exponents - one.exponents).abs().amax(-1)  # (B,) largest over the spectrum
+        assert (change <= spec.rounding_error + one.rounding_error).all(), r
+    assert change.min() > 1e-2 and spec.rounding_error.min() > change.max()
+    auto = lyapunov_spectrum(f, x0, steps=120, record_every=6)
+    assert (auto.rounding_error <= lyapunov.ROUNDING_TOL).all()
+    assert ((auto.exponents - one.exponents).abs().amax(-1) <= auto.rounding_error + one.rounding_error).all()
+
+
+def test_auto_keeps_qr_every_step_where_one_step_exceeds_the_budget():
+    """float32 full spectrum: one step's estimate (2·sqrt(N)·eps·e^{λ_1 − λ_N}) already exceeds the 1e-4
+    budget, so "auto" never lengthens a block and reproduces QR every step bit for bit; the top 4 of the
+    same map spread little per step, and "auto" does lengthen their blocks, within the 1e-4 budget."""
+    f = _random_tanh(64, 2.0, seed=25, dtype=torch.float32)
+    x0 = torch.randn(2, 64, generator=_gen(26))
+    auto = lyapunov_spectrum(f, x0, steps=80)
+    every = lyapunov_spectrum(f, x0, steps=80, reorthonormalize_every=1, record_every=3)
+    assert auto.qr_steps == 80 and torch.equal(auto.exponents, every.exponents)
+    assert (auto.rounding_error > lyapunov.ROUNDING_TOL_LOW).all()  # the budget one step already exceeds
+    top = lyapunov_spectrum(f, x0, k=4, steps=80)
+    assert top.qr_steps < 40 and (top.rounding_error <= lyapunov.ROUNDING_TOL_LOW).all()
+    top_every = lyapunov_spectrum(f, x0, k=4, steps=80, reorthonormalize_every=1)
+    torch.testing.assert_close(top.exponents, top_every.exponents, atol=lyapunov.ROUNDING_TOL_LOW, rtol=0)
+
+
+def test_block_options_are_validated():
+    f = LayerMap(_orthogonal(4, 0), activation="identity")
+    x0 = torch.randn(1, 4, dtype=torch.float64)
+    for bad in ("fast", 0, 1.5, True):
+        with pytest.raises(ConfigError, match="reorthonormalize_every"):
+            lyapunov_spectrum(f, x0, steps=10, reorthonormalize_every=bad)
+    with pytest.raises(ConfigError, match="rounding_tol"):
+        lyapunov_spectrum(f, x0, steps=10, rounding_tol=0.0)

@@ -102,6 +102,29 @@ def test_from_linear_and_stack():
         LayerMap.stack([maps[0], LayerMap(maps[1].weight, activation="relu")])
 
 
+@pytest.mark.parametrize("activation", ["tanh", "identity", torch.sin], ids=["tanh", "identity", "callable"])
+@pytest.mark.parametrize("k", [7, 5])
+def test_jvp_reflectors_equals_jvp_of_the_formed_frame(activation, k):
+    """J·Q from geqrf's reflectors (ormqr on W) equals jvp on Q = householder_product(w, tau), for a
+    stack with bias and a single map; F(x) is bit-identical to jvp's (the same product), and the
+    IteratedMap default (ModuleMap) forms Q itself."""
+    w, b = _stack()
+    x = torch.randn(3, 4, 7, generator=_gen(1), dtype=torch.float64)
+    refl, tau = torch.geqrf(torch.randn(3, 4, 7, k, generator=_gen(2), dtype=torch.float64))
+    q = torch.linalg.householder_product(refl, tau)  # (L, B, N, k) orthonormal columns
+    for f, xs, r, t, qq in ((LayerMap(w, b, activation), x, refl, tau, q),
+                            (LayerMap(w[1], None, activation), x[1], refl[1], tau[1], q[1])):
+        fx, jq = f.jvp_reflectors(xs, r, t)
+        fx_ref, jq_ref = f.jvp(xs, qq)
+        assert jq.shape == qq.shape and torch.equal(fx, fx_ref)
+        torch.testing.assert_close(jq, jq_ref, atol=ATOL, rtol=0)
+        torch.testing.assert_close(jq, f.jacobian(xs) @ qq, atol=ATOL, rtol=0)
+    lin = nn.Linear(7, 7).double()
+    module_map = ModuleMap(nn.Sequential(lin, nn.Tanh()), (7,))
+    torch.testing.assert_close(module_map.jvp_reflectors(x[0], refl[0], tau[0])[1],
+                               LayerMap.from_linear(lin, "tanh").jvp(x[0], q[0])[1], atol=ATOL, rtol=0)
+
+
 def test_module_map_equals_layer_map():
     """ModuleMap(Sequential(Linear, Tanh)) reproduces LayerMap in value, jvp and Jacobian."""
     torch.manual_seed(0)

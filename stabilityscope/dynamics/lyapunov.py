@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from stabilityscope.dynamics.maps import IteratedMap
+from stabilityscope.errors import ConfigError
 
 ATTRACTORS = ("fixed_point", "periodic", "quasi_periodic", "chaotic", "divergent")
 STOP_REASONS = ("completed", "diverged", "collapsed", "converged")
@@ -48,6 +49,10 @@ PERIOD_ATOL = COLLAPSE_NORM
 MAX_PERIOD = 32  # longest cycle searched for; the orbit tail holds 2·MAX_PERIOD states
 QR_METHODS = ("auto", "cholesky", "householder")  # re-orthonormalisation of lyapunov_spectrum
 CHOLESKY_QR_TOL = 0.1  # CholeskyQR2 is accepted when ||R2 − I||_F ≤ this (first pass nearly orthonormal)
+R_MAX = 64  # longest stretch between re-orthonormalisations that reorthonormalize_every="auto" picks
+ROUNDING_TOL = 1e-8  # "auto"'s default budget for the spectrum's estimated rounding error, float64 ...
+ROUNDING_TOL_LOW = 1e-4  # ... and below it (float32: (r + 1)·sqrt(N)·eps is already ~7e-6 at r = 1, N = 784)
+REFLECTOR_FRAME = 2 / 3  # a Householder frame with k ≥ this·N stays as reflectors (ormqr, see jvp_reflectors)
 
 
 @dataclass(frozen=True)
@@ -105,14 +110,21 @@ class LyapunovSpectrum:
     transient: int
     steps_run: Tensor  # (...) int64
     stop_reason: Tensor  # index into STOP_REASONS, (...) int64
+    rounding_error: Tensor  # estimated rounding error of the exponents (largest over directions), (..., B)
+    qr_steps: int  # re-orthonormalisations done (all maps together)
+
+
+def _descending_order(x: Tensor) -> Tensor:
+    """Indices sorting the last axis largest first, −inf after every finite value and NaN after −inf."""
+    key = torch.where(x.isnan(), torch.full_like(x, -math.inf), x)
+    order = key.argsort(dim=-1, descending=True, stable=True)
+    nan_last = x.gather(-1, order).isnan().to(torch.int8).argsort(dim=-1, stable=True)  # NaN behind −inf
+    return order.gather(-1, nan_last)
 
 
 def _sort_descending(x: Tensor) -> Tensor:
     """Sorted along the last axis, largest first, −inf after every finite value and NaN after −inf."""
-    key = torch.where(x.isnan(), torch.full_like(x, -math.inf), x)
-    order = key.argsort(dim=-1, descending=True, stable=True)
-    x = x.gather(-1, order)
-    return x.gather(-1, x.isnan().to(torch.int8).argsort(dim=-1, stable=True))  # NaN behind −inf
+    return x.gather(-1, _descending_order(x))
 
 
 def _mean_log(c: Tensor, c_start: Tensor, span: Tensor) -> Tensor:
@@ -152,12 +164,21 @@ def _normalise(v: Tensor) -> tuple[Tensor, Tensor]:
     return v / n.clamp_min(torch.finfo(v.dtype).tiny), n
 
 
+def _log_diagonal(h: Tensor) -> Tensor:
+    """ln |R_ii| (..., k) from geqrf's output, whose upper triangle is R; float64 logs so that a float32
+    R_ii near its underflow keeps its digits. |R_ii| only: Q's column signs never reach an exponent."""
+    return h.diagonal(dim1=-2, dim2=-1).abs().double().log()
+
+
 def _householder_qr(v: Tensor) -> tuple[Tensor, Tensor]:
-    """Q (..., N, k) with orthonormal columns and ln R_ii (..., k) of v = Q R, R_ii ≥ 0 (Householder)."""
-    q, r_factor = torch.linalg.qr(v)
-    diag = r_factor.diagonal(dim1=-2, dim2=-1)
-    q = q * torch.where(diag < 0, -1.0, 1.0).to(v.dtype).unsqueeze(-2)  # sign-fixed: R_ii > 0
-    return q, diag.abs().double().log()  # float64 logs: a float32 R_ii near its underflow keeps its digits
+    """Q (..., N, k) with orthonormal columns and ln |R_ii| (..., k) of v = Q R (Householder).
+
+    geqrf + orgqr called directly: ``torch.linalg.qr`` runs the same two LAPACK routines but also
+    copies R out, and measured ~2x slower for (16, 784, 32) frames. Q is not sign-fixed: flipping a
+    column of v flips the same Householder reflector's sign exactly, so every later |R_ii| is unchanged.
+    """
+    h, tau = torch.geqrf(v)
+    return torch.linalg.householder_product(h, tau), _log_diagonal(h)
 
 
 def _cholesky_pass(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -184,27 +205,111 @@ def _cholesky_qr2(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return q, log_r, ok
 
 
-def _resolve_qr_method(qr_method: str, device: torch.device, r: int) -> str:
-    """The method "auto" stands for: CholeskyQR2 on CUDA with QR every step, else Householder."""
+def _resolve_qr_method(qr_method: str, device: torch.device, r: int | str) -> str:
+    """The method "auto" stands for: CholeskyQR2 on CUDA with QR every step or r = "auto", else Householder.
+
+    Under r = "auto" the blocks are kept short enough that ln(||v_j||/R_jj) stays ≲ 15 (float64),
+    well inside CholeskyQR2's range cond(V) ≲ eps^(-1/2); elements outside it fall back anyway.
+    """
     if qr_method != "auto":
         return qr_method
-    return "cholesky" if torch.device(device).type == "cuda" and r == 1 else "householder"
+    return "cholesky" if torch.device(device).type == "cuda" and r in (1, "auto") else "householder"
 
 
-def _reorthonormalise(v: Tensor, method: str) -> tuple[Tensor, Tensor]:
-    """Q with orthonormal columns and ln R_ii of v = Q R (R_ii ≥ 0), v (..., N, k), k ≥ 2.
+def _reorthonormalise(v: Tensor, method: str, reflectors: bool = False
+                      ) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None, Tensor]:
+    """Re-orthonormalise v = J·Q (..., N, k), k ≥ 2: (Q, None, ln |R_ii|) or (None, (w, tau), ln |R_ii|).
 
-    "cholesky" runs CholeskyQR2 on the whole batch and redoes the elements where it is not ok
-    (singular or too ill-conditioned v) with Householder QR, so they get exactly the
-    Householder result (−inf/very negative ln R_ii of singular Jacobians included).
+    With ``reflectors`` (Householder only) the new frame stays as geqrf's Householder reflectors
+    (w, tau), for :meth:`IteratedMap.jvp_reflectors`, and Q is never formed. "cholesky" runs
+    CholeskyQR2 on the whole batch and redoes the elements where it is not ok (singular or too
+    ill-conditioned v) with Householder QR, so they get exactly the Householder result
+    (−inf/very negative ln R_ii of singular Jacobians included).
     """
     if method == "householder":
-        return _householder_qr(v)
+        if reflectors:
+            h, tau = torch.geqrf(v)
+            return None, (h, tau), _log_diagonal(h)
+        q, log_r = _householder_qr(v)
+        return q, None, log_r
     q, log_r, ok = _cholesky_qr2(v)
     if not bool(ok.all()):
         bad = ~ok
         q[bad], log_r[bad] = _householder_qr(v[bad])
-    return q, log_r
+    return q, None, log_r
+
+
+def _rounding_estimate(log_r: Tensor, log_v: Tensor, block: int, n: int, dtype: torch.dtype) -> Tensor:
+    """Estimated rounding error of each ln R_jj of one re-orthonormalisation, (..., k) float64.
+
+    V = J_{t−1} ⋯ J_{t−block} Q (block products, then Householder QR) is computed with a columnwise
+    backward error of about (block + 1)·sqrt(N)·eps·||v_j|| (each GEMM and the QR, random rounding
+    over N terms), and R_jj, the part of v_j off the span of v_1..v_{j−1}, moves by at most that, so
+
+        |δ ln R_jj| ≲ (block + 1)·sqrt(N)·eps·||v_j|| / R_jj,   ||v_j||/R_jj ≈ e^{block·(λ_1 − λ_j)}
+
+    once the frame has aligned. An estimate (first order, typical rather than worst-case
+    constants), capped at 1e3: beyond ~1 the direction is below the rounding floor altogether.
+    A direction with R_jj = 0 exactly (a singular Jacobian) is dynamics, not rounding: estimate 0.
+    Rounding also moves error between neighbouring directions, so one direction's estimate does
+    not bound its own exponent (single exponents exceeded theirs up to 80-fold); the largest over
+    the spectrum is the figure to use. Against QR every step, the largest change of any exponent,
+    divided by the two runs' largest estimates, was ≤ 0.06 on random tanh maps (N = 40–100,
+    J = 1.5–4, blocks r = 2–6, 120 steps) and 0.01–8 under "auto" (N = 48–784, J = 1.5–3); the
+    changes themselves stayed ≤ 1.5e-9 under the default budget of 1e-8. An estimate, not a bound.
+    """
+    prefix = math.log((block + 1) * math.sqrt(n) * torch.finfo(dtype).eps)
+    est = torch.exp((prefix + log_v - log_r).clamp_max(math.log(1e3)))
+    return torch.where(log_r.isneginf(), 0.0, est)
+
+
+@dataclass
+class _BlockLength:
+    """The block length r of reorthonormalize_every="auto", updated after every QR.
+
+    With S = max_j ln(||v_j||/R_jj) over the block just done (all running maps and start states) the
+    estimated error rate per step (:func:`_rounding_estimate`) is e(b) = (b + 1)·sqrt(N)·eps·e^S / b.
+    Its average over the run must stay ≤ tol, and S fluctuates from block to block on chaotic orbits
+    (by ~±3 at N = 784, a factor 20 in e). So r halves when a block's e exceeds tol or the running
+    average exceeds tol/2, and doubles after a full block (b = r) whose prediction at 2r, taking
+    S(2r) ≈ 2·S(r), is ≤ tol/8 and keeps the running average ≤ tol/2. Each halving makes the next
+    doubling wait for ``backoff`` QRs, and doubles that wait (up to 64), so a length that keeps
+    failing is not retried every other block. Column norms grow like e^{r λ_1}, so r only doubles
+    while every |ln ||v_j|||, |ln R_jj| stays within a quarter of the dtype's exponent range. Exactly
+    singular directions (R_jj = 0) carry no rounding error and are left out.
+    """
+
+    tol: float
+    n: int
+    dtype: torch.dtype
+    r: int = 1
+    wait: int = 0  # QRs before a doubling may be tried again
+    backoff: int = 1  # the wait the next halving imposes
+    spent: float = 0.0  # Σ e·b over the blocks so far
+    steps: int = 0  # Σ b
+
+    def update(self, block: int, log_v: Tensor, log_r: Tensor, active: Tensor) -> int:
+        """The next r from ln ||v_j||, ln R_jj (L, B, k) of the block of length ``block``; active (L,)."""
+        live = active[:, None, None] & log_r.isfinite()
+        if not bool(live.any()):
+            return self.r
+        s = max(float(torch.where(live, log_v - log_r, 0).amax()), 0.0)
+        big = float(torch.where(live, torch.maximum(log_v.abs(), log_r.abs()), 0).amax())
+        c = math.sqrt(self.n) * torch.finfo(self.dtype).eps
+        span = math.log(torch.finfo(self.dtype).max)
+        rate = (block + 1) * c * math.exp(min(s, 700.0)) / block
+        self.spent, self.steps = self.spent + rate * block, self.steps + block
+        if rate > self.tol or self.spent / self.steps > self.tol / 2 or big > span / 2:
+            if self.r > 1:
+                self.r, self.wait, self.backoff = self.r // 2, self.backoff, min(2 * self.backoff, 64)
+        elif self.wait > 0:
+            self.wait -= 1
+        elif block == self.r and 2 * self.r <= R_MAX and 2 * big <= span / 4:
+            ahead = (2 * self.r + 1) * c * math.exp(min(2 * s, 700.0))  # predicted e·b of a block of 2r
+            average = (self.spent + ahead) / (self.steps + 2 * self.r)
+            if ahead / (2 * self.r) <= self.tol / 8 and average <= self.tol / 2:
+                self.r *= 2
+        return self.r
 
 
 def _gather_orbit(orbit: dict[int, Tensor], idx: list[int]) -> Tensor:
@@ -556,22 +661,34 @@ def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = L
 
 
 def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: int = 500,
-                      transient: int | None = None, reorthonormalize_every: int = 1, *, seed: int = 0,
-                      record_every: int | None = None, qr_method: str = "auto") -> LyapunovSpectrum:
+                      transient: int | None = None, reorthonormalize_every: int | str = "auto", *, seed: int = 0,
+                      record_every: int | None = None, qr_method: str = "auto",
+                      rounding_tol: float | None = None) -> LyapunovSpectrum:
     """Top-k Lyapunov exponents by QR re-orthonormalisation of k tangent vectors (Benettin et al.).
 
-    Q_{t+1} R_{t+1} = J(x_t) Q_t with R's diagonal made positive (sign-fixed Q), and
-    λ_i = (1/(t_end − a)) Σ ln R_ii over the steps after the transient a. One batched QR per
-    re-orthonormalisation handles all maps and start states at once (``qr_method``). The tangent
-    start frame is a seeded random orthonormal (N, k) frame, shared by all maps and start states.
+    V = J(x_{t−1}) ⋯ J(x_{t−b}) Q = Q' R over a block of b steps, and λ_i = (1/(t_end − a)) Σ ln |R_ii| over
+    the blocks after the transient a. The diagonal of a product of triangular factors is the product of
+    their diagonals, so in exact arithmetic blocks of any length give the same sums as a QR every step;
+    only rounding differs (``rounding_error``). One batched QR per block handles all maps and start
+    states at once (``qr_method``). The tangent start frame is a seeded random orthonormal (N, k)
+    frame, shared by all maps and start states.
+
+    Cost per step (LayerMap): 2N²k flops for J·Q, plus per QR ~4Nk² − 4/3 k³ (Householder geqrf and
+    orgqr). A Householder frame with k ≥ 2N/3 is kept as geqrf's reflectors and J·Q is formed by
+    ormqr (:meth:`IteratedMap.jvp_reflectors`): at k = N, 2N³ + 4/3 N³ flops per step instead of
+    2N³ + 8/3 N³. That is the floor of this algorithm at r = 1 (one GEMM-sized product and one QR
+    without Q); longer blocks leave 2N³ per step plus 4/3 N³ per block. benchmarks/bench_lyapunov.py
+    measures both against the machine's GEMM rate.
 
     Caveats: finite T (statistical error ~1/sqrt(T − a) on chaotic orbits, ~1/(T − a) on regular
     ones); the transient must cover both the orbit's approach to the attractor and the frame's
     alignment with the Oseledets directions; exponents of nearly degenerate pairs converge
-    slowly; a singular Jacobian gives −inf. With ``reorthonormalize_every`` > 1 the frame is left
-    un-normalised in between, which saves QRs but loses the weaker directions (and may overflow)
-    when exponents are spread by more than ~ln(1/eps)/r. Early-stopped maps (norm caps, see the
-    module docstring) average over [min(transient, g), t_end) with g the last record step ≤ t_end/2.
+    slowly; a singular Jacobian gives −inf. Blocks longer than one step lose the weaker directions
+    to rounding when exponents are spread by more than ~ln(1/(sqrt(N)·eps))/r (and may overflow):
+    "auto" keeps r where the estimated error stays within ``rounding_tol``. Early-stopped maps (norm
+    caps, see the module docstring) average over [min(transient, g), t_end) with g the last record
+    step ≤ t_end/2; the frames of stopped maps keep being propagated from their frozen state, and
+    nothing reads them.
 
     Args:
         F: the map (stacks are measured side by side).
@@ -579,12 +696,22 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
         k: number of exponents (None: all N).
         steps: total steps T, transient included.
         transient: steps discarded before averaging (None: T/2).
-        reorthonormalize_every: QR every r steps (always at record steps and at the end).
+        reorthonormalize_every: QR every r steps (an int ≥ 1), or "auto" (default): blocks start at
+            r = 1 and double or halve after each QR so that the estimated rounding error of the
+            spectrum (``rounding_error``, :func:`_rounding_estimate`) stays within ``rounding_tol``,
+            up to r = 64 (:class:`_BlockLength`). A QR is always done at record steps, at the end of
+            the transient and at the end. The estimate per block is (r + 1)·sqrt(N)·eps·max_j
+            ||v_j||/R_jj with ||v_j||/R_jj ≈ e^{r(λ_1 − λ_j)}, so a spread λ_1 − λ_k of D per step
+            allows r ≈ ln(tol/(sqrt(N)·eps))/D: r = 2 for most blocks of all 784 exponents of a
+            J = 1.5 tanh layer (D ≈ 5.6) in float64, the record spacing for its top 32 (D ≈ 0.04),
+            and r = 1 wherever one step alone exceeds the budget (float32 full spectra, directions
+            at the rounding floor).
         seed: seeds the start frame.
-        record_every: steps between trace records (None: ~T/100, a multiple of r); every record,
-            the transient boundary and the last step force a QR.
+        record_every: steps between trace records (None: ~T/100 and a multiple of r for a fixed r,
+            ~T/25 for "auto", whose blocks records would otherwise cut short); every record, the
+            transient boundary and the last step force a QR.
         qr_method: how J·Q is re-orthonormalised (k ≥ 2; k = 1 is a plain normalisation):
-            "householder": batched ``torch.linalg.qr`` (LAPACK geqrf + orgqr).
+            "householder": batched LAPACK geqrf + orgqr (orgqr skipped for reflector frames, above).
             "cholesky": CholeskyQR2, G = VᵀV = R1ᵀR1, Q1 = V R1⁻¹ (triangular solve), the same
             again on Q1 giving Q and R2, ln R_ii = ln R1_ii + ln R2_ii; GEMM/Cholesky/triangular
             solves only. It squares the condition number of V = J Q in the first pass, which is
@@ -596,14 +723,14 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
             rounding in float64: ≲5e-13 on random tanh maps with J = 1.5–2 (N = 100–784), ~4e-10
             at J = 3 (N = 100), where cond(J) nears eps^(-1/2) and some steps fall back. With
             r > 1 the frame is V = J_t⋯J_{t−r+1} Q, whose condition number can reach cond(J)^r,
-            so more steps fall back.
-            "auto" (default): "cholesky" on CUDA with r = 1, else "householder". On CPU (MKL,
-            AMD EPYC, one thread) CholeskyQR2 measured 1.2–2x slower than Householder for every
-            shape tried (N = 784, k = 10…784, batch 1…100, float32 and float64): for a square
-            frame it does ~6.7 N³ flops against ~2.7 N³, so it only wins where QR runs below
-            ~40% of the GEMM rate; MKL's geqrf/orgqr ran at ~65% here. It is not the CPU default.
-            (The CUDA choice follows the usual GPU picture, batched GEMM/Cholesky far ahead of
-            batched geqrf/orgqr; it has not been timed here.)
+            so more steps fall back ("auto" keeps ln cond ≲ 15 in float64).
+            "auto" (default): "cholesky" on CUDA with r = 1 or "auto", else "householder". On CPU
+            (MKL, one thread) CholeskyQR2 measured slower than geqrf + orgqr: 5.8 against 4.3 ms for
+            16 frames of 784×32, 78 against 40 ms for one 784×784 frame (float64), as its ~6.7 N³
+            flops on a square frame against ~2.7 N³ predict. (The CUDA choice follows the usual GPU
+            picture, batched GEMM/Cholesky far ahead of batched geqrf/orgqr.)
+        rounding_tol: the bound "auto" keeps on each exponent's estimated rounding error (None: 1e-9
+            for float64, 1e-5 below it).
 
     Returns:
         A :class:`LyapunovSpectrum`.
@@ -612,27 +739,37 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
     L, B, N = x.shape
     k = N if k is None else int(k)
     if not 1 <= k <= N:
-        raise ValueError(f"k must be in [1, N={N}], got {k}")
+        raise ConfigError(f"k must be in [1, N={N}], got {k}")
     transient = steps // 2 if transient is None else int(transient)
     if not 0 <= transient < steps:
-        raise ValueError(f"transient must be in [0, steps={steps}), got {transient}")
-    if reorthonormalize_every < 1:
-        raise ValueError("reorthonormalize_every must be ≥ 1")
-    r = reorthonormalize_every
+        raise ConfigError(f"transient must be in [0, steps={steps}), got {transient}")
+    auto = reorthonormalize_every == "auto"
+    if not auto and (isinstance(reorthonormalize_every, bool) or not isinstance(reorthonormalize_every, int)
+                     or reorthonormalize_every < 1):
+        raise ConfigError(f"reorthonormalize_every must be an int ≥ 1 or 'auto', got {reorthonormalize_every!r}")
+    r = 1 if auto else reorthonormalize_every
     if qr_method not in QR_METHODS:
-        raise ValueError(f"qr_method must be one of {QR_METHODS}, got {qr_method!r}")
-    # records force a QR, so by default they fall on multiples of r (~100 records in all)
-    record_every = r * max(1, steps // (100 * r)) if record_every is None else int(record_every)
-    grid = sorted(set(range(0, steps + 1, record_every)) | {transient, steps})
+        raise ConfigError(f"qr_method must be one of {QR_METHODS}, got {qr_method!r}")
+    if record_every is None:  # records force a QR: with a fixed r they fall on its multiples
+        record_every = max(1, steps // 25) if auto else r * max(1, steps // (100 * r))
+    grid = sorted(set(range(0, steps + 1, int(record_every))) | {transient, steps})
     grid_set = set(grid)
 
     dev, dt = x.device, x.dtype
-    method = _resolve_qr_method(qr_method, dev, r)
+    tol = (ROUNDING_TOL if dt == torch.float64 else ROUNDING_TOL_LOW) if rounding_tol is None else rounding_tol
+    if not tol > 0:
+        raise ConfigError(f"rounding_tol must be > 0, got {rounding_tol!r}")
+    method = _resolve_qr_method(qr_method, dev, reorthonormalize_every)
+    control = _BlockLength(tol, N, dt)
+    reflect = method == "householder" and k >= 2 and k >= REFLECTOR_FRAME * N
     gen = torch.Generator(device=dev).manual_seed(seed)
     q0 = torch.linalg.qr(torch.randn(B, N, k, generator=gen, device=dev, dtype=dt))[0]
-    q = q0.expand(L, B, N, k)  # (L, B, N, k) orthonormal columns
-    c = torch.zeros(L, B, k, device=dev, dtype=torch.float64)  # running Σ ln R_ii
-    snaps = {0: c}
+    q = q0.expand(L, B, N, k)  # (L, B, N, k) orthonormal columns, or un-normalised inside a block
+    reflectors = None  # the frame as geqrf's (w, tau) instead of q, for wide Householder frames
+    f64 = dict(device=dev, dtype=torch.float64)
+    c = torch.zeros(L, B, k, **f64)  # running Σ ln |R_ii|
+    err = torch.zeros(L, B, k, **f64)  # running Σ of the blocks' rounding estimates
+    snaps = {0: (c, err)}
     # Householder QR resolves R_ii only down to ~eps·sqrt(N)·R_11: below that a direction's ln R_ii is
     # rounding, not dynamics. Record which exponents reach that floor after the transient.
     floor = math.log(torch.finfo(dt).eps * math.sqrt(N))
@@ -641,36 +778,42 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
     active_dev = active.to(dev)
     steps_run = torch.zeros(L, dtype=torch.int64)
     stop = torch.zeros(L, dtype=torch.int64)
+    block, qr_steps = 0, 0  # steps since the last QR, QRs done
 
     for t in range(steps):
-        fx, jq = F.jvp(x, q)  # (L, B, N), (L, B, N, k)
+        if reflectors is None:
+            fx, jq = F.jvp(x, q)  # (L, B, N), (L, B, N, k)
+        else:
+            fx, jq = F.jvp_reflectors(x, *reflectors)
+        block += 1
         code = _norm_stop(fx).cpu()
         newly = active & (code > 0)
         t1 = t + 1
-        if t1 % r == 0 or t1 in grid_set or bool(newly.any()):
-            if k == 1:
-                q_new, norms = _normalise(jq)
-                log_r = norms[..., 0, :].double().log()  # (L, B, 1), float64 as the QR's
+        if block >= r or t1 in grid_set or bool(newly.any()):
+            log_v = jq.norm(dim=-2).double().log()  # ln ||v_j||, (L, B, k)
+            if k == 1:  # R_11 = ||v_1||
+                (q, _), reflectors, log_r = _normalise(jq), None, log_v
             else:
-                q_new, log_r = _reorthonormalise(jq, method)  # (L, B, N, k), (L, B, k)
+                q, reflectors, log_r = _reorthonormalise(jq, method, reflect)  # log_r (L, B, k)
                 if t1 > transient:
                     # an exactly singular direction (ln R_ii = −inf) is dynamics, not rounding
                     limited |= active_dev[:, None, None] & ((log_r - log_r[..., :1]) < floor) & log_r.isfinite()
-            c = c + torch.where(active_dev[:, None, None], log_r.to(torch.float64), 0)
+            live = active_dev[:, None, None]
+            c = c + torch.where(live, log_r, 0)
+            err = err + torch.where(live, _rounding_estimate(log_r, log_v, block, N, dt), 0)
+            if auto:
+                r = control.update(block, log_v, log_r, active_dev)
+            block, qr_steps = 0, qr_steps + 1
         else:
-            q_new = jq
-        if bool(active.all()):
-            x, q = fx, q_new
-        else:
-            x = torch.where(active_dev[:, None, None], fx, x)
-            q = torch.where(active_dev[:, None, None, None], q_new, q)
+            q, reflectors = jq, None
+        x = fx if bool(active.all()) else torch.where(active_dev[:, None, None], fx, x)  # stopped maps stay frozen
         steps_run = torch.where(active, t1, steps_run)
         if bool(newly.any()):
             stop = torch.where(newly, code, stop)
             active = active & ~newly
             active_dev = active.to(dev)
         if t1 in grid_set:
-            snaps[t1] = c
+            snaps[t1] = (c, err)
         if not bool(active.any()):
             break
 
@@ -682,10 +825,16 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
             starts.append(transient)
         else:
             starts.append(min(transient, max(g for g in grid if g <= te // 2)))
-    c_start = torch.stack([snaps[s][l] for l, s in enumerate(starts)])  # (L, B, k)
+    c_start = torch.stack([snaps[s][0][l] for l, s in enumerate(starts)])  # (L, B, k)
+    err_start = torch.stack([snaps[s][1][l] for l, s in enumerate(starts)])
     a = torch.tensor(starts, device=dev)
     t_end_d = t_end.to(dev)
-    exps = _sort_descending(_mean_log(c, c_start, (t_end_d - a).to(torch.float64)[:, None, None]))
+    span = (t_end_d - a).to(torch.float64)[:, None, None]
+    exps = _mean_log(c, c_start, span)
+    exps = exps.gather(-1, _descending_order(exps))
+    # per-direction estimates, time-averaged; their max over the spectrum bounds every exponent: rounding
+    # moves error between neighbouring directions, so one direction's own estimate does not bound it
+    rounding = ((err - err_start) / span).amax(-1)
     n_limited = int(limited.any(dim=(0, 1)).sum())
     if n_limited:
         warnings.warn(f"lyapunov_spectrum: the weakest {n_limited} of the {k} exponents reached the {dt} rounding "
@@ -697,7 +846,7 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
     records = []
     for g in grid:
         if g in snaps:
-            est = _mean_log(snaps[g], c_start, (g - a).clamp_min(1).to(torch.float64)[:, None, None])
+            est = _mean_log(snaps[g][0], c_start, (g - a).clamp_min(1).to(torch.float64)[:, None, None])
             ok = (g > a) & (g <= t_end_d)
             est = est.masked_fill(~ok[:, None, None], float("nan"))
         else:
@@ -708,7 +857,8 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
     return LyapunovSpectrum(
         exponents=exps.reshape(*lead, B, k), trace=trace.reshape(*lead, *trace.shape[1:]),
         trace_steps=torch.tensor(grid), steps=steps, transient=transient,
-        steps_run=steps_run.reshape(lead), stop_reason=stop.reshape(lead))
+        steps_run=steps_run.reshape(lead), stop_reason=stop.reshape(lead),
+        rounding_error=rounding.reshape(*lead, B), qr_steps=qr_steps)
 
 
 def largest_lyapunov(F: IteratedMap, x0: Tensor, steps: int = 500, transient: int | None = None, *,

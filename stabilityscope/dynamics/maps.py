@@ -75,6 +75,22 @@ class IteratedMap(abc.ABC):
                              f"got {tuple(x.shape)}")
         return x
 
+    def jvp_reflectors(self, x: Tensor, reflectors: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
+        """F(x) and J(x)·Q for a frame Q given by its Householder reflectors (``torch.geqrf``'s output).
+
+        Q = H_1 ⋯ H_k, H_i = I − tau_i w_i w_iᵀ, its first k columns being the frame. This default forms
+        them (orgqr) and calls :meth:`jvp`; a map that can apply the reflectors directly overrides it.
+
+        Args:
+            x: states (..., B, N).
+            reflectors: (..., B, N, k) as returned by ``torch.geqrf``.
+            tau: (..., B, k).
+
+        Returns:
+            (F(x) of shape (..., B, N), J(x)·Q[:, :k] of shape (..., B, N, k)).
+        """
+        return self.jvp(x, torch.linalg.householder_product(reflectors, tau))
+
     def tracked_step(self, x: Tensor, x_other: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One step of a reference orbit, a second (perturbed) orbit and tangent vectors at once.
 
@@ -124,8 +140,8 @@ class LayerMap(IteratedMap):
     """F(x) = φ(W x + b) for one square layer or a stack of L square layers.
 
     The Jacobian is diag(φ'(Wx + b))·W in closed form (EOC-optimality; SCIENCE.md §2), so the
-    Jacobian-vector product costs one matrix product: J v = φ'(Wx + b) ⊙ (W v). The state and its
-    tangent vectors go through the same product as rows of one matrix.
+    Jacobian-vector product costs one matrix product: J v = φ'(Wx + b) ⊙ (W v). In ``tracked_step``
+    the two states and the tangent vectors go through the same product as rows of one matrix.
 
     Args:
         weight: (N, N), (L, N, N), or a list of (N, N) matrices (stacked).
@@ -231,10 +247,37 @@ class LayerMap(IteratedMap):
             wv = wv * dy0.unsqueeze(-2)  # J v = φ'(pre) ⊙ W v
         return outs, wv.mT
 
-    def jvp(self, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def _state_step(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """x (..., B, N) broadcast, φ(W x + b) and φ'(W x + b) (None for the identity)."""
         x = self.broadcast_states(x)
-        (fx,), jv = self._fused([x], v)
-        return fx, jv
+        w, b = self._params(x)
+        return (x, *_activate(self._add_bias(self._rows_times_wt(x, w), b), self.activation))
+
+    def jvp(self, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        # F(x) and W v as two products (same flops as one fused product, no concatenation copy), so the
+        # orbit is computed exactly as in jvp_reflectors: lyapunov_spectrum's orbit, bit for bit, does
+        # not depend on how its tangent frame is held. A chaotic orbit amplifies any rounding difference.
+        x, y, dy = self._state_step(x)
+        w = self._params(x)[0]
+        wv = self._rows_times_wt(v.expand(*x.shape, v.shape[-1]).mT, w)  # (..., B, k, N): (W v)ᵀ
+        if dy is not None:
+            wv = wv * dy.unsqueeze(-2)  # J v = φ'(pre) ⊙ W v
+        return y, wv.mT
+
+    def jvp_reflectors(self, x: Tensor, reflectors: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
+        """F(x) and J Q = φ'(Wx + b) ⊙ (W Q), W Q by applying the reflectors to W from the right (ormqr).
+
+        ormqr costs ~4N²k − 2Nk² flops against 2N²k for W·Q plus ~4Nk² for forming Q (orgqr), so it
+        pays for wide frames (k close to N): at k = N it saves the N×N orgqr, 4/3 N³ flops per step.
+        """
+        x, y, dy = self._state_step(x)
+        w = self._params(x)[0]
+        n, k = self.dim, reflectors.shape[-1]
+        if self.n_maps is not None:  # (L, N, N) → (L, 1, ..., 1, N, N) against reflectors (L, ..., B, N, k)
+            w = w.reshape(self.n_maps, *([1] * (reflectors.dim() - 3)), n, n)
+        # W·(H_1 ⋯ H_k): all N columns of W Q_full, (..., B, N, N) column-major; the frame is the first k
+        wq = torch.ormqr(reflectors, tau, w.expand(*reflectors.shape[:-2], n, n), left=False)[..., :k]
+        return y, wq if dy is None else wq * dy.unsqueeze(-1)  # row i of J is φ'_i W_i·
 
     def tracked_step(self, x: Tensor, x_other: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x, x_other = self.broadcast_states(x), self.broadcast_states(x_other)
