@@ -588,28 +588,40 @@ def plot_coupling(trace: TraceLike, layers: Optional[Sequence[str]] = None, *, f
 @_styled
 def plot_metrics(trace: TraceLike, x: Optional[str] = None) -> Figure:
     """Train and test loss (cross-entropy without the decay term) and accuracy; the optimal epoch marked.
+    A regression run (trace ``loss`` mse) shows the mean squared error and R² instead (it has no accuracy).
 
     ``x``: the horizontal axis, ``epoch`` or ``step`` (default: the run's checkpoint unit).
     """
     with _opened(trace) as tr:
         _require_checkpoints(tr)
         (epochs, x), best = checkpoint_axis(tr, x), optimal_index(tr)
-        m = {name: tr.metric(name) for name in ("train_loss", "test_loss", "train_acc", "test_acc")}
+        score = "r2" if tr.is_regression else "acc"
+        m = {name: tr.metric(name) for name in ("train_loss", "test_loss", f"train_{score}", f"test_{score}")}
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     a1, a2 = fig.subplots(1, 2)
     ms = 3 if len(epochs) <= 60 else 0
-    for ax, kind, scale in ((a1, "loss", 1.0), (a2, "acc", 100.0)):
+    for ax, kind, scale in ((a1, "loss", 1.0), (a2, score, 100.0 if score == "acc" else 1.0)):
         ax.plot(epochs, m[f"train_{kind}"] * scale, "o-", ms=ms, color=COLORS[0], label="train")
         ax.plot(epochs, m[f"test_{kind}"] * scale, "o-", ms=ms, color=COLORS[1], label="test")
         _mark_optimum(ax, epochs[best])
         ax.plot(epochs[best], m[f"test_{kind}"][best] * scale, "*", color=COLORS[1], mec="black", ms=14, zorder=5)
         _epoch_axis(ax, x)
     _log_y(a1)
-    a1.set_ylabel("cross-entropy loss (nats, log scale)")
-    a2.set_ylabel("accuracy (%)")
     where = f"step {int(epochs[best])}" if x == "step" else f"epoch {epochs[best]:g}"
-    a1.set_title(f"Loss; minimum test loss {m['test_loss'][best]:.4g} at {where}")
-    a2.set_title(f"Accuracy; test accuracy {100 * m['test_acc'][best]:.2f}% at the optimum")
+    if score == "r2":
+        a1.set_ylabel("mean squared error (log scale)")
+        a2.set_ylabel(r"$R^2 = 1 - \mathrm{SSE}/\mathrm{SST}$")
+        a1.set_title(f"MSE; minimum test MSE {m['test_loss'][best]:.4g} at {where}")
+        a2.set_title(f"$R^2$; test $R^2$ {m['test_r2'][best]:.4f} at the optimum")
+        finite = np.concatenate([m["train_r2"], m["test_r2"]])
+        finite = finite[np.isfinite(finite)]
+        if len(finite) and finite.min() < -1:  # a random start far from the targets: keep the trained part readable
+            a2.set_ylim(-1, 1)
+    else:
+        a1.set_ylabel("cross-entropy loss (nats, log scale)")
+        a2.set_ylabel("accuracy (%)")
+        a1.set_title(f"Loss; minimum test loss {m['test_loss'][best]:.4g} at {where}")
+        a2.set_title(f"Accuracy; test accuracy {100 * m['test_acc'][best]:.2f}% at the optimum")
     handles = a1.get_legend_handles_labels()[0] + [
         Line2D([], [], marker="*", color=COLORS[1], mec="black", ls="", ms=12, label="test value at the optimum"),
         _optimum_handle(epochs[best], x)]
@@ -864,7 +876,7 @@ def plot_comparison(traces: Sequence[TraceLike], labels: Optional[Sequence[str]]
         for tr in opened:
             x, y = phase_plane(tr.stat(layer, "J0"), tr.stat(layer, "J"))
             runs.append(dict(epochs=tr.checkpoints, x=np.atleast_1d(x), y=np.atleast_1d(y), best=optimal_index(tr),
-                             j2=tr.stat(layer, "J") ** 2, loss=tr.metric("test_loss")))
+                             j2=tr.stat(layer, "J") ** 2, loss=tr.metric("test_loss"), kind=tr.loss))
     finally:
         for tr, src in zip(opened, traces):
             if tr is not src:
@@ -907,7 +919,9 @@ def plot_comparison(traces: Sequence[TraceLike], labels: Optional[Sequence[str]]
     a2.set_title(r"$J^2$ against epoch (★ optimal)")
     _epoch_axis(a3)
     _log_y(a3)
-    a3.set_ylabel("test loss (cross-entropy, nats, log scale)")
+    kinds = {r["kind"] for r in runs}
+    a3.set_ylabel("test loss (" + ("mean squared error" if kinds == {"mse"} else "cross-entropy, nats"
+                                   if kinds == {"cross_entropy"} else "cross-entropy or MSE") + ", log scale)")
     a3.set_title("Test loss (★ minimum)")
     # long labels (many differing config values) wrap, so the legend never widens the figure
     run_handles = [Line2D([], [], color=c, lw=2, label=textwrap.fill(str(lab), 48)) for c, lab in zip(colors, labels)]
