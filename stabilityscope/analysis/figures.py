@@ -16,6 +16,7 @@ draws every figure a trace supports into a folder.
 ``plot_poincare``          Poincaré return maps (M5) at chosen checkpoints, one panel each
 ``plot_eigenvalues``       a square layer's eigenvalues in the complex plane with the unit circle
 ``plot_comparison``        several runs (e.g. weight-decay values): paths, J², test loss
+``plot_init_comparison``   Spline-FC: test loss against epoch and wall time, random vs MARS init
 =========================  ======================================================================
 
 Decision-region geometry (FC-geometry) has its own module, :mod:`stabilityscope.analysis.geometry_figures`
@@ -64,7 +65,7 @@ __all__ = [
     "COLORS", "BackgroundSpec", "linear_growth_fit", "optimal_index", "phase_background", "plot_comparison",
     "plot_coupling", "plot_eigenvalues", "plot_layer_stability", "plot_metrics", "plot_phase_path",
     "plot_poincare", "save_figure", "training_figures", "draw_figures", "geometry_layers", "plot_geometry",
-    "plot_explainability", "plot_complexity_matrix", "checkpoint_axis",
+    "plot_explainability", "plot_complexity_matrix", "checkpoint_axis", "plot_init_comparison",
 ]
 
 # Okabe–Ito colour-blind-safe palette (blue, vermillion, bluish green, reddish purple, orange, sky blue,
@@ -1150,3 +1151,83 @@ def training_figures(trace_path: Union[str, Path], out_dir: Union[str, Path], *,
     """Draw every figure one run supports into ``out_dir``; returns the PNG paths."""
     written, _ = draw_figures(trace_path, out_dir, background=background, cache=cache)
     return list(written.values())
+
+
+# ------------------------------------------------------------------------------- Spline-FC: init comparison
+
+INIT_COLORS = {"random": COLORS[0], "mars": COLORS[1]}
+
+
+def _stacked(curves: Sequence[Any], field: str) -> np.ndarray:
+    """(runs, checkpoints) of one field, NaN after a run's end (a diverged run stops early)."""
+    n = max(len(getattr(c, field)) for c in curves)
+    out = np.full((len(curves), n), np.nan)
+    for i, c in enumerate(curves):
+        v = getattr(c, field)
+        out[i, : len(v)] = v
+    return out
+
+
+@_styled
+def plot_init_comparison(source: Any, *, loss_floor: Optional[float] = None) -> Figure:
+    """Spline-FC's comparison: test loss against epoch and against wall time, random vs MARS init, per setting.
+
+    One row per group of runs that differ only in ``model.init`` and the seed (e.g. width × optimiser);
+    the line is the median over seeds, the band their minimum to maximum. Wall time includes the MARS
+    fit (a MARS run's checkpoint 0 sits at the fit's seconds); its x is the mean over seeds at each
+    checkpoint. A regression's dotted line is the MARS model's own test MSE.
+
+    Args:
+        source: the runs: a sweep directory, a glob, traces, or curves of
+            :func:`~stabilityscope.analysis.init_comparison.init_curves`.
+        loss_floor: draw no lower than this loss (default: the data's minimum).
+    """
+    from stabilityscope.analysis.init_comparison import comparison_groups, init_curves
+
+    curves = init_curves(source)
+    groups = comparison_groups(curves)
+    regression = curves[0].regression
+    fig = Figure(figsize=(11, 3.6 * len(groups) + 0.8), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(groups), 2, squeeze=False))
+    for row, (key, group) in zip(axes, groups.items()):
+        title = ", ".join(f"{k.split('.')[-1]} = {v}" for k, v in key) or "all runs"
+        values = np.concatenate([c.test_loss[np.isfinite(c.test_loss)] for c in group])
+        for init in sorted({c.init for c in group}, key=lambda s: (s != "random", s)):
+            runs = [c for c in group if c.init == init]
+            loss, epoch, wall = (_stacked(runs, f) for f in ("test_loss", "epoch", "wall_time"))
+            with np.errstate(all="ignore"), _nan_warnings_off():
+                mid, lo, hi = np.nanmedian(loss, 0), np.nanmin(loss, 0), np.nanmax(loss, 0)
+                x_epoch, x_wall = np.nanmean(epoch, 0), np.nanmean(wall, 0)
+            color = INIT_COLORS.get(init, COLORS[2])
+            label = f"{init} init ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+            for ax, x in ((row[0], x_epoch), (row[1], x_wall)):
+                ax.fill_between(x, lo, hi, color=color, alpha=0.22, lw=0)
+                ax.plot(x, mid, "-", color=color, lw=1.7, label=label)
+        mars = [c.mars_target() for c in group if c.init == "mars" and math.isfinite(c.mars_target())]
+        for ax in row:
+            if regression and mars:
+                ax.axhline(float(np.median(mars)), color=EDGE_COLOR, ls=":", lw=1.1,
+                           label=f"MARS model's own test MSE {np.median(mars):.4g}")
+            if len(values) and values.max() / max(values.min(), 1e-300) > 3:
+                _log_y(ax)
+            if len(values):
+                ax.set_ylim(bottom=loss_floor if loss_floor is not None else values.min() * 0.97)
+            ax.set_ylabel("test MSE" if regression else "test loss (cross-entropy, nats)")
+        _epoch_axis(row[0])
+        row[1].set_xlabel("wall time (s, MARS fit included)")
+        row[0].set_title(f"{title}: test loss against epoch")
+        row[1].set_title(f"{title}: against wall time")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), frameon=False)
+    fig.suptitle("Spline-FC: random vs MARS initialisation (line: median over seeds, band: min–max)")
+    return fig
+
+
+@contextmanager
+def _nan_warnings_off() -> Iterator[None]:
+    """Silence numpy's all-NaN-slice warnings (a column where every run has ended)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
