@@ -285,3 +285,41 @@ def test_standard_metric_names_by_loss():
     assert REGRESSION_METRICS == ("train_loss", "test_loss", "train_r2", "test_r2")
     with pytest.raises(ConfigError, match="loss='hinge'"):
         ss.Recorder(torch.nn.Linear(2, 2), "/nonexistent/never", loss="hinge", lock=False)
+
+
+# ---------------------------------------------------------------------------------------- the presets
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from stabilityscope.cli.app import conf_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.mark.parametrize("quick", ["", "_quick"])
+def test_spline_presets_compare_both_inits_with_init_varying_fastest(quick):
+    from stabilityscope.config import validate
+    from stabilityscope.config import as_options as options
+
+    a = _compose(f"experiment=spline_abalone{quick}")
+    params = dict(a.hydra.sweeper.params)
+    assert list(params)[-1] == "model.init" and params["model.init"] == "random,mars"
+    assert (a.model.name, a.model.activation.value, a.dataset.name) == ("tabular_mlp", "relu", "abalone")
+    assert params["+spline_optim"] == ("adam,sgd" if not quick else "adam")
+    assert (params["train.seed"], params["model.width"], a.train.epochs) == (
+        ("range(10)", "64,256", 100) if not quick else ("0,1", "64", 3))
+    sgd = _compose(f"experiment=spline_abalone{quick}", "+spline_optim=sgd", "model.init=mars")
+    assert (sgd.optim.name.value, sgd.optim.lr, sgd.optim.momentum) == ("sgd", 0.005, 0.5)
+    validate(sgd)
+    f = _compose(f"experiment=spline_fmnist{quick}", "model.init=mars")
+    check_spline_init(options(f.model, ModelConfig))  # the canonical shape with ReLU and a hidden bias
+    assert (f.model.name, f.model.width, f.model.depth, f.dataset.name) == ("tabular_mlp", 784, 1, "fashion_mnist")
+    assert list(f.hydra.sweeper.params)[-1] == "model.init"
+    assert (f.dataset.train_subset, f.train.epochs) == ((None, 5) if not quick else (2000, 2))

@@ -77,7 +77,7 @@ __all__ = ["CollapseAnalysis", "CollapseCurves", "CombinedFit", "DecayAnalysis",
            "n_train_of"]
 
 # Training-set sizes of the registered datasets (stabilityscope.training.data.DATASETS), for runs without a subset.
-FULL_TRAIN_SIZE = {"fashion_mnist": 60000, "mnist": 60000, "cifar10": 50000}
+FULL_TRAIN_SIZE = {"fashion_mnist": 60000, "mnist": 60000, "cifar10": 50000, "abalone": 3133}
 # The scaling variables: column name -> the x of the power law A ∝ x^p (expected p = 1 for each).
 VARIABLES = ("lr", "momentum", "batch_size", "n_train")
 VARIABLE_LABELS = {"lr": "η", "momentum": "1/(1−α)", "batch_size": "1/B", "n_train": "n"}

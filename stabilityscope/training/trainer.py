@@ -11,6 +11,13 @@ test set's predicted classes; ``analysis.explainability`` adds SGD-complexity's 
 against a linear baseline L fitted once per run (:mod:`stabilityscope.training.baseline`, cached in
 ``baseline.pt``).
 
+A regression table (``data.task == "regression"``, e.g. Abalone) trains with the mean squared error and
+records ``train_loss``/``test_loss`` as MSEs plus ``train_r2``/``test_r2`` (trace attr ``loss = mse``, no
+accuracy); the hand-written SGD step and batched groups are cross-entropy's and refuse it.
+``model.init=mars`` (Spline-FC) fits MARS on the training split before checkpoint 0 and writes it into the
+model (:mod:`stabilityscope.models.spline_init`); the fit's seconds start the run's wall time and its
+numbers go into the trace attrs (``mars_*``). A resume loads the trained weights and does not fit again.
+
 A run directory holds ``trace.h5`` (see :mod:`stabilityscope.recording.trace`) and ``state/`` with the
 resumable state of the newest checkpoints (model, optimiser, RNG, tracker, and the epoch's
 permutation when a checkpoint falls inside an epoch; loaded with ``weights_only=True``). Per checkpoint: measure → save state (atomic rename) → append to the trace →
