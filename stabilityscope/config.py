@@ -85,7 +85,7 @@ class MarsConfig:
     knots: int = 32  # candidate knots per input: the order statistics at quantile levels i/(knots+1), i = 1..knots
     penalty: float = 2.0  # GCV cost per knot: C(M) = M + penalty·(M − 1)/2 (Friedman's and earth's degree-1 value)
     threshold: float = 1e-3  # forward pass stops when the best candidate raises R² by less than this
-    widen_scale: float = 0.1  # model.init=mars: padding units' incoming weights ~ N(0, (widen_scale/√d)²), outgoing 0
+    widen_scale: float = 0.1  # model.init=mars: padding units' incoming weights ~ N(0, (widen_scale/√d)²)
 
 
 @dataclass

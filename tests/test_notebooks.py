@@ -210,7 +210,8 @@ def test_linear_explainability_notebook_on_the_quick_preset(tmp_path, data_root,
 
 
 def test_spline_init_notebook_on_the_quick_presets(tmp_path, data_root, monkeypatch):
-    """Both quick Spline-FC sweeps through the launcher (Abalone: 4 runs; Fashion-MNIST subsets: 2), then notebook 07."""
+    """Both quick Spline-FC sweeps through the launcher (Abalone: 4 runs; Fashion-MNIST subsets: 2), then
+    notebook 07."""
     from tests.conftest import run_cli
 
     sweeps = {}

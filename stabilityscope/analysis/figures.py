@@ -1169,7 +1169,7 @@ def _stacked(curves: Sequence[Any], field: str) -> np.ndarray:
 
 
 @_styled
-def plot_init_comparison(source: Any, *, loss_floor: Optional[float] = None) -> Figure:
+def plot_init_comparison(source: Any, *, loss_ceiling: Optional[float] = None) -> Figure:
     """Spline-FC's comparison: test loss against epoch and against wall time, random vs MARS init, per setting.
 
     One row per group of runs that differ only in ``model.init`` and the seed (e.g. width × optimiser);
@@ -1180,17 +1180,24 @@ def plot_init_comparison(source: Any, *, loss_floor: Optional[float] = None) -> 
     Args:
         source: the runs: a sweep directory, a glob, traces, or curves of
             :func:`~stabilityscope.analysis.init_comparison.init_curves`.
-        loss_floor: draw no lower than this loss (default: the data's minimum).
+        loss_ceiling: the top of the loss axes (default: 4 × the lowest final median loss of any group and
+            init, so that a random start far above the targets does not flatten the comparison; the
+            title says when curves are cut; ``math.inf``: everything).
     """
     from stabilityscope.analysis.init_comparison import comparison_groups, init_curves
 
     curves = init_curves(source)
     groups = comparison_groups(curves)
     regression = curves[0].regression
+    finals = [float(np.nanmedian([c.test_loss[-1] for c in g if c.init == init]))
+              for g in groups.values() for init in {c.init for c in g}]
+    ceiling = loss_ceiling if loss_ceiling is not None else 4 * min(f for f in finals if np.isfinite(f))
+    highest = max(float(np.nanmax(c.test_loss)) for c in curves)
     fig = Figure(figsize=(11, 3.6 * len(groups) + 0.8), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(groups), 2, squeeze=False))
     for row, (key, group) in zip(axes, groups.items()):
-        title = ", ".join(f"{k.split('.')[-1]} = {v}" for k, v in key) or "all runs"
+        short = [k if k.split(".")[-1] in ("name", "kind", "enabled") else k.split(".")[-1] for k, _ in key]
+        title = ", ".join(f"{n} = {v}" for n, (_, v) in zip(short, key)) or "all runs"
         values = np.concatenate([c.test_loss[np.isfinite(c.test_loss)] for c in group])
         for init in sorted({c.init for c in group}, key=lambda s: (s != "random", s)):
             runs = [c for c in group if c.init == init]
@@ -1208,10 +1215,11 @@ def plot_init_comparison(source: Any, *, loss_floor: Optional[float] = None) -> 
             if regression and mars:
                 ax.axhline(float(np.median(mars)), color=EDGE_COLOR, ls=":", lw=1.1,
                            label=f"MARS model's own test MSE {np.median(mars):.4g}")
-            if len(values) and values.max() / max(values.min(), 1e-300) > 3:
+            top = min(ceiling, float(values.max()) * 1.05) if len(values) else ceiling
+            if len(values) and top / max(values.min(), 1e-300) > 3:
                 _log_y(ax)
             if len(values):
-                ax.set_ylim(bottom=loss_floor if loss_floor is not None else values.min() * 0.97)
+                ax.set_ylim(values.min() * 0.97, top)
             ax.set_ylabel("test MSE" if regression else "test loss (cross-entropy, nats)")
         _epoch_axis(row[0])
         row[1].set_xlabel("wall time (s, MARS fit included)")
@@ -1219,7 +1227,8 @@ def plot_init_comparison(source: Any, *, loss_floor: Optional[float] = None) -> 
         row[1].set_title(f"{title}: against wall time")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), frameon=False)
-    fig.suptitle("Spline-FC: random vs MARS initialisation (line: median over seeds, band: min–max)")
+    cut = f"; losses above {ceiling:.3g} cut off (the highest is {highest:.3g})" if highest > ceiling else ""
+    fig.suptitle(f"Spline-FC: random vs MARS initialisation (line: median over seeds, band: min–max{cut})")
     return fig
 
 

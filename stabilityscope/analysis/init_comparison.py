@@ -197,13 +197,15 @@ def markdown_table(table: "pd.DataFrame", digits: int = 3) -> str:
 
     group_keys = [c for c in table.columns if c not in _COLUMNS]
     head = [*group_keys, "init", "target", "reached", "epochs to target", "seconds to target",
-            "final test loss", "final score", "MARS fit s"]
+            "final test loss", "best test loss", "final score", "MARS fit s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.to_dict("records"):
         cells = [str(r[k]) for k in group_keys] + [
             r["init"], f"{r['target']} ({r['target_value']:.4g})", f"{r['reached']}/{r['runs']}",
             pm(r["epochs_mean"], r["epochs_std"]), pm(r["seconds_mean"], r["seconds_std"]),
-            pm(r["final_test_loss_mean"], r["final_test_loss_std"]), pm(r["final_score_mean"], r["final_score_std"]),
+            pm(r["final_test_loss_mean"], r["final_test_loss_std"]),
+            pm(r["best_test_loss_mean"], r["best_test_loss_std"]),
+            pm(r["final_score_mean"], r["final_score_std"]),
             f"{r['mars_fit_seconds']:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -188,22 +188,21 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
     score = "r2" if tr.is_regression else "acc"
     acc = tr.metric(f"test_{score}")
     top = int(np.nanargmax(acc)) if np.isfinite(acc).any() else None
+    at_top = f" at epoch {int(epochs[top])}" if top is not None else ""
     if tr.is_regression:  # MSE and R², no accuracy
         key_rows = [
             f"| optimal checkpoint (minimum test MSE) | **epoch {s['optimal_epoch']}**: test MSE "
             f"{_fmt(s['test_loss_min'])}, test R² {_fmt(s['test_r2_at_optimal'], 4)} |",
             f"| final checkpoint | epoch {s['last_epoch']}: test MSE {_fmt(s['final_test_loss'])}, test R² "
             f"{_fmt(s['final_test_r2'], 4)}, train R² {_fmt(s['final_train_r2'], 4)} |",
-            f"| best test R² | {_fmt(s['best_test_r2'], 4)}" + (f" at epoch {int(epochs[top])}" if top is not None else "")
-            + " |"]
+            f"| best test R² | {_fmt(s['best_test_r2'], 4)}{at_top} |"]
     else:
         key_rows = [
             f"| optimal checkpoint (minimum test loss) | **epoch {s['optimal_epoch']}**: test loss "
             f"{_fmt(s['test_loss_min'])}, test accuracy {_pct(s['test_acc_at_optimal'])} |",
             f"| final checkpoint | epoch {s['last_epoch']}: test loss {_fmt(s['final_test_loss'])}, test accuracy "
             f"{_pct(s['final_test_acc'])}, train accuracy {_pct(s['final_train_acc'])} |",
-            f"| best test accuracy | {_pct(s['best_test_acc'])}" + (f" at epoch {int(epochs[top])}" if top is not None else "")
-            + " |"]
+            f"| best test accuracy | {_pct(s['best_test_acc'])}{at_top} |"]
     lines = [
         f"# Run report: {tr.attrs.get('model', '?')} on {tr.attrs.get('dataset', '?')}",
         "",
@@ -389,7 +388,8 @@ def write_index(paths: Sequence[Path], out_dir: Union[str, Path], *, figures: bo
         scores = ([f"R² {_fmt(r['test_r2_at_optimal'], 4)}", f"R² {_fmt(r['final_test_r2'], 4)}"] if is_regression
                   else [_pct(r["test_acc_at_optimal"]), _pct(r["final_test_acc"])])
         cells = [f"[{Path(r['path']).parent.name}]({r['report']})", *(_fmt(r.get(k)) for k in keys), r["status"],
-                 _fmt(r["optimal_epoch"]), _fmt(r["test_loss_min"]), *scores, f"`{layer}`", _fmt(r.get(f"{layer}/J_at_optimal")),
+                 _fmt(r["optimal_epoch"]), _fmt(r["test_loss_min"]), *scores, f"`{layer}`",
+                 _fmt(r.get(f"{layer}/J_at_optimal")),
                  _fmt(r.get(f"{layer}/edge_distance_at_optimal"), 3), _fmt(r.get(f"{layer}/phase_final"))]
         lines.append("| " + " | ".join(cells) + " |")
     if failed:

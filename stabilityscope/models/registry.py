@@ -76,7 +76,7 @@ class ToyMLP(nn.Module):
 
 
 class TabularMLP(nn.Module):
-    """A fully connected network on flat inputs: d → width (φ) → ... → width (φ) → outputs, every layer with bias.
+    """A fully connected network on flat inputs: d → width (φ) → ... → width (φ) → outputs, with biases.
 
     Hidden weights ~ Normal(J0/N, J²/N) with N = fan-in (the phase coordinates of SCIENCE.md §1.1 at init;
     J = √2, J0 = 0 is He's init and the ReLU edge), biases 0; the head Glorot-uniform with zero bias.

@@ -63,8 +63,8 @@ def check_spline_init(cfg: ModelConfig | Any) -> None:
                           f"needs a fully connected ReLU network with biases ({supported}).{hint}")
     if value_of(cfg.activation) != "relu":
         raise ConfigError(f"model.init=mars needs model.activation=relu, got {value_of(cfg.activation)!r}: a MARS "
-                          f"hinge max(0, ±(x_j − t)) is a ReLU unit, which {value_of(cfg.activation)} cannot represent "
-                          f"({supported}).")
+                          f"hinge max(0, ±(x_j − t)) is a ReLU unit, which {value_of(cfg.activation)} cannot "
+                          f"represent ({supported}).")
     if name == "toy_mlp" and cfg.depth != 1:
         raise ConfigError(f"model.init=mars: toy_mlp has one hidden layer, model.depth={cfg.depth} cannot be "
                           f"represented ({supported}); use model=tabular_mlp for deeper networks.")
@@ -117,7 +117,8 @@ def spline_initialise(model: nn.Module, cfg: ModelConfig | Any, x_train: torch.T
     if fit.n_units > width:
         raise ConfigError(f"model.init=mars: the MARS fit has {fit.n_units} units ({fit.feature.numel()} hinges + 2 × "
                           f"{fit.linear_feature.numel()} linear terms) but model.width={width}; set model.width >= "
-                          f"{fit.n_units}, or lower model.mars.max_terms (now {cfg.mars.max_terms}) to fit fewer terms.")
+                          f"{fit.n_units}, or lower model.mars.max_terms (now {cfg.mars.max_terms}) to fit fewer "
+                          f"terms.")
     net = widen(to_network(fit), width, scale=cfg.mars.widen_scale, generator=torch.Generator().manual_seed(seed))
     first, last = net[0], net[2]
     hidden[0].weight.copy_(first.weight)  # (width, d)

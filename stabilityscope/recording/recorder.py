@@ -15,10 +15,11 @@ It writes the same ``trace.h5`` as ``python -m stabilityscope`` (the same schema
 written), so :func:`~stabilityscope.recording.trace.open_trace`, every figure and every report work on
 it. Metrics are any named scalars; ``train_loss``, ``train_acc``, ``test_loss`` and ``test_acc`` are the
 ones the figures read (NaN when not given). A regression model (``loss="mse"``) has ``train_loss``,
-``test_loss`` (mean squared errors), ``train_r2`` and ``test_r2`` instead, and no accuracy. The trace's layout is fixed once readers may follow it
-(HDF5 SWMR), so the metric names are those of the first checkpoint that has metrics (plus any declared
-with ``metrics=``): checkpoints without metrics before it (checkpoint 0, taken before training) are
-measured at once and held in memory until then, or until :meth:`close`.
+``test_loss`` (mean squared errors), ``train_r2`` and ``test_r2`` instead, and no accuracy. The
+trace's layout is fixed once readers may follow it (HDF5 SWMR), so the metric names are those of the
+first checkpoint that has metrics (plus any declared with ``metrics=``): checkpoints without metrics
+before it (checkpoint 0, taken before training) are measured at once and held in memory until then, or
+until :meth:`close`.
 
 Opening a run directory that already holds a trace continues it (the resume of your own loop): the
 tracker's reference weights W(0) and previous checkpoint come back from ``state/recorder.pt``, written
