@@ -1181,8 +1181,9 @@ def plot_init_comparison(source: Any, *, loss_ceiling: Optional[float] = None) -
         source: the runs: a sweep directory, a glob, traces, or curves of
             :func:`~stabilityscope.analysis.init_comparison.init_curves`.
         loss_ceiling: the top of the loss axes (default: 4 × the lowest final median loss of any group and
-            init, so that a random start far above the targets does not flatten the comparison; the
-            title says when curves are cut; ``math.inf``: everything).
+            init, raised to keep every spline-initialised start in view, so that a random start far above
+            the targets does not flatten the comparison; the title says when curves are cut; ``math.inf``:
+            everything).
     """
     from stabilityscope.analysis.init_comparison import comparison_groups, init_curves
 
@@ -1191,7 +1192,9 @@ def plot_init_comparison(source: Any, *, loss_ceiling: Optional[float] = None) -
     regression = curves[0].regression
     finals = [float(np.nanmedian([c.test_loss[-1] for c in g if c.init == init]))
               for g in groups.values() for init in {c.init for c in g}]
-    ceiling = loss_ceiling if loss_ceiling is not None else 4 * min(f for f in finals if np.isfinite(f))
+    starts = [float(c.test_loss[0]) for c in curves if c.init != "random" and np.isfinite(c.test_loss[0])]
+    ceiling = loss_ceiling if loss_ceiling is not None else max(
+        [4 * min(f for f in finals if np.isfinite(f))] + [1.1 * v for v in starts])
     highest = max(float(np.nanmax(c.test_loss)) for c in curves)
     fig = Figure(figsize=(11, 3.6 * len(groups) + 0.8), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(groups), 2, squeeze=False))
