@@ -56,6 +56,8 @@ Typical use in a notebook::
     ss.explainability.complexity_matrix(tr)                   # μ_Y(F_t; F_s) for every pair of checkpoints
     fit = ss.spline.fit_mars(x_train, y_train, knots=32)     # degree-1 MARS (Spline-FC): hinges, GCV pruning
     net = ss.spline.widen(ss.spline.to_network(fit), 256)    # the exact ReLU network, padded to width 256
+    ss.init_comparison.compare_inits(sweep_dir, targets=("mars", 4.7))  # model.init=mars vs random: epochs and
+                                                              # seconds to a test target, final test loss ± std
 
 The implementation lives in sub-packages, lowest first: :mod:`~stabilityscope.theory`,
 :mod:`~stabilityscope.dynamics`, :mod:`~stabilityscope.models`, :mod:`~stabilityscope.recording`,
@@ -90,7 +92,8 @@ __version__ = "0.1.0"
 _MODULES = {"figures": "analysis", "geometry_figures": "analysis", "report": "analysis", "collection": "analysis", "scaling_figures": "analysis",
             "scaling": "analysis", "guideline": "analysis", "decay": "analysis", "lyapunov": "dynamics",
             "maps": "dynamics", "numerical_phase_diagram": "theory", "dissect": "models", "trace": "recording",
-            "tracking": "recording", "information": "theory", "explainability": "analysis", "spline": "models"}
+            "tracking": "recording", "information": "theory", "explainability": "analysis", "spline": "models",
+            "spline_init": "models", "init_comparison": "analysis"}
 
 
 def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on first use)

@@ -66,27 +66,15 @@ class Subsample(str, Enum):
     boundary = "boundary"  # the samples closest to a reference model's decision boundaries (our instantiation)
 
 
+class InitKind(str, Enum):
+    random = "random"  # the model's own random initialisation
+    mars = "mars"  # Spline-FC: first hidden layer and head from a degree-1 MARS fit (stabilityscope.models.spline_init)
+
+
 class ModelFamily(str, Enum):
     builtin = "builtin"  # stabilityscope.models.registry.MODELS
     timm = "timm"  # any timm.list_models() name
     torchvision = "torchvision"  # any torchvision classification model
-
-
-@dataclass
-class ModelConfig:
-    name: str = "fmnist_fc"  # registry name (builtin) or the library's model name (timm, torchvision)
-    family: ModelFamily = ModelFamily.builtin  # where `name` is looked up
-    width: int = 784  # builtin fmnist_fc: hidden width; 784 makes the hidden layer square (an iterated map)
-    activation: Activation = Activation.tanh  # builtin: nonlinearity of the hidden layers
-    init_J: float = 0.5  # fmnist_fc: hidden init std = init_J / sqrt(fan_in): J = 0.5 puts the start at (0, 2)
-    init_J0: float = 0.0  # fmnist_fc: hidden init mean = init_J0 / fan_in
-    pretrained: bool = False  # timm/torchvision: the library's pretrained weights (its own download and cache)
-    img_size: Optional[int] = None  # timm models taking img_size (torchvision ViT/MaxViT): null = the data's size
-    small_input: bool = False  # ResNet-style stems: 3×3 stride-1 conv1, no max-pool (the CIFAR ResNet stem)
-    input_size: Optional[int] = None  # resize every input to this size (bilinear) before the model; null = as is
-    conv1x1: bool = False  # dissection: also treat 1×1 convolutions as fully connected maps
-    kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments (+model.kwargs.k=v)
-    checkpoint: Optional[str] = None  # analysis=inspect: load these saved weights first (state_dict, .ckpt, .safetensors)
 
 
 @dataclass
@@ -97,6 +85,29 @@ class MarsConfig:
     knots: int = 32  # candidate knots per input: the order statistics at quantile levels i/(knots+1), i = 1..knots
     penalty: float = 2.0  # GCV cost per knot: C(M) = M + penalty·(M − 1)/2 (Friedman's and earth's degree-1 value)
     threshold: float = 1e-3  # forward pass stops when the best candidate raises R² by less than this
+    widen_scale: float = 0.1  # model.init=mars: padding units' incoming weights ~ N(0, (widen_scale/√d)²)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "fmnist_fc"  # registry name (builtin) or the library's model name (timm, torchvision)
+    family: ModelFamily = ModelFamily.builtin  # where `name` is looked up
+    width: int = 784  # builtin fmnist_fc: hidden width; 784 makes the hidden layer square (an iterated map)
+    depth: int = 1  # builtin tabular_mlp: hidden layers (the others have one)
+    activation: Activation = Activation.tanh  # builtin: nonlinearity of the hidden layers
+    init_J: float = 0.5  # fmnist_fc: hidden init std = init_J / sqrt(fan_in): J = 0.5 puts the start at (0, 2)
+    init_J0: float = 0.0  # fmnist_fc: hidden init mean = init_J0 / fan_in
+    pretrained: bool = False  # timm/torchvision: the library's pretrained weights (its own download and cache)
+    img_size: Optional[int] = None  # timm models taking img_size (torchvision ViT/MaxViT): null = the data's size
+    small_input: bool = False  # ResNet-style stems: 3×3 stride-1 conv1, no max-pool (the CIFAR ResNet stem)
+    input_size: Optional[int] = None  # resize every input to this size (bilinear) before the model; null = as is
+    conv1x1: bool = False  # dissection: also treat 1×1 convolutions as fully connected maps
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments (+model.kwargs.k=v)
+    checkpoint: Optional[str] = None  # analysis=inspect: load these saved weights first (state_dict, .ckpt, .safetensors)
+    init: InitKind = InitKind.random  # mars: Spline-FC's initialisation from a MARS fit on the training split
+    mars: MarsConfig = field(default_factory=MarsConfig)  # the MARS fit of init=mars
+
+
 
 
 @dataclass
@@ -318,6 +329,9 @@ def validate(cfg: Config) -> None:
     _require(0 <= c.optim.momentum < 1, "optim.momentum", c.optim.momentum, "momentum must lie in [0, 1)")
     _require(c.optim.weight_decay >= 0, "optim.weight_decay", c.optim.weight_decay, "weight decay must be >= 0")
     _require(c.model.width >= 1, "model.width", c.model.width, "the hidden width must be a positive integer")
+    _require(c.model.depth >= 1, "model.depth", c.model.depth, "the number of hidden layers must be a positive integer")
+    _require(c.model.mars.widen_scale >= 0, "model.mars.widen_scale", c.model.mars.widen_scale,
+             "the padding units' weight scale must be >= 0")
     for key in ("img_size", "input_size"):
         v = getattr(c.model, key)
         _require(v is None or v >= 1, f"model.{key}", v, "a size must be a positive integer (or null)")

@@ -59,7 +59,7 @@ def test_dissection_of_canonical_model():
 
 # The input each built-in model is made for (every registry entry must have one: the contract below).
 BUILTIN_INPUTS = {"fmnist_fc": (1, 28, 28), "eoc_mlp": (1, 28, 28), "eoc_cnn": (3, 32, 32), "toy_mlp": (2,),
-                  "sgd_cnn": (3, 32, 32)}
+                  "sgd_cnn": (3, 32, 32), "tabular_mlp": (10,)}
 
 
 def test_every_builtin_model_has_a_contract_input():

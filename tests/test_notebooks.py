@@ -24,7 +24,8 @@ nbclient = pytest.importorskip("nbclient")
 pytestmark = pytest.mark.slow
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
 NOTEBOOKS = ("01_canonical_edge_of_chaos.ipynb", "02_architectures.ipynb", "03_scaling_laws.ipynb",
-             "04_own_training_loop.ipynb", "05_linear_explainability.ipynb", "06_decision_geometry.ipynb")
+             "04_own_training_loop.ipynb", "05_linear_explainability.ipynb", "06_decision_geometry.ipynb",
+             "07_spline_init.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +207,34 @@ def test_linear_explainability_notebook_on_the_quick_preset(tmp_path, data_root,
     assert f"linear phase (μ/I(F;Y) >= 0.9) up to step {summary['linear_phase_end_step']}" in text
     with ss.open_trace(trace) as tr:
         assert tr.step_schedule and tr.steps[-1] == 2 * 63  # 2,000 examples / 32 = 63 steps per epoch
+
+
+def test_spline_init_notebook_on_the_quick_presets(tmp_path, data_root, monkeypatch):
+    """Both quick Spline-FC sweeps through the launcher (Abalone: 4 runs; Fashion-MNIST subsets: 2), then
+    notebook 07."""
+    from tests.conftest import run_cli
+
+    sweeps = {}
+    for name in ("abalone", "fmnist"):
+        done = run_cli("-m", f"experiment=spline_{name}_quick", f"dataset.root={data_root}",
+                       f"checkpoint_root={tmp_path / name}", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (sweeps[name],) = (tmp_path / name).glob("multirun/*")
+    monkeypatch.setenv("STABILITYSCOPE_SPLINE_ABALONE", str(sweeps["abalone"]))
+    monkeypatch.setenv("STABILITYSCOPE_SPLINE_FMNIST", str(sweeps["fmnist"]))
+    nb = execute("07_spline_init.ipynb")
+    assert len(outputs(nb, "image/png")) == 3  # Abalone and Fashion-MNIST comparisons, the two hidden-layer paths
+    text = text_of(nb)
+    exact = re.search(r"max \|network − MARS\| = (\S+); widened to 256: (\S+)", text)
+    assert exact and float(exact.group(1)) < 1e-10 and float(exact.group(2)) < 1e-10
+    table = ss.init_comparison.compare_inits(sweeps["abalone"], targets=("mars", 4.7))
+    mars = table[(table.init == "mars") & (table.target == "mars")].iloc[0]
+    assert mars.reached == mars.runs == 2 and mars.epochs_mean == 0  # the spline start is the MARS model
+    assert ss.init_comparison.markdown_table(table).splitlines()[2] in text
+    curves = ss.init_comparison.init_curves(sweeps["fmnist"])
+    assert sorted(c.init for c in curves) == ["mars", "random"] and not curves[0].regression
+    spline = next(c for c in curves if c.init == "mars")
+    with ss.open_trace(spline.path) as tr:
+        j = tr.stat("hidden", "J")
+        assert f"mars   hidden: J {j[0]:.3f} → {j[-1]:.3f}" in text
+        assert tr.attrs["mars_units"] <= 784 and 0 < tr.attrs["mars_test_acc"] <= 1

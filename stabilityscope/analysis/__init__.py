@@ -5,7 +5,8 @@
 - :mod:`.report`: the Markdown report of a run or of several;
 - :mod:`.scaling`, :mod:`.scaling_figures`: EOC-training's scaling laws over a sweep;
 - :mod:`.decay`: weight-decay plateaus and λ*;
-- :mod:`.guideline`: :func:`recommend`, hyperparameters that reach the edge of chaos in a budget.
+- :mod:`.guideline`: :func:`recommend`, hyperparameters that reach the edge of chaos in a budget;
+- :mod:`.init_comparison`: Spline-FC's random vs MARS initialisation over a sweep (epochs and seconds to a target).
 
 Layer: above :mod:`stabilityscope.training`. May use every layer below; knows nothing of the command line.
 """

@@ -19,7 +19,9 @@ Columns of ``per="run"`` (one row per trace):
   (lists become tuples, so every column can be grouped on);
 - the run's key numbers (:func:`run_summary`): ``n_checkpoints``, ``last_epoch``, ``optimal_epoch``
   (argmin of test loss, EOC-training), ``test_loss_min``, ``test_acc_at_optimal``,
-  ``final_test_loss``, ``final_test_acc``, ``final_train_acc``, ``best_test_acc``;
+  ``final_test_loss``, ``final_test_acc``, ``final_train_acc``, ``best_test_acc``; a regression run
+  (trace ``loss`` mse: the losses are mean squared errors) has ``test_r2_at_optimal``, ``final_test_r2``,
+  ``final_train_r2``, ``best_test_r2`` instead of the accuracies (NaN in its row of a mixed table);
 - per recorded layer, with a slash as in the trace (``layers/<name>/...``): ``<layer>/J_at_optimal``,
   ``<layer>/J0_at_optimal``, ``<layer>/edge_distance_at_optimal`` (½ ln χ, signed: > 0 chaotic),
   ``<layer>/phase_at_optimal``, ``<layer>/J_final``, ``<layer>/phase_final`` and, for square layers
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence, Uni
 import numpy as np
 
 from stabilityscope.errors import TraceError
-from stabilityscope.recording.trace import METRICS, Trace, open_trace
+from stabilityscope.recording.trace import METRICS, REGRESSION_METRICS, Trace, open_trace
 
 if TYPE_CHECKING:  # pandas is imported when a table is built
     import pandas as pd
@@ -54,8 +56,9 @@ BOOKKEEPING_KEYS = ("checkpoint_root", "resume", "figures", "report", "report_tr
 # Columns that are not config values: identification, key numbers, per-checkpoint values.
 RUN_COLUMNS = ("path", "run", "status", "model", "dataset")
 SUMMARY_COLUMNS = ("n_checkpoints", "last_epoch", "optimal_epoch", "test_loss_min", "test_acc_at_optimal",
-                   "final_test_loss", "final_test_acc", "final_train_acc", "best_test_acc")
-CHECKPOINT_COLUMNS = ("epoch", "step", "wall_time", *METRICS)
+                   "final_test_loss", "final_test_acc", "final_train_acc", "best_test_acc", "test_r2_at_optimal",
+                   "final_test_r2", "final_train_r2", "best_test_r2")
+CHECKPOINT_COLUMNS = ("epoch", "step", "wall_time", *dict.fromkeys(METRICS + REGRESSION_METRICS))
 
 
 def find_traces(source: Source) -> list[Path]:
@@ -114,23 +117,24 @@ def run_summary(trace: Trace) -> dict[str, Any]:
     """The key numbers of one run (see the module docstring for the names).
 
     The optimal checkpoint is the argmin of the test loss (EOC-training); a trace without a finite
-    test loss gets NaN/None there.
+    test loss gets NaN/None there. The score is the accuracy (classification) or R² (regression).
     """
     epochs = trace.checkpoints
     out: dict[str, Any] = {"n_checkpoints": len(epochs), "last_epoch": int(epochs[-1]) if len(epochs) else None}
     loss = trace.metric("test_loss") if len(epochs) else np.zeros(0)
     finite = np.isfinite(loss)
     best = int(np.nanargmin(np.where(finite, loss, np.nan))) if finite.any() else None
-    acc = trace.metric("test_acc") if len(epochs) else np.zeros(0)
-    out.update(
-        optimal_epoch=int(epochs[best]) if best is not None else None,
-        test_loss_min=float(loss[best]) if best is not None else math.nan,
-        test_acc_at_optimal=float(acc[best]) if best is not None else math.nan,
-        final_test_loss=float(loss[-1]) if len(loss) else math.nan,
-        final_test_acc=float(acc[-1]) if len(acc) else math.nan,
-        final_train_acc=float(trace.metric("train_acc")[-1]) if len(epochs) else math.nan,
-        best_test_acc=float(np.nanmax(acc)) if np.isfinite(acc).any() else math.nan,
-    )
+    score = "r2" if trace.is_regression else "acc"  # a regression run has no accuracy
+    acc = trace.metric(f"test_{score}") if len(epochs) else np.zeros(0)
+    out.update({
+        "optimal_epoch": int(epochs[best]) if best is not None else None,
+        "test_loss_min": float(loss[best]) if best is not None else math.nan,
+        f"test_{score}_at_optimal": float(acc[best]) if best is not None else math.nan,
+        "final_test_loss": float(loss[-1]) if len(loss) else math.nan,
+        f"final_test_{score}": float(acc[-1]) if len(acc) else math.nan,
+        f"final_train_{score}": float(trace.metric(f"train_{score}")[-1]) if len(epochs) else math.nan,
+        f"best_test_{score}": float(np.nanmax(acc)) if np.isfinite(acc).any() else math.nan,
+    })
     for layer in trace.layers:
         stats = set(trace.stats(layer))
         names = [n for n in ("J", "J0", "edge_distance", "phase", "s_mean", "lambda_max") if n in stats]

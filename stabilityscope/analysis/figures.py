@@ -16,6 +16,7 @@ draws every figure a trace supports into a folder.
 ``plot_poincare``          Poincaré return maps (M5) at chosen checkpoints, one panel each
 ``plot_eigenvalues``       a square layer's eigenvalues in the complex plane with the unit circle
 ``plot_comparison``        several runs (e.g. weight-decay values): paths, J², test loss
+``plot_init_comparison``   Spline-FC: test loss against epoch and wall time, random vs MARS init
 =========================  ======================================================================
 
 Decision-region geometry (FC-geometry) has its own module, :mod:`stabilityscope.analysis.geometry_figures`
@@ -65,7 +66,7 @@ __all__ = [
     "COLORS", "BackgroundSpec", "linear_growth_fit", "optimal_index", "phase_background", "plot_comparison",
     "plot_coupling", "plot_eigenvalues", "plot_layer_stability", "plot_metrics", "plot_phase_path",
     "plot_poincare", "save_figure", "training_figures", "draw_figures", "geometry_layers", "plot_geometry",
-    "plot_explainability", "plot_complexity_matrix", "checkpoint_axis",
+    "plot_explainability", "plot_complexity_matrix", "checkpoint_axis", "plot_init_comparison",
 ]
 
 # Okabe–Ito colour-blind-safe palette (blue, vermillion, bluish green, reddish purple, orange, sky blue,
@@ -589,28 +590,40 @@ def plot_coupling(trace: TraceLike, layers: Optional[Sequence[str]] = None, *, f
 @_styled
 def plot_metrics(trace: TraceLike, x: Optional[str] = None) -> Figure:
     """Train and test loss (cross-entropy without the decay term) and accuracy; the optimal epoch marked.
+    A regression run (trace ``loss`` mse) shows the mean squared error and R² instead (it has no accuracy).
 
     ``x``: the horizontal axis, ``epoch`` or ``step`` (default: the run's checkpoint unit).
     """
     with _opened(trace) as tr:
         _require_checkpoints(tr)
         (epochs, x), best = checkpoint_axis(tr, x), optimal_index(tr)
-        m = {name: tr.metric(name) for name in ("train_loss", "test_loss", "train_acc", "test_acc")}
+        score = "r2" if tr.is_regression else "acc"
+        m = {name: tr.metric(name) for name in ("train_loss", "test_loss", f"train_{score}", f"test_{score}")}
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     a1, a2 = fig.subplots(1, 2)
     ms = 3 if len(epochs) <= 60 else 0
-    for ax, kind, scale in ((a1, "loss", 1.0), (a2, "acc", 100.0)):
+    for ax, kind, scale in ((a1, "loss", 1.0), (a2, score, 100.0 if score == "acc" else 1.0)):
         ax.plot(epochs, m[f"train_{kind}"] * scale, "o-", ms=ms, color=COLORS[0], label="train")
         ax.plot(epochs, m[f"test_{kind}"] * scale, "o-", ms=ms, color=COLORS[1], label="test")
         _mark_optimum(ax, epochs[best])
         ax.plot(epochs[best], m[f"test_{kind}"][best] * scale, "*", color=COLORS[1], mec="black", ms=14, zorder=5)
         _epoch_axis(ax, x)
     _log_y(a1)
-    a1.set_ylabel("cross-entropy loss (nats, log scale)")
-    a2.set_ylabel("accuracy (%)")
     where = f"step {int(epochs[best])}" if x == "step" else f"epoch {epochs[best]:g}"
-    a1.set_title(f"Loss; minimum test loss {m['test_loss'][best]:.4g} at {where}")
-    a2.set_title(f"Accuracy; test accuracy {100 * m['test_acc'][best]:.2f}% at the optimum")
+    if score == "r2":
+        a1.set_ylabel("mean squared error (log scale)")
+        a2.set_ylabel(r"$R^2 = 1 - \mathrm{SSE}/\mathrm{SST}$")
+        a1.set_title(f"MSE; minimum test MSE {m['test_loss'][best]:.4g} at {where}")
+        a2.set_title(f"$R^2$; test $R^2$ {m['test_r2'][best]:.4f} at the optimum")
+        finite = np.concatenate([m["train_r2"], m["test_r2"]])
+        finite = finite[np.isfinite(finite)]
+        if len(finite) and finite.min() < -1:  # a random start far from the targets: keep the trained part readable
+            a2.set_ylim(-1, 1)
+    else:
+        a1.set_ylabel("cross-entropy loss (nats, log scale)")
+        a2.set_ylabel("accuracy (%)")
+        a1.set_title(f"Loss; minimum test loss {m['test_loss'][best]:.4g} at {where}")
+        a2.set_title(f"Accuracy; test accuracy {100 * m['test_acc'][best]:.2f}% at the optimum")
     handles = a1.get_legend_handles_labels()[0] + [
         Line2D([], [], marker="*", color=COLORS[1], mec="black", ls="", ms=12, label="test value at the optimum"),
         _optimum_handle(epochs[best], x)]
@@ -865,7 +878,7 @@ def plot_comparison(traces: Sequence[TraceLike], labels: Optional[Sequence[str]]
         for tr in opened:
             x, y = phase_plane(tr.stat(layer, "J0"), tr.stat(layer, "J"))
             runs.append(dict(epochs=tr.checkpoints, x=np.atleast_1d(x), y=np.atleast_1d(y), best=optimal_index(tr),
-                             j2=tr.stat(layer, "J") ** 2, loss=tr.metric("test_loss")))
+                             j2=tr.stat(layer, "J") ** 2, loss=tr.metric("test_loss"), kind=tr.loss))
     finally:
         for tr, src in zip(opened, traces):
             if tr is not src:
@@ -908,7 +921,9 @@ def plot_comparison(traces: Sequence[TraceLike], labels: Optional[Sequence[str]]
     a2.set_title(r"$J^2$ against epoch (★ optimal)")
     _epoch_axis(a3)
     _log_y(a3)
-    a3.set_ylabel("test loss (cross-entropy, nats, log scale)")
+    kinds = {r["kind"] for r in runs}
+    a3.set_ylabel("test loss (" + ("mean squared error" if kinds == {"mse"} else "cross-entropy, nats"
+                                   if kinds == {"cross_entropy"} else "cross-entropy or MSE") + ", log scale)")
     a3.set_title("Test loss (★ minimum)")
     # long labels (many differing config values) wrap, so the legend never widens the figure
     run_handles = [Line2D([], [], color=c, lw=2, label=textwrap.fill(str(lab), 48)) for c, lab in zip(colors, labels)]
@@ -1146,3 +1161,95 @@ def training_figures(trace_path: Union[str, Path], out_dir: Union[str, Path], *,
     """Draw every figure one run supports into ``out_dir``; returns the PNG paths."""
     written, _ = draw_figures(trace_path, out_dir, background=background, cache=cache)
     return list(written.values())
+
+
+# ------------------------------------------------------------------------------- Spline-FC: init comparison
+
+INIT_COLORS = {"random": COLORS[0], "mars": COLORS[1]}
+
+
+def _stacked(curves: Sequence[Any], field: str) -> np.ndarray:
+    """(runs, checkpoints) of one field, NaN after a run's end (a diverged run stops early)."""
+    n = max(len(getattr(c, field)) for c in curves)
+    out = np.full((len(curves), n), np.nan)
+    for i, c in enumerate(curves):
+        v = getattr(c, field)
+        out[i, : len(v)] = v
+    return out
+
+
+@_styled
+def plot_init_comparison(source: Any, *, loss_ceiling: Optional[float] = None) -> Figure:
+    """Spline-FC's comparison: test loss against epoch and against wall time, random vs MARS init, per setting.
+
+    One row per group of runs that differ only in ``model.init`` and the seed (e.g. width × optimiser);
+    the line is the median over seeds, the band their minimum to maximum. Wall time includes the MARS
+    fit (a MARS run's checkpoint 0 sits at the fit's seconds); its x is the mean over seeds at each
+    checkpoint. A regression's dotted line is the MARS model's own test MSE.
+
+    Args:
+        source: the runs: a sweep directory, a glob, traces, or curves of
+            :func:`~stabilityscope.analysis.init_comparison.init_curves`.
+        loss_ceiling: the top of the loss axes (default: 4 × the lowest final median loss of any group and
+            init, raised to keep every spline-initialised start in view, so that a random start far above
+            the targets does not flatten the comparison; the title says when curves are cut; ``math.inf``:
+            everything).
+    """
+    from stabilityscope.analysis.init_comparison import comparison_groups, init_curves
+
+    curves = init_curves(source)
+    groups = comparison_groups(curves)
+    regression = curves[0].regression
+    finals = [float(np.nanmedian([c.test_loss[-1] for c in g if c.init == init]))
+              for g in groups.values() for init in {c.init for c in g}]
+    starts = [float(c.test_loss[0]) for c in curves if c.init != "random" and np.isfinite(c.test_loss[0])]
+    ceiling = loss_ceiling if loss_ceiling is not None else max(
+        [4 * min(f for f in finals if np.isfinite(f))] + [1.1 * v for v in starts])
+    highest = max(float(np.nanmax(c.test_loss)) for c in curves)
+    fig = Figure(figsize=(11, 3.6 * len(groups) + 0.8), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(groups), 2, squeeze=False))
+    for row, (key, group) in zip(axes, groups.items()):
+        short = [k if k.split(".")[-1] in ("name", "kind", "enabled") else k.split(".")[-1] for k, _ in key]
+        title = ", ".join(f"{n} = {v}" for n, (_, v) in zip(short, key)) or "all runs"
+        values = np.concatenate([c.test_loss[np.isfinite(c.test_loss)] for c in group])
+        for init in sorted({c.init for c in group}, key=lambda s: (s != "random", s)):
+            runs = [c for c in group if c.init == init]
+            loss, epoch, wall = (_stacked(runs, f) for f in ("test_loss", "epoch", "wall_time"))
+            with np.errstate(all="ignore"), _nan_warnings_off():
+                mid, lo, hi = np.nanmedian(loss, 0), np.nanmin(loss, 0), np.nanmax(loss, 0)
+                x_epoch, x_wall = np.nanmean(epoch, 0), np.nanmean(wall, 0)
+            color = INIT_COLORS.get(init, COLORS[2])
+            label = f"{init} init ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+            for ax, x in ((row[0], x_epoch), (row[1], x_wall)):
+                ax.fill_between(x, lo, hi, color=color, alpha=0.22, lw=0)
+                ax.plot(x, mid, "-", color=color, lw=1.7, label=label)
+        mars = [c.mars_target() for c in group if c.init == "mars" and math.isfinite(c.mars_target())]
+        for ax in row:
+            if regression and mars:
+                ax.axhline(float(np.median(mars)), color=EDGE_COLOR, ls=":", lw=1.1,
+                           label=f"MARS model's own test MSE {np.median(mars):.4g}")
+            top = min(ceiling, float(values.max()) * 1.05) if len(values) else ceiling
+            if len(values) and top / max(values.min(), 1e-300) > 3:
+                _log_y(ax)
+            if len(values):
+                ax.set_ylim(values.min() * 0.97, top)
+            ax.set_ylabel("test MSE" if regression else "test loss (cross-entropy, nats)")
+        _epoch_axis(row[0])
+        row[1].set_xlabel("wall time (s, MARS fit included)")
+        row[0].set_title(f"{title}: test loss against epoch")
+        row[1].set_title(f"{title}: against wall time")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), frameon=False)
+    cut = f"; losses above {ceiling:.3g} cut off (the highest is {highest:.3g})" if highest > ceiling else ""
+    fig.suptitle(f"Spline-FC: random vs MARS initialisation (line: median over seeds, band: min–max{cut})")
+    return fig
+
+
+@contextmanager
+def _nan_warnings_off() -> Iterator[None]:
+    """Silence numpy's all-NaN-slice warnings (a column where every run has ended)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield

@@ -59,8 +59,9 @@ CAPTIONS = {
     "coupling": ("Coupling over training",
                  "J² and J0 against epoch; dashed: the linear growth of J² fitted over the ordered part of the first "
                  "50 epochs (EOC-training: slope A ∝ η/((1−α)B)); black: the edge J² = J_c²."),
-    "metrics": ("Loss and accuracy", "Train and test cross-entropy (without the decay term) and accuracy; "
-                                     "dotted: the optimal checkpoint (minimum test loss)."),
+    "metrics": ("Loss and accuracy (regression: MSE and R²)",
+                "Train and test cross-entropy (without the decay term) and accuracy; a regression run: mean squared "
+                "error and R² = 1 − SSE/SST. Dotted: the optimal checkpoint (minimum test loss)."),
     "layer_stability": ("Stability of the iterated layer maps",
                         "Per square layer: asymptotic Jacobian norm s (edge s = 1), largest Lyapunov exponent λ_max "
                         "(edge 0) and asymptotic distance D∞ of two nearby orbits (0 when ordered), test loss on "
@@ -106,6 +107,7 @@ def _config_line(cfg: Mapping[str, Any]) -> str:
     m, d, o, t, a = (config_section(cfg, k) for k in ("model", "dataset", "optim", "train", "analysis"))
     model = f"model {m.get('name', '?')}"
     extra = [f"{k} {m[k]}" for k in ("activation", "width") if k in m]
+    extra += [f"{k} {m[k]}" for k, plain in (("depth", 1), ("init", "random")) if m.get(k, plain) != plain]
     if extra:
         model += f" ({', '.join(extra)})"
     data = f"dataset {d.get('name', '?')}"
@@ -183,8 +185,24 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
     epochs = tr.checkpoints
     best = optimal_index(tr)
     cfg = tr.config or {}
-    acc = tr.metric("test_acc")
+    score = "r2" if tr.is_regression else "acc"
+    acc = tr.metric(f"test_{score}")
     top = int(np.nanargmax(acc)) if np.isfinite(acc).any() else None
+    at_top = f" at epoch {int(epochs[top])}" if top is not None else ""
+    if tr.is_regression:  # MSE and R², no accuracy
+        key_rows = [
+            f"| optimal checkpoint (minimum test MSE) | **epoch {s['optimal_epoch']}**: test MSE "
+            f"{_fmt(s['test_loss_min'])}, test R² {_fmt(s['test_r2_at_optimal'], 4)} |",
+            f"| final checkpoint | epoch {s['last_epoch']}: test MSE {_fmt(s['final_test_loss'])}, test R² "
+            f"{_fmt(s['final_test_r2'], 4)}, train R² {_fmt(s['final_train_r2'], 4)} |",
+            f"| best test R² | {_fmt(s['best_test_r2'], 4)}{at_top} |"]
+    else:
+        key_rows = [
+            f"| optimal checkpoint (minimum test loss) | **epoch {s['optimal_epoch']}**: test loss "
+            f"{_fmt(s['test_loss_min'])}, test accuracy {_pct(s['test_acc_at_optimal'])} |",
+            f"| final checkpoint | epoch {s['last_epoch']}: test loss {_fmt(s['final_test_loss'])}, test accuracy "
+            f"{_pct(s['final_test_acc'])}, train accuracy {_pct(s['final_train_acc'])} |",
+            f"| best test accuracy | {_pct(s['best_test_acc'])}{at_top} |"]
     lines = [
         f"# Run report: {tr.attrs.get('model', '?')} on {tr.attrs.get('dataset', '?')}",
         "",
@@ -197,12 +215,11 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
         "",
         "| quantity | value |",
         "|---|---|",
-        f"| optimal checkpoint (minimum test loss) | **epoch {s['optimal_epoch']}**: test loss {_fmt(s['test_loss_min'])}, "
-        f"test accuracy {_pct(s['test_acc_at_optimal'])} |",
-        f"| final checkpoint | epoch {s['last_epoch']}: test loss {_fmt(s['final_test_loss'])}, test accuracy "
-        f"{_pct(s['final_test_acc'])}, train accuracy {_pct(s['final_train_acc'])} |",
-        f"| best test accuracy | {_pct(s['best_test_acc'])}" + (f" at epoch {int(epochs[top])}" if top is not None else "") + " |",
+        *key_rows,
     ]
+    init = _spline_init_line(tr)
+    if init:
+        lines.append(init)
     growth = _growth_line(tr)
     if growth:
         lines.append(growth)
@@ -224,6 +241,18 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
     lines += _explainability_lines(tr)
     lines += figure_section(figures, skipped, base, CAPTIONS)
     return "\n".join(lines) + "\n"
+
+
+def _spline_init_line(tr: Trace) -> Optional[str]:
+    """The key-number row of a spline-initialised run (model.init=mars): the MARS fit it started from."""
+    a = tr.attrs
+    if "mars_terms" not in a:
+        return None
+    score = (f"test MSE {_fmt(a['mars_test_mse'])}, test R² {_fmt(a['mars_test_r2'], 4)}" if "mars_test_mse" in a
+             else f"test accuracy of argmax {_pct(a['mars_test_acc'])}" if "mars_test_acc" in a else "")
+    return (f"| initialisation (Spline-FC, model.init=mars) | MARS fit of {int(a['mars_terms'])} terms "
+            f"({int(a['mars_units'])} units) in {float(a['mars_fit_seconds']):.3g} s (included in the wall time), "
+            f"train R² {_fmt(a['mars_train_r2'], 4)}" + (f", {score}" if score else "") + " |")
 
 
 def _explainability_lines(tr: Trace) -> list[str]:
@@ -355,14 +384,18 @@ def write_index(paths: Sequence[Path], out_dir: Union[str, Path], *, figures: bo
     lines = [f"# Report on {len(paths)} runs", ""]
     if keys:
         lines += [f"The runs differ in: {', '.join(f'`{k}`' for k in keys)}.", ""]
-    head = ["run", *keys, "status", "optimal epoch", "min test loss", "test acc at optimum", "final test acc",
+    regression = [("test_r2_at_optimal" in r) for r in rows]  # MSE runs: R², never an accuracy
+    score = "test R²" if rows and all(regression) else "test acc / R²" if any(regression) else "test acc"
+    head = ["run", *keys, "status", "optimal epoch", "min test loss", f"{score} at optimum", f"final {score}",
             "layer", "J at optimum", "edge distance at optimum", "final phase"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
+    for r, is_regression in zip(rows, regression):
         layer = r["_layer"]
+        scores = ([f"R² {_fmt(r['test_r2_at_optimal'], 4)}", f"R² {_fmt(r['final_test_r2'], 4)}"] if is_regression
+                  else [_pct(r["test_acc_at_optimal"]), _pct(r["final_test_acc"])])
         cells = [f"[{Path(r['path']).parent.name}]({r['report']})", *(_fmt(r.get(k)) for k in keys), r["status"],
-                 _fmt(r["optimal_epoch"]), _fmt(r["test_loss_min"]), _pct(r["test_acc_at_optimal"]),
-                 _pct(r["final_test_acc"]), f"`{layer}`", _fmt(r.get(f"{layer}/J_at_optimal")),
+                 _fmt(r["optimal_epoch"]), _fmt(r["test_loss_min"]), *scores, f"`{layer}`",
+                 _fmt(r.get(f"{layer}/J_at_optimal")),
                  _fmt(r.get(f"{layer}/edge_distance_at_optimal"), 3), _fmt(r.get(f"{layer}/phase_final"))]
         lines.append("| " + " | ".join(cells) + " |")
     if failed:

@@ -77,7 +77,7 @@ __all__ = ["CollapseAnalysis", "CollapseCurves", "CombinedFit", "DecayAnalysis",
            "n_train_of"]
 
 # Training-set sizes of the registered datasets (stabilityscope.training.data.DATASETS), for runs without a subset.
-FULL_TRAIN_SIZE = {"fashion_mnist": 60000, "mnist": 60000, "cifar10": 50000}
+FULL_TRAIN_SIZE = {"fashion_mnist": 60000, "mnist": 60000, "cifar10": 50000, "abalone": 3133}
 # The scaling variables: column name -> the x of the power law A ∝ x^p (expected p = 1 for each).
 VARIABLES = ("lr", "momentum", "batch_size", "n_train")
 VARIABLE_LABELS = {"lr": "η", "momentum": "1/(1−α)", "batch_size": "1/B", "n_train": "n"}
@@ -224,8 +224,8 @@ def _read_run(path: Path, label: str, s: ScalingSettings) -> tuple[dict[str, Any
             row["note"] = "; ".join(notes or ["no checkpoint yet"])
             return row, None
         summary = run_summary(tr)
-        row.update({k: summary[k] for k in ("last_epoch", "optimal_epoch", "test_loss_min", "final_test_loss",
-                                            "final_test_acc", "best_test_acc")})
+        row.update({k: summary.get(k, math.nan) for k in ("last_epoch", "optimal_epoch", "test_loss_min",
+                                                          "final_test_loss", "final_test_acc", "best_test_acc")})
         if s.layer not in tr.layers or "J" not in tr.stats(s.layer):
             row["note"] = "; ".join(notes + [f"no coupling J recorded for layer {s.layer!r} (this trace records: "
                                              f"{', '.join(tr.layers) or 'no layer'}); set scaling.layer"])
@@ -235,7 +235,8 @@ def _read_run(path: Path, label: str, s: ScalingSettings) -> tuple[dict[str, Any
         chi = tr.stat(s.layer, "chi").astype(float) if "chi" in tr.stats(s.layer) else None
         activation = str(tr.layer_info(s.layer).get("meanfield_activation") or "tanh")
         edge = critical_coupling(activation if activation in ("tanh", "relu") else "tanh") ** 2
-        loss, acc = tr.metric("test_loss").astype(float), tr.metric("test_acc").astype(float)
+        loss = tr.metric("test_loss").astype(float)
+        acc = np.full(len(loss), np.nan) if tr.is_regression else tr.metric("test_acc").astype(float)  # no accuracy
     curve = RunCurve(label, epochs, j ** 2, chi, loss, acc, rate, wd, n, edge)
     keep = (epochs <= s.window) & np.isfinite(curve.j2)
     if s.ordered_only:

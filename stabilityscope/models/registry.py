@@ -9,7 +9,10 @@
   ``eoc_cnn``, EOC-optimality's networks (:mod:`stabilityscope.models.eoc_models`). ``toy_mlp``: d → width(φ,
   with bias) → classes for 2-D toy data (``dataset=toy2d``, decision-region figures). ``sgd_cnn``: a small
   CNN (three 3×3 conv + max-pool stages, ``dense``, ``head``) for SGD-complexity
-  (:mod:`stabilityscope.models.sgd_cnn`).
+  (:mod:`stabilityscope.models.sgd_cnn`). ``tabular_mlp``: flat inputs → ``depth`` hidden layers of
+  ``width`` units (φ, with bias; ``hidden``, ``hidden2``, ...) → ``head``, for tables (``dataset=abalone``) and
+  Spline-FC's initialisation (``model.init=mars``, :mod:`stabilityscope.models.spline_init`); hidden init
+  Normal(J0/N, J²/N) with zero bias, head Glorot-uniform.
 - ``timm`` / ``torchvision``: the library's model, adapted to the dataset (:mod:`stabilityscope.models.vision`).
 
 :func:`build_model` ends with a dry forward pass, so a model that cannot take the dataset's inputs
@@ -72,6 +75,42 @@ class ToyMLP(nn.Module):
         return self.head(self.act(self.hidden(self.flatten(x))))  # (B, classes)
 
 
+class TabularMLP(nn.Module):
+    """A fully connected network on flat inputs: d → width (φ) → ... → width (φ) → outputs, with biases.
+
+    Hidden weights ~ Normal(J0/N, J²/N) with N = fan-in (the phase coordinates of SCIENCE.md §1.1 at init;
+    J = √2, J0 = 0 is He's init and the ReLU edge), biases 0; the head Glorot-uniform with zero bias.
+    """
+
+    def __init__(self, in_features: int, width: int, num_outputs: int, depth: int = 1, activation: str = "relu",
+                 init_J: float = 2 ** 0.5, init_J0: float = 0.0) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.hidden = nn.Linear(in_features, width)
+        for i in range(2, depth + 1):  # named hidden2, hidden3, ... in the trace
+            self.add_module(f"hidden{i}", nn.Linear(width, width))
+        self.act = ACTIVATIONS[activation]()
+        self.head = nn.Linear(width, num_outputs)
+        self.activation, self.depth = activation, depth
+        with torch.no_grad():
+            for layer in self.hidden_layers():
+                n = layer.in_features
+                layer.weight.normal_(init_J0 / n, init_J / math.sqrt(n))
+                nn.init.zeros_(layer.bias)
+            nn.init.xavier_uniform_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def hidden_layers(self) -> list[nn.Linear]:
+        """The hidden layers in order (``hidden``, ``hidden2``, ...)."""
+        return [self.hidden] + [getattr(self, f"hidden{i}") for i in range(2, self.depth + 1)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.flatten(x)  # (B, d)
+        for layer in self.hidden_layers():
+            h = self.act(layer(h))  # (B, width)
+        return self.head(h)  # (B, outputs)
+
+
 ModelBuilder = Callable[..., nn.Module]
 
 
@@ -84,8 +123,13 @@ def _toy_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -
     return ToyMLP(math.prod(input_shape), cfg.width, num_classes, value_of(cfg.activation))
 
 
+def _tabular_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return TabularMLP(math.prod(input_shape), cfg.width, num_classes, cfg.depth, value_of(cfg.activation),
+                      cfg.init_J, cfg.init_J0)
+
+
 MODELS: dict[str, ModelBuilder] = {"fmnist_fc": _fmnist_fc, "eoc_mlp": build_eoc_mlp, "eoc_cnn": build_eoc_cnn,
-                                   "toy_mlp": _toy_mlp, "sgd_cnn": build_sgd_cnn}
+                                   "toy_mlp": _toy_mlp, "sgd_cnn": build_sgd_cnn, "tabular_mlp": _tabular_mlp}
 FAMILIES = ("builtin", "timm", "torchvision")
 
 

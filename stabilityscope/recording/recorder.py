@@ -14,10 +14,12 @@
 It writes the same ``trace.h5`` as ``python -m stabilityscope`` (the same schema, readable while it is
 written), so :func:`~stabilityscope.recording.trace.open_trace`, every figure and every report work on
 it. Metrics are any named scalars; ``train_loss``, ``train_acc``, ``test_loss`` and ``test_acc`` are the
-ones the figures read (NaN when not given). The trace's layout is fixed once readers may follow it
-(HDF5 SWMR), so the metric names are those of the first checkpoint that has metrics (plus any declared
-with ``metrics=``): checkpoints without metrics before it (checkpoint 0, taken before training) are
-measured at once and held in memory until then, or until :meth:`close`.
+ones the figures read (NaN when not given). A regression model (``loss="mse"``) has ``train_loss``,
+``test_loss`` (mean squared errors), ``train_r2`` and ``test_r2`` instead, and no accuracy. The
+trace's layout is fixed once readers may follow it (HDF5 SWMR), so the metric names are those of the
+first checkpoint that has metrics (plus any declared with ``metrics=``): checkpoints without metrics
+before it (checkpoint 0, taken before training) are measured at once and held in memory until then, or
+until :meth:`close`.
 
 Opening a run directory that already holds a trace continues it (the resume of your own loop): the
 tracker's reference weights W(0) and previous checkpoint come back from ``state/recorder.pt``, written
@@ -50,7 +52,7 @@ from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.models.dissect import LayerRecord, tracked_records
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.mirrors import Mirror, open_mirrors
-from stabilityscope.recording.trace import METRICS, PredictionSpec, TraceWriter, open_trace
+from stabilityscope.recording.trace import LOSS_METRICS, PredictionSpec, TraceWriter, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 
 TRACKER_STATE = Path("state") / "recorder.pt"
@@ -67,6 +69,8 @@ class Recorder:
         options: what is measured (:class:`~stabilityscope.config.AnalysisConfig`, a mapping or a DictConfig).
         config: anything describing the run (hyperparameters), stored as the trace's ``config``.
         metrics: metric names to reserve besides the four standard ones and those of the first checkpoint.
+        loss: what the losses measure, recorded as the trace's ``loss``: ``cross_entropy`` (standard metrics
+            train/test loss and accuracy) or ``mse`` (train/test loss as mean squared errors, train/test R²).
         records: the FC maps to record (default: ``tracked_records`` of the model under ``options``).
         model_options: the model's options when it was built by :func:`~stabilityscope.build_model`
             (``conv1x1`` dissects 1×1 convolutions too).
@@ -94,7 +98,10 @@ class Recorder:
                  save_tracker_state: bool = True, geometry_inputs: Optional[torch.Tensor] = None,
                  geometry_labels: Optional[torch.Tensor] = None, test_labels: Optional[Any] = None,
                  num_classes: Optional[int] = None, baseline_predictions: Optional[Any] = None,
-                 baseline_attrs: Optional[Mapping[str, Any]] = None) -> None:
+                 baseline_attrs: Optional[Mapping[str, Any]] = None, loss: str = "cross_entropy") -> None:
+        if loss not in LOSS_METRICS:
+            raise ConfigError(f"Recorder: loss={loss!r}; allowed: {', '.join(LOSS_METRICS)} (what train_loss and "
+                              f"test_loss measure: classification or regression).")
         self.model, self.run_dir = model, Path(run_dir)
         self.options = as_options(options, AnalysisConfig, "analysis")
         self.storage = as_options(storage, StorageConfig, "storage")
@@ -112,7 +119,8 @@ class Recorder:
         self.config = dict(config or {})
         self.attrs = dict(attrs or {})
         self.prediction_spec = self._prediction_spec(test_labels, num_classes, baseline_predictions, baseline_attrs)
-        self._declared = list(dict.fromkeys([*METRICS, *metrics]))
+        self.loss = loss
+        self._declared = list(dict.fromkeys([*LOSS_METRICS[loss], *metrics]))
         self._mirror_spec = (tensorboard, mlflow)
         self._mirrors: list[Mirror] = []
         self.save_tracker_state = save_tracker_state
@@ -183,7 +191,8 @@ class Recorder:
         names = self._declared = list(dict.fromkeys([*self._declared, *metrics]))
         root = {"config": yaml.safe_dump(to_container(self.config), sort_keys=False), "task": "train",
                 "model": type(self.model).__name__, "dataset": "", "seed": -1, "device": str(self._device()),
-                "torch_threads": torch.get_num_threads(), "batch_group": 1, **self.attrs, **dict(attrs or {})}
+                "torch_threads": torch.get_num_threads(), "batch_group": 1, "loss": self.loss, **self.attrs,
+                **dict(attrs or {})}
         self.writer = TraceWriter.create(self.trace_path, attrs=root, metrics=names,
                                          layers=self.tracker.layer_specs(store_weights=self.storage.weights),
                                          weights_dtype=value_of(self.storage.weights_dtype),

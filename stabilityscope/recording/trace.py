@@ -10,7 +10,9 @@ Schema (version 2)::
     /checkpoints/step          int64 (n,)   optimiser steps taken
     /checkpoints/epoch_fraction float64 (n,) step / steps per epoch (v2; = epoch for epoch schedules)
     /checkpoints/wall_time     float64 (n,) seconds of training + tracking since the run started
-    /metrics/<name>            float64 (n,) train_loss, train_acc, test_loss, test_acc; with
+    /metrics/<name>            float64 (n,) train_loss, train_acc, test_loss, test_acc (cross-entropy
+                               runs); train_loss, test_loss, train_r2, test_r2 (mse runs: the losses are
+                               mean squared errors, also readable as train_mse, test_mse); with
                                analysis.explainability also info_F_Y (+ _low, _high), info_F_Y_given_L,
                                mu_F_L (+ _low, _high), in bits (SGD-complexity, SCIENCE.md §3.1)
     /layers/<layer>/           attrs: fan_in, fan_out, square, role, activation, surrogate
@@ -59,7 +61,11 @@ from stabilityscope.errors import TraceError
 
 SCHEMA_VERSION = 2
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
-METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")  # classification: cross-entropy and accuracy
+# regression: the losses are mean squared errors, R² = 1 − SSE/SST (SST about the split's own mean); no accuracy
+REGRESSION_METRICS = ("train_loss", "test_loss", "train_r2", "test_r2")
+LOSS_METRICS = {"cross_entropy": METRICS, "mse": REGRESSION_METRICS}  # the root attr ``loss`` → standard metrics
+MSE_ALIASES = {"train_mse": "train_loss", "test_mse": "test_loss"}  # names of an mse trace's losses
 # analysis.explainability (SGD-complexity, bits): I(F;Y) with its interval, I(F;Y|L), μ_Y(F;L) with its interval
 EXPLAINABILITY_METRICS = ("info_F_Y", "info_F_Y_low", "info_F_Y_high", "info_F_Y_given_L", "mu_F_L", "mu_F_L_low",
                           "mu_F_L_high")
@@ -520,10 +526,24 @@ class Trace:
     def metrics(self) -> list[str]:
         return sorted(self._f["metrics"])
 
+    @property
+    def loss(self) -> str:
+        """What ``train_loss``/``test_loss`` measure: ``cross_entropy`` (classification) or ``mse`` (regression)."""
+        return str(self._f.attrs.get("loss", "cross_entropy"))
+
+    @property
+    def is_regression(self) -> bool:
+        return self.loss == "mse"
+
     def metric(self, name: str) -> np.ndarray:
-        """``train_loss``, ``train_acc``, ``test_loss`` or ``test_acc`` over checkpoints."""
+        """A metric over checkpoints: ``train_loss``, ``test_loss`` and ``train_acc``, ``test_acc`` (cross-entropy
+        runs) or ``train_r2``, ``test_r2`` (mse runs, whose losses also answer to ``train_mse``, ``test_mse``)."""
+        if self.is_regression and name in MSE_ALIASES:
+            name = MSE_ALIASES[name]
         if name not in self._f["metrics"]:
-            raise TraceError(f"Unknown metric {name!r}; this trace has: {', '.join(self.metrics)}.")
+            why = (" (a regression run, loss mse: it records the mean squared error and R², no accuracy)"
+                   if self.is_regression and name in METRICS else "")
+            raise TraceError(f"Unknown metric {name!r}{why}; this trace has: {', '.join(self.metrics)}.")
         return self._read(f"metrics/{name}")[: len(self)]
 
     @property

@@ -411,6 +411,12 @@ def load_abalone(spec: TabularDataset, root: Path, train_subset: Optional[int] =
     return InMemoryData(spec.name, x_train, y_train, x_test, y_test, spec.num_classes, (10,), task="regression")
 
 
+def dataset_task(name: str) -> str:
+    """``regression`` for a table of :data:`DATASETS` (Abalone), else ``classification`` (unknown names too:
+    loading them fails with the list of datasets)."""
+    return "regression" if isinstance(DATASETS.get(name), TabularDataset) else "classification"
+
+
 def load_dataset(name: str, root: str | Path, *, download: bool = False,
                  train_subset: Optional[int] = None, test_subset: Optional[int] = None,
                  normalize: bool = False, binarize: Any = None) -> InMemoryData:

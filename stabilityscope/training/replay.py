@@ -36,9 +36,9 @@ from stabilityscope.errors import ConfigError
 from stabilityscope.models.registry import build_model
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.recorder import Recorder
-from stabilityscope.recording.trace import METRICS
+from stabilityscope.recording.trace import METRICS, REGRESSION_METRICS
 from stabilityscope.training.data import load_dataset
-from stabilityscope.training.trainer import evaluate, resolve_device
+from stabilityscope.training.trainer import checkpoint_metrics, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -183,22 +183,22 @@ def trace_from_checkpoints(cfg: Config, run_dir: str | Path) -> Path:
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
     fitted = [fit_keys(s.state_dict, model, s.path) for s in saved]  # all checked before anything is written
     model.load_state_dict(fitted[0])
-    metric_names = METRICS if cfg.evaluate else ()
+    regression = data.task == "regression"
+    metric_names = (REGRESSION_METRICS if regression else METRICS) if cfg.evaluate else ()
     lock = RunLock(run_dir)  # re-entrant: the app may hold it already
     recorder = Recorder(model, run_dir, probe_inputs=data.x_test, options=cfg.analysis, config=to_container(cfg),
                         model_options=cfg.model, storage=cfg.storage, metrics=metric_names,
                         attrs={"model": cfg.model.name, "dataset": d.name, "device": str(device), "task": "analyze",
                                "checkpoint_files": "\n".join(str(s.path) for s in saved)},
                         tensorboard=cfg.logging.tensorboard_dir or cfg.logging.tensorboard,
-                        mlflow=cfg.logging.mlflow_uri or cfg.logging.mlflow, lock=False)
+                        mlflow=cfg.logging.mlflow_uri or cfg.logging.mlflow, lock=False,
+                        loss="mse" if regression else "cross_entropy")
     with lock, recorder:
         for s, state in zip(saved, fitted):
             model.load_state_dict(state)
             metrics = {}
             if cfg.evaluate:
-                train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
-                test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
-                metrics = dict(zip(METRICS, (train_loss, train_acc, test_loss, test_acc)))
+                metrics = checkpoint_metrics(model, data)[0]
             recorder.checkpoint(s.epoch, step=s.step if s.step is not None else -1, metrics=metrics, wall_time=0.0)
             log.info("%s: epoch %d (%s) recorded", s.path.name, s.epoch, s.kind)
     return recorder.trace_path

@@ -19,16 +19,21 @@ import torch
 from stabilityscope.config import Config, value_of
 from stabilityscope.errors import ConfigError
 from stabilityscope.models.registry import FashionFC
+from stabilityscope.training.data import dataset_task
 
 
 def stacked_step_obstacle(cfg: Config) -> Optional[str]:
     """Why ``cfg``'s training cannot use the hand-written step, or None when it can.
 
-    The step is SGD's on the built-in ``fmnist_fc``; augmentation transforms batches in ways it does
-    not (it takes flattened inputs as they are).
+    The step is SGD's on the built-in ``fmnist_fc`` from its random init, with softmax cross-entropy on
+    class labels (not a regression table's MSE); augmentation transforms batches in ways it does not (it
+    takes flattened inputs as they are).
     """
     checks = (
         (value_of(cfg.model.family) == "builtin" and cfg.model.name == "fmnist_fc", f"model {cfg.model.name}"),
+        (value_of(cfg.model.init) == "random", f"model.init={value_of(cfg.model.init)}"),
+        (dataset_task(cfg.dataset.name) == "classification",
+         f"dataset {cfg.dataset.name} is a regression table (MSE loss; the step is cross-entropy's)"),
         (value_of(cfg.optim.name) == "sgd", f"optim.name={value_of(cfg.optim.name)}"),
         (not cfg.dataset.augment, "dataset.augment=true"),
     )

@@ -15,6 +15,13 @@ The canonical network trained by SGD steps through the hand-written update of
 :mod:`stabilityscope.training.stacked` (``train.fast_step``; equal to autograd + ``torch.optim.SGD``
 within float32 round-off); every other model through autograd and its optimiser.
 
+A regression table (``data.task == "regression"``, e.g. Abalone) trains with the mean squared error and
+records ``train_loss``/``test_loss`` as MSEs plus ``train_r2``/``test_r2`` (trace attr ``loss = mse``, no
+accuracy); the hand-written SGD step and batched groups are cross-entropy's and refuse it.
+``model.init=mars`` (Spline-FC) fits MARS on the training split before checkpoint 0 and writes it into the
+model (:mod:`stabilityscope.models.spline_init`); the fit's seconds start the run's wall time and its
+numbers go into the trace attrs (``mars_*``). A resume loads the trained weights and does not fit again.
+
 A run directory holds ``trace.h5`` (see :mod:`stabilityscope.recording.trace`) and ``state/`` with the
 resumable state of the newest checkpoints (model, optimiser, RNG, tracker, and the epoch's permutation
 when a checkpoint falls inside an epoch; loaded with ``weights_only=True``). Per checkpoint: measure →
@@ -51,9 +58,11 @@ from stabilityscope.errors import ConfigError, DivergedError, TraceError
 from stabilityscope.interrupts import raise_if_stop_requested
 from stabilityscope.models.dissect import tracked_records
 from stabilityscope.models.registry import build_model
+from stabilityscope.models.spline_init import check_spline_init, spline_initialise
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.recorder import Recorder
-from stabilityscope.recording.trace import EXPLAINABILITY_METRICS, METRICS, TraceWriter, open_trace
+from stabilityscope.recording.trace import (EXPLAINABILITY_METRICS, METRICS, REGRESSION_METRICS, TraceWriter,
+                                            open_trace)
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory.information import performance_correlation
 from stabilityscope.training.baseline import LinearBaseline, fit_linear_baseline, load_baseline
@@ -111,13 +120,52 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return float(loss_sum) / len(x), float(correct) / len(x)
 
 
+@torch.no_grad()
+def evaluate_regression(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean squared error over all of (x, y (n, p)) (mean over examples and outputs, the training loss) and
+    R² = 1 − SSE/SST, SST about this split's own mean of y (scikit-learn's r2_score convention, outputs pooled)."""
+    was_training = model.training
+    model.eval()
+    sse = torch.zeros((), dtype=torch.float64, device=x.device)
+    for i in range(0, len(x), EVAL_CHUNK):
+        sse += ((model(x[i:i + EVAL_CHUNK]).double() - y[i:i + EVAL_CHUNK].double()) ** 2).sum()
+    model.train(was_training)
+    yd = y.double()
+    sst = float(((yd - yd.mean(0)) ** 2).sum())
+    return float(sse) / y.numel(), (1.0 - float(sse) / sst) if sst > 0 else math.nan
+
+
+def checkpoint_metrics(model: nn.Module, data: InMemoryData,
+                       predictions: bool = False) -> tuple[dict[str, float], Optional[torch.Tensor]]:
+    """The standard metrics of ``data.task`` (:data:`METRICS` for classification, :data:`REGRESSION_METRICS`:
+    MSE and R² for regression) on both splits; with ``predictions``, the test classes (classification only)."""
+    if data.task == "regression":
+        train_mse, train_r2 = evaluate_regression(model, data.x_train, data.y_train)
+        test_mse, test_r2 = evaluate_regression(model, data.x_test, data.y_test)
+        return dict(zip(REGRESSION_METRICS, (train_mse, test_mse, train_r2, test_r2))), None
+    train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
+    predicted = None
+    if predictions:
+        test_loss, test_acc, predicted = evaluate(model, data.x_test, data.y_test, predictions=True)
+    else:
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+    return dict(zip(METRICS, (train_loss, train_acc, test_loss, test_acc))), predicted
+
+
+def loss_function(data: InMemoryData) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of ``data.task``: softmax cross-entropy (classes) or mean squared error (regression)."""
+    return F.mse_loss if data.task == "regression" else F.cross_entropy
+
+
 def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                 batch_size: int, perm: torch.Tensor, first: int, stop: int,
-                augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+                augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy) -> torch.Tensor:
     """Batches ``first`` .. ``stop`` − 1 of one epoch's permutation ``perm`` (n,); returns the summed batch
     loss (a 0-d tensor, not synced).
 
-    ``augment`` (e.g. :func:`~stabilityscope.training.data.augment_batch`) transforms each batch on the device.
+    ``augment`` (e.g. :func:`~stabilityscope.training.data.augment_batch`) transforms each batch on the device;
+    ``loss_fn``: cross-entropy on class labels, or ``F.mse_loss`` on regression targets (:func:`loss_function`).
     """
     model.train()
     total = torch.zeros((), device=x.device)
@@ -125,7 +173,7 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
         raise_if_stop_requested()  # a signal's stop that Python could not raise where it arrived
         idx = perm[b * batch_size:(b + 1) * batch_size]
         xb = x[idx] if augment is None else augment(x[idx])
-        loss = F.cross_entropy(model(xb), y[idx])
+        loss = loss_fn(model(xb), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -255,7 +303,8 @@ def check_explainable(model: nn.Module, data: InMemoryData) -> None:
 def progress_line(name: str, epoch: int | str, epochs: int, seconds_per_epoch: float,
                   numbers: dict[str, float]) -> str:
     """One checkpoint's progress for logs without a terminal: run, epoch, s/epoch, test numbers, first J's."""
-    shown = {k: v for k, v in numbers.items() if k in ("test_loss", "test_acc", "mu_F_L") or k.endswith(".J")}
+    shown = {k: v for k, v in numbers.items()
+             if k in ("test_loss", "test_acc", "test_r2", "mu_F_L") or k.endswith(".J")}
     return (f"{name} epoch {epoch}/{epochs}: {seconds_per_epoch:.3g} s/epoch, "
             + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 
@@ -269,6 +318,7 @@ class Run:
         shares one); default: ``run_dir/baseline.pt``, else a new fit (analysis.explainability only)."""
         self.cfg, self.run_dir = as_options(cfg, Config), Path(run_dir)
         cfg = self.cfg
+        check_spline_init(cfg.model)  # model.init=mars on a model it cannot build: refused before any data is read
         self.device = resolve_device(str(cfg.train.device))
         data = data or load_dataset(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download,
                                     train_subset=cfg.dataset.train_subset, test_subset=cfg.dataset.test_subset,
@@ -277,6 +327,18 @@ class Run:
         torch.manual_seed(cfg.train.seed)  # after the subsample's reference model: the same init with or without
         self.data = data.to(self.device)
         self.model = build_model(cfg.model, data.input_shape, data.num_classes).to(self.device)
+        self.task = data.task  # classification (cross-entropy, accuracy) or regression (MSE, R²)
+        self.loss_fn = loss_function(data)
+        self.unit = value_of(cfg.train.checkpoints.unit)  # names the state files: epoch_*.pt or step_*.pt
+        self.init_seconds, init_attrs = 0.0, {}
+        resumable = (self.run_dir / "trace.h5").exists() and saved_state_keys(self.run_dir, self.unit)
+        if value_of(cfg.model.init) == "mars" and not resumable:  # a resume loads the trained weights instead
+            log.info("Fitting MARS (model.init=mars) on %d training examples", len(data.x_train))
+            init = spline_initialise(self.model, cfg.model, self.data.x_train, self.data.y_train, data.task,
+                                     seed=cfg.train.seed, x_test=self.data.x_test, y_test=self.data.y_test)
+            log.info("MARS: %d terms (%d units) in %.3g s, train R² %.4f", init.attrs["mars_terms"],
+                     init.attrs["mars_units"], init.seconds, init.attrs["mars_train_r2"])
+            self.init_seconds, init_attrs = init.seconds, init.attrs  # checkpoint 0's wall time: the fit's
         self.opt = build_optimizer(self.model, cfg.optim)
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.augment = None
@@ -291,16 +353,18 @@ class Run:
                 baseline.save(self.run_dir / BASELINE_FILE)  # the run directory keeps the L it was scored against
             base_pred, base_attrs = baseline_record(self.baseline, self.data, cfg.analysis)
         self.baseline_predictions = base_pred
-        classes = not self.data.y_test.is_floating_point() and data.num_classes >= 2
+        classes = data.task == "classification" and not self.data.y_test.is_floating_point() and data.num_classes >= 2
+        standard = REGRESSION_METRICS if data.task == "regression" else METRICS
         records = tracked_records(self.model, cfg.model, cfg.analysis, data.input_shape)
         # the one path of checkpoint recording (the same object a user's own loop uses); the run
         # directory's lock is taken by execute(), and the tracker's state is saved with the run's state
         self.recorder = Recorder(
             self.model, self.run_dir, probe_inputs=self.data.x_test, options=cfg.analysis, records=records,
             config=to_container(cfg), storage=cfg.storage, lock=False, save_tracker_state=False,
-            metrics=METRICS + (EXPLAINABILITY_METRICS if self.explain else ()),
+            metrics=standard + (EXPLAINABILITY_METRICS if self.explain else ()),
+            loss="mse" if data.task == "regression" else "cross_entropy",
             attrs={"seed": int(cfg.train.seed), "model": cfg.model.name, "dataset": cfg.dataset.name,
-                   "device": str(self.device), "task": "train"},
+                   "device": str(self.device), "task": "train", "init": value_of(cfg.model.init), **init_attrs},
             tensorboard=cfg.logging.tensorboard_dir or cfg.logging.tensorboard,
             mlflow=cfg.logging.mlflow_uri or cfg.logging.mlflow,
             geometry_inputs=self.data.x_train[: cfg.analysis.geometry_samples],
@@ -308,7 +372,6 @@ class Run:
             test_labels=self.data.y_test if classes else None, num_classes=data.num_classes,
             baseline_predictions=base_pred, baseline_attrs=base_attrs)
         self.tracker = self.recorder.tracker
-        self.unit = value_of(cfg.train.checkpoints.unit)  # names the state files: epoch_*.pt or step_*.pt
         self.steps_per_epoch = steps_per_epoch(len(data.x_train), cfg.train.batch_size)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         # the global optimiser step of every checkpoint (an epoch schedule's are multiples of steps_per_epoch)
@@ -325,10 +388,9 @@ class Run:
 
         ``perm``: the current epoch's permutation, for a checkpoint inside an epoch (saved with the state).
         """
-        d = self.data
-        train_loss, train_acc = evaluate(self.model, d.x_train, d.y_train)
-        test_loss, test_acc, predicted = evaluate(self.model, d.x_test, d.y_test, predictions=True)
-        metrics = dict(zip(METRICS, (train_loss, train_acc, test_loss, test_acc)))
+        metrics, predicted = checkpoint_metrics(self.model, self.data,
+                                                predictions=self.recorder.prediction_spec is not None or self.explain)
+        train_loss, test_loss = metrics["train_loss"], metrics["test_loss"]
         if self.explain:
             metrics.update(self.explainability(predicted))
         layer_stats = self.recorder.record(
@@ -428,7 +490,7 @@ class Run:
             stop = min(checkpoints[bisect.bisect_right(checkpoints, step)], (epoch + 1) * per_epoch)
             if stack is None:
                 loss_sum += train_steps(self.model, self.opt, d.x_train, d.y_train, batch, perm, offset,
-                                        stop - epoch * per_epoch, self.augment)
+                                        stop - epoch * per_epoch, self.augment, self.loss_fn)
             else:
                 loss_sum += stacked_steps(stack, self._flat_x, d.y_train, batch, perm, offset, stop - epoch * per_epoch)
                 stack.write_member(0, self.model, self.opt, stop)  # the model and SGD state a checkpoint reads
@@ -443,7 +505,8 @@ class Run:
                 bar.update(1)
             if step in self.checkpoint_steps:
                 postfix = self.checkpoint(run, perm=perm if step % per_epoch else None)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k != "train_acc"}, refresh=False)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k not in ("train_acc", "train_r2")},
+                                refresh=False)
                 if bar.disable:
                     per_epoch_s = (run.wall_time - logged[1]) / max(1e-9, (step - logged[0]) / per_epoch)
                     where = run.epoch if step % per_epoch == 0 else f"{step / per_epoch:.3f} (step {step})"
@@ -473,7 +536,7 @@ class Run:
             self.last_checkpoint = run.epoch
         else:
             self.new_writer()
-            run = RunState(0, 0, 0.0)
+            run = RunState(0, 0, self.init_seconds)  # a spline init's fit is part of the run's wall time
         status, error = "failed", None
         try:
             if not can_resume:
