@@ -5,12 +5,13 @@ parallel regions libgomp lets an idle worker spin: by default up to 300,000 iter
 before it sleeps. On cores shared with another process (a second run by the same user, a notebook
 beside a sweep, a laptop) the spinning workers hold the cores the others need, and every parallel
 region can lose whole scheduler time slices. ``OMP_WAIT_POLICY=PASSIVE`` puts idle workers to sleep
-at once (GOMP_SPINCOUNT 0). Measured on 2 cores already loaded by other jobs (load average 8–12),
-medians of 3 interleaved runs (benchmarks/bench_shared_cores.py): the phase diagram (N = 1000,
-48 cells, T = 200, 2 threads) took 9.8 s with the default spin and 1.17 s with PASSIVE, and beside
-one more torch job 15.1 s against 1.28 s. LAPACK-heavy work gains nothing from it: a step of a
-784-exponent float64 spectrum took 0.6–0.9 s either way, and 85 ms with one thread, which is the
-setting for an overloaded machine (``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)``).
+at once (GOMP_SPINCOUNT 0). Measured on 2 cores already loaded by other jobs (load average 4–12),
+medians of 3 interleaved runs in each of two sessions (benchmarks/bench_shared_cores.py): the phase
+diagram (N = 1000, 48 cells, T = 200, 2 threads) took 9.5–9.8 s with the default spin against
+1.0–1.2 s with PASSIVE, and beside one more torch job 15–18 s against 1.3–4.4 s. LAPACK-heavy work
+gains little: a step of a 784-exponent float64 spectrum took 0.45–0.9 s with 2 threads under either
+policy, and 78–85 ms with one thread, the setting for an overloaded machine (``OMP_NUM_THREADS=1``
+or ``torch.set_num_threads(1)``).
 
 libgomp reads its environment once, when the library is loaded, which ``import torch`` does. So the
 package sets ``OMP_WAIT_POLICY=PASSIVE`` in ``os.environ`` at import, before any of its modules imports
