@@ -64,6 +64,15 @@ def compose_cfg():
     GlobalHydra.instance().clear()
 
 
+def compose_with_hydra(*overrides: str):
+    """The composed config with its ``hydra`` section (sweeper params, launcher), as a multirun sees it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m stabilityscope`` with ``args`` in ``cwd``; returns the completed process."""
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}

@@ -19,6 +19,7 @@ from stabilityscope.models.spline_init import check_spline_init, spline_initiali
 from stabilityscope.recording.trace import METRICS, REGRESSION_METRICS
 from stabilityscope.training.stacked import stacked_step_obstacle
 from stabilityscope.training.trainer import Run, evaluate_regression, load_state, saved_state_keys
+from tests.conftest import compose_with_hydra
 
 ECONOMY = AnalysisConfig(name="economy", maps=False, eigen=False, weight_structure=False)
 
@@ -290,17 +291,6 @@ def test_standard_metric_names_by_loss():
 # ---------------------------------------------------------------------------------------- the presets
 
 
-def _compose(*overrides: str):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from stabilityscope.cli.app import conf_dir
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-    GlobalHydra.instance().clear()
-    return cfg
 
 
 @pytest.mark.parametrize("quick", ["", "_quick"])
@@ -308,17 +298,17 @@ def test_spline_presets_compare_both_inits_with_init_varying_fastest(quick):
     from stabilityscope.config import validate
     from stabilityscope.config import as_options as options
 
-    a = _compose(f"experiment=spline_abalone{quick}")
+    a = compose_with_hydra(f"experiment=spline_abalone{quick}")
     params = dict(a.hydra.sweeper.params)
     assert list(params)[-1] == "model.init" and params["model.init"] == "random,mars"
     assert (a.model.name, a.model.activation.value, a.dataset.name) == ("tabular_mlp", "relu", "abalone")
     assert params["+spline_optim"] == ("adam,sgd" if not quick else "adam")
     assert (params["train.seed"], params["model.width"], a.train.epochs) == (
         ("range(10)", "64,256", 100) if not quick else ("0,1", "64", 3))
-    sgd = _compose(f"experiment=spline_abalone{quick}", "+spline_optim=sgd", "model.init=mars")
+    sgd = compose_with_hydra(f"experiment=spline_abalone{quick}", "+spline_optim=sgd", "model.init=mars")
     assert (sgd.optim.name.value, sgd.optim.lr, sgd.optim.momentum) == ("sgd", 0.005, 0.5)
     validate(sgd)
-    f = _compose(f"experiment=spline_fmnist{quick}", "model.init=mars")
+    f = compose_with_hydra(f"experiment=spline_fmnist{quick}", "model.init=mars")
     check_spline_init(options(f.model, ModelConfig))  # the canonical shape with ReLU and a hidden bias
     assert (f.model.name, f.model.width, f.model.depth, f.dataset.name) == ("tabular_mlp", 784, 1, "fashion_mnist")
     assert list(f.hydra.sweeper.params)[-1] == "model.init"

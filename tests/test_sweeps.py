@@ -5,12 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from stabilityscope import open_trace
-from stabilityscope.cli.app import conf_dir
-from tests.conftest import run_cli
+from tests.conftest import compose_with_hydra, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -118,12 +115,6 @@ def test_a_sweep_preset_without_multirun_says_to_add_m(tmp_path):
 
 # ------------------------------------------------------------------------------------ the presets
 
-def _compose(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-    GlobalHydra.instance().clear()
-    return cfg
 
 
 def _values(text: str) -> list[float]:
@@ -147,7 +138,7 @@ PRESETS = {
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_scaling_presets_sweep_the_published_values(name, quick):
     key, values, fixed = PRESETS[name]
-    cfg = _compose(f"experiment={name}{quick}")
+    cfg = compose_with_hydra(f"experiment={name}{quick}")
     params = cfg.hydra.sweeper.params
     np.testing.assert_allclose(_values(params[key]), values)
     for k, v in fixed.items():
@@ -160,7 +151,7 @@ def test_scaling_presets_sweep_the_published_values(name, quick):
 
 
 def _case(name: str) -> tuple:
-    cfg = _compose("experiment=eoc_same_ratio" if "same" in name else "experiment=eoc_rescaled_time",
+    cfg = compose_with_hydra("experiment=eoc_same_ratio" if "same" in name else "experiment=eoc_rescaled_time",
                    f"+eoc_case={name}")
     return cfg.train.epochs, cfg.optim.lr, cfg.train.batch_size, cfg.optim.momentum
 
@@ -175,8 +166,8 @@ def test_case_presets_hold_the_published_tuples():
     assert [q[1:] for q in quick] == [f[1:] for f in full] and [q[0] for q in quick] == [80, 40, 20, 10, 5]
     tau_end = {round(e * lr / ((1 - m) * b), 2) for e, lr, b, m in full}
     assert tau_end == {0.63}  # all five end at one rescaled time
-    assert _compose("experiment=eoc_same_ratio").hydra.sweeper.params["+eoc_case"] == "glob(same_ratio_*)"
-    assert _compose("experiment=eoc_rescaled_time_quick").hydra.sweeper.params["+eoc_case"] == \
+    assert compose_with_hydra("experiment=eoc_same_ratio").hydra.sweeper.params["+eoc_case"] == "glob(same_ratio_*)"
+    assert compose_with_hydra("experiment=eoc_rescaled_time_quick").hydra.sweeper.params["+eoc_case"] == \
         "glob(rescaled_time_quick_*)"
 
 
