@@ -168,7 +168,11 @@ def linear_phase_end(trace: TraceLike, threshold: float = 0.9, min_share: float 
     I(L;Y)). Returns the step of the last one before the ratio first falls below ``threshold`` (the
     last one when it never does), or None when the first one is already below it or none qualifies.
     """
-    table = explainability_table(trace)
+    return _phase_end(explainability_table(trace), threshold, min_share)
+
+
+def _phase_end(table: dict, threshold: float, min_share: float = MIN_SHARE) -> Optional[int]:
+    """:func:`linear_phase_end` of an :func:`explainability_table`."""
     info, mu, steps = table["info_F_Y"], table["mu_F_L"], table["step"]
     idx = np.flatnonzero(considered(table, min_share))  # checkpoints in order
     if not len(idx):
@@ -190,7 +194,7 @@ def explainability_summary(trace: TraceLike, threshold: float = 0.9) -> dict[str
     information the final network keeps: 0 when it keeps all of it), and the baseline's fit state.
     """
     table = explainability_table(trace)
-    end = linear_phase_end(trace, threshold)
+    end = _phase_end(table, threshold)  # the same table: the trace is read once
     steps, frac = table["step"], table["epoch_fraction"]
     read = considered(table)
     with np.errstate(invalid="ignore", divide="ignore"):

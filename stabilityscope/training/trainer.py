@@ -64,7 +64,7 @@ from stabilityscope.recording.recorder import Recorder
 from stabilityscope.recording.trace import (EXPLAINABILITY_METRICS, METRICS, REGRESSION_METRICS, TraceWriter,
                                             open_trace)
 from stabilityscope.recording.tracking import LayerTracker
-from stabilityscope.theory.information import performance_correlation
+from stabilityscope.theory.information import mutual_information, performance_correlation
 from stabilityscope.training.baseline import LinearBaseline, fit_linear_baseline, load_baseline
 from stabilityscope.training.data import InMemoryData, augment_batch, load_dataset
 from stabilityscope.training.schedule import checkpoint_steps, steps_per_epoch
@@ -272,8 +272,7 @@ def run_baseline(data: InMemoryData, run_dir: Path, options: AnalysisConfig) -> 
 def baseline_record(fit: LinearBaseline, data: InMemoryData, options: AnalysisConfig) -> tuple[np.ndarray, dict]:
     """L's test predictions and the trace attrs that describe it (test accuracy, I(L;Y), how the fit ended)."""
     pred = fit.predict(data.x_test).cpu()
-    i_ly = performance_correlation(pred, pred, data.y_test.cpu(), num_classes=data.num_classes,
-                                   miller_madow=options.miller_madow).i_ly
+    i_ly = mutual_information(pred, data.y_test.cpu(), num_classes=data.num_classes, miller_madow=options.miller_madow)
     warning = "" if fit.converged else (
         f"the linear baseline did not converge: largest gradient entry {fit.grad_max:.3g} after {fit.iterations} "
         f"L-BFGS iterations (analysis.baseline_tol={options.baseline_tol:g}); its numbers are approximate")
