@@ -227,6 +227,11 @@ class TraceWriter:
                predictions: Optional[np.ndarray] = None) -> None:
         """Append one checkpoint and flush. ``/checkpoints/epoch`` is written last (commit marker).
 
+        Two flushes make the marker safe against a kill at any instant: HDF5 writes a flush's dirty
+        metadata in no particular order, so a marker grown in the same flush as the data could reach
+        the file before some dataset's new extent did (seen: a killed run whose last checkpoint had
+        an epoch but no stats). The data is flushed first, the marker after it.
+
         ``epoch_fraction`` defaults to ``epoch``; ``predictions`` (n_test,) are the test classes (−1
         where not given, when the trace records predictions).
         """
@@ -264,6 +269,7 @@ class TraceWriter:
                 wg["step"][k] = step
             wg["epoch"].resize(k + 1, axis=0)
             wg["epoch"][k] = epoch
+        f.flush()  # every dataset of this checkpoint is on disk before the marker grows
         put(f["checkpoints/epoch"], epoch)
         f.flush()
         self._n = n + 1
