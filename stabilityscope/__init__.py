@@ -39,8 +39,10 @@ Typical use in a notebook::
 
     a = ss.analyze_sweep("checkpoints/multirun/<stamp>")      # scaling laws of a sweep: A = C·η/((1−α)B), collapse
     a.combined.C, a.decay.weight_decay_star                   # against τ, the decay λ* whose J² plateau is the edge
-    r = ss.recommend(100)                                     # lr, batch, decay that reach the edge in 100 epochs
-    print(r.explain())                                        # (ss.Recommendation.from_analysis(100, a): measured)
+    r = ss.recommend(100)                                     # lr, batch, decay predicted to reach the edge in 100
+    print(r.explain())                                        # epochs, from the packaged calibrated laws
+    cal = ss.calibration.calibrate(["<growth sweep>", "<decay sweep>"])   # measure those laws on your runs
+    rep = ss.reproduction.reproduce("checkpoints/multirun/*")  # the papers' claims, one verdict each
 
     model = ss.build_model(ss.ModelConfig(), (1, 28, 28), 10)    # typed options, no Hydra needed
     opts = ss.AnalysisConfig(maps=True, n_inputs=16)
@@ -93,7 +95,8 @@ _MODULES = {"figures": "analysis", "geometry_figures": "analysis", "report": "an
             "scaling": "analysis", "guideline": "analysis", "decay": "analysis", "lyapunov": "dynamics",
             "maps": "dynamics", "numerical_phase_diagram": "theory", "dissect": "models", "trace": "recording",
             "tracking": "recording", "information": "theory", "explainability": "analysis", "spline": "models",
-            "spline_init": "models", "init_comparison": "analysis"}
+            "spline_init": "models", "init_comparison": "analysis", "calibration": "analysis",
+            "calibration_report": "analysis", "reproduction": "analysis"}
 
 
 def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on first use)

@@ -32,6 +32,8 @@ class Task(str, Enum):
     report = "report"  # figures and a one-page summary of existing traces (trace=<path or glob>)
     scaling = "scaling"  # scaling laws and the weight-decay guideline of a sweep (sweep=<dir or glob>)
     analyze = "analyze"  # a trace from saved weights (checkpoints=<glob>), without training
+    calibrate = "calibrate"  # the guideline's growth and plateau laws measured on runs (runs=<dirs or globs>)
+    reproduce = "reproduce"  # the source papers' headline claims checked on runs (runs=<dirs or globs>)
 
 
 class Activation(str, Enum):
@@ -255,6 +257,14 @@ class ScalingConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """``task=calibrate`` / ``task=reproduce``: how the guideline's laws are fitted (stabilityscope.analysis.calibration)."""
+
+    tolerance: float = 0.15  # the growth law's validity range: rates where every run's A is within this of the law
+    n_boot: int = 1000  # bootstrap samples over seeds for λ* at each rate
+
+
+@dataclass
 class LoggingConfig:
     """Dashboard mirrors of every recorded scalar (stabilityscope.recording.mirrors)."""
 
@@ -280,6 +290,8 @@ class Config:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     sweep: Optional[str] = None  # task=scaling: a sweep directory (checkpoints/multirun/<stamp>) or a glob of runs
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    runs: Any = None  # task=calibrate / reproduce: run or sweep directories or globs (a string or a list of them)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     phase_diagram: PhaseDiagramConfig = field(default_factory=PhaseDiagramConfig)
     checkpoint_root: str = "checkpoints"  # run directories go below this folder

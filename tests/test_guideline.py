@@ -1,5 +1,6 @@
-"""The guideline (stabilityscope.analysis.guideline): the recommended settings, fed back into the model they come
-from, bring J² within tolerance of the edge by the requested epoch and hold its plateau at 1."""
+"""The guideline (stabilityscope.analysis.guideline) on the original model (a given c): the recommended settings,
+fed back into the model they come from, bring J² within tolerance of the edge by the requested epoch and hold its
+plateau at 1. The calibrated laws' path is tested in tests/test_calibration.py."""
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ def test_canonical_constants():
     assert CANONICAL_A == 0.01258
     assert CANONICAL_C_EPOCH == pytest.approx(10.064)  # A·(1−α)B/η at lr 0.02, momentum 0.5, batch 32
     assert CANONICAL_C == pytest.approx(1.677e-4, rel=1e-3)  # per example of the 60,000
-    r = recommend(100)
+    r = recommend(100, c=CANONICAL_C)
     assert r.weight_decay == pytest.approx(CANONICAL_C / 2) and r.keras_l2 == pytest.approx(CANONICAL_C / 4)
     assert r.weight_decay_source == "model" and r.plateau == 1.0 and r.model_plateau == pytest.approx(1.0)
 
@@ -58,8 +59,8 @@ def test_recommended_settings_reach_the_edge_on_time_and_stay(budget, n_train, c
 
 
 def test_a_batch_too_large_for_max_lr_is_halved_keeping_the_rate():
-    free = recommend(40, max_lr=10.0)  # no cap: batch 32 at a large lr
-    capped = recommend(40)
+    free = recommend(40, c=CANONICAL_C, max_lr=10.0)  # no cap: batch 32 at a large lr
+    capped = recommend(40, c=CANONICAL_C)
     assert free.batch_size == 32 and free.lr > 0.1
     assert capped.batch_lowered_from == 32 and capped.batch_size < 32
     assert capped.batch_size & (capped.batch_size - 1) == 0  # a power of two
@@ -70,11 +71,13 @@ def test_a_batch_too_large_for_max_lr_is_halved_keeping_the_rate():
 
 def test_a_measured_lambda_star_replaces_the_model():
     star = 1.2e-4
-    r = recommend(200, weight_decay_star=star)
+    r = recommend(200, c=CANONICAL_C, weight_decay_star=star)
     assert r.weight_decay == star and r.keras_l2 == star / 2 and r.weight_decay_source == "measured"
     assert r.model_plateau == pytest.approx(CANONICAL_C / (2 * star))
-    # the measured plateau is 1: the dynamics relax at 2·wd·ρ to it (c_eff = 2·wd*)
-    assert 1 - simulate(r, r.reach_epoch, c=2 * star) == pytest.approx(r.tolerance, rel=1e-6)
+    # the measured plateau is 1: J² relaxes to it at the growth rate A = ρc (dJ²/dt = A·(1 − J²))
+    A = r.lr * r.n_train / ((1 - r.momentum) * r.batch_size) * CANONICAL_C
+    sol = solve_ivp(lambda t, y: A * (1 - y), (0.0, r.reach_epoch), [r.j_init ** 2], rtol=SIM_RTOL, atol=1e-12)
+    assert 1 - float(sol.y[0, -1]) == pytest.approx(r.tolerance, rel=1e-6)
     assert "measured λ*" in r.explain()
 
 
@@ -96,7 +99,7 @@ def test_from_analysis_takes_c_and_lambda_star_from_a_sweep(tmp_path):
 
 
 def test_explain_and_overrides_state_the_settings():
-    r = recommend(100)
+    r = recommend(100, c=CANONICAL_C)
     text = r.explain()
     for piece in (f"lr {r.lr:.4g}", f"batch {r.batch_size}", f"weight decay {r.weight_decay:.4g}",
                   f"Keras L2 λ = {r.keras_l2:.4g}", "edge of chaos", "EOC-training", f"epoch {r.reach_epoch:.1f}"):
@@ -136,9 +139,9 @@ def test_bad_arguments_are_refused_naming_the_value(kwargs, name):
 
 def test_a_budget_too_short_names_the_shortest_that_works():
     with pytest.raises(ValueError, match=r"Allow at least (\d+) epochs") as info:
-        recommend(1)
+        recommend(1, c=CANONICAL_C)
     shortest = int(info.value.args[0].split("Allow at least ")[1].split()[0])
-    r = recommend(shortest)  # feasible: batch 1 at most at max_lr
+    r = recommend(shortest, c=CANONICAL_C)  # feasible: batch 1 at most at max_lr
     assert r.batch_size >= 1 and r.lr <= 0.1
     with pytest.raises(ValueError, match="Allow at least"):
-        recommend(shortest - 1)
+        recommend(shortest - 1, c=CANONICAL_C)

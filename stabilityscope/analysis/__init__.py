@@ -5,7 +5,9 @@
 - :mod:`.report`: the Markdown report of a run or of several;
 - :mod:`.scaling`, :mod:`.scaling_figures`: EOC-training's scaling laws over a sweep;
 - :mod:`.decay`: weight-decay plateaus and λ*;
+- :mod:`.calibration`, :mod:`.calibration_report`: the guideline's growth and plateau laws measured on runs;
 - :mod:`.guideline`: :func:`recommend`, hyperparameters that reach the edge of chaos in a budget;
+- :mod:`.reproduction`: the source papers' headline claims checked on runs, one verdict each;
 - :mod:`.init_comparison`: Spline-FC's random vs MARS initialisation over a sweep (epochs and seconds to a target).
 
 Layer: above :mod:`stabilityscope.training`. May use every layer below; knows nothing of the command line.

@@ -3,51 +3,53 @@
 EOC-training finds the best test loss near the edge of chaos (J = 1 for the tanh hidden layer) and
 that weight decay holds J² at a plateau that falls as the decay grows. It left the guideline (pick
 η, B, α for speed and the decay whose plateau is J² = 1) without a formula. This module's formula is
-the toolkit's own result, derived from the model of :mod:`stabilityscope.analysis.scaling`::
+the toolkit's own, built on two laws **measured** on the canonical network
+(:mod:`stabilityscope.analysis.calibration`, packaged with their provenance):
 
-    dJ²/d(epoch) = ρ·(c − 2·wd·J²),      ρ = η·n/((1−α)·B)
+- the growth law A(r): the slope of J² per epoch in the ordered part at the rate r = η/((1−α)B);
+- the plateau law J²∞(wd, r), whence λ*(r), the decay whose plateau is the edge at that rate.
 
-(c: growth of J² per training example, measured; wd: PyTorch weight decay; n training examples).
-Its solution relaxes from J²(0) = J_init² to the plateau c/(2·wd) at the rate 2·wd·ρ per epoch:
+Between them J² is taken to relax linearly to its plateau (dJ²/dt = A·(1 − J²/J²∞), the form of the
+toolkit's model dJ²/d(epoch) = ρ(c − 2·wd·J²)). With the plateau at the edge, 1 − J²(t) =
+(1 − J_init²)·exp(−A·t), so
 
-1. **the decay**: the plateau is the edge, J²∞ = 1, at wd* = c/2 (Keras λ* = c/4); a measured λ*
-   (``ss.analyze_sweep(...).decay``) replaces the model's;
-2. **the speed**: with that decay 1 − J²(t) = (1 − J_init²)·exp(−2·wd*·ρ·t), so J² is within
-   ``tolerance`` of the edge after t = ln((1 − J_init²)/tolerance)/(2·wd*·ρ) epochs. Asking for
-   t = ``reach_fraction`` × budget gives ρ = ln((1 − J_init²)/tolerance)/(2·wd*·reach_fraction·E);
-3. **the settings**: η = ρ(1−α)B/n at the chosen momentum and batch; when η would exceed ``max_lr``
-   the batch is halved (powers of two, down to 1), which keeps η/((1−α)B), and so the whole J²
-   curve, unchanged (EOC-training's τ-scaling).
+1. **the speed**: J² is within ``tolerance`` of 1 at t = ``reach_fraction`` × budget when
+   A = ln((1 − J_init²)/tolerance)/(reach_fraction·E); the growth law gives the rate r for that A;
+2. **the decay**: λ*(r) from the plateau law;
+3. **the settings**: η = r(1−α)B at the chosen momentum and batch; when η would exceed ``max_lr``
+   the batch is halved (powers of two, down to 1), which keeps r, and so the J² curve, unchanged.
+
+**Validity.** A rate outside either law's calibrated range is refused (ValueError naming the budgets
+that stay inside), unless ``extrapolate=True``, which warns and marks the recommendation. Every
+number a recommendation carries is a prediction; the README lists which ones were checked by runs.
+
+Passing ``c`` (a measured growth constant per training example) restores the toolkit's original
+model instead of the growth law, A = ρc with ρ = η·n/((1−α)B), and, unless ``weight_decay_star`` is
+also given, its plateau c/(2·wd), so wd* = c/2. That model was found to misplace the plateau on the
+canonical network (see the README's calibration section); it stays for your own measured c and λ*.
 
 Example::
 
     import stabilityscope as ss
 
-    r = ss.recommend(100)                 # 100 epochs on Fashion-MNIST's 60,000 examples
-    r.lr, r.batch_size, r.weight_decay    # ≈ 0.0861, 32, 8.39e-5 (Keras λ 4.19e-5)
+    r = ss.recommend(100)                 # the packaged calibrated laws, 60,000 examples
+    r.lr, r.batch_size, r.weight_decay
     print(r.explain())
-    r.overrides()                         # ["optim.lr=0.08611", ...] for python -m stabilityscope
-
-    a = ss.analyze_sweep("checkpoints/multirun/<decay sweep>")
-    r = ss.Recommendation.from_analysis(100, a)   # measured c and λ*
-
-Caveats: the model is linear in J² and ignores that the growth c may change near the edge, that very
-large η leaves the small-step regime (hence ``max_lr``), and that a measured λ* holds for the
-network, data and schedule it was measured on. Checked on the canonical network (full data, lr 0.02,
-momentum 0.5, batch 32, 40 epochs), the plateaus at weight decay 6e-4, 1e-3 and 2e-3 were 0.202, 0.132
-and 0.074 against the model's 0.140, 0.084 and 0.042: they fall as wd^-0.81, not wd^-1, so the model's
-wd* = c/2 is a first guess and a measured λ* should replace it.
+    r.overrides()                         # ["optim.lr=...", ...] for python -m stabilityscope
+    r = ss.recommend(100, laws="checkpoints/calibrate/<stamp>")   # your own task=calibrate laws
 """
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 import numpy as np
 
+from stabilityscope.analysis.calibration import REFERENCE_RATE, CalibratedLaws, load_laws
 from stabilityscope.analysis.canonical import (CANONICAL_A, CANONICAL_BATCH, CANONICAL_C, CANONICAL_C_EPOCH,
                                                CANONICAL_MOMENTUM, CANONICAL_N_TRAIN)
 
@@ -58,7 +60,10 @@ __all__ = ["CANONICAL_A", "CANONICAL_C", "CANONICAL_C_EPOCH", "Recommendation", 
 
 @dataclass(frozen=True)
 class Recommendation:
-    """Settings that bring J² of the hidden layer to the edge within a budget (see the module docstring)."""
+    """Settings that bring J² of the hidden layer to the edge within a budget (see the module docstring).
+
+    Every quantity here is a prediction of the laws it came from.
+    """
 
     epochs_budget: float
     n_train: int
@@ -68,16 +73,19 @@ class Recommendation:
     weight_decay: float  # PyTorch convention (optim.weight_decay)
     keras_l2: float  # Keras λ = weight_decay / 2
     rho: float  # ρ = η·n/((1−α)B), effective learning rate × steps per epoch
-    predicted_A: float  # ρ·c: J² growth per epoch without decay (EOC-training's A)
+    predicted_A: float  # J² growth per epoch without decay at this rate (EOC-training's A)
     reach_epoch: float  # epoch at which |J² − 1| <= tolerance
     plateau: float  # the J² plateau the decay was chosen for (the edge, 1)
-    model_plateau: float  # the model's c/(2·wd): 1 unless a measured λ* disagrees with c/2
-    c: float  # growth constant per training example
+    model_plateau: float  # the original model's c/(2·wd) at this decay, c = A/ρ
+    c: float  # A/ρ: growth per training example at this rate
     j_init: float
     tolerance: float
     reach_fraction: float
-    weight_decay_source: str  # "measured" (a sweep's λ*) or "model" (c/2)
+    weight_decay_source: str  # "calibrated" (plateau law), "measured" (a given λ*) or "model" (c/2)
     batch_lowered_from: Optional[int]  # the requested batch, when η > max_lr made it smaller
+    growth_source: str = "given c"  # "calibrated" (growth law) or "given c" (A = ρc)
+    extrapolated: bool = False  # the rate lies outside a calibrated law's range (extrapolate=True)
+    laws: str = ""  # the calibrated laws used, with their provenance
 
     @property
     def rate(self) -> float:
@@ -85,10 +93,10 @@ class Recommendation:
         return self.lr / ((1 - self.momentum) * self.batch_size)
 
     def j2(self, epochs: Any) -> np.ndarray:
-        """J² against epoch under these settings: the model relaxing from J_init² to the plateau (= 1)
-        at the rate 2·wd·ρ per epoch."""
+        """J² against epoch under these settings (a prediction): relaxation from J_init² to the plateau
+        (= 1) at the rate A/plateau per epoch."""
         e = np.asarray(epochs, dtype=float)
-        return self.plateau + (self.j_init ** 2 - self.plateau) * np.exp(-2 * self.weight_decay * self.rho * e)
+        return self.plateau + (self.j_init ** 2 - self.plateau) * np.exp(-self.predicted_A / self.plateau * e)
 
     def overrides(self) -> list[str]:
         """The settings as command-line overrides for ``python -m stabilityscope``."""
@@ -98,26 +106,32 @@ class Recommendation:
     def explain(self) -> str:
         """What to run, and why, in a few sentences."""
         j0 = self.j_init ** 2
-        source = ("the measured λ*, where a sweep's J² plateau crosses the edge" if self.weight_decay_source == "measured"
-                  else f"the model's wd* = c/2 with c = {self.c:.4g} per training example")
+        source = {"measured": "the given measured λ*, where a sweep's J² plateau crosses the edge",
+                  "calibrated": "λ* of the calibrated plateau law at this rate",
+                  "model": f"the original model's wd* = c/2 with c = {self.c:.4g} per training example"}[self.weight_decay_source]
+        growth = ("the calibrated growth law" if self.growth_source == "calibrated"
+                  else f"A = ρc with c = {self.c:.4g} per training example")
         lines = [
             f"Train {math.ceil(self.epochs_budget)} epochs on {self.n_train} examples with SGD lr {self.lr:.4g}, momentum "
             f"{self.momentum:g}, batch {self.batch_size} and weight decay {self.weight_decay:.4g} (PyTorch "
             f"optim.weight_decay; Keras L2 λ = {self.keras_l2:.4g}).",
-            f"The decay is {source}: it holds the hidden layer's J² at the plateau J² = {self.plateau:g}, the edge of "
-            f"chaos, where EOC-training finds the best test loss, instead of letting training carry it into chaos.",
-            f"Model (stabilityscope.analysis.guideline): dJ²/d(epoch) = ρ(c − 2·wd·J²) with ρ = η·n/((1−α)B) = {self.rho:.4g}, so J² "
-            f"relaxes from {j0:.3g} to the plateau at {2 * self.weight_decay * self.rho:.4g} per epoch and is within "
-            f"{self.tolerance:g} of the edge by epoch {self.reach_epoch:.1f} ({self.reach_fraction:.0%} of the budget).",
-            f"Without decay J² would grow by A = ρc = {self.predicted_A:.4g} per epoch and cross the edge near epoch "
-            f"{(1 - j0) / self.predicted_A:.1f}.",
+            f"The decay is {source}: it should hold the hidden layer's J² at the plateau J² = {self.plateau:g}, the edge "
+            f"of chaos, where EOC-training finds the best test loss, instead of letting training carry it into chaos.",
+            f"Predicted ({growth}): J² grows by A = {self.predicted_A:.4g} per epoch at η/((1−α)B) = {self.rate:.4g}, "
+            f"so it relaxes from {j0:.3g} to the plateau and is within {self.tolerance:g} of the edge by epoch "
+            f"{self.reach_epoch:.1f} ({self.reach_fraction:.0%} of the budget).",
             f"Any η, α, B with the same η/((1−α)B) = {self.rate:.4g} (at the same n) gives the same J² curve.",
         ]
+        if self.laws:
+            lines.append(f"Laws: {self.laws}.")
+        if self.extrapolated:
+            lines.append("WARNING: this rate lies outside the range the laws were measured on (extrapolate=True); "
+                         "the prediction is unchecked there.")
         if self.batch_lowered_from is not None:
             lines.append(f"The batch was lowered from {self.batch_lowered_from} to {self.batch_size} to keep the "
                          f"learning rate at most max_lr (η/((1−α)B) unchanged).")
         if self.weight_decay_source == "measured" and abs(self.model_plateau - 1) > 0.1:
-            lines.append(f"Note: with c = {self.c:.4g} the model would put this decay's plateau at "
+            lines.append(f"Note: with c = {self.c:.4g} the original model would put this decay's plateau at "
                          f"{self.model_plateau:.3g}; the measured λ* is used.")
         return " ".join(lines)
 
@@ -173,20 +187,24 @@ def _positive(name: str, value: Any, what: str) -> None:
         raise ValueError(f"{name}={value!r}: {what}.")
 
 
-def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *, c: float = CANONICAL_C,
+def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *,
+              laws: Union[CalibratedLaws, str, Path, None] = None, c: Optional[float] = None,
               weight_decay_star: Optional[float] = None, j_init: float = 0.5, reach_fraction: float = 0.5,
               tolerance: float = 0.05, momentum: float = CANONICAL_MOMENTUM, batch_size: int = CANONICAL_BATCH,
-              max_lr: float = 0.1) -> Recommendation:
+              max_lr: float = 0.1, extrapolate: bool = False) -> Recommendation:
     """SGD settings and weight decay that bring J² to the edge (|J² − 1| <= tolerance) by
     ``reach_fraction × epochs_budget`` and hold it there (the toolkit's guideline; module docstring).
 
     Args:
         epochs_budget: the epochs you can afford, E.
-        n_train: training examples per epoch (steps per epoch = n/B).
-        c: growth of J² per training example (default: the canonical Fashion-MNIST measurement
-            :data:`CANONICAL_C`; a sweep's ``analyze_sweep(...).combined.c`` for other data or networks).
-        weight_decay_star: a measured decay (PyTorch convention) whose plateau is J² = 1; default the
-            model's c/2.
+        n_train: training examples per epoch (steps per epoch = n/B; the growth law's A per epoch is
+            scaled by n over its calibration n).
+        laws: calibrated laws (:class:`~stabilityscope.analysis.calibration.CalibratedLaws`, a laws.json
+            or the ``task=calibrate`` folder holding one); default the packaged canonical ones.
+        c: a measured growth constant per training example: use the original model A = ρc (and, without
+            ``weight_decay_star`` or ``laws``, its decay c/2) instead of the calibrated laws.
+        weight_decay_star: a measured decay (PyTorch convention) whose plateau is J² = 1, used instead of
+            the plateau law.
         j_init: the hidden layer's initial J (the canonical init: 0.5).
         reach_fraction: the share of the budget after which J² should be at the edge (the rest is
             spent there, near the best test loss).
@@ -194,23 +212,27 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *, c: floa
         momentum: α, kept as given.
         batch_size: B, lowered (powers of two, down to 1) only when η would exceed ``max_lr``.
         max_lr: the largest learning rate to recommend.
+        extrapolate: give settings even when the rate lies outside a calibrated law's range (with a
+            warning) instead of refusing.
 
     Returns:
         A :class:`Recommendation`; ``.explain()`` says what to run and why.
 
     Raises:
-        ValueError: an argument out of range, or a budget too short to reach the edge at ``max_lr``
+        ValueError: an argument out of range; a budget whose rate lies outside the calibrated range (the
+            message gives the budgets inside it); or a budget too short to reach the edge at ``max_lr``
             with batch 1 (the message gives the shortest budget that can).
     """
     _positive("epochs_budget", epochs_budget, "the epoch budget must be a positive number of epochs")
     if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or n_train < 1:
         raise ValueError(f"n_train={n_train!r}: the number of training examples must be a positive integer "
                          f"(60000 for Fashion-MNIST, or dataset.train_subset).")
-    _positive("c", c, f"the growth constant per training example must be a positive number (the canonical one is "
-                      f"{CANONICAL_C:.4g}; a sweep's is analyze_sweep(...).combined.c)")
+    if c is not None:
+        _positive("c", c, f"the growth constant per training example must be a positive number (the canonical one is "
+                          f"{CANONICAL_C:.4g}; a sweep's is analyze_sweep(...).combined.c), or None for the calibrated laws")
     if weight_decay_star is not None:
         _positive("weight_decay_star", weight_decay_star, "a measured λ* must be a positive weight decay (PyTorch "
-                                                          "convention, 2 × Keras λ), or None for the model's c/2")
+                                                          "convention, 2 × Keras λ), or None for the plateau law")
     _positive("tolerance", tolerance, "how close to J² = 1 counts as arrived; a number in (0, 1), e.g. 0.05")
     if tolerance >= 1:
         raise ValueError(f"tolerance={tolerance!r}: must be below 1, otherwise J² = 0 already counts as at the edge.")
@@ -229,27 +251,73 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *, c: floa
         raise ValueError(f"batch_size={batch_size!r}: the batch size must be a positive integer.")
     _positive("max_lr", max_lr, "the largest learning rate to recommend must be a positive number")
 
-    source = "measured" if weight_decay_star is not None else "model"
-    wd = float(weight_decay_star) if weight_decay_star is not None else c / 2  # plateau c/(2·wd) = 1
+    use_laws = c is None or laws is not None  # a given c alone means the original model throughout
+    calibrated = (laws if isinstance(laws, CalibratedLaws) else load_laws(laws)) if use_laws else None
     log_gap = math.log((1 - j_init ** 2) / tolerance)  # 1 − J² must shrink by this many e-folds
-    rho = log_gap / (2 * wd * reach_fraction * epochs_budget)
+
+    def slope(rate: float) -> float:  # A per epoch at this rate
+        return c * rate * n_train if c is not None else float(calibrated.growth.slope(rate, n_train))
+
+    def rate_for(A: float) -> float:
+        return A / (c * n_train) if c is not None else calibrated.growth.rate_for(A, n_train)
+
+    # the calibrated ranges of the laws in use: growth (unless c is given) and plateau (unless λ* or the model is)
+    ranges: list[tuple[str, tuple[float, float]]] = []
+    if c is None:
+        ranges.append(("growth", calibrated.growth.validity))
+    decay_law = weight_decay_star is None and calibrated is not None
+    if decay_law:
+        ranges.append(("plateau", calibrated.plateau.rate_range))
+    A = log_gap / (reach_fraction * epochs_budget)
+    rate = rate_for(A)
+    extrapolated = False
+    if ranges:
+        lo, hi = max(r[1][0] for r in ranges), min(r[1][1] for r in ranges)
+        if not (math.isfinite(rate) and lo * (1 - 1e-9) <= rate <= hi * (1 + 1e-9)):
+            shown = f"{rate:.4g} ({rate / REFERENCE_RATE:.3g}× the reference 1.25e-3)" if math.isfinite(rate) else "none"
+            inside = (f"budgets from {math.ceil(log_gap / (reach_fraction * slope(hi)))} to "
+                      f"{math.floor(log_gap / (reach_fraction * slope(lo)))} epochs stay inside"
+                      if lo <= hi else "the laws' ranges do not overlap")
+            message = (f"epochs_budget={epochs_budget!r}: reaching the edge by {reach_fraction:.0%} of it needs J² to grow "
+                       f"by A = {A:.4g} per epoch, i.e. η/((1−α)B) = {shown}, outside the calibrated range "
+                       f"{lo:.4g}–{hi:.4g} ({' and '.join(n for n, _ in ranges)} law; measured on "
+                       f"{calibrated.provenance.get('network', 'the canonical network')}); {inside}. Pass "
+                       f"extrapolate=True to get the settings anyway, or calibrate laws for your setting "
+                       f"(task=calibrate) and pass laws=.")
+            if not extrapolate or not math.isfinite(rate):
+                raise ValueError(message)
+            warnings.warn("recommend: " + message, UserWarning, stacklevel=2)
+            extrapolated = True
+    if weight_decay_star is not None:
+        wd, source = float(weight_decay_star), "measured"
+    elif decay_law:
+        wd, source = calibrated.plateau.decay_for(rate), "calibrated"
+    else:
+        wd, source = c / 2, "model"  # the original model's plateau c/(2·wd) = 1
     batch, lowered = int(batch_size), None
-    lr = rho * (1 - momentum) * batch / n_train
+    lr = rate * (1 - momentum) * batch
     if lr > max_lr:  # a smaller batch at the same η/((1−α)B): same J² curve, smaller η
-        largest = max_lr * n_train / (rho * (1 - momentum))  # the batch at which η = max_lr
+        largest = max_lr / (rate * (1 - momentum))  # the batch at which η = max_lr
         if largest < 1:
-            rho_max = max_lr * n_train / (1 - momentum)
-            shortest = log_gap / (2 * wd * reach_fraction * rho_max)
+            # the fastest rate max_lr allows at batch 1, and the budget it needs
+            shortest = log_gap / (reach_fraction * slope(max_lr / (1 - momentum)))
             raise ValueError(
                 f"epochs_budget={epochs_budget!r}: too short to bring J² within {tolerance:g} of the edge by "
-                f"{reach_fraction:.0%} of it: that needs ρ = η·n/((1−α)B) = {rho:.4g}, more than lr {max_lr:g} gives even "
-                f"at batch 1 on {n_train} examples (ρ = {rho_max:.4g}). Allow at least {math.ceil(shortest)} epochs, a "
-                f"larger reach_fraction or tolerance, or raise max_lr.")
+                f"{reach_fraction:.0%} of it: that needs η/((1−α)B) = {rate:.4g}, more than lr {max_lr:g} gives even at "
+                f"batch 1. Allow at least {math.ceil(shortest)} epochs, a larger reach_fraction or tolerance, or raise "
+                f"max_lr.")
         batch, lowered = 2 ** int(math.floor(math.log2(largest))), int(batch_size)
-        lr = rho * (1 - momentum) * batch / n_train
+        lr = rate * (1 - momentum) * batch
+    rho = rate * n_train
+    c_eff = float(c) if c is not None else A / rho  # growth per training example at this rate
+    laws_text = ""
+    if calibrated is not None and (c is None or decay_law):
+        prov = calibrated.provenance
+        laws_text = (f"growth {calibrated.growth.describe()}; plateau {calibrated.plateau.describe()}; measured "
+                     f"{prov.get('date', '?')} on {prov.get('network', '?')}, {', '.join(prov.get('dataset', []) or ['?'])}")
     return Recommendation(
         epochs_budget=float(epochs_budget), n_train=int(n_train), lr=lr, batch_size=batch, momentum=float(momentum),
-        weight_decay=wd, keras_l2=wd / 2, rho=rho, predicted_A=rho * c,
-        reach_epoch=log_gap / (2 * wd * rho), plateau=1.0, model_plateau=c / (2 * wd), c=float(c), j_init=float(j_init),
-        tolerance=float(tolerance), reach_fraction=float(reach_fraction), weight_decay_source=source,
-        batch_lowered_from=lowered)
+        weight_decay=wd, keras_l2=wd / 2, rho=rho, predicted_A=A, reach_epoch=log_gap / A, plateau=1.0,
+        model_plateau=c_eff / (2 * wd), c=c_eff, j_init=float(j_init), tolerance=float(tolerance),
+        reach_fraction=float(reach_fraction), weight_decay_source=source, batch_lowered_from=lowered,
+        growth_source="given c" if c is not None else "calibrated", extrapolated=extrapolated, laws=laws_text)

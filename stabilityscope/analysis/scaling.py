@@ -230,7 +230,7 @@ def _read_run(path: Path, label: str, s: ScalingSettings) -> tuple[dict[str, Any
             row["note"] = "; ".join(notes + [f"no coupling J recorded for layer {s.layer!r} (this trace records: "
                                              f"{', '.join(tr.layers) or 'no layer'}); set scaling.layer"])
             return row, None
-        epochs = tr.checkpoints.astype(float)
+        epochs = tr.epoch_fraction.astype(float)  # fractional under step checkpoints (whole epochs otherwise)
         j = tr.stat(s.layer, "J").astype(float)
         chi = tr.stat(s.layer, "chi").astype(float) if "chi" in tr.stats(s.layer) else None
         activation = str(tr.layer_info(s.layer).get("meanfield_activation") or "tanh")

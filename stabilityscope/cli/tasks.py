@@ -121,6 +121,66 @@ def run_scaling_task(cfg: Config, run_dir: Path) -> Path:
     return path
 
 
+def _runs_of(cfg: Config, task: str) -> list[str]:
+    """``runs=`` as a list of paths or globs that match at least one trace (ConfigError otherwise)."""
+    allowed = ("run or sweep directories, trace.h5 files or globs, as runs=<dir> or runs=[<dir>,<glob>] (quote globs: "
+               "runs='checkpoints/multirun/*')")
+    runs = cfg.runs
+    if runs is None or runs == "" or (isinstance(runs, (list, tuple)) and not runs):
+        raise ConfigError(f"task={task} needs the runs to analyse: runs={runs!r} is not set. Allowed: {allowed}.")
+    items = [str(runs)] if isinstance(runs, str) else [str(r) for r in runs]
+    for item in items:
+        try:
+            find_traces(item)
+        except TraceError:
+            raise ConfigError(f"Invalid value runs={item!r}: it matches no trace.h5. Allowed: {allowed}.") from None
+    return items
+
+
+def _check_calibration(cfg: Config) -> None:
+    cc = cfg.calibration
+    if not (0 < cc.tolerance < 1):
+        raise ConfigError(f"Invalid value calibration.tolerance={cc.tolerance!r}: a relative agreement in (0, 1), e.g. 0.15.")
+    if cc.n_boot < 0:
+        raise ConfigError(f"Invalid value calibration.n_boot={cc.n_boot!r}: a number of bootstrap samples >= 0.")
+    _check_settings(cfg.scaling)
+
+
+def run_calibrate_task(cfg: Config, run_dir: Path) -> Path:
+    """``task=calibrate runs=<dirs or globs>``: fit the guideline's laws and write the report and laws.json."""
+    from stabilityscope.analysis.calibration import calibrate
+    from stabilityscope.analysis.calibration_report import write_calibration_report
+
+    cfg = as_options(cfg, Config)
+    _check_calibration(cfg)
+    runs = _runs_of(cfg, "calibrate")
+    result = calibrate(runs, layer=str(cfg.scaling.layer), tolerance=float(cfg.calibration.tolerance),
+                       plateau_fraction=float(cfg.scaling.plateau_fraction), confidence=float(cfg.scaling.confidence),
+                       n_boot=int(cfg.calibration.n_boot))
+    path = write_calibration_report(result, run_dir, figures=bool(cfg.figures))
+    for line in result.summary():
+        log.info(line)
+    log.info("Calibration report: %s%s", path.resolve(), " (laws.json beside it: recommend(laws=...))"
+             if (run_dir / "laws.json").exists() else " (no laws.json: a law could not be fitted)")
+    return path
+
+
+def run_reproduce_task(cfg: Config, run_dir: Path) -> Path:
+    """``task=reproduce runs=<dirs or globs>``: the source papers' claims checked, into reproduction.md."""
+    from stabilityscope.analysis.reproduction import reproduce, write_reproduction
+
+    cfg = as_options(cfg, Config)
+    _check_calibration(cfg)
+    runs = _runs_of(cfg, "reproduce")
+    result = reproduce(runs, layer=str(cfg.scaling.layer), tolerance=float(cfg.calibration.tolerance),
+                       confidence=float(cfg.scaling.confidence), n_boot=int(cfg.calibration.n_boot))
+    path = write_reproduction(result, run_dir, figures=bool(cfg.figures))
+    for c in result.claims:
+        log.info("%s: %s: %s (%s)", c.paper, c.claim, c.verdict, c.ours)
+    log.info("Reproduction report: %s", path.resolve())
+    return path
+
+
 def run_describe_task(cfg: Config) -> str:
     """``analysis=describe``: the dissection table of ``cfg.model`` for ``cfg.dataset`` under ``cfg.analysis``.
 

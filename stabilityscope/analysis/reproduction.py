@@ -1,0 +1,330 @@
+"""The headline claims of EOC-training and EOC-optimality, checked against runs of this project.
+
+``python -m stabilityscope task=reproduce runs=<dirs or globs>`` (or :func:`reproduce`) sorts the
+traces it is given:
+
+- canonical-network SGD runs (``model=fmnist_fc``; the ``calibrate_*`` presets, ``eoc_scaling_*``,
+  ``eoc_weight_decay``) go through :func:`stabilityscope.analysis.calibration.calibrate`;
+- runs that iterate a map (``experiment=eoc_mlp`` / ``eoc_cnn``: a layer with M1 ``s_mean`` and
+  ``lambda_max``) give EOC-optimality's checks.
+
+and writes ``reproduction.md`` (and ``reproduction.json``): one row per claim with the source's
+value where it states one, ours with its interval, the runs it comes from and a verdict. The
+verdict rules are ours and fixed in :data:`RULES` (written into the report), so that a verdict is a
+function of the measurements, never of the wish to agree:
+
+- *reproduced*: the measurement meets the rule; *partly*: it meets the weaker rule; *not
+  reproduced*: neither; *not run*: the runs given hold nothing to check the claim with.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from stabilityscope.analysis.calibration import REFERENCE_RATE, Calibration, calibrate
+from stabilityscope.analysis.collection import Source, find_traces, flatten_config
+from stabilityscope.errors import TraceError
+from stabilityscope.recording.trace import open_trace
+
+__all__ = ["Claim", "RULES", "Reproduction", "reproduce", "write_reproduction"]
+
+RULES = {
+    "linear growth": "reproduced: median R² of the linear fit of J² over each zero-decay run's ordered part >= 0.98; "
+                     "partly: >= 0.9",
+    "slope law": "reproduced: the exponent's interval contains 1 for each of η, 1/(1−α), 1/B (inside the growth law's "
+                 "validity range); partly: for at least one",
+    "collapse": "reproduced: runs of equal η/((1−α)B) but different (η, α, B) spread by < 5% (relative std of J²) "
+                "in the ordered phase and by more than twice that in the chaotic phase; partly: ordered < chaotic",
+    "optimum at the edge": "reproduced: mean J at the best test loss (zero-decay runs that cross the edge) within 0.15 "
+                           "of 1; partly: within 0.3",
+    "chaos hurts": "reproduced: every zero-decay run that crossed the edge ends with a test loss > 1% above its best; "
+                   "partly: at least half",
+    "plateaus": "reproduced: the plateau law's decay exponent q has an interval above 0 (plateaus fall with decay); "
+                "partly: q > 0",
+    "lambda star": "reproduced: a decay with plateau J² = 1 is bracketed at every decay-sweep rate; partly: at one",
+    "best decay at the edge": "reproduced: at every rate the best final test loss is at the grid decay nearest λ* or "
+                              "not distinguishable from it (Welch p > 0.05); partly: at some rates",
+    "optimum near s = 1": "reproduced: mean s (M1) at the best test loss within 0.15 of 1; partly: within 0.3",
+    "lambda_max = ln s": "reproduced: median |λ_max − ln s| <= 0.25·median |ln s| over chaotic checkpoints "
+                         "(λ_max > 0); partly: <= 0.5",
+    "attractor sequence": "reproduced: the attractor at the best test loss is periodic or quasi-periodic within two "
+                          "checkpoints of a chaotic one; partly: a chaotic or quasi-periodic attractor occurs",
+}
+
+
+@dataclass
+class Claim:
+    """One row of the report."""
+
+    paper: str  # EOC-training or EOC-optimality
+    claim: str
+    rule: str  # key of RULES
+    source_value: str
+    ours: str
+    runs: str
+    verdict: str  # reproduced, partly, not reproduced, not run
+    note: str = ""
+
+
+@dataclass
+class Reproduction:
+    source: str
+    claims: list[Claim]
+    calibration: Optional[Calibration]
+    map_runs: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "claims": [asdict(c) for c in self.claims], "rules": RULES,
+                "map_runs": self.map_runs, "notes": self.notes}
+
+
+def _verdict(strong: bool, weak: bool) -> str:
+    return "reproduced" if strong else ("partly" if weak else "not reproduced")
+
+
+def _mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    from stabilityscope.analysis.calibration import _t_interval
+
+    return _t_interval(np.asarray(values, float), confidence)
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "—" if not (isinstance(v, (int, float)) and math.isfinite(v)) else f"{v:.{digits}g}"
+
+
+def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
+    from stabilityscope.analysis.scaling import _collapse, _ols
+
+    out: list[Claim] = []
+    runs = c.sweep.runs
+    zero = runs[(runs["weight_decay"] == 0) & runs["used_in_fits"]]
+    curves = [c.sweep.curves[r] for r in zero["run"] if r in c.sweep.curves]
+    not_run = "run experiment=calibrate_growth"
+    # 1. linear growth in the ordered phase
+    r2 = [_ols(cv.epochs[cv.ordered], cv.j2[cv.ordered], confidence)["r2"] for cv in curves if cv.ordered.sum() >= 3]
+    r2 = [v for v in r2 if math.isfinite(v)]
+    if r2:
+        med = float(np.median(r2))
+        out.append(Claim("EOC-training", "J² grows linearly in epochs in the ordered phase", "linear growth", "linear",
+                         f"median R² {med:.4f} (min {min(r2):.4f})", f"{len(r2)} zero-decay runs",
+                         _verdict(med >= 0.98, med >= 0.9)))
+    else:
+        out.append(Claim("EOC-training", "J² grows linearly in epochs in the ordered phase", "linear growth", "linear",
+                         "—", "none", "not run", not_run))
+    # 2. the slope law
+    g = c.growth
+    if g.series_exponents:
+        parts, hits = [], 0
+        for var, (p, lo, hi, n) in g.series_exponents.items():
+            hits += bool(lo <= 1 <= hi)
+            parts.append(f"{var}: p = {p:.3f} ({_fmt(lo)}–{_fmt(hi)}, {n} runs)")
+        law = f"; law: {g.law.describe()}" if g.law else ""
+        out.append(Claim("EOC-training", "A ≈ C·η/((1−α)B): exponents 1 for η, 1/(1−α), 1/B", "slope law", "1 each",
+                         "; ".join(parts) + law, f"{len(g.runs)} zero-decay runs",
+                         _verdict(hits == len(g.series_exponents) == 3, hits >= 1)))
+    else:
+        out.append(Claim("EOC-training", "A ≈ C·η/((1−α)B)", "slope law", "1 each", "—", "none", "not run", not_run))
+    # 3. collapse against τ among runs of one rate with different (η, α, B)
+    groups = {}
+    for cv, row in zip(curves, [zero[zero["run"] == cv.run].iloc[0] for cv in curves]):
+        groups.setdefault(round(math.log(cv.rate), 6), {}).setdefault((row["lr"], row["momentum"], row["batch_size"]),
+                                                                       []).append(cv)
+    spreads = []
+    for rk, settings in groups.items():
+        if len(settings) >= 2:
+            members = [v[0] for v in settings.values()]  # one seed per setting: the seeds' own spread is not the claim
+            cc = _collapse(members, f"rate {math.exp(rk):.3g}", math.exp(rk))
+            spreads.append((math.exp(rk), cc.spread_ordered, cc.spread_chaotic, len(members)))
+    if spreads:
+        o = [s[1] for s in spreads if math.isfinite(s[1])]
+        ch = [s[2] for s in spreads if math.isfinite(s[2])]
+        mo, mc = (float(np.mean(o)) if o else math.nan), (float(np.mean(ch)) if ch else math.nan)
+        text = "; ".join(f"{r / REFERENCE_RATE:.3g}×: ordered {_fmt(so)}, chaotic {_fmt(sc)} ({n} settings)"
+                         for r, so, sc, n in spreads)
+        strong = math.isfinite(mo) and mo < 0.05 and math.isfinite(mc) and mc > 2 * mo
+        weak = math.isfinite(mo) and math.isfinite(mc) and mo < mc
+        out.append(Claim("EOC-training", "equal η/((1−α)B) collapse against τ when ordered, not when chaotic", "collapse",
+                         "collapse (ordered) / none (chaotic)", text, f"{sum(s[3] for s in spreads)} runs",
+                         _verdict(strong, weak), "" if ch else "no equal-rate group reached the chaotic phase"))
+    else:
+        out.append(Claim("EOC-training", "equal η/((1−α)B) collapse against τ", "collapse", "collapse", "—", "none",
+                         "not run", "needs runs of one rate with different (η, α, B), e.g. calibrate_growth"))
+    # 4. the optimum at the edge, and 5. chaos hurts: zero-decay runs that crossed the edge
+    crossed = zero[np.isfinite(zero["J_at_optimal"].astype(float)) & (zero["j2_final"].astype(float) > 1.0)]
+    if len(crossed):
+        m, lo, hi = _mean_ci(crossed["J_at_optimal"].astype(float), confidence)
+        out.append(Claim("EOC-training", "the best test loss lies close to J = 1", "optimum at the edge", "J ≈ 1",
+                         f"J = {m:.3f} ({_fmt(lo)}–{_fmt(hi)})", f"{len(crossed)} zero-decay runs that crossed the edge",
+                         _verdict(abs(m - 1) <= 0.15, abs(m - 1) <= 0.3)))
+        worse = (crossed["final_test_loss"].astype(float) > 1.01 * crossed["test_loss_min"].astype(float)).mean()
+        out.append(Claim("EOC-training", "without decay training continues into chaos and the test loss rises",
+                         "chaos hurts", "loss rises", f"{worse:.0%} of the runs end > 1% above their best test loss",
+                         f"{len(crossed)} runs", _verdict(worse == 1.0, worse >= 0.5)))
+    else:
+        for claim, rule in (("the best test loss lies close to J = 1", "optimum at the edge"),
+                            ("test loss rises in the chaotic phase", "chaos hurts")):
+            out.append(Claim("EOC-training", claim, rule, "—", "—", "none", "not run",
+                             "no zero-decay run crossed the edge: run longer or faster (calibrate_growth)"))
+    # 6.–8. weight decay
+    p = c.plateau
+    if p.law is not None:
+        q_lo = p.law.q_ci[0]
+        out.append(Claim("EOC-training", "J² saturates at a plateau that falls as the decay grows", "plateaus",
+                         "falls with decay", f"J²∞ ∝ wd^−q, q = {p.law.q:.3f} ({_fmt(q_lo)}–{_fmt(p.law.q_ci[1])}); rate "
+                                             f"exponent s = {p.law.s:.3f}", f"{int(p.runs['saturated'].sum())} saturated runs",
+                         _verdict(math.isfinite(q_lo) and q_lo > 0, p.law.q > 0)))
+    else:
+        out.append(Claim("EOC-training", "J² plateau falls as the decay grows", "plateaus", "falls", "—", "none",
+                         "not run", "run experiment=calibrate_decay (runs of >= 3 relaxation times)"))
+    if len(p.lambda_star):
+        found = p.lambda_star["lambda_star"].apply(lambda v: math.isfinite(v))
+        text = "; ".join(f"{r.rate_x:.3g}×: {_fmt(r.lambda_star, 4)} ({_fmt(r.seed_ci_low)}–{_fmt(r.seed_ci_high)})"
+                         for r in p.lambda_star.itertuples())
+        out.append(Claim("EOC-training", "a decay puts the plateau at the edge (λ*)", "lambda star",
+                         "exists (value not given)", text, f"{int(p.lambda_star['n_runs'].sum())} decay runs",
+                         _verdict(bool(found.all()), bool(found.any()))))
+    bracketed = p.eoc_claim[np.isfinite(p.eoc_claim["edge_decay"].astype(float))] if len(p.eoc_claim) else p.eoc_claim
+    if len(p.eoc_claim) and not len(bracketed):
+        out.append(Claim("EOC-training", "the decay whose plateau is the edge gives the best final test loss",
+                         "best decay at the edge", "best at λ*", "—", f"{len(p.runs)} decay runs", "not run",
+                         "no rate's plateaus bracket the edge, so no decay puts the plateau there"))
+    elif len(bracketed):
+        ok = [(r.best_decay == r.edge_decay) or (math.isfinite(r.welch_p) and r.welch_p > 0.05)
+              for r in bracketed.itertuples()]
+        text = "; ".join(f"{r.rate_x:.3g}×: best {r.best_decay:g} ({_fmt(r.best_loss, 4)}), nearest λ* "
+                         f"{r.edge_decay:g} ({_fmt(r.edge_loss, 4)}), p = {_fmt(r.welch_p, 2)}" for r in bracketed.itertuples())
+        out.append(Claim("EOC-training", "the decay whose plateau is the edge gives the best final test loss",
+                         "best decay at the edge", "best at λ*", text, f"{len(p.runs)} decay runs",
+                         _verdict(all(ok), any(ok))))
+    return out
+
+
+def _map_layer(tr: Any) -> Optional[str]:
+    for layer in tr.layers:
+        stats = set(tr.stats(layer))
+        if {"s_mean", "lambda_max", "attractor"} <= stats:
+            return layer
+    return None
+
+
+def _optimality_claims(paths: Sequence[Path], confidence: float) -> tuple[list[Claim], list[str]]:
+    s_opt, pairs, sequences, used = [], [], [], []
+    verdicts_seq = []
+    for path in paths:
+        with open_trace(path) as tr:
+            layer = _map_layer(tr)
+            if layer is None or len(tr) == 0:
+                continue
+            loss = tr.metric("test_loss").astype(float)
+            s = tr.stat(layer, "s_mean").astype(float)
+            lam = tr.stat(layer, "lambda_max").astype(float)
+            att = [str(a) for a in tr.stat(layer, "attractor")]
+            name = str((tr.config or {}).get("model", {}).get("name", path.parent.name))
+        used.append(f"{path.parent.name} ({name}, layer {layer})")
+        best = int(np.nanargmin(loss)) if np.isfinite(loss).any() else None
+        if best is not None:
+            s_opt.append(s[best])
+        chaotic = (lam > 0) & (s > 0) & np.isfinite(lam)
+        pairs += list(zip(lam[chaotic], np.log(s[chaotic])))
+        runs_of = [att[0]] + [a for prev, a in zip(att, att[1:]) if a != prev]
+        sequences.append(" → ".join(runs_of))
+        if best is not None:
+            near = att[max(0, best - 2): best + 3]
+            strong = att[best] in ("periodic", "quasi_periodic") and "chaotic" in near
+            verdicts_seq.append((strong, any(a in ("chaotic", "quasi_periodic") for a in att)))
+    out: list[Claim] = []
+    if not used:
+        for claim, rule in (("the best test loss lies near s = 1", "optimum near s = 1"),
+                            ("λ_max ≈ ln s in the chaotic regime", "lambda_max = ln s"),
+                            ("training drives the map from (pseudo)periodic to the chaotic boundary", "attractor sequence")):
+            out.append(Claim("EOC-optimality", claim, rule, "—", "—", "none", "not run",
+                             "run experiment=eoc_mlp (or eoc_cnn) and pass its run directory"))
+        return out, used
+    runs_text = f"{len(used)} run(s)"
+    m, lo, hi = _mean_ci(s_opt, confidence)
+    out.append(Claim("EOC-optimality", "the best test loss lies near s = 1", "optimum near s = 1", "s ≈ 1",
+                     f"s = {m:.3f}" + (f" ({_fmt(lo)}–{_fmt(hi)})" if math.isfinite(lo) else ""), runs_text,
+                     _verdict(abs(m - 1) <= 0.15, abs(m - 1) <= 0.3)))
+    if pairs:
+        lam, ln_s = np.array(pairs).T
+        dev, scale = float(np.median(np.abs(lam - ln_s))), float(np.median(np.abs(ln_s)))
+        out.append(Claim("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", "lambda_max = ln s", "λ_max = ln s",
+                         f"median |λ_max − ln s| = {dev:.3g} against median |ln s| = {scale:.3g} over {len(pairs)} chaotic "
+                         f"checkpoints", runs_text, _verdict(dev <= 0.25 * scale, dev <= 0.5 * scale)))
+    else:
+        out.append(Claim("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", "lambda_max = ln s", "λ_max = ln s",
+                         "no checkpoint with λ_max > 0", runs_text, "not run", "the maps never became chaotic"))
+    out.append(Claim("EOC-optimality", "the edge is the boundary of the (pseudo)periodic and chaotic phases",
+                     "attractor sequence", "periodic/quasi-periodic → chaotic", " | ".join(sequences), runs_text,
+                     _verdict(all(v[0] for v in verdicts_seq) and bool(verdicts_seq), any(v[1] for v in verdicts_seq))))
+    return out, used
+
+
+def reproduce(source: Source, *, layer: str = "hidden", tolerance: float = 0.15, confidence: float = 0.95,
+              n_boot: int = 1000, seed: int = 0) -> Reproduction:
+    """Check the claims (module docstring) on the traces of ``source`` (dirs, globs, or a list).
+
+    Raises:
+        TraceError: ``source`` matches no trace.
+    """
+    paths = find_traces(source)
+    canonical, maps, notes = [], [], []
+    for path in paths:
+        try:
+            with open_trace(path) as tr:
+                flat = flatten_config(tr.config or {})
+                is_map = _map_layer(tr) is not None  # any trace that iterated a map, the canonical network's too
+        except TraceError as exc:
+            notes.append(f"{path}: unreadable ({exc})")
+            continue
+        if flat.get("model.name") == "fmnist_fc" and flat.get("optim.name") == "sgd":
+            canonical.append(path)
+        if is_map:
+            maps.append(path)
+    cal = calibrate(canonical, layer=layer, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed) \
+        if canonical else None
+    claims = _training_claims(cal, confidence) if cal is not None else [
+        Claim("EOC-training", "the training path and its scaling laws", "slope law", "—", "—", "none", "not run",
+              "no canonical-network SGD runs among the traces: run experiment=calibrate_growth and calibrate_decay")]
+    opt, used = _optimality_claims(maps, confidence)
+    return Reproduction(str(source) if isinstance(source, (str, Path)) else ", ".join(map(str, source)),
+                        claims + opt, cal, used, notes)
+
+
+def reproduction_markdown(r: Reproduction) -> str:
+    counts = {v: sum(c.verdict == v for c in r.claims) for v in ("reproduced", "partly", "not reproduced", "not run")}
+    lines = ["# Reproduction report", "", f"Runs: `{r.source}`.", "",
+             "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ". Each verdict follows the fixed rule "
+             "listed below the table; 'source' is the value the paper states.", "",
+             "| paper | claim | source | ours (interval) | runs | verdict | note |", "|---|---|---|---|---|---|---|"]
+    for c in r.claims:
+        lines.append(f"| {c.paper} | {c.claim} | {c.source_value} | {c.ours} | {c.runs} | **{c.verdict}** | {c.note} |")
+    lines += ["", "## Rules", ""] + [f"- **{k}**: {v}" for k, v in RULES.items()]
+    if r.map_runs:
+        lines += ["", "Map runs (EOC-optimality): " + ", ".join(r.map_runs)]
+    if r.calibration is not None:
+        lines += ["", "The canonical-network numbers come from the calibration of the same runs "
+                      "(`task=calibrate`; its report has every table and figure)."]
+    lines += [f"- {n}" for n in r.notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_reproduction(r: Reproduction, out_dir: Union[str, Path], *, figures: bool = True) -> Path:
+    """Write ``reproduction.md`` and ``reproduction.json`` (and, with canonical runs, the calibration
+    report under ``calibration/``) into ``out_dir``; returns ``reproduction.md``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if r.calibration is not None:
+        from stabilityscope.analysis.calibration_report import write_calibration_report
+
+        write_calibration_report(r.calibration, out / "calibration", figures=figures)
+    (out / "reproduction.json").write_text(json.dumps(r.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path = out / "reproduction.md"
+    path.write_text(reproduction_markdown(r), encoding="utf-8")
+    return path

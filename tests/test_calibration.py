@@ -1,0 +1,347 @@
+"""Calibration of the guideline's laws (stabilityscope.analysis.calibration), the guideline built on them, and the
+reproduction report: each fit recovers laws written into synthetic traces, and the guideline's settings, fed into
+the laws' own dynamics (integrated independently), reach the edge when promised."""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.integrate import solve_ivp
+
+import stabilityscope as ss
+from stabilityscope.analysis.calibration import (DEFAULT_LAWS, REFERENCE_RATE, REFERENCE_WEIGHT_DECAY, CalibratedLaws,
+                                                 GrowthLaw, PlateauLaw, calibrate, fit_growth_law, fit_plateau_law,
+                                                 fit_relaxation, load_laws)
+from stabilityscope.analysis.calibration_report import write_calibration_report
+from stabilityscope.analysis.guideline import recommend
+from stabilityscope.analysis.reproduction import RULES, reproduce, write_reproduction
+from tests.conftest import run_cli
+from tests.trace_factory import linear_j2, synthetic_trace
+
+N_TRAIN = 1000  # the synthetic traces' dataset.train_subset
+C_GROWTH = 0.01  # J² growth per training example of the synthetic growth runs: A = C_GROWTH·rate·N_TRAIN
+K, Q, S = 1.3, 0.8, 0.3  # the synthetic plateau law J²∞ = K·(wd/wd_ref)^−Q·(r/r_ref)^S
+TAU = 3.0  # relaxation time (epochs) of the synthetic decay runs
+
+
+def growth_table(rates, A, **extra) -> pd.DataFrame:
+    return pd.DataFrame({"rate": rates, "A": A, "n_train": N_TRAIN, **extra})
+
+
+# --------------------------------------------------------------------------------------------- growth
+
+
+def test_linear_data_give_a_unit_exponent_and_the_whole_range():
+    rates = REFERENCE_RATE * np.array([0.1, 0.3, 1, 3, 10, 0.1, 0.3, 1, 3, 10])
+    noise = 1 + 0.01 * np.array([1, -1, 1, -1, 1, -1, 1, -1, 1, -1])
+    g = fit_growth_law(growth_table(rates, 0.0126 * rates / REFERENCE_RATE * noise))
+    assert g.law is not None and g.law.validity == pytest.approx((rates.min(), rates.max()))
+    assert g.fits["power"].exponent == pytest.approx(1.0, abs=0.01)
+    assert g.law.slope(REFERENCE_RATE) == pytest.approx(0.0126, rel=0.02)
+    assert g.law.rate_for(float(g.law.slope(4 * REFERENCE_RATE))) == pytest.approx(4 * REFERENCE_RATE)
+    assert g.runs["ratio_to_law"].between(0.97, 1.03).all()
+
+
+def test_a_runaway_above_a_rate_ends_the_validity_range_there():
+    x = np.array([0.1, 0.3, 1, 3, 5, 10, 20])
+    A = 0.0126 * x ** 0.9 * np.where(x > 5, 3.0, 1.0)  # past 5× the slope triples
+    g = fit_growth_law(growth_table(REFERENCE_RATE * x, A))
+    lo, hi = np.array(g.law.validity) / REFERENCE_RATE
+    assert (lo, hi) == pytest.approx((0.1, 5))
+    assert g.law.form == "power" and g.law.exponent == pytest.approx(0.9, abs=1e-6)  # refitted inside the range
+    assert g.law.within(4 * REFERENCE_RATE) and not g.law.within(10 * REFERENCE_RATE)
+    assert g.runs.loc[g.runs["rate"] > 5 * REFERENCE_RATE, "ratio_to_law"].to_numpy() == pytest.approx([3, 3])
+
+
+def test_an_affine_law_is_chosen_when_a_drift_adds_to_the_diffusion():
+    x = np.geomspace(0.1, 10, 9)
+    g = fit_growth_law(growth_table(REFERENCE_RATE * x, 0.004 + 0.01 * x))
+    assert g.law.form == "affine"
+    assert (g.law.intercept, g.law.k) == pytest.approx((0.004, 0.01), rel=1e-6)
+    assert g.law.rate_for(0.014) == pytest.approx(REFERENCE_RATE)
+    assert math.isnan(g.law.rate_for(0.003))  # below the drift: no rate gives it
+
+
+def test_too_few_runs_give_no_law_and_say_why():
+    g = fit_growth_law(growth_table([1e-3, 1e-3], [0.01, 0.011]))
+    assert g.law is None and "needs >= 3 runs at >= 2 rates" in g.notes[0]
+
+
+# -------------------------------------------------------------------------------------------- plateau
+
+
+def test_relaxation_fit_recovers_plateau_and_time():
+    t = np.linspace(0, 20, 21)
+    P, tau, rms = fit_relaxation(t, 0.9 + (0.25 - 0.9) * np.exp(-t / 3.5))
+    assert (P, tau) == pytest.approx((0.9, 3.5), rel=1e-5) and rms < 1e-8
+    P, tau, _ = fit_relaxation(t, 0.25 + 0.02 * t)  # still rising straight: not saturated within the run
+    assert tau > t[-1] / 3
+
+
+def plateau_rows(seeds=(0, 1, 2)) -> pd.DataFrame:
+    rows = []
+    for r in (2, 4, 8):
+        for wd in (0.5, 1, 2, 4):
+            for s in seeds:
+                p = K * wd ** -Q * r ** S * (1 + 0.002 * (s - 1))
+                rows.append({"rate": r * REFERENCE_RATE, "weight_decay": wd * REFERENCE_WEIGHT_DECAY, "j2_plateau": p})
+    return pd.DataFrame(rows)
+
+
+def test_plateau_law_recovers_exponents_and_lambda_star():
+    law, r2 = fit_plateau_law(plateau_rows())
+    assert (law.K, law.q, law.s) == pytest.approx((K, Q, S), rel=1e-2) and r2 > 0.999
+    assert law.q_ci[0] < Q < law.q_ci[1] and law.s_ci[0] < S < law.s_ci[1]
+    for r in (2, 5):
+        star = law.decay_for(r * REFERENCE_RATE)
+        assert float(law.plateau(star, r * REFERENCE_RATE)) == pytest.approx(1.0)
+        assert star == pytest.approx(REFERENCE_WEIGHT_DECAY * (K * r ** S) ** (1 / Q), rel=2e-2)
+    assert law.within(4 * REFERENCE_RATE) and not law.within(16 * REFERENCE_RATE)
+
+
+def test_laws_round_trip_through_json(tmp_path):
+    laws = CalibratedLaws(GrowthLaw("power", 0.012, 0.9, 0.0, REFERENCE_RATE, 60000, (1e-4, 6e-3), 0.15),
+                          fit_plateau_law(plateau_rows())[0], {"dataset": ["fashion_mnist"], "runs": 3})
+    back = load_laws(laws.save(tmp_path / "laws.json"))
+    assert back == laws and load_laws(tmp_path) == laws  # the folder works as well as the file
+    with pytest.raises(ValueError, match="No calibrated laws"):
+        load_laws(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"growth": {}}))
+    with pytest.raises(ValueError, match="is not a calibrated-laws file"):
+        load_laws(tmp_path / "bad.json")
+
+
+# ------------------------------------------------------------------------------------ synthetic sweeps
+
+
+def _lr(rate: float, momentum: float = 0.5, batch: int = 32) -> float:
+    return rate * (1 - momentum) * batch
+
+
+@pytest.fixture(scope="module")
+def calibration_runs(tmp_path_factory):
+    """Growth runs (linear law up to 4×, triple the slope at 8×) and decay runs (the K, Q, S plateau law), tracked
+    as the calibration presets track them (analysis=economy: no maps)."""
+    root = tmp_path_factory.mktemp("calibration")
+    i = 0
+    for x, momentum, batch in ((0.25, 0.5, 32), (0.5, 0.5, 32), (1, 0.5, 32), (2, 0.5, 32), (4, 0.5, 32),
+                               (2, 0.75, 32), (4, 0.875, 32), (2, 0.5, 16), (0.5, 0.5, 128), (8, 0.5, 32)):
+        rate = x * REFERENCE_RATE
+        A = C_GROWTH * rate * N_TRAIN * (3 if x == 8 else 1)
+        for seed in (0, 1):
+            synthetic_trace(root / "growth" / str(i) / "trace.h5", epochs=20, lr=_lr(rate, momentum, batch),
+                            momentum=momentum, batch_size=batch, train_subset=N_TRAIN, seed=seed, analysis="economy",
+                            j2=linear_j2(A * (1 + 0.005 * seed)))
+            i += 1
+    i = 0
+    for x in (2, 4):
+        rate = x * REFERENCE_RATE
+        star = REFERENCE_WEIGHT_DECAY * (K * x ** S) ** (1 / Q)
+        for wd in (0.5, 1, 2, 4):
+            plateau = K * wd ** -Q * x ** S
+            decay = wd * REFERENCE_WEIGHT_DECAY
+            for seed in (0, 1, 2):
+                p = plateau * (1 + 0.01 * (seed - 1))
+                synthetic_trace(root / "decay" / str(i) / "trace.h5", epochs=20, lr=_lr(rate), weight_decay=decay,
+                                train_subset=N_TRAIN, seed=seed, analysis="economy",
+                                j2=lambda e, p=p: p + (0.25 - p) * np.exp(-np.asarray(e) / TAU),
+                                # the loss is lowest at the decay nearest λ*
+                                test_loss=lambda e, d=decay, s=star: 0.4 + 0.05 * abs(math.log(d / s)) + 0 * e)
+                i += 1
+    # one decay run too short to saturate (τ = 30 epochs, 20 epochs run)
+    synthetic_trace(root / "decay" / "slow" / "trace.h5", epochs=20, lr=_lr(2 * REFERENCE_RATE),
+                    weight_decay=REFERENCE_WEIGHT_DECAY, train_subset=N_TRAIN, seed=9, analysis="economy",
+                    j2=lambda e: 1.2 + (0.25 - 1.2) * np.exp(-np.asarray(e) / 30.0))
+    return root
+
+
+@pytest.fixture(scope="module")
+def calibration(calibration_runs):
+    return calibrate(calibration_runs, n_boot=200)
+
+
+def test_calibrate_recovers_the_growth_law_and_its_range(calibration):
+    g = calibration.growth
+    assert g.law is not None
+    lo, hi = np.array(g.law.validity) / REFERENCE_RATE
+    assert (lo, hi) == pytest.approx((0.25, 4))  # the 8× runs grow three times faster than the law
+    assert g.law.slope(REFERENCE_RATE, N_TRAIN) == pytest.approx(C_GROWTH * REFERENCE_RATE * N_TRAIN, rel=0.02)
+    for var in ("lr", "momentum", "batch_size"):  # each series alone: exponent 1
+        p, lo_p, hi_p, n = g.series_exponents[var]
+        assert p == pytest.approx(1.0, abs=0.02) and n >= 3
+    eight = g.runs[np.isclose(g.runs["rate"], 8 * REFERENCE_RATE)]
+    assert eight["ratio_to_law"].to_numpy() == pytest.approx([3, 3], rel=0.02)
+    assert eight["A_chaotic"].notna().all()  # the 8× runs crossed the edge: their slope beyond it is measured
+
+
+def test_calibrate_recovers_the_plateau_law_from_saturated_runs_only(calibration):
+    p = calibration.plateau
+    assert p.law is not None
+    assert (p.law.q, p.law.s) == pytest.approx((Q, S), abs=0.03)
+    slow = p.runs[p.runs["run"].str.endswith("slow")]
+    assert len(slow) == 1 and not slow["saturated"].iloc[0] and slow["tau_measured"].iloc[0] == pytest.approx(30, rel=0.05)
+    assert p.runs.loc[~p.runs["run"].str.endswith("slow"), "tau_measured"].to_numpy() == pytest.approx(TAU, rel=0.02)
+    for row in p.lambda_star.itertuples():
+        x = row.rate / REFERENCE_RATE
+        true = REFERENCE_WEIGHT_DECAY * (K * x ** S) ** (1 / Q)
+        assert row.lambda_star == pytest.approx(true, rel=0.05)  # interpolated between grid decays
+        assert row.law_lambda_star == pytest.approx(true, rel=0.05)
+        assert row.seed_ci_low <= row.lambda_star <= row.seed_ci_high
+
+
+def test_the_eoc_claim_table_finds_the_best_decay_at_lambda_star(calibration):
+    claim = calibration.eoc_claim
+    assert len(claim) == 2 and (claim["best_decay"] == claim["edge_decay"]).all()
+
+
+def test_laws_feed_the_guideline_and_the_report(calibration, tmp_path):
+    laws = calibration.laws()
+    assert laws.provenance["growth_runs"] == 20 and laws.provenance["decay_runs"] == 25
+    path = write_calibration_report(calibration, tmp_path)
+    text = path.read_text()
+    assert "power" in text and "λ*" in text and (tmp_path / "figures" / "growth_law.png").exists()
+    assert load_laws(tmp_path) == CalibratedLaws.from_dict(json.loads((tmp_path / "laws.json").read_text()))
+    json.loads((tmp_path / "calibration.json").read_text())  # strict JSON (NaN as null)
+
+
+# ---------------------------------------------------------------------------------------- guideline
+
+
+def simulate_laws(r, laws: CalibratedLaws, epochs: float) -> float:
+    """J² after ``epochs`` of dJ²/dt = A(rate)·(1 − J²/J²∞(wd, rate)), the rate recomputed from the settings."""
+    rate = r.lr / ((1 - r.momentum) * r.batch_size)
+    A = float(laws.growth.slope(rate, r.n_train))
+    P = float(laws.plateau.plateau(r.weight_decay, rate))
+    sol = solve_ivp(lambda t, y: A * (1 - y / P), (0, epochs), [r.j_init ** 2], rtol=1e-10, atol=1e-12)
+    return float(sol.y[0, -1])
+
+
+@pytest.fixture(scope="module")
+def synthetic_laws() -> CalibratedLaws:
+    growth = GrowthLaw("power", 0.0126, 0.9, 0.0, REFERENCE_RATE, 60000, (0.1 * REFERENCE_RATE, 10 * REFERENCE_RATE), 0.15)
+    plateau = PlateauLaw(K, Q, S, REFERENCE_WEIGHT_DECAY, REFERENCE_RATE, (2 * REFERENCE_RATE, 8 * REFERENCE_RATE),
+                         (4e-5, 7e-4))
+    return CalibratedLaws(growth, plateau, {"network": "synthetic", "dataset": ["none"], "date": "2026-11-29"})
+
+
+@pytest.mark.parametrize("budget, reach, tol", [(100, 0.5, 0.05), (70, 0.5, 0.05), (200, 0.3, 0.1)])
+def test_recommended_settings_reach_the_edge_under_the_laws(synthetic_laws, budget, reach, tol):
+    r = recommend(budget, laws=synthetic_laws, reach_fraction=reach, tolerance=tol)
+    assert r.growth_source == "calibrated" and r.weight_decay_source == "calibrated" and not r.extrapolated
+    assert 1 - simulate_laws(r, synthetic_laws, reach * budget) == pytest.approx(tol, rel=1e-6)
+    assert abs(1 - simulate_laws(r, synthetic_laws, 50 * budget)) < 1e-6  # the plateau is the edge
+    assert r.reach_epoch == pytest.approx(reach * budget)
+    np.testing.assert_allclose(r.j2([0, r.reach_epoch]), [0.25, 1 - tol])
+
+
+def test_a_rate_outside_the_calibrated_range_is_refused_or_flagged(synthetic_laws):
+    with pytest.raises(ValueError, match=r"outside the calibrated range.*budgets from (\d+) to (\d+) epochs") as info:
+        recommend(1000, laws=synthetic_laws)  # needs a rate far below the plateau law's 2×
+    lo, hi = map(int, re.search(r"budgets from (\d+) to (\d+)", str(info.value)).groups())
+    recommend(lo, laws=synthetic_laws)
+    recommend(hi, laws=synthetic_laws)  # both ends inside
+    with pytest.raises(ValueError, match="outside the calibrated range"):
+        recommend(hi + 2, laws=synthetic_laws)
+    with pytest.warns(UserWarning, match="outside the calibrated range"):
+        r = recommend(1000, laws=synthetic_laws, extrapolate=True)
+    assert r.extrapolated and "WARNING" in r.explain()
+
+
+def test_the_packaged_laws_pin_the_guideline():
+    """recommend() with no laws uses the packaged file: its settings follow from the stored numbers alone."""
+    stored = json.loads(DEFAULT_LAWS.read_text(encoding="utf-8"))
+    g, p = stored["growth"], stored["plateau"]
+    prov = stored["provenance"]
+    assert prov["dataset"] == ["fashion_mnist"] and prov["n_train"] == 60000 and prov["growth_runs"] >= 20
+    lo, hi = max(g["validity"][0], p["rate_range"][0]), min(g["validity"][1], p["rate_range"][1])
+    # a budget whose rate lies inside both laws: the middle of the common range
+    rate = math.sqrt(lo * hi)
+    A = g["intercept"] + g["k"] * (rate / g["rate_ref"]) ** g["exponent"]
+    budget = math.log(0.75 / 0.05) / (0.5 * A)
+    r = ss.recommend(budget)
+    assert r.rate == pytest.approx(rate, rel=1e-9)
+    star = p["wd_ref"] * (p["K"] * (rate / p["rate_ref"]) ** p["s"]) ** (1 / p["q"])
+    assert r.weight_decay == pytest.approx(star, rel=1e-9) and r.weight_decay_source == "calibrated"
+    assert "fashion_mnist" in r.explain()
+
+
+def test_a_given_c_restores_the_original_model():
+    c = 1.677e-4
+    r = recommend(100, c=c)
+    assert r.growth_source == "given c" and r.weight_decay_source == "model" and r.weight_decay == pytest.approx(c / 2)
+    assert r.predicted_A == pytest.approx(r.rho * c)
+
+
+# -------------------------------------------------------------------------------------- reproduction
+
+
+def test_reproduction_gives_a_verdict_per_claim(calibration_runs, tmp_path):
+    maps = synthetic_trace(tmp_path / "maps" / "trace.h5", epochs=30, best_epoch=15, j2_slope=0.05)  # J = 1 at epoch 15
+    rep = reproduce([calibration_runs, maps.parent], n_boot=100)
+    by_rule = {c.rule: c for c in rep.claims}
+    assert set(by_rule) <= set(RULES) and {c.verdict for c in rep.claims} <= {"reproduced", "partly", "not reproduced",
+                                                                              "not run"}
+    assert by_rule["linear growth"].verdict == "reproduced"
+    assert by_rule["plateaus"].verdict == "reproduced"
+    assert by_rule["lambda star"].verdict == "reproduced"
+    assert by_rule["best decay at the edge"].verdict == "reproduced"
+    # the synthetic map: s = J, λ_max = ln J, fixed point → period 2 → chaos with the loss lowest at J = 1
+    assert by_rule["optimum near s = 1"].verdict == "reproduced"
+    assert by_rule["lambda_max = ln s"].verdict == "reproduced"
+    assert "fixed_point → periodic → chaotic" in by_rule["attractor sequence"].ours
+    path = write_reproduction(rep, tmp_path / "out", figures=False)
+    text = path.read_text()
+    assert text.count("| EOC-") == len(rep.claims) and "## Rules" in text
+    assert (tmp_path / "out" / "calibration" / "calibration.md").exists()
+
+
+def test_reproduction_without_runs_for_a_paper_says_not_run(calibration_runs):
+    rep = reproduce(calibration_runs / "decay", n_boot=0)
+    by_rule = {c.rule: c for c in rep.claims}
+    assert by_rule["optimum near s = 1"].verdict == "not run" and "eoc_mlp" in by_rule["optimum near s = 1"].note
+    assert by_rule["collapse"].verdict == "not run"
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+
+
+def test_calibration_tasks_need_runs(compose_cfg, tmp_path):
+    from stabilityscope.cli.tasks import run_calibrate_task, run_reproduce_task
+    from stabilityscope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"task=calibrate needs the runs to analyse: runs=None"):
+        run_calibrate_task(compose_cfg("task=calibrate"), tmp_path)
+    with pytest.raises(ConfigError, match=r"runs='.*nothing'.*matches no trace"):
+        run_reproduce_task(compose_cfg("task=reproduce", f"runs={tmp_path}/nothing"), tmp_path)
+    with pytest.raises(ConfigError, match=r"calibration.tolerance=1.5"):
+        run_calibrate_task(compose_cfg("task=calibrate", f"runs={tmp_path}", "calibration.tolerance=1.5"), tmp_path)
+
+
+@pytest.mark.slow
+def test_quick_presets_run_through_the_reproduction_report(data_root, tmp_path):
+    """The calibrate_*_quick presets train real runs through the batched launcher; task=reproduce then
+    writes the whole report (and the calibration under it) from them."""
+    sweeps = []
+    for preset in ("calibrate_growth_quick", "calibrate_decay_quick"):
+        proc = run_cli("-m", f"experiment={preset}", "figures=false", "report=false", f"checkpoint_root={tmp_path / preset}",
+                       cwd=tmp_path, env={"STABILITYSCOPE_DATA": str(data_root)})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (sweep,) = (tmp_path / preset).glob("multirun/*")
+        assert len(list(sweep.glob("*/trace.h5"))) == 8
+        sweeps.append(sweep)
+    proc = run_cli("task=reproduce", f"runs=[{sweeps[0]},{sweeps[1]}]", "calibration.n_boot=50",
+                   f"checkpoint_root={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (out,) = [p.parent for p in tmp_path.glob("reproduce/*/reproduction.md")]
+    report = json.loads((out / "reproduction.json").read_text())
+    verdicts = {c["rule"]: c["verdict"] for c in report["claims"]}
+    assert set(verdicts) == set(RULES)
+    assert verdicts["linear growth"] != "not run" and verdicts["plateaus"] in ("reproduced", "partly", "not reproduced",
+                                                                             "not run")
+    calib = json.loads((out / "calibration" / "calibration.json").read_text())
+    assert len(calib["growth"]["runs"]) == 8 and len(calib["plateau"]["runs"]) == 8
+    assert (out / "calibration" / "figures" / "growth_law.png").exists()
