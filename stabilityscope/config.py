@@ -265,6 +265,16 @@ class CalibrationConfig:
 
 
 @dataclass
+class GuidelineConfig:
+    """``experiment=calibrate_guideline``: the run trains ``recommend(budget)``'s settings with its decay scaled by
+    ``decay_factor`` (the ${ss_recommend:...} resolver of the CLI reads these)."""
+
+    budget: int = 100  # the epoch budget given to recommend()
+    decay_factor: float = 1.0  # × the recommended weight decay (the validation sweeps 0.5, 1, 2, 4)
+    extrapolate: bool = False  # recommend(..., extrapolate=True): settings outside the calibrated range
+
+
+@dataclass
 class LoggingConfig:
     """Dashboard mirrors of every recorded scalar (stabilityscope.recording.mirrors)."""
 
@@ -292,6 +302,7 @@ class Config:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     runs: Any = None  # task=calibrate / reproduce: run or sweep directories or globs (a string or a list of them)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    guideline: GuidelineConfig = field(default_factory=GuidelineConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     phase_diagram: PhaseDiagramConfig = field(default_factory=PhaseDiagramConfig)
     checkpoint_root: str = "checkpoints"  # run directories go below this folder

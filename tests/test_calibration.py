@@ -345,3 +345,26 @@ def test_quick_presets_run_through_the_reproduction_report(data_root, tmp_path):
     calib = json.loads((out / "calibration" / "calibration.json").read_text())
     assert len(calib["growth"]["runs"]) == 8 and len(calib["plateau"]["runs"]) == 8
     assert (out / "calibration" / "figures" / "growth_law.png").exists()
+
+
+def test_guideline_validation_checks_band_and_loss(synthetic_laws, tmp_path):
+    """Runs of experiment=calibrate_guideline, synthetic: the recommended run (× 1) relaxes to J² = 1, × 4 to a
+    lower plateau; the final losses are given."""
+    budget = 100
+    r = recommend(budget, laws=synthetic_laws)
+    A = r.predicted_A
+    for i, (factor, plateau, loss) in enumerate([(1.0, 1.0, 0.30), (4.0, 0.4, 0.31), (1.0, 1.0, 0.302),
+                                                 (4.0, 0.4, 0.312)]):
+        synthetic_trace(tmp_path / str(i) / "trace.h5", epochs=budget, lr=r.lr, weight_decay=r.weight_decay * factor,
+                        seed=i // 2, analysis="economy", train_subset=None,
+                        j2=lambda e, p=plateau: p + (0.25 - p) * np.exp(-A / p * np.asarray(e)),
+                        test_loss=lambda e, v=loss: v + 0 * np.asarray(e),
+                        config_extra={"guideline": {"budget": budget, "decay_factor": factor}})
+    table = ss.reproduction.validate_guideline(tmp_path, laws=synthetic_laws)
+    (row,) = table.itertuples()
+    assert row.complete and row.settings_match and row.holds_band and row.loss_within_spread
+    assert row.reach_epoch == pytest.approx(r.reach_epoch)
+    assert row.max_deviation_after_reach == pytest.approx(0.05, rel=0.05)  # tolerance 0.05 at the reach epoch
+    assert row.best_factor == 1.0 and row.seeds == 2
+    # a band the run misses at its reach epoch
+    assert not ss.reproduction.validate_guideline(tmp_path, laws=synthetic_laws, band=0.01).iloc[0]["holds_band"]

@@ -61,7 +61,8 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
                     n_checkpoints: Optional[int] = None, chain: bool = False, momentum: float = 0.5,
                     batch_size: int = 32, train_subset: Optional[int] = 1000, j2: Optional[J2Curve] = None,
                     test_loss: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                    test_acc: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Path:
+                    test_acc: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                    config_extra: Optional[dict[str, Any]] = None) -> Path:
     """Write a trace at ``path`` (a trace.h5; parents created) and return it.
 
     ``chain`` adds a record ``block`` of kind ``chain`` (an MLP block iterated as one module): map
@@ -100,6 +101,7 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
                                      "map_activation": activation}, map_specs)
     cfg = synthetic_config(activation, lr, weight_decay, epochs, analysis, momentum=momentum, batch_size=batch_size,
                            train_subset=train_subset, seed=seed)
+    cfg.update(config_extra or {})  # further top-level sections (e.g. guideline)
     attrs = {"config": yaml.safe_dump(cfg), "seed": seed, "model": "fmnist_fc", "dataset": "fashion_mnist",
              "device": "cpu", "task": "train"}
     w = TraceWriter.create(path, attrs=attrs, layers=layers)

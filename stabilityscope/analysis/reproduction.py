@@ -6,7 +6,9 @@ traces it is given:
 - canonical-network SGD runs (``model=fmnist_fc``; the ``calibrate_*`` presets, ``eoc_scaling_*``,
   ``eoc_weight_decay``) go through :func:`stabilityscope.analysis.calibration.calibrate`;
 - runs that iterate a map (``experiment=eoc_mlp`` / ``eoc_cnn``: a layer with M1 ``s_mean`` and
-  ``lambda_max``) give EOC-optimality's checks.
+  ``lambda_max``) give EOC-optimality's checks;
+- ``experiment=calibrate_guideline`` runs check our own claim, the guideline's promise
+  (:func:`validate_guideline`).
 
 and writes ``reproduction.md`` (and ``reproduction.json``): one row per claim with the source's
 value where it states one, ours with its interval, the runs it comes from and a verdict. The
@@ -22,7 +24,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -31,7 +33,10 @@ from stabilityscope.analysis.collection import Source, find_traces, flatten_conf
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import open_trace
 
-__all__ = ["Claim", "RULES", "Reproduction", "reproduce", "write_reproduction"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Claim", "RULES", "Reproduction", "reproduce", "validate_guideline", "write_reproduction"]
 
 RULES = {
     "linear growth": "reproduced: median R² of the linear fit of J² over each zero-decay run's ordered part >= 0.98; "
@@ -49,6 +54,9 @@ RULES = {
     "lambda star": "reproduced: a decay with plateau J² = 1 is bracketed at every decay-sweep rate; partly: at one",
     "best decay at the edge": "reproduced: at every rate the best final test loss is at the grid decay nearest λ* or "
                               "not distinguishable from it (Welch p > 0.05); partly: at some rates",
+    "guideline": "reproduced: at every budget trained to its end (experiment=calibrate_guideline), every seed of the "
+                 "recommended run holds |J² − 1| <= 0.15 from recommend()'s reach epoch to the end, and its mean final "
+                 "test loss is within the seed spread (the larger std) of the best decay factor's; partly: one of the two",
     "optimum near s = 1": "reproduced: mean s (M1) at the best test loss within 0.15 of 1; partly: within 0.3",
     "lambda_max = ln s": "reproduced: median |λ_max − ln s| <= 0.25·median |ln s| over chaotic checkpoints "
                          "(λ_max > 0); partly: <= 0.5",
@@ -61,7 +69,7 @@ RULES = {
 class Claim:
     """One row of the report."""
 
-    paper: str  # EOC-training or EOC-optimality
+    paper: str  # EOC-training, EOC-optimality, or stabilityscope (the guideline, our own claim)
     claim: str
     rule: str  # key of RULES
     source_value: str
@@ -205,6 +213,77 @@ def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
     return out
 
 
+def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidden", laws: Any = None) -> "pd.DataFrame":
+    """The guideline's promise checked on ``experiment=calibrate_guideline`` runs: one row per budget.
+
+    A run belongs to budget E when its config has ``guideline.budget`` = E; the recommended run is the
+    one with ``guideline.decay_factor`` = 1. Columns: the predicted reach epoch (``recommend(E)`` now),
+    whether the runs trained the whole budget, per seed whether |J² − 1| <= ``band`` held from the reach
+    epoch to the end (and the largest deviation there), the final test losses of every factor (mean, std)
+    and the verdicts ``holds_band`` and ``loss_within_spread``. ``laws``: as :func:`recommend` takes them.
+    """
+    import pandas as pd
+
+    from stabilityscope.analysis.guideline import recommend
+
+    rows = []
+    for path in find_traces(source):
+        with open_trace(path) as tr:
+            flat = flatten_config(tr.config or {})
+            if "guideline.budget" not in flat or len(tr) == 0 or layer not in tr.layers:
+                continue
+            rows.append({"budget": int(flat["guideline.budget"]), "factor": float(flat.get("guideline.decay_factor", 1.0)),
+                         "seed": flat.get("train.seed"), "epochs": int(flat.get("train.epochs", 0)),
+                         "lr": float(flat.get("optim.lr", math.nan)), "status": tr.status,
+                         "t": tr.epoch_fraction.astype(float), "j2": tr.stat(layer, "J").astype(float) ** 2,
+                         "final_test_loss": float(tr.metric("test_loss")[-1])})
+    runs = pd.DataFrame(rows)
+    out = []
+    for budget, g in (runs.groupby("budget") if len(runs) else []):
+        try:
+            r = recommend(int(budget), laws=laws, extrapolate=True)
+            reach = r.reach_epoch
+        except ValueError:
+            r, reach = None, math.nan
+        rec = g[g["factor"] == 1.0]
+        complete = bool(len(rec)) and all(float(t[-1]) >= budget for t in rec["t"])
+        held, worst = [], []
+        for t, j2 in zip(rec["t"], rec["j2"]):
+            after = t >= reach
+            dev = float(np.max(np.abs(j2[after] - 1))) if after.any() else math.nan
+            worst.append(dev)
+            held.append(bool(after.any()) and dev <= band)
+        losses = g.groupby("factor")["final_test_loss"].agg(["mean", "std", "count"])
+        best = float(losses["mean"].idxmin())
+        spread = float(np.nanmax([losses.loc[best, "std"], losses.loc[1.0, "std"] if 1.0 in losses.index else np.nan]))
+        rec_loss = float(losses.loc[1.0, "mean"]) if 1.0 in losses.index else math.nan
+        out.append({"budget": int(budget), "complete": complete, "runs": len(g), "seeds": int(rec["seed"].nunique()),
+                    "reach_epoch": reach, "settings_match": bool(r is not None and np.allclose(rec["lr"], r.lr, rtol=1e-3)),
+                    "holds_band": bool(held) and all(held), "max_deviation_after_reach": float(np.nanmax(worst)) if worst else math.nan,
+                    "recommended_loss": rec_loss, "best_factor": best, "best_loss": float(losses.loc[best, "mean"]),
+                    "spread": spread, "loss_within_spread": bool(math.isfinite(rec_loss) and rec_loss - losses.loc[best, "mean"] <= spread),
+                    "losses": "; ".join(f"×{f:g}: {m:.4f} ± {sd:.4f}" for f, (m, sd) in losses[["mean", "std"]].iterrows())})
+    return pd.DataFrame(out)
+
+
+def _guideline_claim(source: Source) -> Claim:
+    table = validate_guideline(source)
+    claim = "recommend(E) holds J² within 0.15 of 1 from its reach epoch, at a near-best final test loss"
+    done = table[table["complete"]] if len(table) else table
+    if not len(done):
+        note = ("no experiment=calibrate_guideline runs trained to their budget" if not len(table) else
+                f"runs for budgets {', '.join(str(b) for b in table['budget'])} did not train the whole budget (a quick variant)")
+        return Claim("stabilityscope", claim, "guideline", "(ours)", "—", f"{int(table['runs'].sum()) if len(table) else 0} runs",
+                     "not run", note)
+    text = "; ".join(f"E = {r.budget}: max |J² − 1| after epoch {r.reach_epoch:.1f} = {_fmt(r.max_deviation_after_reach)}, "
+                     f"final loss {_fmt(r.recommended_loss, 4)} vs best ×{r.best_factor:g} {_fmt(r.best_loss, 4)} "
+                     f"(spread {_fmt(r.spread, 2)})" for r in done.itertuples())
+    band_ok, loss_ok = bool(done["holds_band"].all()), bool(done["loss_within_spread"].all())
+    note = "" if done["settings_match"].all() else "the laws changed since these runs: their settings differ from recommend() now"
+    return Claim("stabilityscope", claim, "guideline", "(ours)", text, f"{int(done['runs'].sum())} runs",
+                 _verdict(band_ok and loss_ok, band_ok or loss_ok), note)
+
+
 def _map_layer(tr: Any) -> Optional[str]:
     for layer in tr.layers:
         stats = set(tr.stats(layer))
@@ -293,6 +372,9 @@ def reproduce(source: Source, *, layer: str = "hidden", tolerance: float = 0.15,
         Claim("EOC-training", "the training path and its scaling laws", "slope law", "—", "—", "none", "not run",
               "no canonical-network SGD runs among the traces: run experiment=calibrate_growth and calibrate_decay")]
     opt, used = _optimality_claims(maps, confidence)
+    claims.append(_guideline_claim(canonical) if canonical else Claim(
+        "stabilityscope", "recommend(E) holds J² near 1 at a near-best test loss", "guideline", "(ours)", "—", "none",
+        "not run", "run experiment=calibrate_guideline"))
     return Reproduction(str(source) if isinstance(source, (str, Path)) else ", ".join(map(str, source)),
                         claims + opt, cal, used, notes)
 

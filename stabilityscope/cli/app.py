@@ -61,8 +61,27 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="config_schema", node=Config)
 
 
+RECOMMENDED = ("lr", "momentum", "batch_size", "weight_decay")
+
+
+def recommend_resolver(name: str, budget: Any, factor: Any = 1.0, extrapolate: Any = False) -> Any:
+    """``${ss_recommend:<lr|momentum|batch_size|weight_decay>,<budget>[,<decay factor>[,<extrapolate>]]}``: one
+    setting of ``stabilityscope.recommend(budget)`` (the weight decay times the factor), for presets that train
+    the guideline's own settings (experiment=calibrate_guideline)."""
+    from stabilityscope.analysis.guideline import recommend
+
+    if name not in RECOMMENDED:
+        raise ConfigError(f"ss_recommend: unknown setting {name!r}; allowed: {', '.join(RECOMMENDED)}.")
+    try:
+        r = recommend(int(budget), extrapolate=str(extrapolate).lower() == "true")
+    except ValueError as exc:
+        raise ConfigError(f"guideline.budget={budget!r}: {exc}") from None
+    return float(r.weight_decay) * float(factor) if name == "weight_decay" else getattr(r, name)
+
+
 def register_resolvers() -> None:
-    for name, fn in (("ss_run_dir", run_dir_resolver), ("ss_output_subdir", output_subdir_resolver)):
+    for name, fn in (("ss_run_dir", run_dir_resolver), ("ss_output_subdir", output_subdir_resolver),
+                     ("ss_recommend", recommend_resolver)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
