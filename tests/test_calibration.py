@@ -295,7 +295,8 @@ def test_reproduction_gives_a_verdict_per_claim(calibration_runs, tmp_path):
     assert "fixed_point → periodic → chaotic" in by_rule["attractor sequence"].ours
     path = write_reproduction(rep, tmp_path / "out", figures=False)
     text = path.read_text()
-    assert text.count("| EOC-") == len(rep.claims) and "## Rules" in text
+    assert text.count("| EOC-") + text.count("| stabilityscope |") == len(rep.claims) and "## Rules" in text
+    assert by_rule["guideline"].verdict == "not run"  # no calibrate_guideline runs among these
     assert (tmp_path / "out" / "calibration" / "calibration.md").exists()
 
 

@@ -89,11 +89,11 @@ class GrowthLaw:
     validity: tuple[float, float]  # the rates (η/((1−α)B)) where every calibration run agreed within tolerance
     tolerance: float
 
-    def slope(self, rate: Any, n_train: Optional[int] = None) -> np.ndarray:
+    def slope(self, rate: Any, n_train: Any = None) -> np.ndarray:
         """The law's A per epoch at these rates (a prediction)."""
         x = np.asarray(rate, dtype=float) / self.rate_ref
         a = self.intercept + self.k * x ** self.exponent
-        return a * ((n_train / self.n_train) if n_train else 1.0)
+        return a * (1.0 if n_train is None else np.asarray(n_train, dtype=float) / self.n_train)
 
     def rate_for(self, slope: float, n_train: Optional[int] = None) -> float:
         """The rate at which the law's A equals ``slope`` (NaN when no positive rate gives it)."""
@@ -635,5 +635,10 @@ def calibrate(source: Source, *, layer: str = "hidden", tolerance: float = 0.15,
                                 for r in growth_runs["run"]]
     growth = fit_growth_law(growth_runs, tolerance=tolerance, confidence=confidence)
     plateau = _plateau_calibration(runs, sweep.curves, confidence, n_boot, seed)
+    if growth.law is not None and len(plateau.runs):
+        # the guideline's assumption, dJ²/dt = A·(1 − J²/J²∞): relaxation time J²∞/A (a prediction, beside τ measured)
+        n = plateau.runs["n_train"].astype(float).to_numpy()
+        plateau.runs["tau_guideline"] = (plateau.runs["j2_plateau"].astype(float).to_numpy()
+                                         / growth.law.slope(plateau.runs["rate"].astype(float).to_numpy(), n))
     notes = [n for n in sweep.notes if "still running" in n or "left out" in n]
     return Calibration(str(sweep.source), growth, plateau, sweep, confidence, notes)

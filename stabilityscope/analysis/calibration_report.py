@@ -199,12 +199,14 @@ def calibration_markdown(c: Calibration, figures: dict[str, Path], skipped: dict
         agg = p.runs.groupby(["rate_key", "weight_decay"]).agg(
             n=("run", "size"), plateau=("j2_plateau", "mean"), plateau_sd=("j2_plateau", "std"),
             law=("plateau_law", "mean"), tau=("tau_measured", "mean"), tau_model=("tau_model", "mean"),
+            tau_guideline=("tau_guideline", "mean") if "tau_guideline" in p.runs else ("tau_model", lambda v: math.nan),
             epochs=("last_epoch", "max"), sat=("saturated", "sum"), loss=("final_test_loss", "mean"))
         rows = [[f"{rk / REFERENCE_RATE:.3g}×", f"{wd:g}", str(r.n), f"{_f(r.plateau)} ± {_f(r.plateau_sd, 2)}", _f(r.law),
-                 _f(r.tau, 3), _f(r.tau_model, 3), f"{r.epochs:g}", f"{int(r.sat)}/{r.n}", _f(r.loss)]
+                 _f(r.tau, 3), _f(r.tau_guideline, 3), _f(r.tau_model, 3), f"{r.epochs:g}", f"{int(r.sat)}/{r.n}", _f(r.loss)]
                 for (rk, wd), r in zip(agg.index, agg.itertuples())]
-        lines += _table(["rate", "weight decay", "runs", "J² plateau", "law (prediction)", "τ measured", "τ model",
-                         "epochs", "saturated", "final test loss"], rows)
+        lines += _table(["rate", "weight decay", "runs", "J² plateau", "law (prediction)", "τ measured",
+                         "τ = J²∞/A (guideline's assumption)", "τ = 1/(2·wd·ρ) (original model)", "epochs", "saturated",
+                         "final test loss"], rows)
     if len(p.eoc_claim):
         lines += ["", "## EOC-training's claim: the best final test loss at the decay whose plateau is the edge", ""]
         rows = [[f"{r.rate_x:.3g}×", f"{r.epochs:g}", f"{r.best_decay:g}", f"{_f(r.best_loss)} ({_ci(r.best_loss_low, r.best_loss_high, 4)})",
