@@ -327,14 +327,21 @@ def test_quick_presets_run_through_the_reproduction_report(data_root, tmp_path):
     """The calibrate_*_quick presets train real runs through the batched launcher; task=reproduce then
     writes the whole report (and the calibration under it) from them."""
     sweeps = []
-    for preset in ("calibrate_growth_quick", "calibrate_decay_quick"):
+    for preset in ("calibrate_growth_quick", "calibrate_decay_quick", "calibrate_guideline_quick"):
         proc = run_cli("-m", f"experiment={preset}", "figures=false", "report=false", f"checkpoint_root={tmp_path / preset}",
                        cwd=tmp_path, env={"STABILITYSCOPE_DATA": str(data_root)})
         assert proc.returncode == 0, proc.stderr[-3000:]
         (sweep,) = (tmp_path / preset).glob("multirun/*")
-        assert len(list(sweep.glob("*/trace.h5"))) == 8
+        assert len(list(sweep.glob("*/trace.h5"))) == (4 if preset == "calibrate_guideline_quick" else 8)
         sweeps.append(sweep)
-    proc = run_cli("task=reproduce", f"runs=[{sweeps[0]},{sweeps[1]}]", "calibration.n_boot=50",
+    # the guideline runs trained recommend(100)'s settings (the resolver), with the decay × 1 and × 4
+    r = recommend(100, extrapolate=True)
+    for trace in sweeps[2].glob("*/trace.h5"):
+        with ss.open_trace(trace) as tr:
+            optim = tr.config["optim"]
+            assert optim["lr"] == pytest.approx(r.lr) and tr.config["train"]["batch_size"] == r.batch_size
+            assert optim["weight_decay"] / r.weight_decay == pytest.approx(tr.config["guideline"]["decay_factor"])
+    proc = run_cli("task=reproduce", f"runs=[{sweeps[0]},{sweeps[1]},{sweeps[2]}]", "calibration.n_boot=50",
                    f"checkpoint_root={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (out,) = [p.parent for p in tmp_path.glob("reproduce/*/reproduction.md")]
@@ -344,7 +351,8 @@ def test_quick_presets_run_through_the_reproduction_report(data_root, tmp_path):
     assert verdicts["linear growth"] != "not run" and verdicts["plateaus"] in ("reproduced", "partly", "not reproduced",
                                                                              "not run")
     calib = json.loads((out / "calibration" / "calibration.json").read_text())
-    assert len(calib["growth"]["runs"]) == 8 and len(calib["plateau"]["runs"]) == 8
+    assert len(calib["growth"]["runs"]) == 8 and len(calib["plateau"]["runs"]) == 12  # decay × guideline runs
+    assert verdicts["guideline"] == "not run"  # 3 of the 100 epochs: nothing validated
     assert (out / "calibration" / "figures" / "growth_law.png").exists()
 
 

@@ -144,7 +144,9 @@ class PlateauLaw:
         return lo * (1 - 1e-9) <= rate <= hi * (1 + 1e-9)
 
     def describe(self) -> str:
-        return (f"J²∞ = {self.K:.4g}·(wd/{self.wd_ref:.4g})^−{self.q:.3f}·(r/{self.rate_ref:.4g})^{self.s:.3f}, fitted for "
+        rate = (f"·(r/{self.rate_ref:.4g})^{self.s:.3f}" if self.rate_range[0] < self.rate_range[1]
+                else " (rate exponent not fitted: one rate)")
+        return (f"J²∞ = {self.K:.4g}·(wd/{self.wd_ref:.4g})^−{self.q:.3f}{rate}, fitted for "
                 f"r in {self.rate_range[0]:.3g}–{self.rate_range[1]:.3g} and wd in {self.weight_decay_range[0]:.3g}–"
                 f"{self.weight_decay_range[1]:.3g}")
 

@@ -184,8 +184,10 @@ def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
     if p.law is not None:
         q_lo = p.law.q_ci[0]
         out.append(Claim("EOC-training", "J² saturates at a plateau that falls as the decay grows", "plateaus",
-                         "falls with decay", f"J²∞ ∝ wd^−q, q = {p.law.q:.3f} ({_fmt(q_lo)}–{_fmt(p.law.q_ci[1])}); rate "
-                                             f"exponent s = {p.law.s:.3f}", f"{int(p.runs['saturated'].sum())} saturated runs",
+                         "falls with decay", f"J²∞ ∝ wd^−q, q = {p.law.q:.3f} ({_fmt(q_lo)}–{_fmt(p.law.q_ci[1])}); " + (
+                             f"rate exponent s = {p.law.s:.3f} ({_fmt(p.law.s_ci[0])}–{_fmt(p.law.s_ci[1])})"
+                             if math.isfinite(p.law.s_ci[0]) else "rate exponent not fitted (saturated runs at one rate)"),
+                         f"{int(p.runs['saturated'].sum())} saturated runs",
                          _verdict(math.isfinite(q_lo) and q_lo > 0, p.law.q > 0)))
     else:
         out.append(Claim("EOC-training", "J² plateau falls as the decay grows", "plateaus", "falls", "—", "none",
@@ -285,11 +287,11 @@ def _guideline_claim(source: Source) -> Claim:
 
 
 def _map_layer(tr: Any) -> Optional[str]:
-    for layer in tr.layers:
-        stats = set(tr.stats(layer))
-        if {"s_mean", "lambda_max", "attractor"} <= stats:
-            return layer
-    return None
+    """The iterated map of a run: the model map (``map:<module>``, EOC-optimality's input → layer) when
+    recorded, else the first layer with map measures (a square FC layer)."""
+    layers = [layer for layer in tr.layers if {"s_mean", "lambda_max", "attractor"} <= set(tr.stats(layer))]
+    model_maps = [layer for layer in layers if layer.startswith("map:")]
+    return (model_maps or layers or [None])[0]
 
 
 def _optimality_claims(paths: Sequence[Path], confidence: float) -> tuple[list[Claim], list[str]]:
