@@ -39,7 +39,7 @@ Typical use in a notebook::
 
     a = ss.analyze_sweep("checkpoints/multirun/<stamp>")      # scaling laws of a sweep: A = C·η/((1−α)B), collapse
     a.combined.C, a.decay.weight_decay_star                   # against τ, the decay λ* whose J² plateau is the edge
-    r = ss.recommend(100)                                     # lr, batch, decay predicted to reach the edge in 100
+    r = ss.recommend(60)                                      # lr, batch, decay predicted to reach the edge in 60
     print(r.explain())                                        # epochs, from the packaged calibrated laws
     cal = ss.calibration.calibrate(["<growth sweep>", "<decay sweep>"])   # measure those laws on your runs
     rep = ss.reproduction.reproduce("checkpoints/multirun/*")  # the papers' claims, one verdict each

@@ -296,6 +296,7 @@ def test_reproduction_gives_a_verdict_per_claim(calibration_runs, tmp_path):
     path = write_reproduction(rep, tmp_path / "out", figures=False)
     text = path.read_text()
     assert text.count("| EOC-") + text.count("| stabilityscope |") == len(rep.claims) and "## Rules" in text
+    assert "median \\|λ_max − ln s\\|" in text  # pipes inside a cell are escaped
     assert by_rule["guideline"].verdict == "not run"  # no calibrate_guideline runs among these
     assert (tmp_path / "out" / "calibration" / "calibration.md").exists()
 
@@ -377,3 +378,26 @@ def test_guideline_validation_checks_band_and_loss(synthetic_laws, tmp_path):
     assert row.best_factor == 1.0 and row.seeds == 2
     # a band the run misses at its reach epoch
     assert not ss.reproduction.validate_guideline(tmp_path, laws=synthetic_laws, band=0.01).iloc[0]["holds_band"]
+
+
+def test_growth_fit_over_checkpoints_inside_one_epoch_is_not_fitted():
+    """A run that crosses the edge inside its first epoch has its ordered checkpoints at one whole epoch; the
+    report's fit gives NaN there, and fits fractional epochs (step checkpoints) as they are."""
+    from stabilityscope.analysis.figures import linear_growth_fit
+
+    j2 = np.array([0.25, 0.3, 0.35, 2.0])
+    assert all(math.isnan(v) for v in linear_growth_fit(np.array([0, 0, 0, 1.0]), j2))
+    assert linear_growth_fit(np.array([0, 0.5, 1, 1.5]), j2) == pytest.approx((0.1, 0.25))
+
+
+def test_laws_without_a_plateau_law_need_a_measured_lambda_star(synthetic_laws, tmp_path):
+    growth_only = CalibratedLaws(synthetic_laws.growth, None, {"network": "synthetic"})
+    assert load_laws(growth_only.save(tmp_path / "laws.json")) == growth_only
+    with pytest.raises(ValueError, match="no plateau law"):
+        recommend(100, laws=growth_only)
+    r = recommend(100, laws=growth_only, weight_decay_star=1.5e-4)
+    assert r.weight_decay == 1.5e-4 and r.weight_decay_source == "measured" and r.growth_source == "calibrated"
+    with pytest.warns(UserWarning, match="no plateau law"):
+        r = recommend(100, laws=growth_only, extrapolate=True)
+    assert r.weight_decay_source == "model" and r.extrapolated
+    assert r.weight_decay == pytest.approx(r.predicted_A / r.rho / 2)  # c/2 with c = A/ρ at this rate

@@ -144,8 +144,8 @@ class PlateauLaw:
         return lo * (1 - 1e-9) <= rate <= hi * (1 + 1e-9)
 
     def describe(self) -> str:
-        rate = (f"·(r/{self.rate_ref:.4g})^{self.s:.3f}" if self.rate_range[0] < self.rate_range[1]
-                else " (rate exponent not fitted: one rate)")
+        rate = (f"·(r/{self.rate_ref:.4g})^{self.s:.3f}" if math.isfinite(self.s_ci[0])
+                else " (rate exponent not fitted: the runs do not separate rate from decay)")
         return (f"J²∞ = {self.K:.4g}·(wd/{self.wd_ref:.4g})^−{self.q:.3f}{rate}, fitted for "
                 f"r in {self.rate_range[0]:.3g}–{self.rate_range[1]:.3g} and wd in {self.weight_decay_range[0]:.3g}–"
                 f"{self.weight_decay_range[1]:.3g}")
@@ -156,11 +156,12 @@ class CalibratedLaws:
     """The growth and plateau laws the guideline uses, with where they were measured."""
 
     growth: GrowthLaw
-    plateau: PlateauLaw
+    plateau: Optional[PlateauLaw]  # None: the decay runs gave no plateau law (the guideline then needs a λ*)
     provenance: dict[str, Any]  # dataset, network, date, runs, commands, seeds
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({"growth": asdict(self.growth), "plateau": asdict(self.plateau), "provenance": self.provenance})
+        return _jsonable({"growth": asdict(self.growth), "plateau": asdict(self.plateau) if self.plateau else None,
+                          "provenance": self.provenance})
 
     def save(self, path: Union[str, Path]) -> Path:
         path = Path(path)
@@ -169,12 +170,13 @@ class CalibratedLaws:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CalibratedLaws":
-        g, p = dict(d["growth"]), dict(d["plateau"])
+        g = dict(d["growth"])
         g["validity"] = tuple(g["validity"])
+        p = dict(d["plateau"]) if d.get("plateau") is not None else None
         for key in ("rate_range", "weight_decay_range", "K_ci", "q_ci", "s_ci"):
-            if key in p:
+            if p is not None and key in p:
                 p[key] = tuple(math.nan if v is None else v for v in p[key])
-        return cls(GrowthLaw(**g), PlateauLaw(**p), dict(d.get("provenance", {})))
+        return cls(GrowthLaw(**g), PlateauLaw(**p) if p is not None else None, dict(d.get("provenance", {})))
 
 
 def load_laws(path: Union[str, Path, None] = None) -> CalibratedLaws:
@@ -424,10 +426,12 @@ def fit_plateau_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, w
     ok = runs[(runs["weight_decay"] > 0) & np.isfinite(runs["j2_plateau"].astype(float)) & (runs["j2_plateau"] > 0)]
     if len(ok) < 3 or ok["weight_decay"].nunique() < 2:
         return None, math.nan
-    vary_rate = ok["rate"].nunique() > 1
     cols = [np.ones(len(ok)), -np.log(ok["weight_decay"].to_numpy(float) / wd_ref)]
+    rate_col = np.log(ok["rate"].to_numpy(float) / rate_ref)
+    # the rate term only when the runs separate it from the decay (2 decays each at its own rate do not)
+    vary_rate = np.linalg.matrix_rank(np.column_stack(cols + [rate_col])) == 3
     if vary_rate:
-        cols.append(np.log(ok["rate"].to_numpy(float) / rate_ref))
+        cols.append(rate_col)
     X, y = np.column_stack(cols), np.log(ok["j2_plateau"].to_numpy(float))
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
     res = y - X @ beta
@@ -460,7 +464,7 @@ def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float, fl
 
 
 def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"], confidence: float, n_boot: int,
-                         seed: int) -> PlateauCalibration:
+                         seed: int, rates: Optional[tuple[float, float]] = None) -> PlateauCalibration:
     import pandas as pd
     from scipy import stats
 
@@ -483,7 +487,17 @@ def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"],
                      f"plateau law): " + ", ".join(f"{r.run} (wd {r.weight_decay:g}, rate {r.rate:.3g}: "
                                                     f"{r.last_epoch:g} epochs, τ = {r.tau_measured:.3g})"
                                                     for r in short.itertuples()))
-    law, r2 = fit_plateau_law(dec[dec["saturated"]], confidence=confidence)
+    # the law is fitted inside the growth law's validity range only: beyond it J² runs away and a "plateau"
+    # is a chaotic level, not the balance of growth and decay the guideline needs
+    dec["in_growth_range"] = True if rates is None else \
+        ((dec["rate"] >= rates[0] * (1 - 1e-9)) & (dec["rate"] <= rates[1] * (1 + 1e-9)))
+    outside = dec[~dec["in_growth_range"]]
+    if len(outside):
+        notes.append(f"{len(outside)} decay runs at rates outside the growth law's validity range (left out of the "
+                     f"plateau law): rates {', '.join(f'{r / REFERENCE_RATE:.3g}×' for r in sorted(outside['rate'].unique()))}")
+    law, r2 = fit_plateau_law(dec[dec["saturated"] & dec["in_growth_range"]], confidence=confidence)
+    if law is None:
+        notes.append("no plateau law: fewer than 3 saturated runs at 2 or more decays inside the growth law's range")
     dec["plateau_law"] = law.plateau(dec["weight_decay"], dec["rate"]) if law else math.nan
     dec["rate_key"] = _rate_key(dec["rate"])
     star_rows, claim_rows = [], []
@@ -544,11 +558,11 @@ class Calibration:
         return self.plateau.eoc_claim
 
     def laws(self, provenance: Optional[Mapping[str, Any]] = None) -> CalibratedLaws:
-        """The measured laws as a :class:`CalibratedLaws` (both must have been fitted)."""
-        if self.growth.law is None or self.plateau.law is None:
-            missing = [n for n, v in (("growth", self.growth.law), ("plateau", self.plateau.law)) if v is None]
-            raise ValueError(f"no {' and no '.join(missing)} law was fitted on {self.source} "
-                             f"({'; '.join(self.growth.notes + self.plateau.notes) or 'too few runs'}).")
+        """The measured laws as a :class:`CalibratedLaws` (the growth law must have been fitted; the plateau
+        law is None when the decay runs gave none)."""
+        if self.growth.law is None:
+            raise ValueError(f"no growth law was fitted on {self.source} "
+                             f"({'; '.join(self.growth.notes) or 'too few runs'}).")
         runs = self.sweep.runs
         ok = runs[~runs["status"].isin(EXCLUDED_STATUSES)]
         prov = {"dataset": sorted(set(ok["dataset"].astype(str))), "n_train": self.growth.law.n_train,
@@ -636,7 +650,8 @@ def calibrate(source: Source, *, layer: str = "hidden", tolerance: float = 0.15,
     growth_runs["A_chaotic"] = [(_chaotic_slope(sweep.curves[r]) if r in sweep.curves else math.nan)
                                 for r in growth_runs["run"]]
     growth = fit_growth_law(growth_runs, tolerance=tolerance, confidence=confidence)
-    plateau = _plateau_calibration(runs, sweep.curves, confidence, n_boot, seed)
+    plateau = _plateau_calibration(runs, sweep.curves, confidence, n_boot, seed,
+                                   growth.law.validity if growth.law is not None else None)
     if growth.law is not None and len(plateau.runs):
         # the guideline's assumption, dJ²/dt = A·(1 − J²/J²∞): relaxation time J²∞/A (a prediction, beside τ measured)
         n = plateau.runs["n_train"].astype(float).to_numpy()

@@ -7,8 +7,8 @@
   (interpolated, with seed and bootstrap intervals, beside the law's and the model's) and EOC-training's
   claim that the best final test loss sits at the decay whose plateau is the edge;
 - ``calibration.json``: the same numbers (:meth:`Calibration.to_dict`; NaN as null);
-- ``laws.json``: the fitted laws with their provenance, what ``recommend(laws=...)`` reads (only
-  when both laws were fitted);
+- ``laws.json``: the fitted laws with their provenance, what ``recommend(laws=...)`` reads (when a
+  growth law was fitted; without a plateau law the guideline needs a measured λ*);
 - ``growth_runs.csv`` and ``decay_runs.csv``;
 - ``figures/``: the growth law and the plateau law (PNG and PDF).
 """
@@ -239,7 +239,7 @@ def write_calibration_report(c: Calibration, out_dir: Union[str, Path], *, figur
     if not c.plateau.runs.empty:
         c.plateau.runs.to_csv(out / "decay_runs.csv", index=False)
     (out / "calibration.json").write_text(json.dumps(c.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if c.growth.law is not None and c.plateau.law is not None:
+    if c.growth.law is not None:  # the plateau law may be missing: the guideline then asks for a measured λ*
         c.laws().save(out / "laws.json")
     path = out / "calibration.md"
     path.write_text(calibration_markdown(c, written, skipped, out), encoding="utf-8")

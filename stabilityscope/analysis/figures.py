@@ -111,10 +111,12 @@ def _opened(trace: TraceLike) -> Iterator[Trace]:
 def linear_growth_fit(epochs: np.ndarray, j2: np.ndarray, max_epoch: int = 50, edge: float = 1.0) -> tuple[float, float]:
     """Slope A and intercept of J² against epoch over the ordered part (J² < edge) of the first epochs.
 
-    EOC-training: J² grows linearly in epochs in the ordered phase. Returns NaNs with fewer than 2 points.
+    EOC-training: J² grows linearly in epochs in the ordered phase. Returns NaNs with fewer than 2 points
+    at distinct epochs (a run that crosses the edge inside its first epoch has ordered checkpoints only there).
     """
+    epochs, j2 = np.asarray(epochs, dtype=float), np.asarray(j2, dtype=float)
     keep = (epochs <= max_epoch) & (j2 < edge) & np.isfinite(j2)
-    if keep.sum() < 2:
+    if keep.sum() < 2 or np.ptp(epochs[keep]) == 0:
         return float("nan"), float("nan")
     slope, intercept = np.polyfit(epochs[keep], j2[keep], 1)
     return float(slope), float(intercept)

@@ -32,7 +32,7 @@ Example::
 
     import stabilityscope as ss
 
-    r = ss.recommend(100)                 # the packaged calibrated laws, 60,000 examples
+    r = ss.recommend(60)                  # the packaged calibrated laws, 60,000 examples (44–90 epochs inside)
     r.lr, r.batch_size, r.weight_decay
     print(r.explain())
     r.overrides()                         # ["optim.lr=...", ...] for python -m stabilityscope
@@ -265,7 +265,14 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *,
     ranges: list[tuple[str, tuple[float, float]]] = []
     if c is None:
         ranges.append(("growth", calibrated.growth.validity))
-    decay_law = weight_decay_star is None and calibrated is not None
+    decay_law = weight_decay_star is None and calibrated is not None and calibrated.plateau is not None
+    if weight_decay_star is None and calibrated is not None and calibrated.plateau is None and c is None:
+        message = ("recommend: these calibrated laws have no plateau law (the decay runs did not give one; see the README's "
+                   "calibration section), so no weight decay is calibrated. Pass weight_decay_star=<a measured λ*>, or "
+                   "extrapolate=True for the original model's wd* = c/2 at this rate (measured to misplace the plateau).")
+        if not extrapolate:
+            raise ValueError(message)
+        warnings.warn(message, UserWarning, stacklevel=2)
     if decay_law:
         ranges.append(("plateau", calibrated.plateau.rate_range))
     A = log_gap / (reach_fraction * epochs_budget)
@@ -292,8 +299,9 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *,
         wd, source = float(weight_decay_star), "measured"
     elif decay_law:
         wd, source = calibrated.plateau.decay_for(rate), "calibrated"
-    else:
-        wd, source = c / 2, "model"  # the original model's plateau c/(2·wd) = 1
+    else:  # the original model's plateau c/(2·wd) = 1, with c the growth per example at this rate
+        wd, source = (c if c is not None else slope(rate) / (rate * n_train)) / 2, "model"
+        extrapolated = extrapolated or c is None
     batch, lowered = int(batch_size), None
     lr = rate * (1 - momentum) * batch
     if lr > max_lr:  # a smaller batch at the same η/((1−α)B): same J² curve, smaller η
@@ -313,7 +321,8 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *,
     laws_text = ""
     if calibrated is not None and (c is None or decay_law):
         prov = calibrated.provenance
-        laws_text = (f"growth {calibrated.growth.describe()}; plateau {calibrated.plateau.describe()}; measured "
+        plateau_text = calibrated.plateau.describe() if calibrated.plateau else "none (not calibrated)"
+        laws_text = (f"growth {calibrated.growth.describe()}; plateau {plateau_text}; measured "
                      f"{prov.get('date', '?')} on {prov.get('network', '?')}, {', '.join(prov.get('dataset', []) or ['?'])}")
     return Recommendation(
         epochs_budget=float(epochs_budget), n_train=int(n_train), lr=lr, batch_size=batch, momentum=float(momentum),

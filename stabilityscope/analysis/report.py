@@ -157,7 +157,7 @@ def _growth_line(tr: Trace) -> Optional[str]:
         return None
     layer = layers[0]
     jc2 = critical_coupling(run_activation(tr)) ** 2
-    slope, _ = linear_growth_fit(tr.checkpoints, tr.stat(layer, "J") ** 2, edge=jc2)
+    slope, _ = linear_growth_fit(tr.epoch_fraction, tr.stat(layer, "J") ** 2, edge=jc2)  # fractional under step checkpoints
     if not math.isfinite(slope):
         return f"| J² growth (`{layer}`) | not fitted: fewer than two ordered checkpoints in the first 50 epochs |"
     return f"| J² growth (`{layer}`, ordered part of the first 50 epochs) | A = {slope:.4g} per epoch |"

@@ -187,7 +187,8 @@ def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
                          "falls with decay", f"J²∞ ∝ wd^−q, q = {p.law.q:.3f} ({_fmt(q_lo)}–{_fmt(p.law.q_ci[1])}); " + (
                              f"rate exponent s = {p.law.s:.3f} ({_fmt(p.law.s_ci[0])}–{_fmt(p.law.s_ci[1])})"
                              if math.isfinite(p.law.s_ci[0]) else "rate exponent not fitted (saturated runs at one rate)"),
-                         f"{int(p.runs['saturated'].sum())} saturated runs",
+                         f"{int((p.runs['saturated'] & p.runs['in_growth_range']).sum())} saturated runs inside the growth "
+                         f"law's range",
                          _verdict(math.isfinite(q_lo) and q_lo > 0, p.law.q > 0)))
     else:
         out.append(Claim("EOC-training", "J² plateau falls as the decay grows", "plateaus", "falls", "—", "none",
@@ -259,7 +260,8 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
         best = float(losses["mean"].idxmin())
         spread = float(np.nanmax([losses.loc[best, "std"], losses.loc[1.0, "std"] if 1.0 in losses.index else np.nan]))
         rec_loss = float(losses.loc[1.0, "mean"]) if 1.0 in losses.index else math.nan
-        out.append({"budget": int(budget), "complete": complete, "runs": len(g), "seeds": int(rec["seed"].nunique()),
+        inside = bool(r is not None and not r.extrapolated)
+        out.append({"budget": int(budget), "complete": complete, "inside_laws": inside, "runs": len(g), "seeds": int(rec["seed"].nunique()),
                     "reach_epoch": reach, "settings_match": bool(r is not None and np.allclose(rec["lr"], r.lr, rtol=1e-3)),
                     "holds_band": bool(held) and all(held), "max_deviation_after_reach": float(np.nanmax(worst)) if worst else math.nan,
                     "recommended_loss": rec_loss, "best_factor": best, "best_loss": float(losses.loc[best, "mean"]),
@@ -277,7 +279,8 @@ def _guideline_claim(source: Source) -> Claim:
                 f"runs for budgets {', '.join(str(b) for b in table['budget'])} did not train the whole budget (a quick variant)")
         return Claim("stabilityscope", claim, "guideline", "(ours)", "—", f"{int(table['runs'].sum()) if len(table) else 0} runs",
                      "not run", note)
-    text = "; ".join(f"E = {r.budget}: max |J² − 1| after epoch {r.reach_epoch:.1f} = {_fmt(r.max_deviation_after_reach)}, "
+    text = "; ".join(f"E = {r.budget}{'' if r.inside_laws else ' (extrapolated)'}: max |J² − 1| after epoch "
+                     f"{r.reach_epoch:.1f} = {_fmt(r.max_deviation_after_reach)}, "
                      f"final loss {_fmt(r.recommended_loss, 4)} vs best ×{r.best_factor:g} {_fmt(r.best_loss, 4)} "
                      f"(spread {_fmt(r.spread, 2)})" for r in done.itertuples())
     band_ok, loss_ok = bool(done["holds_band"].all()), bool(done["loss_within_spread"].all())
@@ -387,8 +390,12 @@ def reproduction_markdown(r: Reproduction) -> str:
              "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ". Each verdict follows the fixed rule "
              "listed below the table; 'source' is the value the paper states.", "",
              "| paper | claim | source | ours (interval) | runs | verdict | note |", "|---|---|---|---|---|---|---|"]
+    def cell(text: str) -> str:  # a "|" inside a cell (|λ_max − ln s|) would end it
+        return str(text).replace("|", "\\|")
+
     for c in r.claims:
-        lines.append(f"| {c.paper} | {c.claim} | {c.source_value} | {c.ours} | {c.runs} | **{c.verdict}** | {c.note} |")
+        lines.append("| " + " | ".join(cell(v) for v in (c.paper, c.claim, c.source_value, c.ours, c.runs))
+                     + f" | **{c.verdict}** | {cell(c.note)} |")
     lines += ["", "## Rules", ""] + [f"- **{k}**: {v}" for k, v in RULES.items()]
     if r.map_runs:
         lines += ["", "Map runs (EOC-optimality): " + ", ".join(r.map_runs)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -73,7 +74,9 @@ def recommend_resolver(name: str, budget: Any, factor: Any = 1.0, extrapolate: A
     if name not in RECOMMENDED:
         raise ConfigError(f"ss_recommend: unknown setting {name!r}; allowed: {', '.join(RECOMMENDED)}.")
     try:
-        r = recommend(int(budget), extrapolate=str(extrapolate).lower() == "true")
+        with warnings.catch_warnings():  # extrapolation was asked for by the preset; the report marks it
+            warnings.simplefilter("ignore", UserWarning)
+            r = recommend(int(budget), extrapolate=str(extrapolate).lower() == "true")
     except ValueError as exc:
         raise ConfigError(f"guideline.budget={budget!r}: {exc}") from None
     return float(r.weight_decay) * float(factor) if name == "weight_decay" else getattr(r, name)
