@@ -52,6 +52,7 @@ import numpy as np
 from stabilityscope.analysis.canonical import CANONICAL_BATCH, CANONICAL_C, CANONICAL_LR, CANONICAL_MOMENTUM
 from stabilityscope.analysis.collection import Source
 from stabilityscope.analysis.decay import EXCLUDED_STATUSES, decay_analysis
+from stabilityscope.analysis.scaling import _jsonable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -611,12 +612,6 @@ class Calibration:
 
 def _records(df: "pd.DataFrame") -> list[dict[str, Any]]:
     return df.to_dict("records") if len(df) else []
-
-
-def _jsonable(obj: Any) -> Any:
-    from stabilityscope.analysis.scaling import _jsonable as j
-
-    return j(obj)
 
 
 def calibrate(source: Source, *, layer: str = "hidden", tolerance: float = 0.15, plateau_fraction: float = 0.2,

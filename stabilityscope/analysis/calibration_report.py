@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from stabilityscope.analysis.calibration import REFERENCE_RATE, Calibration
 from stabilityscope.analysis.figures import COLORS, EDGE_COLOR, _log_y, _styled, save_figure
 from stabilityscope.analysis.report import figure_section
+from stabilityscope.analysis.scaling_report import _f, _table
 from stabilityscope.errors import TraceError
 
 __all__ = ["calibration_markdown", "plot_growth_law", "plot_plateau_law", "write_calibration_report"]
@@ -45,21 +46,9 @@ CAPTIONS = {
 }
 
 
-def _f(v: Any, digits: int = 4) -> str:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return "—" if v is None else str(v)
-    return "—" if not math.isfinite(x) else f"{x:.{digits}g}"
-
-
 def _ci(lo: Any, hi: Any, digits: int = 3) -> str:
     return "—" if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (lo, hi)) else \
         f"{lo:.{digits}g}–{hi:.{digits}g}"
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 @_styled

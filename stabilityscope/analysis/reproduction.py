@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
-from stabilityscope.analysis.calibration import REFERENCE_RATE, Calibration, calibrate
+from stabilityscope.analysis.calibration import REFERENCE_RATE, Calibration, _t_interval, calibrate
 from stabilityscope.analysis.collection import Source, find_traces, flatten_config
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import open_trace
@@ -96,12 +96,6 @@ def _verdict(strong: bool, weak: bool) -> str:
     return "reproduced" if strong else ("partly" if weak else "not reproduced")
 
 
-def _mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    from stabilityscope.analysis.calibration import _t_interval
-
-    return _t_interval(np.asarray(values, float), confidence)
-
-
 def _fmt(v: float, digits: int = 3) -> str:
     return "—" if not (isinstance(v, (int, float)) and math.isfinite(v)) else f"{v:.{digits}g}"
 
@@ -166,7 +160,7 @@ def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
     # 4. the optimum at the edge, and 5. chaos hurts: zero-decay runs that crossed the edge
     crossed = zero[np.isfinite(zero["J_at_optimal"].astype(float)) & (zero["j2_final"].astype(float) > 1.0)]
     if len(crossed):
-        m, lo, hi = _mean_ci(crossed["J_at_optimal"].astype(float), confidence)
+        m, lo, hi = _t_interval(crossed["J_at_optimal"].to_numpy(float), confidence)
         out.append(Claim("EOC-training", "the best test loss lies close to J = 1", "optimum at the edge", "J ≈ 1",
                          f"J = {m:.3f} ({_fmt(lo)}–{_fmt(hi)})", f"{len(crossed)} zero-decay runs that crossed the edge",
                          _verdict(abs(m - 1) <= 0.15, abs(m - 1) <= 0.3)))
@@ -331,7 +325,7 @@ def _optimality_claims(paths: Sequence[Path], confidence: float) -> tuple[list[C
                              "run experiment=eoc_mlp (or eoc_cnn) and pass its run directory"))
         return out, used
     runs_text = f"{len(used)} run(s)"
-    m, lo, hi = _mean_ci(s_opt, confidence)
+    m, lo, hi = _t_interval(np.asarray(s_opt, float), confidence)
     out.append(Claim("EOC-optimality", "the best test loss lies near s = 1", "optimum near s = 1", "s ≈ 1",
                      f"s = {m:.3f}" + (f" ({_fmt(lo)}–{_fmt(hi)})" if math.isfinite(lo) else ""), runs_text,
                      _verdict(abs(m - 1) <= 0.15, abs(m - 1) <= 0.3)))
