@@ -238,17 +238,31 @@ def test_recommended_settings_reach_the_edge_under_the_laws(synthetic_laws, budg
     np.testing.assert_allclose(r.j2([0, r.reach_epoch]), [0.25, 1 - tol])
 
 
-def test_a_rate_outside_the_calibrated_range_is_refused_or_flagged(synthetic_laws):
-    with pytest.raises(ValueError, match=r"outside the calibrated range.*budgets from (\d+) to (\d+) epochs") as info:
-        recommend(1000, laws=synthetic_laws)  # needs a rate far below the plateau law's 2×
-    lo, hi = map(int, re.search(r"budgets from (\d+) to (\d+)", str(info.value)).groups())
-    recommend(lo, laws=synthetic_laws)
-    recommend(hi, laws=synthetic_laws)  # both ends inside
+def test_a_budget_too_short_for_the_calibrated_range_is_refused_or_flagged(synthetic_laws):
+    with pytest.raises(ValueError, match=r"outside the calibrated range.*budgets of (\d+) epochs or more") as info:
+        recommend(20, laws=synthetic_laws)  # needs a rate above the plateau law's 8×
+    shortest = int(re.search(r"budgets of (\d+) epochs or more", str(info.value)).group(1))
+    assert recommend(shortest, laws=synthetic_laws).rate <= 8 * REFERENCE_RATE
     with pytest.raises(ValueError, match="outside the calibrated range"):
-        recommend(hi + 2, laws=synthetic_laws)
+        recommend(shortest - 1, laws=synthetic_laws)
     with pytest.warns(UserWarning, match="outside the calibrated range"):
-        r = recommend(1000, laws=synthetic_laws, extrapolate=True)
-    assert r.extrapolated and "WARNING" in r.explain()
+        r = recommend(20, laws=synthetic_laws, extrapolate=True)
+    assert r.extrapolated and "WARNING" in r.explain() and r.rate > 8 * REFERENCE_RATE
+
+
+def test_a_long_budget_gets_the_slowest_calibrated_rate(synthetic_laws):
+    """A budget that would need a rate below the plateau law's 2× gets 2×: the edge comes earlier, inside the laws."""
+    lo = 2 * REFERENCE_RATE
+    r = recommend(1000, laws=synthetic_laws)
+    assert r.rate == pytest.approx(lo, rel=1e-12) and r.slowest_calibrated_rate and not r.extrapolated
+    assert r.reach_epoch < 0.5 * 1000 and "slowest measured" in r.explain()
+    assert 1 - simulate_laws(r, synthetic_laws, r.reach_epoch) == pytest.approx(0.05, rel=1e-6)  # at the edge, earlier
+    assert r.weight_decay == pytest.approx(synthetic_laws.plateau.decay_for(lo), rel=1e-12)
+    assert recommend(1000, laws=synthetic_laws, extrapolate=True) == r  # never extrapolated downwards
+    # the longest budget the range's slowest rate serves exactly is not moved
+    boundary = math.log(0.75 / 0.05) / (0.5 * float(synthetic_laws.growth.slope(lo, 60000)))
+    at = recommend(boundary, laws=synthetic_laws)
+    assert not at.slowest_calibrated_rate and at.reach_epoch == pytest.approx(0.5 * boundary)
 
 
 def test_the_packaged_laws_pin_the_guideline():
@@ -336,7 +350,7 @@ def test_quick_presets_run_through_the_reproduction_report(data_root, tmp_path):
         assert len(list(sweep.glob("*/trace.h5"))) == (4 if preset == "calibrate_guideline_quick" else 8)
         sweeps.append(sweep)
     # the guideline runs trained recommend(100)'s settings (the resolver), with the decay × 1 and × 4
-    r = recommend(100, extrapolate=True)
+    r = recommend(100)
     for trace in sweeps[2].glob("*/trace.h5"):
         with ss.open_trace(trace) as tr:
             optim = tr.config["optim"]

@@ -19,8 +19,12 @@ toolkit's model dJ²/d(epoch) = ρ(c − 2·wd·J²)). With the plateau at the e
 3. **the settings**: η = r(1−α)B at the chosen momentum and batch; when η would exceed ``max_lr``
    the batch is halved (powers of two, down to 1), which keeps r, and so the J² curve, unchanged.
 
-**Validity.** A rate outside either law's calibrated range is refused (ValueError naming the budgets
-that stay inside), unless ``extrapolate=True``, which warns and marks the recommendation. Every
+**Validity.** The rate stays inside both laws' calibrated ranges. A budget long enough for a slower
+rate than the laws cover gets the slowest covered rate: the edge comes earlier than
+``reach_fraction × E`` and the rest of the budget is spent at the plateau (our choice: extrapolating the
+plateau law to slower rates would guess the decay, and reaching the edge early costs nothing the
+laws know of). A budget too short for the fastest covered rate is refused (ValueError naming the
+shortest budget inside), unless ``extrapolate=True``, which warns and marks the recommendation. Every
 number a recommendation carries is a prediction; the README lists which ones were checked by runs.
 
 Passing ``c`` (a measured growth constant per training example) restores the toolkit's original
@@ -32,7 +36,7 @@ Example::
 
     import stabilityscope as ss
 
-    r = ss.recommend(60)                  # the packaged calibrated laws, 60,000 examples (44–90 epochs inside)
+    r = ss.recommend(60)                  # the packaged calibrated laws, 60,000 examples (44 epochs or more)
     r.lr, r.batch_size, r.weight_decay
     print(r.explain())
     r.overrides()                         # ["optim.lr=...", ...] for python -m stabilityscope
@@ -86,6 +90,7 @@ class Recommendation:
     growth_source: str = "given c"  # "calibrated" (growth law) or "given c" (A = ρc)
     extrapolated: bool = False  # the rate lies outside a calibrated law's range (extrapolate=True)
     laws: str = ""  # the calibrated laws used, with their provenance
+    slowest_calibrated_rate: bool = False  # the budget allowed a slower rate than the laws cover: the slowest covered
 
     @property
     def rate(self) -> float:
@@ -119,11 +124,15 @@ class Recommendation:
             f"of chaos, where EOC-training finds the best test loss, instead of letting training carry it into chaos.",
             f"Predicted ({growth}): J² grows by A = {self.predicted_A:.4g} per epoch at η/((1−α)B) = {self.rate:.4g}, "
             f"so it relaxes from {j0:.3g} to the plateau and is within {self.tolerance:g} of the edge by epoch "
-            f"{self.reach_epoch:.1f} ({self.reach_fraction:.0%} of the budget).",
+            f"{self.reach_epoch:.1f} ({self.reach_epoch / self.epochs_budget:.0%} of the budget).",
             f"Any η, α, B with the same η/((1−α)B) = {self.rate:.4g} (at the same n) gives the same J² curve.",
         ]
         if self.laws:
             lines.append(f"Laws: {self.laws}.")
+        if self.slowest_calibrated_rate:
+            lines.append(f"The budget allows a slower rate than the laws were measured at, so this is the slowest measured "
+                         f"one: the edge comes earlier than {self.reach_fraction:.0%} of the budget, and the rest is spent "
+                         f"at the plateau.")
         if self.extrapolated:
             lines.append("WARNING: this rate lies outside the range the laws were measured on (extrapolate=True); "
                          "the prediction is unchecked there.")
@@ -212,15 +221,15 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *,
         momentum: α, kept as given.
         batch_size: B, lowered (powers of two, down to 1) only when η would exceed ``max_lr``.
         max_lr: the largest learning rate to recommend.
-        extrapolate: give settings even when the rate lies outside a calibrated law's range (with a
-            warning) instead of refusing.
+        extrapolate: give settings even when the budget is too short for the calibrated range (with a
+            warning) instead of refusing. Budgets longer than the range needs always get its slowest rate.
 
     Returns:
         A :class:`Recommendation`; ``.explain()`` says what to run and why.
 
     Raises:
-        ValueError: an argument out of range; a budget whose rate lies outside the calibrated range (the
-            message gives the budgets inside it); or a budget too short to reach the edge at ``max_lr``
+        ValueError: an argument out of range; a budget too short for the calibrated range (the message
+            gives the shortest budget inside it); or a budget too short to reach the edge at ``max_lr``
             with batch 1 (the message gives the shortest budget that can).
     """
     _positive("epochs_budget", epochs_budget, "the epoch budget must be a positive number of epochs")
@@ -277,13 +286,16 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *,
         ranges.append(("plateau", calibrated.plateau.rate_range))
     A = log_gap / (reach_fraction * epochs_budget)
     rate = rate_for(A)
-    extrapolated = False
+    extrapolated, slowest = False, False
     if ranges:
         lo, hi = max(r[1][0] for r in ranges), min(r[1][1] for r in ranges)
+        if lo <= hi and math.isfinite(rate) and rate < lo * (1 - 1e-9):
+            # a budget longer than the calibrated rates need: the slowest calibrated rate reaches the edge
+            # earlier (reach_epoch < reach_fraction·E) and spends the rest at the plateau, inside the laws
+            rate, A, slowest = lo, slope(lo), True
         if not (math.isfinite(rate) and lo * (1 - 1e-9) <= rate <= hi * (1 + 1e-9)):
             shown = f"{rate:.4g} ({rate / REFERENCE_RATE:.3g}× the reference 1.25e-3)" if math.isfinite(rate) else "none"
-            inside = (f"budgets from {math.ceil(log_gap / (reach_fraction * slope(hi)))} to "
-                      f"{math.floor(log_gap / (reach_fraction * slope(lo)))} epochs stay inside"
+            inside = (f"budgets of {math.ceil(log_gap / (reach_fraction * slope(hi)))} epochs or more stay inside"
                       if lo <= hi else "the laws' ranges do not overlap")
             message = (f"epochs_budget={epochs_budget!r}: reaching the edge by {reach_fraction:.0%} of it needs J² to grow "
                        f"by A = {A:.4g} per epoch, i.e. η/((1−α)B) = {shown}, outside the calibrated range "
@@ -329,4 +341,5 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *,
         weight_decay=wd, keras_l2=wd / 2, rho=rho, predicted_A=A, reach_epoch=log_gap / A, plateau=1.0,
         model_plateau=c_eff / (2 * wd), c=c_eff, j_init=float(j_init), tolerance=float(tolerance),
         reach_fraction=float(reach_fraction), weight_decay_source=source, batch_lowered_from=lowered,
-        growth_source="given c" if c is not None else "calibrated", extrapolated=extrapolated, laws=laws_text)
+        growth_source="given c" if c is not None else "calibrated", extrapolated=extrapolated, laws=laws_text,
+        slowest_calibrated_rate=slowest)
