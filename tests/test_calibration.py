@@ -103,6 +103,32 @@ def test_plateau_law_recovers_exponents_and_lambda_star():
     assert law.within(4 * REFERENCE_RATE) and not law.within(16 * REFERENCE_RATE)
 
 
+@pytest.mark.parametrize("rate_x", [1.0, 4.0])  # extrapolated to the reference rate, and inside the fitted rates
+def test_lambda_star_interval_covers_the_true_value(rate_x):
+    """The law's λ* interval (delta method on the fit's covariance) covers the true λ* about 95% of the time over
+    repeated noisy sweeps: 3 seeds × 4 decays × 3 rates with 3% log-normal scatter per run."""
+    rng = np.random.default_rng(0)
+    clean = plateau_rows(seeds=(1, 1, 1))  # the factor (1 + 0.002·(s − 1)) is 1: the true law exactly
+    true_star = REFERENCE_WEIGHT_DECAY * (K * rate_x ** S) ** (1 / Q)
+    covered, trials = 0, 300
+    for _ in range(trials):
+        noisy = clean.assign(j2_plateau=clean["j2_plateau"] * np.exp(0.03 * rng.standard_normal(len(clean))))
+        law, _ = fit_plateau_law(noisy)
+        lo, hi = law.decay_interval(rate_x * REFERENCE_RATE)
+        assert lo < law.decay_for(rate_x * REFERENCE_RATE) < hi
+        covered += lo <= true_star <= hi
+    assert 0.91 <= covered / trials <= 0.99  # binomial sd at 0.95 over 300 trials: 0.013
+
+
+def test_lambda_star_interval_widens_away_from_the_fitted_rates():
+    law, _ = fit_plateau_law(plateau_rows().assign(j2_plateau=lambda d: d["j2_plateau"] * np.exp(
+        0.03 * np.random.default_rng(1).standard_normal(len(d)))))
+    width = {x: math.log(np.divide(*law.decay_interval(x * REFERENCE_RATE)[::-1])) for x in (0.25, 1, 4)}
+    assert width[0.25] > width[1] > width[4] > 0  # the fitted rates are 2×, 4×, 8×
+    no_cov = PlateauLaw(K, Q, S, REFERENCE_WEIGHT_DECAY, REFERENCE_RATE, (1, 2), (1, 2))  # laws stored without one
+    assert all(math.isnan(v) for v in no_cov.decay_interval(REFERENCE_RATE))
+
+
 def test_laws_round_trip_through_json(tmp_path):
     laws = CalibratedLaws(GrowthLaw("power", 0.012, 0.9, 0.0, REFERENCE_RATE, 60000, (1e-4, 6e-3), 0.15),
                           fit_plateau_law(plateau_rows())[0], {"dataset": ["fashion_mnist"], "runs": 3})

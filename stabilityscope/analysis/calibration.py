@@ -130,6 +130,9 @@ class PlateauLaw:
     K_ci: tuple[float, float] = (math.nan, math.nan)
     q_ci: tuple[float, float] = (math.nan, math.nan)
     s_ci: tuple[float, float] = (math.nan, math.nan)
+    # covariance of the fitted (log K, q[, s]) and the fit's residual degrees of freedom, for intervals
+    cov: tuple[tuple[float, ...], ...] = ()
+    dof: int = 0
 
     def plateau(self, weight_decay: Any, rate: Any) -> np.ndarray:
         """The law's J²∞ (a prediction)."""
@@ -139,6 +142,22 @@ class PlateauLaw:
     def decay_for(self, rate: float, plateau: float = 1.0) -> float:
         """The weight decay whose predicted plateau is ``plateau`` at this rate (λ* at plateau 1)."""
         return self.wd_ref * (self.K * (rate / self.rate_ref) ** self.s / plateau) ** (1.0 / self.q)
+
+    def decay_interval(self, rate: float, plateau: float = 1.0, confidence: float = 0.95) -> tuple[float, float]:
+        """A t interval of :meth:`decay_for` from the fit's covariance (delta method in log λ*; a
+        prediction's uncertainty, not a measurement's). NaN without a covariance or residual freedom.
+
+        log λ* = log wd_ref + (log K + s·log(r/r_ref) − log P)/q, so its gradient in (log K, q, s) is
+        (1/q, −(log λ* − log wd_ref)/q, log(r/r_ref)/q).
+        """
+        if not self.cov or self.dof < 1:
+            return math.nan, math.nan
+        x = math.log(rate / self.rate_ref)
+        g = (math.log(self.K) + self.s * x - math.log(plateau)) / self.q  # log(λ*/wd_ref)
+        grad = np.array([1 / self.q, -g / self.q, x / self.q][:len(self.cov)])
+        half = _t(confidence, self.dof) * math.sqrt(float(grad @ np.asarray(self.cov, dtype=float) @ grad))
+        centre = math.log(self.wd_ref) + g
+        return math.exp(centre - half), math.exp(centre + half)
 
     def within(self, rate: float) -> bool:
         lo, hi = self.rate_range
@@ -177,6 +196,8 @@ class CalibratedLaws:
         for key in ("rate_range", "weight_decay_range", "K_ci", "q_ci", "s_ci"):
             if p is not None and key in p:
                 p[key] = tuple(math.nan if v is None else v for v in p[key])
+        if p is not None and "cov" in p:
+            p["cov"] = tuple(tuple(row) for row in p["cov"])
         return cls(GrowthLaw(**g), PlateauLaw(**p) if p is not None else None, dict(d.get("provenance", {})))
 
 
@@ -439,8 +460,11 @@ def fit_plateau_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, w
     dof = len(y) - X.shape[1]
     nan2 = (math.nan, math.nan)
     cis = [nan2] * X.shape[1]
+    cov: tuple[tuple[float, ...], ...] = ()
     if dof > 0:
-        se = np.sqrt(np.diag(float(res @ res) / dof * np.linalg.inv(X.T @ X)))
+        cov_matrix = float(res @ res) / dof * np.linalg.inv(X.T @ X)
+        cov = tuple(tuple(float(v) for v in row) for row in cov_matrix)
+        se = np.sqrt(np.diag(cov_matrix))
         t = _t(confidence, dof)
         cis = [(float(b - t * e), float(b + t * e)) for b, e in zip(beta, se)]
     sst = float(np.sum((y - y.mean()) ** 2))
@@ -449,7 +473,7 @@ def fit_plateau_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, w
     law = PlateauLaw(math.exp(beta[0]), float(beta[1]), s, wd_ref, rate_ref,
                      (float(ok["rate"].min()), float(ok["rate"].max())),
                      (float(ok["weight_decay"].min()), float(ok["weight_decay"].max())),
-                     (math.exp(cis[0][0]), math.exp(cis[0][1])), cis[1], cis[2] if vary_rate else nan2)
+                     (math.exp(cis[0][0]), math.exp(cis[0][1])), cis[1], cis[2] if vary_rate else nan2, cov, max(dof, 0))
     return law, r2
 
 
@@ -462,6 +486,11 @@ def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float, fl
         return m, math.nan, math.nan
     half = _t(confidence, len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
     return m, m - half, m + half
+
+
+def _law_interval(law: Optional[PlateauLaw], rate: float, confidence: float) -> dict[str, float]:
+    lo, hi = law.decay_interval(rate, confidence=confidence) if law else (math.nan, math.nan)
+    return {"law_ci_low": lo, "law_ci_high": hi}
 
 
 def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"], confidence: float, n_boot: int,
@@ -509,7 +538,7 @@ def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"],
                           "n_saturated": len(sat), "lambda_star": d.weight_decay_star, "how": d.explanation,
                           "seed_ci_low": d.seed_ci[0], "seed_ci_high": d.seed_ci[1], "boot_ci_low": d.bootstrap_ci[0],
                           "boot_ci_high": d.bootstrap_ci[1], "law_lambda_star": law.decay_for(float(rk)) if law else math.nan,
-                          "model_lambda_star": REFERENCE_WEIGHT_DECAY})
+                          **_law_interval(law, float(rk), confidence), "model_lambda_star": REFERENCE_WEIGHT_DECAY})
         # EOC-training's claim: the best final test loss at the decay whose plateau is the edge
         by_wd = {wd: gg["final_test_loss"].to_numpy(float) for wd, gg in g.groupby("weight_decay")}
         means = {wd: float(np.nanmean(v)) for wd, v in by_wd.items()}

@@ -179,10 +179,18 @@ def calibration_markdown(c: Calibration, figures: dict[str, Path], skipped: dict
     if len(p.lambda_star):
         lines += ["", "λ* (PyTorch weight decay whose plateau is J² = 1) per rate:", ""]
         rows = [[f"{r.rate_x:.3g}×", f"{r.n_saturated}/{r.n_runs}", _f(r.lambda_star), _ci(r.seed_ci_low, r.seed_ci_high),
-                 _ci(r.boot_ci_low, r.boot_ci_high), _f(r.law_lambda_star), _f(r.model_lambda_star)]
+                 _ci(r.boot_ci_low, r.boot_ci_high), f"{_f(r.law_lambda_star)} ({_ci(r.law_ci_low, r.law_ci_high)})",
+                 _f(r.model_lambda_star)]
                 for r in p.lambda_star.itertuples()]
-        lines += _table(["rate", "saturated runs", "λ* measured", "seed CI", "bootstrap CI", "law (prediction)",
+        lines += _table(["rate", "saturated runs", "λ* measured", "seed CI", "bootstrap CI", "law (prediction, its CI)",
                          "model c/2 (prediction)"], rows)
+    measured_at_reference = bool(len(p.lambda_star)) and bool(np.isclose(p.lambda_star["rate"], REFERENCE_RATE).any())
+    if p.law and not measured_at_reference:
+        lo, hi = p.law.decay_interval(REFERENCE_RATE)
+        where = "inside" if p.law.within(REFERENCE_RATE) else "outside"
+        lines += ["", f"No decay run at the reference rate 1× ({REFERENCE_RATE:g}): there the law gives λ* = "
+                      f"{_f(p.law.decay_for(REFERENCE_RATE))} ({_ci(lo, hi)}, 95% from the fit's covariance), a prediction "
+                      f"{where} the rates it was fitted on, not a measurement."]
     if not p.runs.empty:
         lines += ["", "Decay runs grouped (mean over seeds; τ in epochs):", ""]
         agg = p.runs.groupby(["rate_key", "weight_decay"]).agg(
