@@ -3,6 +3,7 @@ reproduction report: each fit recovers laws written into synthetic traces, and t
 the laws' own dynamics (integrated independently), reach the edge when promised."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -406,6 +407,7 @@ def test_guideline_validation_checks_band_and_loss(synthetic_laws, tmp_path):
     for i, (factor, plateau, loss) in enumerate([(1.0, 1.0, 0.30), (4.0, 0.4, 0.31), (1.0, 1.0, 0.302),
                                                  (4.0, 0.4, 0.312)]):
         synthetic_trace(tmp_path / str(i) / "trace.h5", epochs=budget, lr=r.lr, weight_decay=r.weight_decay * factor,
+                        batch_size=r.batch_size, momentum=r.momentum,
                         seed=i // 2, analysis="economy", train_subset=None,
                         j2=lambda e, p=plateau: p + (0.25 - p) * np.exp(-A / p * np.asarray(e)),
                         test_loss=lambda e, v=loss: v + 0 * np.asarray(e),
@@ -416,6 +418,10 @@ def test_guideline_validation_checks_band_and_loss(synthetic_laws, tmp_path):
     assert row.reach_epoch == pytest.approx(r.reach_epoch)
     assert row.max_deviation_after_reach == pytest.approx(0.05, rel=0.05)  # tolerance 0.05 at the reach epoch
     assert row.best_factor == 1.0 and row.seeds == 2
+    # laws whose λ* moved since the runs: the rows say the settings differ
+    moved = CalibratedLaws(synthetic_laws.growth, dataclasses.replace(synthetic_laws.plateau, K=synthetic_laws.plateau.K * 1.1),
+                           synthetic_laws.provenance)
+    assert not ss.reproduction.validate_guideline(tmp_path, laws=moved).iloc[0]["settings_match"]
     # a band the run misses at its reach epoch
     assert not ss.reproduction.validate_guideline(tmp_path, laws=synthetic_laws, band=0.01).iloc[0]["holds_band"]
 

@@ -232,6 +232,8 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
             rows.append({"budget": int(flat["guideline.budget"]), "factor": float(flat.get("guideline.decay_factor", 1.0)),
                          "seed": flat.get("train.seed"), "epochs": int(flat.get("train.epochs", 0)),
                          "lr": float(flat.get("optim.lr", math.nan)), "status": tr.status,
+                         "weight_decay": float(flat.get("optim.weight_decay", math.nan)),
+                         "batch_size": int(flat.get("train.batch_size", 0)),
                          "t": tr.epoch_fraction.astype(float), "j2": tr.stat(layer, "J").astype(float) ** 2,
                          "final_test_loss": float(tr.metric("test_loss")[-1])})
     runs = pd.DataFrame(rows)
@@ -256,12 +258,19 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
         rec_loss = float(losses.loc[1.0, "mean"]) if 1.0 in losses.index else math.nan
         inside = bool(r is not None and not r.extrapolated)
         out.append({"budget": int(budget), "complete": complete, "inside_laws": inside, "runs": len(g), "seeds": int(rec["seed"].nunique()),
-                    "reach_epoch": reach, "settings_match": bool(r is not None and np.allclose(rec["lr"], r.lr, rtol=1e-3)),
+                    "reach_epoch": reach, "settings_match": _same_settings(rec, r),
                     "holds_band": bool(held) and all(held), "max_deviation_after_reach": float(np.nanmax(worst)) if worst else math.nan,
                     "recommended_loss": rec_loss, "best_factor": best, "best_loss": float(losses.loc[best, "mean"]),
                     "spread": spread, "loss_within_spread": bool(math.isfinite(rec_loss) and rec_loss - losses.loc[best, "mean"] <= spread),
                     "losses": "; ".join(f"×{f:g}: {m:.4f} ± {sd:.4f}" for f, (m, sd) in losses[["mean", "std"]].iterrows())})
     return pd.DataFrame(out)
+
+
+def _same_settings(recommended: "pd.DataFrame", r: Any) -> bool:
+    """Whether the recommended runs (× 1) trained what ``recommend()`` gives now (lr, batch and decay)."""
+    return bool(r is not None and len(recommended) and np.allclose(recommended["lr"], r.lr, rtol=1e-3)
+                and (recommended["batch_size"] == r.batch_size).all()
+                and np.allclose(recommended["weight_decay"], r.weight_decay, rtol=1e-3))
 
 
 def _guideline_claim(source: Source) -> Claim:
