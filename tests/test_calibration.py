@@ -225,6 +225,19 @@ def test_the_eoc_claim_table_finds_the_best_decay_at_lambda_star(calibration):
     assert len(claim) == 2 and (claim["best_decay"] == claim["edge_decay"]).all()
 
 
+def test_the_eoc_claim_compares_final_losses_of_runs_trained_as_long(calibration_runs, tmp_path):
+    """A longer run at 2× with a far lower final loss is not the best decay of the 20-epoch runs: it gets its own row."""
+    synthetic_trace(tmp_path / "long" / "trace.h5", epochs=40, lr=_lr(2 * REFERENCE_RATE), weight_decay=4 * REFERENCE_WEIGHT_DECAY,
+                    train_subset=N_TRAIN, seed=0, analysis="economy", test_loss=lambda e: 0.1 + 0 * np.asarray(e),
+                    j2=lambda e: 0.3 + (0.25 - 0.3) * np.exp(-np.asarray(e) / TAU))
+    claim = calibrate([calibration_runs, tmp_path], n_boot=20).eoc_claim
+    assert sorted(zip(claim["rate_x"].round(6), claim["epochs"])) == [(2, 20), (2, 40), (4, 20)]
+    short = claim[claim["epochs"] == 20]
+    assert (short["best_decay"] == short["edge_decay"]).all()
+    (long_row,) = claim[claim["epochs"] == 40].itertuples()
+    assert long_row.best_decay == pytest.approx(4 * REFERENCE_WEIGHT_DECAY) and long_row.best_loss == pytest.approx(0.1)
+
+
 def test_laws_feed_the_guideline_and_the_report(calibration, tmp_path):
     laws = calibration.laws()
     assert laws.provenance["growth_runs"] == 20 and laws.provenance["decay_runs"] == 25

@@ -30,9 +30,10 @@ and ``experiment=calibrate_decay``) instead of assuming them:
    (:func:`stabilityscope.analysis.decay.decay_analysis`, with seed and bootstrap intervals).
 
 EOC-training's claim that the best final test loss comes at the decay whose plateau is the edge is
-checked per rate: :attr:`Calibration.eoc_claim` holds, per rate, the decay with the lowest mean final
-test loss, the grid decay nearest λ*, both losses with t intervals over seeds and Welch's test of
-their difference.
+checked per rate and run length (final losses compare only between runs trained as long):
+:attr:`Calibration.eoc_claim` holds, per rate and length, the decay with the lowest mean final test
+loss, the grid decay nearest λ*, both losses with t intervals over seeds and Welch's test of their
+difference.
 
 The measured laws are stored as JSON (:class:`CalibratedLaws`, with their provenance); the canonical
 network's are packaged (``stabilityscope/analysis/laws/``) and :func:`load_laws` reads them.
@@ -436,7 +437,7 @@ class PlateauCalibration:
     law: Optional[PlateauLaw]
     runs: "pd.DataFrame"
     lambda_star: "pd.DataFrame"  # one row per rate: λ* interpolated (seed CI, bootstrap CI) and the law's
-    eoc_claim: "pd.DataFrame"  # one row per rate: best decay vs the decay nearest λ*
+    eoc_claim: "pd.DataFrame"  # one row per (rate, run length): best decay vs the decay nearest λ*
     r2: float
     notes: list[str] = field(default_factory=list)
 
@@ -539,25 +540,27 @@ def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"],
                           "seed_ci_low": d.seed_ci[0], "seed_ci_high": d.seed_ci[1], "boot_ci_low": d.bootstrap_ci[0],
                           "boot_ci_high": d.bootstrap_ci[1], "law_lambda_star": law.decay_for(float(rk)) if law else math.nan,
                           **_law_interval(law, float(rk), confidence), "model_lambda_star": REFERENCE_WEIGHT_DECAY})
-        # EOC-training's claim: the best final test loss at the decay whose plateau is the edge
-        by_wd = {wd: gg["final_test_loss"].to_numpy(float) for wd, gg in g.groupby("weight_decay")}
-        means = {wd: float(np.nanmean(v)) for wd, v in by_wd.items()}
-        best = min(means, key=means.get)
+        # EOC-training's claim: the best final test loss at the decay whose plateau is the edge. Final losses
+        # compare only between runs trained as long, so one row per (rate, run length).
         plateaus = g.groupby("weight_decay")["j2_plateau"].mean()
         star = d.weight_decay_star
-        # the grid decay nearest λ* (in log); none when this rate's plateaus do not bracket the edge
-        edge_wd = float(plateaus.index[np.argmin(np.abs(np.log(plateaus.index.to_numpy(float) / star)))]) \
-            if math.isfinite(star) else math.nan
-        has_edge = math.isfinite(edge_wd)
-        welch = (stats.ttest_ind(by_wd[best], by_wd[edge_wd], equal_var=False).pvalue
-                 if has_edge and best != edge_wd and min(len(by_wd[best]), len(by_wd[edge_wd])) >= 2 else math.nan)
-        mb, lb, hb = _t_interval(by_wd[best], confidence)
-        me, le, he = _t_interval(by_wd[edge_wd], confidence) if has_edge else (math.nan,) * 3
-        claim_rows.append({"rate": float(rk), "rate_x": float(rk) / REFERENCE_RATE, "epochs": float(g["last_epoch"].max()),
-                           "best_decay": float(best), "best_loss": mb, "best_loss_low": lb, "best_loss_high": hb,
-                           "edge_decay": edge_wd, "edge_plateau": float(plateaus[edge_wd]) if has_edge else math.nan, "edge_loss": me,
-                           "edge_loss_low": le, "edge_loss_high": he, "welch_p": float(welch),
-                           "losses": "; ".join(f"{wd:g}: {means[wd]:.4f}" for wd in sorted(means))})
+        for epochs, same_length in g.groupby("last_epoch"):
+            by_wd = {wd: gg["final_test_loss"].to_numpy(float) for wd, gg in same_length.groupby("weight_decay")}
+            means = {wd: float(np.nanmean(v)) for wd, v in by_wd.items()}
+            best = min(means, key=means.get)
+            # the decay of this length nearest λ* (in log); none when this rate's plateaus do not bracket the edge
+            grid = np.array(sorted(by_wd), dtype=float)
+            edge_wd = float(grid[np.argmin(np.abs(np.log(grid / star)))]) if math.isfinite(star) else math.nan
+            has_edge = math.isfinite(edge_wd)
+            welch = (stats.ttest_ind(by_wd[best], by_wd[edge_wd], equal_var=False).pvalue
+                     if has_edge and best != edge_wd and min(len(by_wd[best]), len(by_wd[edge_wd])) >= 2 else math.nan)
+            mb, lb, hb = _t_interval(by_wd[best], confidence)
+            me, le, he = _t_interval(by_wd[edge_wd], confidence) if has_edge else (math.nan,) * 3
+            claim_rows.append({"rate": float(rk), "rate_x": float(rk) / REFERENCE_RATE, "epochs": float(epochs),
+                               "best_decay": float(best), "best_loss": mb, "best_loss_low": lb, "best_loss_high": hb,
+                               "edge_decay": edge_wd, "edge_plateau": float(plateaus[edge_wd]) if has_edge else math.nan,
+                               "edge_loss": me, "edge_loss_low": le, "edge_loss_high": he, "welch_p": float(welch),
+                               "losses": "; ".join(f"{wd:g}: {means[wd]:.4f}" for wd in sorted(means))})
     return PlateauCalibration(law, dec, pd.DataFrame(star_rows), pd.DataFrame(claim_rows), r2, notes)
 
 
@@ -621,7 +624,7 @@ class Calibration:
             lines.append(f"λ* at {r.rate_x:.3g}× the reference rate: {r.lambda_star:.4g} (seed CI {r.seed_ci_low:.3g}–"
                          f"{r.seed_ci_high:.3g}); law {r.law_lambda_star:.4g}; model c/2 {r.model_lambda_star:.4g}")
         for r in p.eoc_claim.itertuples() if len(p.eoc_claim) else []:
-            lines.append(f"best final test loss at {r.rate_x:.3g}×: decay {r.best_decay:g} ({r.best_loss:.4f}); the grid "
+            lines.append(f"best final test loss at {r.rate_x:.3g}× after {r.epochs:g} epochs: decay {r.best_decay:g} ({r.best_loss:.4f}); the grid "
                          f"decay nearest λ* {r.edge_decay:g} (plateau {r.edge_plateau:.3g}): {r.edge_loss:.4f}; Welch p = "
                          f"{r.welch_p:.3g}")
         return lines + self.notes + p.notes

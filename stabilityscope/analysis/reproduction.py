@@ -202,7 +202,7 @@ def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
     elif len(bracketed):
         ok = [(r.best_decay == r.edge_decay) or (math.isfinite(r.welch_p) and r.welch_p > 0.05)
               for r in bracketed.itertuples()]
-        text = "; ".join(f"{r.rate_x:.3g}×: best {r.best_decay:g} ({_fmt(r.best_loss, 4)}), nearest λ* "
+        text = "; ".join(f"{r.rate_x:.3g}× ({r.epochs:g} epochs): best {r.best_decay:g} ({_fmt(r.best_loss, 4)}), nearest λ* "
                          f"{r.edge_decay:g} ({_fmt(r.edge_loss, 4)}), p = {_fmt(r.welch_p, 2)}" for r in bracketed.itertuples())
         out.append(Claim("EOC-training", "the decay whose plateau is the edge gives the best final test loss",
                          "best decay at the edge", "best at λ*", text, f"{len(p.runs)} decay runs",
