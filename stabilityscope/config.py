@@ -271,7 +271,8 @@ class GuidelineConfig:
 
     budget: int = 100  # the epoch budget given to recommend()
     decay_factor: float = 1.0  # × the recommended weight decay (the validation sweeps 0.5, 1, 2, 4)
-    extrapolate: bool = False  # recommend(..., extrapolate=True): settings outside the calibrated range
+    extrapolate: bool = False  # recommend(..., extrapolate=True): train a budget too short for the calibrated range
+    validate: bool = False  # this run is one of the guideline's validation runs (the calibrate_guideline presets set it)
 
 
 @dataclass

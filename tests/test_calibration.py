@@ -424,9 +424,20 @@ def test_guideline_validation_checks_band_and_loss(synthetic_laws, tmp_path):
                         seed=i // 2, analysis="economy", train_subset=None,
                         j2=lambda e, p=plateau: p + (0.25 - p) * np.exp(-A / p * np.asarray(e)),
                         test_loss=lambda e, v=loss: v + 0 * np.asarray(e),
-                        config_extra={"guideline": {"budget": budget, "decay_factor": factor}})
+                        config_extra={"guideline": {"budget": budget, "decay_factor": factor,
+                                                    **({"validate": True} if i < 3 else {})}})
+    # the fourth run's config predates guideline.validate: its launch overrides name the preset
+    hydra_dir = tmp_path / "3" / ".hydra"
+    hydra_dir.mkdir()
+    (hydra_dir / "overrides.yaml").write_text("- guideline.budget=100\n- experiment=calibrate_guideline\n")
+    # an ordinary run: its config holds the guideline section's defaults too, but it is no validation run
+    synthetic_trace(tmp_path / "other" / "trace.h5", epochs=budget, lr=r.lr, weight_decay=r.weight_decay,
+                    batch_size=r.batch_size, seed=5, analysis="economy", train_subset=None,
+                    j2=lambda e: 3 + 0 * np.asarray(e), config_extra={"guideline": {"budget": budget, "decay_factor": 1.0,
+                                                                                    "validate": False}})
     table = ss.reproduction.validate_guideline(tmp_path, laws=synthetic_laws)
     (row,) = table.itertuples()
+    assert row.runs == 4
     assert row.complete and row.settings_match and row.holds_band and row.loss_within_spread
     assert row.reach_epoch == pytest.approx(r.reach_epoch)
     assert row.max_deviation_after_reach == pytest.approx(0.05, rel=0.05)  # tolerance 0.05 at the reach epoch

@@ -24,9 +24,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import yaml
 
 from stabilityscope.analysis.calibration import REFERENCE_RATE, Calibration, _t_interval, calibrate
 from stabilityscope.analysis.collection import Source, find_traces, flatten_config
@@ -227,7 +228,7 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
     for path in find_traces(source):
         with open_trace(path) as tr:
             flat = flatten_config(tr.config or {})
-            if "guideline.budget" not in flat or len(tr) == 0 or layer not in tr.layers:
+            if not _is_guideline_run(flat, Path(path)) or len(tr) == 0 or layer not in tr.layers:
                 continue
             rows.append({"budget": int(flat["guideline.budget"]), "factor": float(flat.get("guideline.decay_factor", 1.0)),
                          "seed": flat.get("train.seed"), "epochs": int(flat.get("train.epochs", 0)),
@@ -264,6 +265,20 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
                     "spread": spread, "loss_within_spread": bool(math.isfinite(rec_loss) and rec_loss - losses.loc[best, "mean"] <= spread),
                     "losses": "; ".join(f"×{f:g}: {m:.4f} ± {sd:.4f}" for f, (m, sd) in losses[["mean", "std"]].iterrows())})
     return pd.DataFrame(out)
+
+
+def _is_guideline_run(flat: Mapping[str, Any], trace_path: Path) -> bool:
+    """A validation run of ``experiment=calibrate_guideline``: ``guideline.validate`` in its config. Every run's
+    config holds ``guideline.budget`` (a default), so that alone says nothing. Runs trained before the key
+    existed count when their launch overrides (Hydra's ``.hydra/overrides.yaml``) name the preset."""
+    if "guideline.validate" in flat:
+        return bool(flat["guideline.validate"])
+    overrides = trace_path.parent / ".hydra" / "overrides.yaml"
+    try:
+        items = yaml.safe_load(overrides.read_text(encoding="utf-8")) if overrides.is_file() else []
+    except (OSError, yaml.YAMLError):
+        return False
+    return any(str(item).startswith("experiment=calibrate_guideline") for item in items or [])
 
 
 def _same_settings(recommended: "pd.DataFrame", r: Any) -> bool:
