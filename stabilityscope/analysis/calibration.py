@@ -74,6 +74,15 @@ RATE_DIGITS = 6  # runs whose rates agree to this many significant digits share 
 # ------------------------------------------------------------------------------------------------ laws
 
 
+def within_range(rate: Any, bounds: tuple[float, float]) -> Any:
+    """Whether ``rate`` (a number or an array) lies in ``bounds``, with a relative slack of 1e-9 so that a
+    rate computed from a range's own end points counts as inside."""
+    lo, hi = bounds
+    r = np.asarray(rate, dtype=float)
+    inside = (r >= lo * (1 - 1e-9)) & (r <= hi * (1 + 1e-9))
+    return bool(inside) if inside.ndim == 0 else inside
+
+
 @dataclass(frozen=True)
 class GrowthLaw:
     """A of J² per epoch (ordered part) against the rate r = η/((1−α)B), at ``n_train`` examples.
@@ -105,8 +114,7 @@ class GrowthLaw:
         return self.rate_ref * (a / self.k) ** (1.0 / self.exponent)
 
     def within(self, rate: float) -> bool:
-        lo, hi = self.validity
-        return lo * (1 - 1e-9) <= rate <= hi * (1 + 1e-9)
+        return within_range(rate, self.validity)
 
     def describe(self) -> str:
         r = "r/r_ref"
@@ -161,8 +169,7 @@ class PlateauLaw:
         return math.exp(centre - half), math.exp(centre + half)
 
     def within(self, rate: float) -> bool:
-        lo, hi = self.rate_range
-        return lo * (1 - 1e-9) <= rate <= hi * (1 + 1e-9)
+        return within_range(rate, self.rate_range)
 
     def describe(self) -> str:
         rate = (f"·(r/{self.rate_ref:.4g})^{self.s:.3f}" if math.isfinite(self.s_ci[0])
@@ -520,8 +527,7 @@ def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"],
                                                     for r in short.itertuples()))
     # the law is fitted inside the growth law's validity range only: beyond it J² runs away and a "plateau"
     # is a chaotic level, not the balance of growth and decay the guideline needs
-    dec["in_growth_range"] = True if rates is None else \
-        ((dec["rate"] >= rates[0] * (1 - 1e-9)) & (dec["rate"] <= rates[1] * (1 + 1e-9)))
+    dec["in_growth_range"] = True if rates is None else within_range(dec["rate"], rates)
     outside = dec[~dec["in_growth_range"]]
     if len(outside):
         notes.append(f"{len(outside)} decay runs at rates outside the growth law's validity range (left out of the "

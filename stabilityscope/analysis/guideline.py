@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 import numpy as np
 
-from stabilityscope.analysis.calibration import REFERENCE_RATE, CalibratedLaws, load_laws
+from stabilityscope.analysis.calibration import REFERENCE_RATE, CalibratedLaws, load_laws, within_range
 from stabilityscope.analysis.canonical import (CANONICAL_A, CANONICAL_BATCH, CANONICAL_C, CANONICAL_C_EPOCH,
                                                CANONICAL_MOMENTUM, CANONICAL_N_TRAIN)
 
@@ -293,7 +293,7 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *,
             # a budget longer than the calibrated rates need: the slowest calibrated rate reaches the edge
             # earlier (reach_epoch < reach_fraction·E) and spends the rest at the plateau, inside the laws
             rate, A, slowest = lo, slope(lo), True
-        if not (math.isfinite(rate) and lo * (1 - 1e-9) <= rate <= hi * (1 + 1e-9)):
+        if not (math.isfinite(rate) and within_range(rate, (lo, hi))):
             shown = f"{rate:.4g} ({rate / REFERENCE_RATE:.3g}× the reference 1.25e-3)" if math.isfinite(rate) else "none"
             inside = (f"budgets of {math.ceil(log_gap / (reach_fraction * slope(hi)))} epochs or more stay inside"
                       if lo <= hi else "the laws' ranges do not overlap")
