@@ -450,6 +450,40 @@ def test_guideline_validation_checks_band_and_loss(synthetic_laws, tmp_path):
     assert not ss.reproduction.validate_guideline(tmp_path, laws=synthetic_laws, band=0.01).iloc[0]["holds_band"]
 
 
+def test_a_budget_is_read_from_longer_runs_with_its_settings(synthetic_laws, tmp_path):
+    """Budgets past the slowest calibrated rate share their settings: a 300-epoch budget is validated at epoch 300
+    of runs trained for 400 epochs (constant rate and decay), and its losses are those at epoch 300. Runs trained
+    for 300 epochs with settings recommend() no longer gives are set aside for them."""
+    r300, r400 = recommend(300, laws=synthetic_laws), recommend(400, laws=synthetic_laws)
+    assert r300.slowest_calibrated_rate and (r300.lr, r300.batch_size, r300.weight_decay) == (r400.lr, r400.batch_size,
+                                                                                              r400.weight_decay)
+    A = r400.predicted_A
+    for i, (factor, plateau, loss) in enumerate([(1.0, 1.0, 0.30), (4.0, 0.4, 0.29), (1.0, 1.0, 0.302), (4.0, 0.4, 0.292)]):
+        synthetic_trace(tmp_path / "long" / str(i) / "trace.h5", epochs=400, lr=r400.lr, weight_decay=r400.weight_decay * factor,
+                        batch_size=r400.batch_size, momentum=r400.momentum, seed=i // 2, analysis="economy", train_subset=None,
+                        j2=lambda e, p=plateau: p + (0.25 - p) * np.exp(-A / p * np.asarray(e)),
+                        # × 4 is better until epoch 200, worse after: the two budgets pick different winners
+                        test_loss=lambda e, v=loss, f=factor: v + (2e-4 if f == 4.0 else 0.0) * np.asarray(e),
+                        config_extra={"guideline": {"budget": 400, "decay_factor": factor, "validate": True}})
+    # a run trained for budget 300 with an older lr: recommend(300) moved since, so the longer runs serve 300
+    synthetic_trace(tmp_path / "old" / "trace.h5", epochs=300, lr=r300.lr * 1.5, weight_decay=r300.weight_decay,
+                    batch_size=r300.batch_size, momentum=r300.momentum, seed=0, analysis="economy", train_subset=None,
+                    config_extra={"guideline": {"budget": 300, "decay_factor": 1.0, "validate": True}})
+    table = ss.reproduction.validate_guideline(tmp_path, laws=synthetic_laws, budgets=(300,)).set_index("budget")
+    assert list(table.index) == [300, 400]
+    read, full = table.loc[300], table.loc[400]
+    assert read.trained_epochs == 400 and read.runs == 4 and read.settings_match and read.complete and read.holds_band
+    assert read.recommended_loss == pytest.approx(0.301) and read.best_factor == 1.0  # × 4: 0.291 + 0.06 at epoch 300
+    assert full.recommended_loss == pytest.approx(0.301) and full.best_factor == 1.0
+    assert table.loc[300, "losses"].startswith("×1: 0.3010") and "×4: 0.3510" in table.loc[300, "losses"]
+    # read at epoch 300, the deviation after the reach epoch is that of the same curve (it only shrinks later)
+    assert read.max_deviation_after_reach == pytest.approx(full.max_deviation_after_reach)
+    # without the longer runs, budget 300 is judged on its own (mismatched) run
+    only_old = ss.reproduction.validate_guideline(tmp_path / "old", laws=synthetic_laws, budgets=(300,))
+    assert len(only_old) == 1 and only_old.iloc[0]["trained_epochs"] == 300 and not only_old.iloc[0]["settings_match"]
+    assert len(read.paths) == 4 and all("long" in p for p in read.paths)
+
+
 def test_growth_fit_over_checkpoints_inside_one_epoch_is_not_fitted():
     """A run that crosses the edge inside its first epoch has its ordered checkpoints at one whole epoch; the
     report's fit gives NaN there, and fits fractional epochs (step checkpoints) as they are."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
@@ -211,42 +212,49 @@ def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
     return out
 
 
-def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidden", laws: Any = None) -> "pd.DataFrame":
+def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidden", laws: Any = None,
+                       budgets: Sequence[int] = (50, 100, 200)) -> "pd.DataFrame":
     """The guideline's promise checked on ``experiment=calibrate_guideline`` runs: one row per budget.
 
     A run belongs to budget E when its config has ``guideline.budget`` = E; the recommended run is the
-    one with ``guideline.decay_factor`` = 1. Columns: the predicted reach epoch (``recommend(E)`` now),
-    whether the runs trained the whole budget, per seed whether |J² − 1| <= ``band`` held from the reach
-    epoch to the end (and the largest deviation there), the final test losses of every factor (mean, std)
-    and the verdicts ``holds_band`` and ``loss_within_spread``. ``laws``: as :func:`recommend` takes them.
+    one with ``guideline.decay_factor`` = 1. A budget E (each of ``budgets`` and every budget trained) is
+    also read from longer runs whose settings are ``recommend(E)``'s (lr, momentum, batch, decay × factor):
+    every budget past the laws' slowest calibrated rate gets the same settings, and the learning rate and
+    decay are constant, so a 200-epoch run passes through the very state a 100-epoch run ends in. Such
+    runs are used, truncated at epoch E, when the runs trained for E do not match ``recommend(E)`` now.
+    Columns: the predicted reach epoch (``recommend(E)`` now), the runs' trained length (``trained_epochs``),
+    whether the runs reached epoch E, per seed whether |J² − 1| <= ``band`` held from the reach epoch to E
+    (and the largest deviation there), the test losses at epoch E of every factor (mean, std), the
+    verdicts ``holds_band`` and ``loss_within_spread`` and the runs used (``paths``). ``laws``: as
+    :func:`recommend` takes them.
     """
     import pandas as pd
 
     from stabilityscope.analysis.guideline import recommend
 
-    rows = []
-    for path in find_traces(source):
-        with open_trace(path) as tr:
-            flat = flatten_config(tr.config or {})
-            if not _is_guideline_run(flat, Path(path)) or len(tr) == 0 or layer not in tr.layers:
-                continue
-            rows.append({"budget": int(flat["guideline.budget"]), "factor": float(flat.get("guideline.decay_factor", 1.0)),
-                         "seed": flat.get("train.seed"), "epochs": int(flat.get("train.epochs", 0)),
-                         "lr": float(flat.get("optim.lr", math.nan)), "status": tr.status,
-                         "weight_decay": float(flat.get("optim.weight_decay", math.nan)),
-                         "batch_size": int(flat.get("train.batch_size", 0)),
-                         "t": tr.epoch_fraction.astype(float), "j2": tr.stat(layer, "J").astype(float) ** 2,
-                         "final_test_loss": float(tr.metric("test_loss")[-1])})
-    runs = pd.DataFrame(rows)
-    out = []
-    for budget, g in (runs.groupby("budget") if len(runs) else []):
+    runs = _guideline_runs(source, layer)
+    out: list[dict[str, Any]] = []
+    for budget in sorted(set(runs["budget"]) | {int(b) for b in budgets}) if len(runs) else []:
         try:
-            r = recommend(int(budget), laws=laws, extrapolate=True)
+            with warnings.catch_warnings():  # an extrapolated budget is reported in the row (inside_laws)
+                warnings.simplefilter("ignore", UserWarning)
+                r = recommend(int(budget), laws=laws, extrapolate=True)
             reach = r.reach_epoch
         except ValueError:
             r, reach = None, math.nan
+        own = runs[runs["budget"] == budget]
+        longer = runs[(runs["budget"] > budget) & runs.apply(lambda x: _trained_recommended(x, r), axis=1)]
+        use_longer = not _same_settings(own[own["factor"] == 1.0], r) and bool((longer["factor"] == 1.0).any())
+        g = (longer if use_longer else own).copy()
+        if not len(g):
+            continue
+        # every run read up to epoch E: (t, J², test loss) at the checkpoints t <= E
+        kept = [t <= budget + 1e-9 for t in g["t"]]
+        g["t"] = [t[k] for t, k in zip(g["t"], kept)]
+        g["j2"] = [j2[k] for j2, k in zip(g["j2"], kept)]
+        g["final_test_loss"] = [float(v[k][-1]) if k.any() else math.nan for v, k in zip(g["test_loss"], kept)]
         rec = g[g["factor"] == 1.0]
-        complete = bool(len(rec)) and all(float(t[-1]) >= budget for t in rec["t"])
+        complete = bool(len(rec)) and all(len(t) and float(t[-1]) >= budget for t in rec["t"])
         held, worst = [], []
         for t, j2 in zip(rec["t"], rec["j2"]):
             after = t >= reach
@@ -255,16 +263,47 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
             held.append(bool(after.any()) and dev <= band)
         losses = g.groupby("factor")["final_test_loss"].agg(["mean", "std", "count"])
         best = float(losses["mean"].idxmin())
-        spread = float(np.nanmax([losses.loc[best, "std"], losses.loc[1.0, "std"] if 1.0 in losses.index else np.nan]))
+        stds = [losses.loc[best, "std"], losses.loc[1.0, "std"] if 1.0 in losses.index else math.nan]
+        spread = max((float(v) for v in stds if math.isfinite(v)), default=math.nan)  # NaN: one seed, no spread
         rec_loss = float(losses.loc[1.0, "mean"]) if 1.0 in losses.index else math.nan
         inside = bool(r is not None and not r.extrapolated)
-        out.append({"budget": int(budget), "complete": complete, "inside_laws": inside, "runs": len(g), "seeds": int(rec["seed"].nunique()),
+        out.append({"budget": int(budget), "trained_epochs": int(g["budget"].max()), "complete": complete,
+                    "inside_laws": inside, "runs": len(g), "seeds": int(rec["seed"].nunique()),
                     "reach_epoch": reach, "settings_match": _same_settings(rec, r),
                     "holds_band": bool(held) and all(held), "max_deviation_after_reach": float(np.nanmax(worst)) if worst else math.nan,
                     "recommended_loss": rec_loss, "best_factor": best, "best_loss": float(losses.loc[best, "mean"]),
                     "spread": spread, "loss_within_spread": bool(math.isfinite(rec_loss) and rec_loss - losses.loc[best, "mean"] <= spread),
-                    "losses": "; ".join(f"×{f:g}: {m:.4f} ± {sd:.4f}" for f, (m, sd) in losses[["mean", "std"]].iterrows())})
+                    "losses": "; ".join(f"×{f:g}: {m:.4f} ± {sd:.4f}" for f, (m, sd) in losses[["mean", "std"]].iterrows()),
+                    "paths": tuple(g["path"])})
     return pd.DataFrame(out)
+
+
+def _guideline_runs(source: Source, layer: str) -> "pd.DataFrame":
+    """One row per validation run: its budget, decay factor, seed, settings and per-checkpoint t, J², test loss."""
+    import pandas as pd
+
+    rows = []
+    for path in find_traces(source):
+        with open_trace(path) as tr:
+            flat = flatten_config(tr.config or {})
+            if not _is_guideline_run(flat, Path(path)) or len(tr) == 0 or layer not in tr.layers:
+                continue
+            rows.append({"path": str(path), "budget": int(flat["guideline.budget"]),
+                         "factor": float(flat.get("guideline.decay_factor", 1.0)), "seed": flat.get("train.seed"), "lr": float(flat.get("optim.lr", math.nan)),
+                         "momentum": float(flat.get("optim.momentum", math.nan)),
+                         "weight_decay": float(flat.get("optim.weight_decay", math.nan)),
+                         "batch_size": int(flat.get("train.batch_size", 0)),
+                         "t": tr.epoch_fraction.astype(float), "j2": tr.stat(layer, "J").astype(float) ** 2,
+                         "test_loss": tr.metric("test_loss").astype(float)})
+    return pd.DataFrame(rows, columns=["path", "budget", "factor", "seed", "lr", "momentum", "weight_decay", "batch_size", "t",
+                                       "j2", "test_loss"])
+
+
+def _trained_recommended(run: Any, r: Any) -> bool:
+    """Whether one run trained ``recommend()``'s settings (lr, momentum, batch) with its decay × the run's factor."""
+    return bool(r is not None and math.isclose(run["lr"], r.lr, rel_tol=1e-3)
+                and math.isclose(run["momentum"], r.momentum, rel_tol=1e-6) and run["batch_size"] == r.batch_size
+                and math.isclose(run["weight_decay"], r.weight_decay * run["factor"], rel_tol=1e-3))
 
 
 def _is_guideline_run(flat: Mapping[str, Any], trace_path: Path) -> bool:
@@ -282,8 +321,9 @@ def _is_guideline_run(flat: Mapping[str, Any], trace_path: Path) -> bool:
 
 
 def _same_settings(recommended: "pd.DataFrame", r: Any) -> bool:
-    """Whether the recommended runs (× 1) trained what ``recommend()`` gives now (lr, batch and decay)."""
+    """Whether the recommended runs (× 1) trained what ``recommend()`` gives now (lr, momentum, batch and decay)."""
     return bool(r is not None and len(recommended) and np.allclose(recommended["lr"], r.lr, rtol=1e-3)
+                and np.allclose(recommended["momentum"], r.momentum, rtol=1e-6)
                 and (recommended["batch_size"] == r.batch_size).all()
                 and np.allclose(recommended["weight_decay"], r.weight_decay, rtol=1e-3))
 
@@ -297,13 +337,16 @@ def _guideline_claim(source: Source) -> Claim:
                 f"runs for budgets {', '.join(str(b) for b in table['budget'])} did not train the whole budget (a quick variant)")
         return Claim("stabilityscope", claim, "guideline", "(ours)", "—", f"{int(table['runs'].sum()) if len(table) else 0} runs",
                      "not run", note)
-    text = "; ".join(f"E = {r.budget}{'' if r.inside_laws else ' (extrapolated)'}: max |J² − 1| after epoch "
+    text = "; ".join(f"E = {r.budget}{'' if r.inside_laws else ' (extrapolated)'}"
+                     f"{f' (read at epoch {r.budget} of {r.trained_epochs}-epoch runs)' if r.trained_epochs > r.budget else ''}"
+                     f": max |J² − 1| after epoch "
                      f"{r.reach_epoch:.1f} = {_fmt(r.max_deviation_after_reach)}, "
                      f"final loss {_fmt(r.recommended_loss, 4)} vs best ×{r.best_factor:g} {_fmt(r.best_loss, 4)} "
                      f"(spread {_fmt(r.spread, 2)})" for r in done.itertuples())
     band_ok, loss_ok = bool(done["holds_band"].all()), bool(done["loss_within_spread"].all())
     note = "" if done["settings_match"].all() else "the laws changed since these runs: their settings differ from recommend() now"
-    return Claim("stabilityscope", claim, "guideline", "(ours)", text, f"{int(done['runs'].sum())} runs",
+    n_runs = len(set().union(*done["paths"]))  # a run read at two budgets counts once
+    return Claim("stabilityscope", claim, "guideline", "(ours)", text, f"{n_runs} runs",
                  _verdict(band_ok and loss_ok, band_ok or loss_ok), note)
 
 
