@@ -122,3 +122,42 @@ def test_probed_jacobian_norm_is_unbiased_for_large_maps():
     exact = float(torch.linalg.matrix_norm(lin.weight.detach()))  # a linear map: ∂F = W everywhere
     assert est.shape == (16,) and float(est.mean()) == pytest.approx(exact, rel=0.05)
     assert float(est.std() / est.mean()) < (2 / 64) ** 0.5
+
+
+def _timm_mlp(d: int, h: int) -> nn.Module:
+    from timm.layers import Mlp
+
+    return Mlp(d, h, act_layer=nn.GELU, drop=0.1)
+
+
+@pytest.mark.parametrize("build, states", [
+    (lambda: _timm_mlp(12, 48), 16),  # many states: the h × h matrix M
+    (lambda: _timm_mlp(12, 48), 2),  # few states: the Jacobians themselves
+    (lambda: nn.Sequential(nn.Linear(10, 30), nn.Tanh(), nn.Dropout(0.2), nn.Linear(30, 10)), 16),
+    (lambda: nn.Sequential(nn.Linear(10, 30), nn.SiLU(), nn.Identity(), nn.Linear(30, 10)), 3),
+])
+def test_mlp_block_jacobian_norm_equals_autograd(build, states):
+    """M1 of Linear → elementwise φ → Linear in closed form equals the norm of autograd's full Jacobian."""
+    from stabilityscope.dynamics.maps import ModuleMap
+    from stabilityscope.dynamics.module_maps import ProbedModuleMap, linear_act_linear
+
+    torch.manual_seed(0)
+    block = build().double()
+    d = block[0].in_features if isinstance(block, nn.Sequential) else block.fc1.in_features
+    assert linear_act_linear(block) is not None
+    x = torch.randn(states, d, dtype=torch.float64)
+    closed = ProbedModuleMap(block, (d,)).jacobian_norm(x)
+    jac = torch.func.vmap(torch.func.jacrev(lambda s: block.eval()(s)))(x)  # (B, d, d), independent of the map class
+    torch.testing.assert_close(closed, torch.linalg.matrix_norm(jac), rtol=1e-10, atol=0)
+    torch.testing.assert_close(closed, ModuleMap(block, (d,)).jacobian_norm(x), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("block", [
+    nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 8)),  # a norm between
+    nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8), nn.GELU()),  # an activation after
+    nn.Sequential(nn.Linear(8, 16), nn.Softmax(-1), nn.Linear(16, 8)),  # not elementwise
+])
+def test_other_blocks_keep_autograd_jacobian_norms(block):
+    from stabilityscope.dynamics.module_maps import linear_act_linear
+
+    assert linear_act_linear(block) is None

@@ -1,7 +1,9 @@
 """Module maps for tracking: blocks of a large model iterated cheaply (EOC-optimality, SCIENCE.md §2).
 
 :class:`ProbedModuleMap` is one module (an MLP block, a model prefix) read as a map, called directly
-rather than through ``functional_call``, with M1 (||∂F||_F) from random probes when N is large. It
+rather than through ``functional_call``, with M1 (||∂F||_F) from random probes when N is large. An
+MLP block that is exactly Linear → elementwise activation → Linear (timm's ``Mlp``, a ``Sequential``;
+dropout is off in eval) gets M1 in closed form instead, exact at any N (:func:`mlp_jacobian_norm`). It
 leaves the parameters as they are: the tracker switches ``requires_grad`` off while it measures, so
 derivatives are taken with respect to the states only.
 
@@ -11,14 +13,66 @@ default 100 start states the blocks' matrix products dominate either way.)
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from stabilityscope.dynamics.maps import IteratedMap, ModuleMap
 
 EXACT_NORM_MAX = 1024  # module maps with N above this estimate M1 with random probes
 NORM_PROBES = 64  # probes of that estimate
 _CHUNK = 64  # tangent columns per vmapped jvp
+# Activations applied entry by entry (their Jacobian is diagonal), by class name: torch's and timm's.
+ELEMENTWISE_ACTIVATIONS = frozenset({"ReLU", "ReLU6", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "GELUTanh", "QuickGELU",
+                                     "SiLU", "Swish", "Mish", "Tanh", "Sigmoid", "Hardswish", "HardSwish", "Hardsigmoid",
+                                     "HardSigmoid", "Softplus"})
+_TIMM_MLP_PARTS = ("fc1", "act", "drop1", "norm", "fc2", "drop2")  # timm.layers.Mlp.forward's order
+
+
+def linear_act_linear(module: nn.Module) -> Optional[tuple[nn.Linear, nn.Module, nn.Linear]]:
+    """(fc1, φ, fc2) when ``module`` computes fc2(φ(fc1(x))) and nothing else, else None.
+
+    Recognised: an ``nn.Sequential`` and timm's ``Mlp`` (its children in the order its forward applies
+    them), each with exactly two ``nn.Linear`` around one elementwise activation; ``nn.Identity`` and
+    ``nn.Dropout`` (identity in eval, where maps are measured) may sit anywhere. Anything else (a norm
+    between the layers, a gated MLP, 1×1 convolutions) is None: its M1 stays with autograd.
+    """
+    if isinstance(module, nn.Sequential):
+        parts = list(module)
+    elif (type(module).__name__ == "Mlp" and type(module).__module__.startswith("timm.")
+          and tuple(name for name, _ in module.named_children()) == _TIMM_MLP_PARTS):
+        parts = [getattr(module, name) for name in _TIMM_MLP_PARTS]
+    else:
+        return None
+    core = [m for m in parts if not isinstance(m, (nn.Identity, nn.Dropout))]
+    if (len(core) == 3 and type(core[0]) is nn.Linear and type(core[2]) is nn.Linear
+            and type(core[1]).__name__ in ELEMENTWISE_ACTIVATIONS and core[0].out_features == core[2].in_features):
+        return core[0], core[1], core[2]
+    return None
+
+
+def mlp_jacobian_norm(fc1: nn.Linear, act: nn.Module, fc2: nn.Linear, x: Tensor) -> Tensor:
+    """||∂F(x)||_F of F(x) = W2 φ(W1 x + b1) + b2 per state, exactly; x (..., d) → (...).
+
+    ∂F = W2 diag(φ'(a)) W1 with a = W1 x + b1 (W1: (h, d), W2: (d, h)), so
+    ||∂F||_F² = Σ_ij φ'_i φ'_j (W1 W1ᵀ)_ij (W2ᵀ W2)_ij = φ'ᵀ M φ' with M = (W1 W1ᵀ) ∘ (W2ᵀ W2) (h × h):
+    one M for every state (2h²d multiply-adds) and h² per state, against B·h·d² to build the B
+    Jacobians (which it does when that is cheaper, few states) and about twice that for autograd's
+    d backward passes per state. φ' comes from one forward-mode derivative of φ with unit tangents.
+    """
+    W1, W2 = fc1.weight, fc2.weight  # (h, d), (d, h)
+    h, d = W1.shape
+    flat = x.reshape(-1, d)  # (B, d)
+    a = torch.nn.functional.linear(flat, W1, fc1.bias)  # (B, h) pre-activations
+    _, slope = torch.func.jvp(act, (a,), (torch.ones_like(a),))  # (B, h): φ'(a), φ elementwise
+    B = flat.shape[0]
+    if 2 * h * h * d + B * h * h <= B * h * d * d:
+        M = (W1 @ W1.T) * (W2.T @ W2)  # (h, h)
+        sq = ((slope @ M) * slope).sum(-1)  # (B,)
+    else:
+        sq = torch.matmul(W2 * slope.unsqueeze(-2), W1).square().sum((-2, -1))  # (B, d, d) Jacobians
+    return sq.clamp_min(0).sqrt().reshape(x.shape[:-1])
 
 
 def _norm_from_jvp(F: IteratedMap, x: Tensor) -> Tensor:
@@ -52,6 +106,9 @@ class ProbedModuleMap(ModuleMap):
         return self.module(flat.reshape(-1, *self.input_shape)).reshape(flat.shape)
 
     def jacobian_norm(self, x: Tensor) -> Tensor:
+        mlp = linear_act_linear(self.module)
+        if mlp is not None and mlp[0].in_features == self.dim:  # exact at any N, without autograd
+            return mlp_jacobian_norm(*mlp, self.broadcast_states(x))
         if self.dim <= EXACT_NORM_MAX:
             return super().jacobian_norm(x)
         x = self.broadcast_states(x)
