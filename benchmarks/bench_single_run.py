@@ -2,10 +2,12 @@
 
 The canonical run (Fashion-MNIST 784-784(tanh)-10, SGD lr 0.02, momentum 0.5, batch 32) for 5 epochs at
 ``analysis=standard`` with a checkpoint every epoch, figures and report off, the data already in memory:
-``Run.execute()`` from the initial checkpoint to the last, once with ``train.fast_step=true`` (the
-default: :mod:`stabilityscope.training.stacked` at K = 1) and once with ``false`` (autograd +
-``torch.optim.SGD``, the path every single run took before). Rounds alternate the two so that both see
-the machine in the same state; the ratio is autograd time / fast time per round (target ≥ 1.5).
+``Run.execute()`` from the initial checkpoint to the last, three ways: ``train.fast_step=false`` (autograd +
+``torch.optim.SGD``, checkpoints in line: the path every single run took before, the baseline); the
+hand-written step (:mod:`stabilityscope.training.stacked` at K = 1) with checkpoints in line
+(``train.overlap_checkpoints=false``); and the default, the hand-written step with each checkpoint measured
+in a worker thread while training goes on. Rounds run the three back to back so that they see the machine
+in the same state; the ratios are baseline time / each one's time per round (target ≥ 1.5 for the default).
 
     python benchmarks/bench_single_run.py [--epochs 5] [--rounds 3] [--train-subset N]
 """
@@ -18,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import stabilityscope  # noqa: F401  first: its OpenMP wait policy (PASSIVE unless set) applies before torch loads
 import torch
 
 from stabilityscope.config import Config, as_options
@@ -25,11 +28,18 @@ from stabilityscope.training.data import load_dataset
 from stabilityscope.training.trainer import Run
 
 
-def timed_run(data, epochs: int, fast: bool, root: Path) -> float:
+VARIANTS = {  # name → (train.fast_step, train.overlap_checkpoints)
+    "autograd": (False, False),
+    "stacked step": (True, False),
+    "stacked step + overlapped checkpoints": (True, True),
+}
+
+
+def timed_run(data, epochs: int, fast: bool, overlap: bool, root: Path) -> float:
     """Seconds of ``Run.execute()`` for one configuration (training and every checkpoint)."""
-    cfg = as_options({"train": {"epochs": epochs, "fast_step": fast, "device": "cpu"}, "figures": False,
-                      "report": False}, Config)
-    run = Run(cfg, root / f"{'fast' if fast else 'autograd'}{time.time_ns()}", data=data)
+    cfg = as_options({"train": {"epochs": epochs, "fast_step": fast, "overlap_checkpoints": overlap, "device": "cpu"},
+                      "figures": False, "report": False}, Config)
+    run = Run(cfg, root / f"run{time.time_ns()}", data=data)
     start = time.perf_counter()
     assert run.execute() == "finished"
     return time.perf_counter() - start
@@ -46,15 +56,17 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; {len(data.x_train)} training examples, {args.epochs} epochs, "
           f"analysis=standard")
-    ratios = []
+    ratios: dict[str, list[float]] = {name: [] for name in VARIANTS if name != "autograd"}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            slow = timed_run(data, args.epochs, False, Path(tmp))
-            fast = timed_run(data, args.epochs, True, Path(tmp))
-            ratios.append(slow / fast)
-            print(f"round {r + 1}: autograd {slow:.1f} s, stacked step {fast:.1f} s, ratio {slow / fast:.2f}")
-    print(f"speed-up (autograd / stacked step): median {statistics.median(ratios):.2f}, "
-          f"min {min(ratios):.2f}, max {max(ratios):.2f} over {len(ratios)} rounds")
+            seconds = {name: timed_run(data, args.epochs, *flags, Path(tmp)) for name, flags in VARIANTS.items()}
+            for name in ratios:
+                ratios[name].append(seconds["autograd"] / seconds[name])
+            print(f"round {r + 1}, load {os.getloadavg()[0]:.1f}: "
+                  + ", ".join(f"{name} {sec:.1f} s" for name, sec in seconds.items()))
+    for name, values in ratios.items():
+        print(f"speed-up, autograd / {name}: median {statistics.median(values):.2f}, "
+              f"min {min(values):.2f}, max {max(values):.2f} over {len(values)} rounds")
 
 
 if __name__ == "__main__":

@@ -206,3 +206,70 @@ def test_a_single_run_through_the_stacked_step_equals_autograd(tmp_path, data_ro
     assert again.execute(resume=True) == "finished"
     for a, b in zip(again.model.parameters(), runs[True].model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _overlap_cfg(data_root, overlap: bool):
+    from stabilityscope.config import Config, as_options
+
+    return as_options({"dataset": {"root": str(data_root), "train_subset": 600, "test_subset": 200},
+                       "model": {"width": 784}, "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3},
+                       "train": {"epochs": 3, "overlap_checkpoints": overlap, "keep_states": 10,
+                                 "checkpoints": {"unit": "step", "kind": "list", "steps": [7, 25, 40]}},
+                       "analysis": {"maps": True, "eigen": True, "weight_structure": True, "n_inputs": 4, "steps": 30},
+                       "figures": False, "report": False}, Config)
+
+
+def test_checkpoints_beside_training_record_what_checkpoints_in_line_record(tmp_path, data_root, one_thread):
+    """train.overlap_checkpoints: a checkpoint measured in a worker thread while the stack trains on records
+    the same trace (every statistic, maps included) and the same resumable states as one measured in line."""
+    runs = {overlap: Run(_overlap_cfg(data_root, overlap), tmp_path / str(overlap)) for overlap in (True, False)}
+    assert runs[True]._overlaps_checkpoints(runs[True]._stacked_step())
+    assert not runs[False]._overlaps_checkpoints(runs[False]._stacked_step())
+    for run in runs.values():
+        assert run.execute() == "finished"
+    with open_trace(tmp_path / "True") as to, open_trace(tmp_path / "False") as ti:
+        assert to.steps.tolist() == ti.steps.tolist() == [0, 7, 25, 40, 57]
+        for m in ("train_loss", "test_loss", "test_acc"):
+            np.testing.assert_array_equal(to.metric(m), ti.metric(m), err_msg=m)
+        for stat in ("J", "J0", "s_mean", "lambda_max", "spectral_radius", "step_displacement", "increment_cosine"):
+            np.testing.assert_array_equal(to.stat("hidden", stat), ti.stat("hidden", stat), err_msg=stat)
+    for key in (7, 25, 40, 57):  # the shuffle generator as it was at the checkpoint, not as training moved it
+        so, si = (load_state(tmp_path / str(o), key, torch.device("cpu"), "step") for o in (True, False))
+        assert torch.equal(so["shuffle_rng"], si["shuffle_rng"]) and so["step"] == si["step"] == key
+        for k in so["model"]:
+            assert torch.equal(so["model"][k], si["model"][k]), k
+
+
+def test_a_stop_during_training_keeps_the_checkpoint_in_flight(tmp_path, data_root, one_thread, monkeypatch):
+    """Ctrl-C while a checkpoint is being measured beside training: the run waits for it, so the trace and
+    the state keep it, and the run resumes from it to the same end as an uninterrupted run."""
+    import time
+
+    from stabilityscope.training import trainer
+
+    whole = Run(_overlap_cfg(data_root, True), tmp_path / "whole")
+    assert whole.execute() == "finished"
+    original, stops = Run.checkpoint, []
+
+    def slow_checkpoint(self, run, perm=None, generator=None):
+        if run.step == 25:
+            time.sleep(1.0)  # still in flight when training stops
+        return original(self, run, perm, generator)
+
+    def stop_soon_after_step_25():
+        stops.append(1)
+        if len(stops) == 30:  # the 30th batch: step 30, five steps after checkpoint 25 was handed over
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "checkpoint", slow_checkpoint)
+    monkeypatch.setattr(trainer, "raise_if_stop_requested", stop_soon_after_step_25)
+    with pytest.raises(KeyboardInterrupt):
+        Run(_overlap_cfg(data_root, True), tmp_path / "cut").execute()
+    monkeypatch.undo()
+    with open_trace(tmp_path / "cut") as tr:
+        assert tr.steps.tolist() == [0, 7, 25] and tr.status == "interrupted" and "checkpoint is epoch 1" in tr.error
+    assert saved_state_keys(tmp_path / "cut", "step")[-1] == 25
+    resumed = Run(_overlap_cfg(data_root, True), tmp_path / "cut")
+    assert resumed.execute(resume=True) == "finished"
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

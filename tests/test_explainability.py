@@ -153,8 +153,8 @@ def test_a_run_resumed_inside_an_epoch_continues_as_if_never_stopped(tmp_path, d
 
     original = Run.checkpoint
 
-    def stop_after_step_7(self, run, perm=None):
-        numbers = original(self, run, perm)
+    def stop_after_step_7(self, run, perm=None, generator=None):
+        numbers = original(self, run, perm, generator)
         if run.step == 7:
             raise KeyboardInterrupt
         return numbers

@@ -36,6 +36,7 @@ checkpoint instead of drawing a progress bar.
 from __future__ import annotations
 
 import bisect
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 import functools
 import logging
 import math
@@ -382,11 +383,14 @@ class Run:
         self.last_checkpoint: Optional[int] = None  # epoch of the newest checkpoint in the trace
 
     # -- checkpoints -----------------------------------------------------------------------
-    def checkpoint(self, run: RunState, perm: Optional[torch.Tensor] = None) -> dict[str, float]:
+    def checkpoint(self, run: RunState, perm: Optional[torch.Tensor] = None,
+                   generator: Optional[torch.Generator] = None) -> dict[str, float]:
         """Evaluate, measure, save the resumable state and append one trace row; returns the progress numbers.
 
-        ``perm``: the current epoch's permutation, for a checkpoint inside an epoch (saved with the state).
+        ``perm``: the current epoch's permutation, for a checkpoint inside an epoch (saved with the state);
+        ``generator``: the shuffle generator as it was at this checkpoint (default: the run's own, now).
         """
+        generator = self.generator if generator is None else generator
         metrics, predicted = checkpoint_metrics(self.model, self.data,
                                                 predictions=self.recorder.prediction_spec is not None or self.explain)
         train_loss, test_loss = metrics["train_loss"], metrics["test_loss"]
@@ -396,7 +400,7 @@ class Run:
             run.epoch, run.step, run.wall_time, metrics, store_weights=run.step in self.weight_steps,
             epoch_fraction=run.step / self.steps_per_epoch,
             predictions=predicted if self.recorder.prediction_spec is not None else None,
-            before_commit=lambda: save_state(self.run_dir, run, self.model, self.opt, self.generator, self.tracker,
+            before_commit=lambda: save_state(self.run_dir, run, self.model, self.opt, generator, self.tracker,
                                              self.unit, perm))
         self.last_checkpoint = run.epoch
         prune_states(self.run_dir, self.cfg.train.keep_states, self.unit)
@@ -467,12 +471,23 @@ class Run:
         self._flat_x = self.data.x_train.reshape(len(self.data.x_train), -1)  # (n, D): a view, no copy
         return stack
 
+    def _overlaps_checkpoints(self, stack: Optional[StackedCanonical]) -> bool:
+        """Whether checkpoints run beside training (train.overlap_checkpoints): only for the hand-written step
+        on a CPU, where training holds its weights in the stack and the model is a snapshot of them."""
+        return bool(self.cfg.train.overlap_checkpoints and stack is not None and self.device.type == "cpu")
+
     def _train_from(self, run: RunState) -> None:
         """Train from ``run`` to ``train.epochs``, checkpointing at every scheduled step.
 
         Each epoch draws one permutation; training stops at the next checkpoint step or the epoch's end,
         whichever comes first (an epoch schedule trains whole epochs, as before step schedules existed).
         The summed loss is checked for NaN/inf at the end of each epoch and by every checkpoint.
+
+        With the hand-written step on a CPU (:meth:`_overlaps_checkpoints`), a checkpoint (evaluation,
+        maps, state file, trace row) runs in a worker thread on the model, a snapshot of the stack's
+        weights, while training goes on in the stack: the next checkpoint first waits for it, so they
+        stay in order, and an error in it is raised there. An exception in training (a stop, a
+        divergence) waits for the checkpoint in flight, so every checkpoint begun is kept.
         """
         d, batch = self.data, self.cfg.train.batch_size
         per_epoch, checkpoints = self.steps_per_epoch, self.checkpoint_steps
@@ -480,39 +495,71 @@ class Run:
         start = time.perf_counter() - run.wall_time
         bar = tqdm(total=self.cfg.train.epochs, initial=run.epoch, desc=str(self.run_dir.name), unit="epoch",
                    dynamic_ncols=True, disable=None)  # None: no bar without a terminal, a log line per checkpoint
-        logged = (run.step, run.wall_time)
-        perm, loss_sum, step = self._perm, torch.zeros((), device=self.device), run.step
-        while step < self.total_steps:
-            epoch, offset = divmod(step, per_epoch)
-            if offset == 0 or perm is None:
-                perm = torch.randperm(len(d.x_train), generator=self.generator).to(self.device)
-            stop = min(checkpoints[bisect.bisect_right(checkpoints, step)], (epoch + 1) * per_epoch)
-            if stack is None:
-                loss_sum += train_steps(self.model, self.opt, d.x_train, d.y_train, batch, perm, offset,
-                                        stop - epoch * per_epoch, self.augment, self.loss_fn)
-            else:
-                loss_sum += stacked_steps(stack, self._flat_x, d.y_train, batch, perm, offset, stop - epoch * per_epoch)
-                stack.write_member(0, self.model, self.opt, stop)  # the model and SGD state a checkpoint reads
-            step = stop
-            run = RunState(step // per_epoch, step, time.perf_counter() - start)
-            if step % per_epoch == 0:
-                if not math.isfinite(float(loss_sum)):
-                    raise DivergedError(f"The training loss became {float(loss_sum)} during epoch {run.epoch} "
-                                        f"(optim.lr={self.cfg.optim.lr}); the trace keeps every checkpoint "
-                                        f"before it.")
-                loss_sum.zero_()
-                bar.update(1)
-            if step in self.checkpoint_steps:
-                postfix = self.checkpoint(run, perm=perm if step % per_epoch else None)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k not in ("train_acc", "train_r2")},
-                                refresh=False)
-                if bar.disable:
-                    per_epoch_s = (run.wall_time - logged[1]) / max(1e-9, (step - logged[0]) / per_epoch)
-                    where = run.epoch if step % per_epoch == 0 else f"{step / per_epoch:.3f} (step {step})"
-                    log.info(progress_line(self.run_dir.name, where, self.cfg.train.epochs, per_epoch_s, postfix))
-                    logged = (step, run.wall_time)
-        bar.close()
+        logged = [run.step, run.wall_time]
 
+        def report(run: RunState, step: int, postfix: dict[str, float]) -> None:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k not in ("train_acc", "train_r2")},
+                            refresh=False)
+            if bar.disable:
+                per_epoch_s = (run.wall_time - logged[1]) / max(1e-9, (step - logged[0]) / per_epoch)
+                where = run.epoch if step % per_epoch == 0 else f"{step / per_epoch:.3f} (step {step})"
+                log.info(progress_line(self.run_dir.name, where, self.cfg.train.epochs, per_epoch_s, postfix))
+                logged[:] = [step, run.wall_time]
+
+        worker = ThreadPoolExecutor(1, thread_name_prefix="checkpoint") if self._overlaps_checkpoints(stack) else None
+        pending: Optional[tuple[Future, RunState, int]] = None
+
+        def collect() -> None:  # the checkpoint in flight, finished; its error raised here
+            nonlocal pending
+            if pending is not None:
+                future, done_run, done_step = pending
+                postfix = future.result()  # interrupted here, the finally below still waits for it
+                pending = None
+                report(done_run, done_step, postfix)
+
+        perm, loss_sum, step = self._perm, torch.zeros((), device=self.device), run.step
+        try:
+            while step < self.total_steps:
+                epoch, offset = divmod(step, per_epoch)
+                if offset == 0 or perm is None:
+                    perm = torch.randperm(len(d.x_train), generator=self.generator).to(self.device)
+                stop = min(checkpoints[bisect.bisect_right(checkpoints, step)], (epoch + 1) * per_epoch)
+                if stack is None:
+                    loss_sum += train_steps(self.model, self.opt, d.x_train, d.y_train, batch, perm, offset,
+                                            stop - epoch * per_epoch, self.augment, self.loss_fn)
+                else:
+                    loss_sum += stacked_steps(stack, self._flat_x, d.y_train, batch, perm, offset,
+                                              stop - epoch * per_epoch)
+                step = stop
+                run = RunState(step // per_epoch, step, time.perf_counter() - start)
+                if step % per_epoch == 0:
+                    if not math.isfinite(float(loss_sum)):
+                        raise DivergedError(f"The training loss became {float(loss_sum)} during epoch {run.epoch} "
+                                            f"(optim.lr={self.cfg.optim.lr}); the trace keeps every checkpoint "
+                                            f"before it.")
+                    loss_sum.zero_()
+                    bar.update(1)
+                if step in self.checkpoint_steps or step == self.total_steps:
+                    collect()  # the previous checkpoint reads the model: done before it is overwritten
+                    if stack is not None:
+                        stack.write_member(0, self.model, self.opt, stop)  # the model and SGD state it reads
+                if step in self.checkpoint_steps:
+                    mid_epoch = perm if step % per_epoch else None
+                    if worker is None:
+                        report(run, step, self.checkpoint(run, perm=mid_epoch))
+                    else:  # the shuffle generator as it is now: training draws the next permutation meanwhile
+                        shuffle = torch.Generator(device=self.generator.device)
+                        shuffle.set_state(self.generator.get_state())
+                        pending = (worker.submit(self.checkpoint, run, mid_epoch, shuffle), run, step)
+            collect()
+        finally:
+            if pending is not None:  # an exception in training: the checkpoint in flight is finished and kept
+                wait([pending[0]])
+                if pending[0].exception() is not None:
+                    log.error("the checkpoint at step %d failed too: %s", pending[2], pending[0].exception())
+            if worker is not None:
+                worker.shutdown(wait=True)
+            bar.close()
 
     def execute(self, resume: bool = False) -> str:
         """Train to ``train.epochs``; returns the final status.
