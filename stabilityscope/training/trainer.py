@@ -13,7 +13,10 @@ against a linear baseline L fitted once per run (:mod:`stabilityscope.training.b
 
 The canonical network trained by SGD steps through the hand-written update of
 :mod:`stabilityscope.training.stacked` (``train.fast_step``; equal to autograd + ``torch.optim.SGD``
-within float32 round-off); every other model through autograd and its optimiser.
+within float32 round-off); every other model through autograd and its optimiser. On a CPU its checkpoints
+run beside training (``train.overlap_checkpoints``): the stack holds the weights that train, the model
+holds a copy of them at the checkpoint, and a worker thread measures and records that copy on the
+second core while the next steps run (one checkpoint in flight at a time, recorded in order).
 
 A regression table (``data.task == "regression"``, e.g. Abalone) trains with the mean squared error and
 records ``train_loss``/``test_loss`` as MSEs plus ``train_r2``/``test_r2`` (trace attr ``loss = mse``, no
@@ -30,7 +33,7 @@ newest checkpoint that has both a trace row and a readable state, falling back p
 
 While it writes, a run holds its directory's lock (:class:`~stabilityscope.recording.lock.RunLock`): a
 second writer is refused. Ctrl-C (and SIGTERM in the app) stops it at once with status ``interrupted``
-and every completed checkpoint kept. Without a terminal (a log file, a batch job) it logs one line per
+and every completed checkpoint kept (a checkpoint in flight in the worker is finished first). Without a terminal (a log file, a batch job) it logs one line per
 checkpoint instead of drawing a progress bar.
 """
 from __future__ import annotations
