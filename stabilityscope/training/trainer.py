@@ -33,19 +33,19 @@ newest checkpoint that has both a trace row and a readable state, falling back p
 
 While it writes, a run holds its directory's lock (:class:`~stabilityscope.recording.lock.RunLock`): a
 second writer is refused. Ctrl-C (and SIGTERM in the app) stops it at once with status ``interrupted``
-and every completed checkpoint kept (a checkpoint in flight in the worker is finished first). Without a terminal (a log file, a batch job) it logs one line per
-checkpoint instead of drawing a progress bar.
+and every completed checkpoint kept (a checkpoint in flight in the worker is finished first). Without a
+terminal (a log file, a batch job) it logs one line per checkpoint instead of drawing a progress bar.
 """
 from __future__ import annotations
 
 import bisect
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 import functools
 import logging
 import math
 import os
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
