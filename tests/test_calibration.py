@@ -355,6 +355,20 @@ def test_reproduction_gives_a_verdict_per_claim(calibration_runs, tmp_path):
     assert (tmp_path / "out" / "calibration" / "calibration.md").exists()
 
 
+def test_eoc_optimality_is_judged_per_model(tmp_path):
+    """Two models' maps are two populations: each gets its own rows (an MLP at the edge, a CNN whose best
+    checkpoint lies deep in the ordered phase), not one pooled s."""
+    for name, best in (("mlp_at_edge", 15), ("cnn_early", 3)):  # synthetic s = J: 1 at epoch 15, 0.63 at 3
+        synthetic_trace(tmp_path / name / "trace.h5", epochs=30, best_epoch=best, j2_slope=0.05,
+                        config_extra={"model": {"name": name, "family": "builtin"}})
+    rep = reproduce(tmp_path, n_boot=0)
+    optimum = {c.runs: c for c in rep.claims if c.rule == "optimum near s = 1"}
+    assert set(optimum) == {"1 run(s) of mlp_at_edge", "1 run(s) of cnn_early"}
+    assert optimum["1 run(s) of mlp_at_edge"].verdict == "reproduced" and optimum["1 run(s) of mlp_at_edge"].ours == "s = 1.000"
+    assert optimum["1 run(s) of cnn_early"].verdict == "not reproduced" and optimum["1 run(s) of cnn_early"].ours == "s = 0.632"
+    assert sum(c.rule == "attractor sequence" for c in rep.claims) == 2
+
+
 def test_reproduction_without_runs_for_a_paper_says_not_run(calibration_runs):
     rep = reproduce(calibration_runs / "decay", n_boot=0)
     by_rule = {c.rule: c for c in rep.claims}

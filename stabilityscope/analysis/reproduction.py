@@ -359,8 +359,10 @@ def _map_layer(tr: Any) -> Optional[str]:
 
 
 def _optimality_claims(paths: Sequence[Path], confidence: float) -> tuple[list[Claim], list[str]]:
-    s_opt, pairs, sequences, used = [], [], [], []
-    verdicts_seq = []
+    """EOC-optimality's claims, one set per model (an MLP's and a CNN's maps are different maps: their s at
+    the optimum is not one population), from every trace that iterated a map."""
+    per_model: dict[str, dict[str, list]] = {}
+    used: list[str] = []
     for path in paths:
         with open_trace(path) as tr:
             layer = _map_layer(tr)
@@ -372,17 +374,18 @@ def _optimality_claims(paths: Sequence[Path], confidence: float) -> tuple[list[C
             att = [str(a) for a in tr.stat(layer, "attractor")]
             name = str((tr.config or {}).get("model", {}).get("name", path.parent.name))
         used.append(f"{path.parent.name} ({name}, layer {layer})")
+        g = per_model.setdefault(name, {"s_opt": [], "pairs": [], "sequences": [], "verdicts_seq": []})
         best = int(np.nanargmin(loss)) if np.isfinite(loss).any() else None
         if best is not None:
-            s_opt.append(s[best])
+            g["s_opt"].append(s[best])
         chaotic = (lam > 0) & (s > 0) & np.isfinite(lam)
-        pairs += list(zip(lam[chaotic], np.log(s[chaotic])))
+        g["pairs"] += list(zip(lam[chaotic], np.log(s[chaotic])))
         runs_of = [att[0]] + [a for prev, a in zip(att, att[1:]) if a != prev]
-        sequences.append(" → ".join(runs_of))
+        g["sequences"].append(" → ".join(runs_of))
         if best is not None:
             near = att[max(0, best - 2): best + 3]
             strong = att[best] in ("periodic", "quasi_periodic") and "chaotic" in near
-            verdicts_seq.append((strong, any(a in ("chaotic", "quasi_periodic") for a in att)))
+            g["verdicts_seq"].append((strong, any(a in ("chaotic", "quasi_periodic") for a in att)))
     out: list[Claim] = []
     if not used:
         for claim, rule in (("the best test loss lies near s = 1", "optimum near s = 1"),
@@ -391,24 +394,32 @@ def _optimality_claims(paths: Sequence[Path], confidence: float) -> tuple[list[C
             out.append(Claim("EOC-optimality", claim, rule, "—", "—", "none", "not run",
                              "run experiment=eoc_mlp (or eoc_cnn) and pass its run directory"))
         return out, used
-    runs_text = f"{len(used)} run(s)"
-    m, lo, hi = _t_interval(np.asarray(s_opt, float), confidence)
+    for name, g in per_model.items():
+        out += _optimality_claims_of(g, f"{len(g['sequences'])} run(s) of {name}", confidence)
+    return out, used
+
+
+def _optimality_claims_of(g: Mapping[str, list], runs_text: str, confidence: float) -> list[Claim]:
+    """The three claims for one model's runs: s at the optimum, λ_max against ln s, the attractor sequence."""
+    out: list[Claim] = []
+    m, lo, hi = _t_interval(np.asarray(g["s_opt"], float), confidence)
     out.append(Claim("EOC-optimality", "the best test loss lies near s = 1", "optimum near s = 1", "s ≈ 1",
                      f"s = {m:.3f}" + (f" ({_fmt(lo)}–{_fmt(hi)})" if math.isfinite(lo) else ""), runs_text,
                      _verdict(abs(m - 1) <= 0.15, abs(m - 1) <= 0.3)))
-    if pairs:
-        lam, ln_s = np.array(pairs).T
+    if g["pairs"]:
+        lam, ln_s = np.array(g["pairs"]).T
         dev, scale = float(np.median(np.abs(lam - ln_s))), float(np.median(np.abs(ln_s)))
         out.append(Claim("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", "lambda_max = ln s", "λ_max = ln s",
-                         f"median |λ_max − ln s| = {dev:.3g} against median |ln s| = {scale:.3g} over {len(pairs)} chaotic "
-                         f"checkpoints", runs_text, _verdict(dev <= 0.25 * scale, dev <= 0.5 * scale)))
+                         f"median |λ_max − ln s| = {dev:.3g} against median |ln s| = {scale:.3g} over {len(g['pairs'])} "
+                         f"chaotic checkpoints", runs_text, _verdict(dev <= 0.25 * scale, dev <= 0.5 * scale)))
     else:
         out.append(Claim("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", "lambda_max = ln s", "λ_max = ln s",
                          "no checkpoint with λ_max > 0", runs_text, "not run", "the maps never became chaotic"))
+    seq = g["verdicts_seq"]
     out.append(Claim("EOC-optimality", "the edge is the boundary of the (pseudo)periodic and chaotic phases",
-                     "attractor sequence", "periodic/quasi-periodic → chaotic", " | ".join(sequences), runs_text,
-                     _verdict(all(v[0] for v in verdicts_seq) and bool(verdicts_seq), any(v[1] for v in verdicts_seq))))
-    return out, used
+                     "attractor sequence", "periodic/quasi-periodic → chaotic", " | ".join(g["sequences"]), runs_text,
+                     _verdict(all(v[0] for v in seq) and bool(seq), any(v[1] for v in seq))))
+    return out
 
 
 def reproduce(source: Source, *, layer: str = "hidden", tolerance: float = 0.15, confidence: float = 0.95,
