@@ -649,6 +649,8 @@ def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = L
         decays = (span >= 1) & (rate <= lam / 2)  # NaN rate (0/0: both ends exactly equal) is False
         approached = contracting & valid[..., -1] & (decays | within[..., -1])
         period = torch.where((period == 0) & (reached | approached), p, period)
+        if bool((period > 0).all()):  # every orbit has its (smallest) period: longer L change nothing
+            break
 
     codes = torch.full(lam.shape, ATTRACTORS.index("quasi_periodic"), dtype=torch.int64, device=lam.device)
     codes = torch.where(contracting, ATTRACTORS.index("periodic"), codes)  # step 5: period 0
