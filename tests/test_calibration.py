@@ -492,6 +492,12 @@ def test_a_budget_is_read_from_longer_runs_with_its_settings(synthetic_laws, tmp
     assert table.loc[300, "losses"].startswith("×1: 0.3010") and "×4: 0.3510" in table.loc[300, "losses"]
     # read at epoch 300, the deviation after the reach epoch is that of the same curve (it only shrinks later)
     assert read.max_deviation_after_reach == pytest.approx(full.max_deviation_after_reach)
+    # a run trained for 400 epochs on older settings beside today's: set aside, not pooled with them
+    synthetic_trace(tmp_path / "old400" / "trace.h5", epochs=400, lr=r400.lr * 1.5, weight_decay=r400.weight_decay,
+                    batch_size=r400.batch_size, momentum=r400.momentum, seed=0, analysis="economy", train_subset=None,
+                    config_extra={"guideline": {"budget": 400, "decay_factor": 1.0, "validate": True}})
+    again = ss.reproduction.validate_guideline(tmp_path, laws=synthetic_laws, budgets=(300,)).set_index("budget")
+    assert again.loc[400, "runs"] == 4 and again.loc[400, "settings_match"] and again.loc[300, "runs"] == 4
     # without the longer runs, budget 300 is judged on its own (mismatched) run
     only_old = ss.reproduction.validate_guideline(tmp_path / "old", laws=synthetic_laws, budgets=(300,))
     assert len(only_old) == 1 and only_old.iloc[0]["trained_epochs"] == 300 and not only_old.iloc[0]["settings_match"]

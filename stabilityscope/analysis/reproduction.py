@@ -221,7 +221,8 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
     also read from longer runs whose settings are ``recommend(E)``'s (lr, momentum, batch, decay × factor):
     every budget past the laws' slowest calibrated rate gets the same settings, and the learning rate and
     decay are constant, so a 200-epoch run passes through the very state a 100-epoch run ends in. Such
-    runs are used, truncated at epoch E, when the runs trained for E do not match ``recommend(E)`` now.
+    runs are used, truncated at epoch E, when no run trained for E matches ``recommend(E)`` now; runs
+    trained for E on settings that ``recommend(E)`` no longer gives are set aside when matching ones exist.
     Columns: the predicted reach epoch (``recommend(E)`` now), the runs' trained length (``trained_epochs``),
     whether the runs reached epoch E, per seed whether |J² − 1| <= ``band`` held from the reach epoch to E
     (and the largest deviation there), the test losses at epoch E of every factor (mean, std), the
@@ -242,10 +243,16 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
             reach = r.reach_epoch
         except ValueError:
             r, reach = None, math.nan
+        matching = runs.apply(lambda x: _trained_recommended(x, r), axis=1).astype(bool)
         own = runs[runs["budget"] == budget]
-        longer = runs[(runs["budget"] > budget) & runs.apply(lambda x: _trained_recommended(x, r), axis=1)]
-        use_longer = not _same_settings(own[own["factor"] == 1.0], r) and bool((longer["factor"] == 1.0).any())
-        g = (longer if use_longer else own).copy()
+        own_now = own[matching[own.index]]  # a sweep trained on older laws may sit beside one on today's
+        longer = runs[(runs["budget"] > budget) & matching]
+        if (own_now["factor"] == 1.0).any():
+            g = own_now.copy()
+        elif (longer["factor"] == 1.0).any():
+            g = longer.copy()
+        else:  # only runs of other settings: judged as they are, and flagged (settings_match False)
+            g = own.copy()
         if not len(g):
             continue
         # every run read up to epoch E: (t, J², test loss) at the checkpoints t <= E
