@@ -276,7 +276,7 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
         inside = bool(r is not None and not r.extrapolated)
         out.append({"budget": int(budget), "trained_epochs": int(g["budget"].max()), "complete": complete,
                     "inside_laws": inside, "runs": len(g), "seeds": int(rec["seed"].nunique()),
-                    "reach_epoch": reach, "settings_match": _same_settings(rec, r),
+                    "reach_epoch": reach, "settings_match": bool(len(rec)) and bool(matching[rec.index].all()),
                     "holds_band": bool(held) and all(held), "max_deviation_after_reach": float(np.nanmax(worst)) if worst else math.nan,
                     "recommended_loss": rec_loss, "best_factor": best, "best_loss": float(losses.loc[best, "mean"]),
                     "spread": spread, "loss_within_spread": bool(math.isfinite(rec_loss) and rec_loss - losses.loc[best, "mean"] <= spread),
@@ -296,14 +296,15 @@ def _guideline_runs(source: Source, layer: str) -> "pd.DataFrame":
             if not _is_guideline_run(flat, Path(path)) or len(tr) == 0 or layer not in tr.layers:
                 continue
             rows.append({"path": str(path), "budget": int(flat["guideline.budget"]),
-                         "factor": float(flat.get("guideline.decay_factor", 1.0)), "seed": flat.get("train.seed"), "lr": float(flat.get("optim.lr", math.nan)),
+                         "factor": float(flat.get("guideline.decay_factor", 1.0)), "seed": flat.get("train.seed"),
+                         "lr": float(flat.get("optim.lr", math.nan)),
                          "momentum": float(flat.get("optim.momentum", math.nan)),
                          "weight_decay": float(flat.get("optim.weight_decay", math.nan)),
                          "batch_size": int(flat.get("train.batch_size", 0)),
                          "t": tr.epoch_fraction.astype(float), "j2": tr.stat(layer, "J").astype(float) ** 2,
                          "test_loss": tr.metric("test_loss").astype(float)})
-    return pd.DataFrame(rows, columns=["path", "budget", "factor", "seed", "lr", "momentum", "weight_decay", "batch_size", "t",
-                                       "j2", "test_loss"])
+    return pd.DataFrame(rows, columns=["path", "budget", "factor", "seed", "lr", "momentum", "weight_decay", "batch_size",
+                                       "t", "j2", "test_loss"])
 
 
 def _trained_recommended(run: Any, r: Any) -> bool:
@@ -327,12 +328,9 @@ def _is_guideline_run(flat: Mapping[str, Any], trace_path: Path) -> bool:
     return any(str(item).startswith("experiment=calibrate_guideline") for item in items or [])
 
 
-def _same_settings(recommended: "pd.DataFrame", r: Any) -> bool:
-    """Whether the recommended runs (× 1) trained what ``recommend()`` gives now (lr, momentum, batch and decay)."""
-    return bool(r is not None and len(recommended) and np.allclose(recommended["lr"], r.lr, rtol=1e-3)
-                and np.allclose(recommended["momentum"], r.momentum, rtol=1e-6)
-                and (recommended["batch_size"] == r.batch_size).all()
-                and np.allclose(recommended["weight_decay"], r.weight_decay, rtol=1e-3))
+def _distinct_runs(table: "pd.DataFrame") -> int:
+    """How many runs a validate_guideline table rests on: a run read at two budgets counts once."""
+    return len(set().union(*table["paths"])) if len(table) else 0
 
 
 def _guideline_claim(source: Source) -> Claim:
@@ -342,7 +340,7 @@ def _guideline_claim(source: Source) -> Claim:
     if not len(done):
         note = ("no experiment=calibrate_guideline runs trained to their budget" if not len(table) else
                 f"runs for budgets {', '.join(str(b) for b in table['budget'])} did not train the whole budget (a quick variant)")
-        return Claim("stabilityscope", claim, "guideline", "(ours)", "—", f"{int(table['runs'].sum()) if len(table) else 0} runs",
+        return Claim("stabilityscope", claim, "guideline", "(ours)", "—", f"{_distinct_runs(table)} runs",
                      "not run", note)
     text = "; ".join(f"E = {r.budget}{'' if r.inside_laws else ' (extrapolated)'}"
                      f"{f' (read at epoch {r.budget} of {r.trained_epochs}-epoch runs)' if r.trained_epochs > r.budget else ''}"
@@ -352,8 +350,7 @@ def _guideline_claim(source: Source) -> Claim:
                      f"(spread {_fmt(r.spread, 2)})" for r in done.itertuples())
     band_ok, loss_ok = bool(done["holds_band"].all()), bool(done["loss_within_spread"].all())
     note = "" if done["settings_match"].all() else "the laws changed since these runs: their settings differ from recommend() now"
-    n_runs = len(set().union(*done["paths"]))  # a run read at two budgets counts once
-    return Claim("stabilityscope", claim, "guideline", "(ours)", text, f"{n_runs} runs",
+    return Claim("stabilityscope", claim, "guideline", "(ours)", text, f"{_distinct_runs(done)} runs",
                  _verdict(band_ok and loss_ok, band_ok or loss_ok), note)
 
 

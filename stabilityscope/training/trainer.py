@@ -516,8 +516,11 @@ class Run:
             nonlocal pending
             if pending is not None:
                 future, done_run, done_step = pending
-                postfix = future.result()  # interrupted here, the finally below still waits for it
-                pending = None
+                try:
+                    postfix = future.result()
+                finally:  # a failed checkpoint is done with; one still running (a stop arrived here) is awaited below
+                    if future.done():
+                        pending = None
                 report(done_run, done_step, postfix)
 
         perm, loss_sum, step = self._perm, torch.zeros((), device=self.device), run.step
@@ -558,7 +561,7 @@ class Run:
         finally:
             if pending is not None:  # an exception in training: the checkpoint in flight is finished and kept
                 wait([pending[0]])
-                if pending[0].exception() is not None:
+                if pending[0].exception() is not None:  # its own error, besides the one on its way out
                     log.error("the checkpoint at step %d failed too: %s", pending[2], pending[0].exception())
             if worker is not None:
                 worker.shutdown(wait=True)
