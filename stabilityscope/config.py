@@ -160,7 +160,8 @@ class TrainConfig:
     keep_states: int = 2  # resumable states kept on disk (the newest ones)
     threads: Optional[int] = None  # torch CPU threads; null = torch's default (1 per job under hydra/launcher=parallel)
     fast_step: bool = True  # fmnist_fc + SGD: train through the hand-written SGD step (training.stacked), not autograd
-    overlap_checkpoints: bool = True  # with fast_step on a CPU: a checkpoint runs in a thread while training goes on
+    overlap_checkpoints: bool = True  # with fast_step on a CPU: a checkpoint runs in a thread (on half the
+    # torch threads, training on the rest: trainer.CoreShare) while training goes on
 
 
 @dataclass

@@ -240,9 +240,47 @@ def test_checkpoints_beside_training_record_what_checkpoints_in_line_record(tmp_
             assert torch.equal(so["model"][k], si["model"][k]), k
 
 
-def test_a_stop_during_training_keeps_the_checkpoint_in_flight(tmp_path, data_root, one_thread, monkeypatch):
-    """Ctrl-C while a checkpoint is being measured beside training: the run waits for it, so the trace and
-    the state keep it, and the run resumes from it to the same end as an uninterrupted run."""
+def test_checkpoints_beside_training_split_the_threads_and_stay_deterministic(tmp_path, data_root, monkeypatch):
+    """On 2 threads an overlapped run trains on 1 and measures each checkpoint on 1 (the last, which training
+    only waits for, on 2), gives the threads back at the end, and two such runs end bit for bit equal: the
+    split is fixed, so the GEMMs' summation order does not follow the worker's timing."""
+    import threading
+
+    from stabilityscope.training import trainer
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: dict[str, list[int]] = {"checkpoint": [], "training": []}
+    original_checkpoint, original_steps = Run.checkpoint, trainer.stacked_steps
+
+    def checkpoint(self, run, perm=None, generator=None):
+        assert threading.current_thread() is not threading.main_thread()  # checkpoint 0 included
+        seen["checkpoint"].append(torch.get_num_threads())
+        return original_checkpoint(self, run, perm, generator)
+
+    def steps(*args):
+        seen["training"].append(torch.get_num_threads())
+        return original_steps(*args)
+
+    monkeypatch.setattr(Run, "checkpoint", checkpoint)
+    monkeypatch.setattr(trainer, "stacked_steps", steps)
+    try:
+        runs = [Run(_overlap_cfg(data_root, True), tmp_path / str(i)) for i in range(2)]
+        for run in runs:
+            assert run.execute() == "finished"
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(n)
+    assert seen["checkpoint"] == 2 * [1, 1, 1, 1, 2] and set(seen["training"]) == {1}
+    for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("slow_step, stop_batch, kept, last_epoch", [(25, 30, [0, 7, 25], 1), (0, 3, [0], 0)])
+def test_a_stop_during_training_keeps_the_checkpoint_in_flight(tmp_path, data_root, one_thread, monkeypatch,
+                                                                slow_step, stop_batch, kept, last_epoch):
+    """Ctrl-C while a checkpoint (checkpoint 0 too) is being measured beside training: the run waits for it,
+    so the trace and the state keep it, and the run resumes from it to the same end as an uninterrupted run."""
     import time
 
     from stabilityscope.training import trainer
@@ -252,23 +290,24 @@ def test_a_stop_during_training_keeps_the_checkpoint_in_flight(tmp_path, data_ro
     original, stops = Run.checkpoint, []
 
     def slow_checkpoint(self, run, perm=None, generator=None):
-        if run.step == 25:
+        if run.step == slow_step:
             time.sleep(1.0)  # still in flight when training stops
         return original(self, run, perm, generator)
 
-    def stop_soon_after_step_25():
+    def stop_soon_after_the_slow_checkpoint():
         stops.append(1)
-        if len(stops) == 30:  # the 30th batch: step 30, five steps after checkpoint 25 was handed over
+        if len(stops) == stop_batch:  # a few steps after the slow checkpoint was handed over
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Run, "checkpoint", slow_checkpoint)
-    monkeypatch.setattr(trainer, "raise_if_stop_requested", stop_soon_after_step_25)
+    monkeypatch.setattr(trainer, "raise_if_stop_requested", stop_soon_after_the_slow_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         Run(_overlap_cfg(data_root, True), tmp_path / "cut").execute()
     monkeypatch.undo()
     with open_trace(tmp_path / "cut") as tr:
-        assert tr.steps.tolist() == [0, 7, 25] and tr.status == "interrupted" and "checkpoint is epoch 1" in tr.error
-    assert saved_state_keys(tmp_path / "cut", "step")[-1] == 25
+        assert tr.steps.tolist() == kept and tr.status == "interrupted"
+        assert f"checkpoint is epoch {last_epoch}" in tr.error
+    assert saved_state_keys(tmp_path / "cut", "step")[-1] == slow_step
     resumed = Run(_overlap_cfg(data_root, True), tmp_path / "cut")
     assert resumed.execute(resume=True) == "finished"
     for a, b in zip(whole.model.parameters(), resumed.model.parameters()):

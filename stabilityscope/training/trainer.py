@@ -15,8 +15,9 @@ The canonical network trained by SGD steps through the hand-written update of
 :mod:`stabilityscope.training.stacked` (``train.fast_step``; equal to autograd + ``torch.optim.SGD``
 within float32 round-off); every other model through autograd and its optimiser. On a CPU its checkpoints
 run beside training (``train.overlap_checkpoints``): the stack holds the weights that train, the model
-holds a copy of them at the checkpoint, and a worker thread measures and records that copy on the
-second core while the next steps run (one checkpoint in flight at a time, recorded in order).
+holds a copy of them at the checkpoint, and a worker thread measures and records that copy on its own
+share of the threads while the next steps run on the rest (:class:`CoreShare`; one checkpoint in flight
+at a time, recorded in order, checkpoint 0 included).
 
 A regression table (``data.task == "regression"``, e.g. Abalone) trains with the mean squared error and
 records ``train_loss``/``test_loss`` as MSEs plus ``train_r2``/``test_r2`` (trace attr ``loss = mse``, no
@@ -202,6 +203,43 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
     """One pass over a fresh permutation drawn from ``generator``; returns the summed batch loss (not synced)."""
     perm = torch.randperm(len(x), generator=generator).to(x.device)
     return train_steps(model, opt, x, y, batch_size, perm, 0, steps_per_epoch(len(x), batch_size), augment)
+
+
+class CoreShare:
+    """The torch threads of training and of the checkpoints measured beside it (``train.overlap_checkpoints``).
+
+    Two parts that each run a team of all the cores' threads stall each other: an OpenMP team waits at
+    every barrier for its slowest thread, and on 2 cores one of its threads is always descheduled by the
+    other part's. So for the whole run training keeps ``total − total // 2`` threads and the checkpoint
+    worker gets ``total // 2`` (1 and 1 on 2 cores; the run's last checkpoint, which training only waits
+    for, gets all). The split is fixed, not handed back and forth as checkpoints start and end: the
+    thread count changes a GEMM's summation order, so a split that followed the worker's timing would
+    make a run's float32 round-off, and a chaotic run's future, depend on the machine's load.
+    ``torch.set_num_threads`` sets the calling thread's OpenMP team size, so each side sets its own
+    (MKL's count is process-wide: both sides set it to 1 on 2 cores).
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.worker = max(1, total // 2)
+        self.training = max(1, total - total // 2)
+
+    def split(self) -> None:
+        """Training's share, set in the training thread for the rest of the run."""
+        torch.set_num_threads(self.training)
+
+    def restore(self) -> None:
+        """All threads back to the training thread (the run's end)."""
+        torch.set_num_threads(self.total)
+
+    def in_worker(self, fn: Callable[..., Any], last: bool = False) -> Callable[..., Any]:
+        """``fn`` run with the worker's share of threads (set in the worker thread itself); the run's last
+        checkpoint, which training only waits for, gets them all."""
+        @functools.wraps(fn)
+        def run(*args: Any) -> Any:
+            torch.set_num_threads(self.total if last else self.worker)
+            return fn(*args)
+        return run
 
 
 @dataclass
@@ -479,8 +517,9 @@ class Run:
         on a CPU, where training holds its weights in the stack and the model is a snapshot of them."""
         return bool(self.cfg.train.overlap_checkpoints and stack is not None and self.device.type == "cpu")
 
-    def _train_from(self, run: RunState) -> None:
-        """Train from ``run`` to ``train.epochs``, checkpointing at every scheduled step.
+    def _train_from(self, run: RunState, initial_checkpoint: bool = False) -> None:
+        """Train from ``run`` to ``train.epochs``, checkpointing at every scheduled step (and at ``run``
+        itself with ``initial_checkpoint``: checkpoint 0 of a new run).
 
         Each epoch draws one permutation; training stops at the next checkpoint step or the epoch's end,
         whichever comes first (an epoch schedule trains whole epochs, as before step schedules existed).
@@ -490,7 +529,8 @@ class Run:
         maps, state file, trace row) runs in a worker thread on the model, a snapshot of the stack's
         weights, while training goes on in the stack: the next checkpoint first waits for it, so they
         stay in order, and an error in it is raised there. An exception in training (a stop, a
-        divergence) waits for the checkpoint in flight, so every checkpoint begun is kept.
+        divergence) waits for the checkpoint in flight, so every checkpoint begun is kept. Checkpoint 0
+        runs beside the first steps too.
         """
         d, batch = self.data, self.cfg.train.batch_size
         per_epoch, checkpoints = self.steps_per_epoch, self.checkpoint_steps
@@ -511,6 +551,9 @@ class Run:
 
         worker = ThreadPoolExecutor(1, thread_name_prefix="checkpoint") if self._overlaps_checkpoints(stack) else None
         pending: Optional[tuple[Future, RunState, int]] = None
+        cores = CoreShare(torch.get_num_threads())
+        if worker is not None:
+            cores.split()  # until the end of the run (restored in finally)
 
         def collect() -> None:  # the checkpoint in flight, finished; its error raised here
             nonlocal pending
@@ -521,10 +564,23 @@ class Run:
                 finally:  # a failed checkpoint is done with; one still running (a stop arrived here) is awaited below
                     if future.done():
                         pending = None
-                report(done_run, done_step, postfix)
+                if done_step > first_step:  # checkpoint 0 logs no progress line, in line or beside
+                    report(done_run, done_step, postfix)
+
+        def submit(run: RunState, step: int, mid_epoch: Optional[torch.Tensor]) -> None:
+            nonlocal pending  # the shuffle generator as it is now: training draws the next permutation meanwhile
+            shuffle = torch.Generator(device=self.generator.device)
+            shuffle.set_state(self.generator.get_state())
+            last = step == self.total_steps  # training is over: it waits for this one, so it gets every core
+            pending = (worker.submit(cores.in_worker(self.checkpoint, last), run, mid_epoch, shuffle), run, step)
 
         perm, loss_sum, step = self._perm, torch.zeros((), device=self.device), run.step
+        first_step = run.step
         try:
+            if initial_checkpoint and worker is None:
+                self.checkpoint(run)
+            elif initial_checkpoint:  # the model holds the initial weights, the stack its own copy of them
+                submit(run, step, None)
             while step < self.total_steps:
                 epoch, offset = divmod(step, per_epoch)
                 if offset == 0 or perm is None:
@@ -553,10 +609,8 @@ class Run:
                     mid_epoch = perm if step % per_epoch else None
                     if worker is None:
                         report(run, step, self.checkpoint(run, perm=mid_epoch))
-                    else:  # the shuffle generator as it is now: training draws the next permutation meanwhile
-                        shuffle = torch.Generator(device=self.generator.device)
-                        shuffle.set_state(self.generator.get_state())
-                        pending = (worker.submit(self.checkpoint, run, mid_epoch, shuffle), run, step)
+                    else:
+                        submit(run, step, mid_epoch)
             collect()
         finally:
             if pending is not None:  # an exception in training: the checkpoint in flight is finished and kept
@@ -565,6 +619,7 @@ class Run:
                     log.error("the checkpoint at step %d failed too: %s", pending[2], pending[0].exception())
             if worker is not None:
                 worker.shutdown(wait=True)
+                cores.restore()
             bar.close()
 
     def execute(self, resume: bool = False) -> str:
@@ -591,9 +646,7 @@ class Run:
             run = RunState(0, 0, self.init_seconds)  # a spline init's fit is part of the run's wall time
         status, error = "failed", None
         try:
-            if not can_resume:
-                self.checkpoint(run)
-            self._train_from(run)
+            self._train_from(run, initial_checkpoint=not can_resume)
             status = "finished"
         except DivergedError as exc:
             status, error = "diverged", str(exc)
