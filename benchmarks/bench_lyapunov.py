@@ -153,7 +153,8 @@ def main() -> None:
                 lyapunov.REFLECTOR_FRAME = saved
         return run
 
-    parts = ((None, 1, f"full spectrum, N = k = {n}, 1 start state"), (32, 16, "top k = 32 exponents, 16 start states"))
+    parts = ((None, 1, f"full spectrum, N = k = {n}, 1 start state"),
+             (32, 16, "top k = 32 exponents, 16 start states"))
     for k, b, title in parts[1:] if args.skip_full else parts:
         kk = n if k is None else k
         # lyapunov_spectrum's start frames (seed 0, float64, CPU): one (N, k) frame per start state
