@@ -161,7 +161,7 @@ class TrainConfig:
     threads: Optional[int] = None  # torch CPU threads; null = torch's default (1 per job under hydra/launcher=parallel)
     fast_step: bool = True  # fmnist_fc + SGD: train through the hand-written SGD step (training.stacked), not autograd
     overlap_checkpoints: bool = True  # with fast_step on a CPU: a checkpoint runs in a thread (on half the
-    # torch threads, training on the rest: trainer.CoreShare) while training goes on
+    # torch threads, training on the other half: trainer.CoreShare) while training goes on
 
 
 @dataclass

@@ -240,6 +240,16 @@ def test_checkpoints_beside_training_record_what_checkpoints_in_line_record(tmp_
             assert torch.equal(so["model"][k], si["model"][k]), k
 
 
+@pytest.mark.parametrize("total, share", [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)])
+def test_training_and_the_checkpoint_worker_get_equal_thread_shares(total, share):
+    """Equal shares (MKL's thread count is process-wide: unequal ones would leave each side's GEMMs to
+    whichever count was set last); an odd count leaves one thread idle."""
+    from stabilityscope.training.trainer import CoreShare
+
+    cores = CoreShare(total)
+    assert (cores.training, cores.worker, cores.total) == (share, share, total)
+
+
 def test_checkpoints_beside_training_split_the_threads_and_stay_deterministic(tmp_path, data_root, monkeypatch):
     """On 2 threads an overlapped run trains on 1 and measures each checkpoint on 1 (the last, which training
     only waits for, on 2), gives the threads back at the end, and two such runs end bit for bit equal: the

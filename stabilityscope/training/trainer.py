@@ -210,19 +210,19 @@ class CoreShare:
 
     Two parts that each run a team of all the cores' threads stall each other: an OpenMP team waits at
     every barrier for its slowest thread, and on 2 cores one of its threads is always descheduled by the
-    other part's. So for the whole run training keeps ``total − total // 2`` threads and the checkpoint
-    worker gets ``total // 2`` (1 and 1 on 2 cores; the run's last checkpoint, which training only waits
-    for, gets all). The split is fixed, not handed back and forth as checkpoints start and end: the
-    thread count changes a GEMM's summation order, so a split that followed the worker's timing would
-    make a run's float32 round-off, and a chaotic run's future, depend on the machine's load.
-    ``torch.set_num_threads`` sets the calling thread's OpenMP team size, so each side sets its own
-    (MKL's count is process-wide: both sides set it to 1 on 2 cores).
+    other part's. So for the whole run training and the checkpoint worker get ``total // 2`` threads each
+    (1 and 1 on 2 cores; the run's last checkpoint, which training only waits for, gets all). The split
+    is fixed, not handed back and forth as checkpoints start and end: the thread count changes a GEMM's
+    summation order, so a split that followed the worker's timing would make a run's float32 round-off,
+    and a chaotic run's future, depend on the machine's load. ``torch.set_num_threads`` sets the calling
+    thread's OpenMP team size, so each side sets its own; MKL's count is process-wide, which is why the
+    two shares are equal (on an odd count one thread stays idle rather than MKL taking whichever count
+    was set last).
     """
 
     def __init__(self, total: int) -> None:
         self.total = total
-        self.worker = max(1, total // 2)
-        self.training = max(1, total - total // 2)
+        self.worker = self.training = max(1, total // 2)
 
     def split(self) -> None:
         """Training's share, set in the training thread for the rest of the run."""
