@@ -567,8 +567,14 @@ class Run:
                 if done_step > first_step:  # checkpoint 0 logs no progress line, in line or beside
                     report(done_run, done_step, postfix)
 
-        def submit(run: RunState, step: int, mid_epoch: Optional[torch.Tensor]) -> None:
-            nonlocal pending  # the shuffle generator as it is now: training draws the next permutation meanwhile
+        def checkpoint_at(run: RunState, step: int, mid_epoch: Optional[torch.Tensor]) -> None:
+            nonlocal pending
+            if worker is None:
+                postfix = self.checkpoint(run, perm=mid_epoch)
+                if step > first_step:
+                    report(run, step, postfix)
+                return
+            # the shuffle generator as it is now: training draws the next permutation meanwhile
             shuffle = torch.Generator(device=self.generator.device)
             shuffle.set_state(self.generator.get_state())
             last = step == self.total_steps  # training is over: it waits for this one, so it gets every core
@@ -577,10 +583,8 @@ class Run:
         perm, loss_sum, step = self._perm, torch.zeros((), device=self.device), run.step
         first_step = run.step
         try:
-            if initial_checkpoint and worker is None:
-                self.checkpoint(run)
-            elif initial_checkpoint:  # the model holds the initial weights, the stack its own copy of them
-                submit(run, step, None)
+            if initial_checkpoint:  # beside training, the model holds the initial weights, the stack its copy
+                checkpoint_at(run, step, None)
             while step < self.total_steps:
                 epoch, offset = divmod(step, per_epoch)
                 if offset == 0 or perm is None:
@@ -606,11 +610,7 @@ class Run:
                     if stack is not None:
                         stack.write_member(0, self.model, self.opt, stop)  # the model and SGD state it reads
                 if step in self.checkpoint_steps:
-                    mid_epoch = perm if step % per_epoch else None
-                    if worker is None:
-                        report(run, step, self.checkpoint(run, perm=mid_epoch))
-                    else:
-                        submit(run, step, mid_epoch)
+                    checkpoint_at(run, step, perm if step % per_epoch else None)
             collect()
         finally:
             if pending is not None:  # an exception in training: the checkpoint in flight is finished and kept
