@@ -248,6 +248,21 @@ def test_laws_feed_the_guideline_and_the_report(calibration, tmp_path):
     json.loads((tmp_path / "calibration.json").read_text())  # strict JSON (NaN as null)
 
 
+def test_the_plateau_figure_names_a_rate_whose_runs_have_not_saturated(calibration_runs):
+    """Runs still relaxing are drawn as crosses and named in the legend (no empty legend, no warning)."""
+    import warnings
+
+    from stabilityscope.analysis.calibration_report import plot_plateau_law
+
+    c = calibrate(calibration_runs / "decay" / "slow", n_boot=20)
+    assert not c.plateau.runs["saturated"].any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plot_plateau_law(c)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["2× the reference rate, not saturated (J² at the end)"]
+
+
 # ---------------------------------------------------------------------------------------- guideline
 
 

@@ -115,8 +115,9 @@ def plot_plateau_law(c: Calibration) -> Figure:
             m = sat.groupby("weight_decay")["j2_plateau"].agg(["mean", "std"])
             ax.errorbar(m.index, m["mean"], yerr=m["std"].fillna(0), fmt="o", color=color, ms=5, capsize=2, label=label)
         uns = g[~g["saturated"]]
-        if len(uns):
-            ax.plot(uns["weight_decay"], uns["j2_plateau"], "x", color=color, ms=5)
+        if len(uns):  # labelled too: a rate with no saturated run must still be named in the legend
+            ax.plot(uns["weight_decay"], uns["j2_plateau"], "x", color=color, ms=5,
+                    label=f"{label}, not saturated (J² at the end)")
         if p.law:
             wd = np.geomspace(g["weight_decay"].min(), g["weight_decay"].max(), 30)
             ax.plot(wd, p.law.plateau(wd, rk), "-", color=color, lw=1)
