@@ -20,7 +20,7 @@ from stabilityscope.analysis.calibration import (DEFAULT_LAWS, REFERENCE_RATE, R
 from stabilityscope.analysis.calibration_report import write_calibration_report
 from stabilityscope.analysis.guideline import recommend
 from stabilityscope.analysis.reproduction import RULES, reproduce, write_reproduction
-from tests.conftest import run_cli
+from tests.conftest import compose_with_hydra, run_cli
 from tests.trace_factory import linear_j2, synthetic_trace
 
 N_TRAIN = 1000  # the synthetic traces' dataset.train_subset
@@ -407,6 +407,19 @@ def test_calibration_tasks_need_runs(compose_cfg, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_reference_rate_decay_preset_trains_at_the_reference_rate_beside_the_guideline_runs():
+    """experiment=calibrate_decay_reference: its runs are at r_ref itself (where the packaged laws only extrapolate),
+    and its smallest decay is recommend(100)'s, so those runs pair with the guideline's 4× runs at equal r·t."""
+    cfg = compose_with_hydra("experiment=calibrate_decay_reference")
+    rate = cfg.optim.lr / ((1 - cfg.optim.momentum) * cfg.train.batch_size)
+    assert rate == pytest.approx(REFERENCE_RATE) and not load_laws().plateau.within(rate)
+    params = cfg.hydra.sweeper.params
+    decays = [float(v) for v in str(params["optim.weight_decay"]).split(",")]
+    assert decays == sorted(decays) and len(decays) == 3 and str(params["train.seed"]) == "0,1"
+    assert decays[0] == pytest.approx(recommend(100).weight_decay)
+    assert cfg.analysis.name == "economy" and cfg.optim.name == "sgd"
+
+
 def test_quick_presets_run_through_the_reproduction_report(data_root, tmp_path):
     """The calibrate_*_quick presets train real runs through the batched launcher; task=reproduce then
     writes the whole report (and the calibration under it) from them."""
