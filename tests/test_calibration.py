@@ -406,7 +406,6 @@ def test_calibration_tasks_need_runs(compose_cfg, tmp_path):
         run_calibrate_task(compose_cfg("task=calibrate", f"runs={tmp_path}", "calibration.tolerance=1.5"), tmp_path)
 
 
-@pytest.mark.slow
 def test_the_reference_rate_decay_preset_trains_at_the_reference_rate_beside_the_guideline_runs():
     """experiment=calibrate_decay_reference: its runs are at r_ref itself (where the packaged laws only extrapolate),
     and its smallest decay is recommend(100)'s, so those runs pair with the guideline's 4× runs at equal r·t."""
@@ -420,6 +419,7 @@ def test_the_reference_rate_decay_preset_trains_at_the_reference_rate_beside_the
     assert cfg.analysis.name == "economy" and cfg.optim.name == "sgd"
 
 
+@pytest.mark.slow
 def test_quick_presets_run_through_the_reproduction_report(data_root, tmp_path):
     """The calibrate_*_quick presets train real runs through the batched launcher; task=reproduce then
     writes the whole report (and the calibration under it) from them."""
