@@ -539,8 +539,11 @@ class Run:
         bar = tqdm(total=self.cfg.train.epochs, initial=run.epoch, desc=str(self.run_dir.name), unit="epoch",
                    dynamic_ncols=True, disable=None)  # None: no bar without a terminal, a log line per checkpoint
         logged = [run.step, run.wall_time]
+        first_step = run.step
 
         def report(run: RunState, step: int, postfix: dict[str, float]) -> None:
+            if step <= first_step:  # checkpoint 0 logs no progress line, in line or beside
+                return
             bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k not in ("train_acc", "train_r2")},
                             refresh=False)
             if bar.disable:
@@ -564,15 +567,12 @@ class Run:
                 finally:  # a failed checkpoint is done with; one still running (a stop arrived here) is awaited below
                     if future.done():
                         pending = None
-                if done_step > first_step:  # checkpoint 0 logs no progress line, in line or beside
-                    report(done_run, done_step, postfix)
+                report(done_run, done_step, postfix)
 
         def checkpoint_at(run: RunState, step: int, mid_epoch: Optional[torch.Tensor]) -> None:
             nonlocal pending
             if worker is None:
-                postfix = self.checkpoint(run, perm=mid_epoch)
-                if step > first_step:
-                    report(run, step, postfix)
+                report(run, step, self.checkpoint(run, perm=mid_epoch))
                 return
             # the shuffle generator as it is now: training draws the next permutation meanwhile
             shuffle = torch.Generator(device=self.generator.device)
@@ -581,7 +581,6 @@ class Run:
             pending = (worker.submit(cores.in_worker(self.checkpoint, last), run, mid_epoch, shuffle), run, step)
 
         perm, loss_sum, step = self._perm, torch.zeros((), device=self.device), run.step
-        first_step = run.step
         try:
             if initial_checkpoint:  # beside training, the model holds the initial weights, the stack its copy
                 checkpoint_at(run, step, None)
