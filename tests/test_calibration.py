@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ import stabilityscope as ss
 from stabilityscope.analysis.calibration import (DEFAULT_LAWS, REFERENCE_RATE, REFERENCE_WEIGHT_DECAY, CalibratedLaws,
                                                  GrowthLaw, PlateauLaw, calibrate, fit_growth_law, fit_plateau_law,
                                                  fit_relaxation, load_laws)
-from stabilityscope.analysis.calibration_report import write_calibration_report
+from stabilityscope.analysis.calibration_report import plot_plateau_law, write_calibration_report
 from stabilityscope.analysis.guideline import recommend
 from stabilityscope.analysis.reproduction import RULES, reproduce, write_reproduction
 from tests.conftest import compose_with_hydra, run_cli
@@ -250,10 +251,6 @@ def test_laws_feed_the_guideline_and_the_report(calibration, tmp_path):
 
 def test_the_plateau_figure_names_a_rate_whose_runs_have_not_saturated(calibration_runs):
     """Runs still relaxing are drawn as crosses and named in the legend (no empty legend, no warning)."""
-    import warnings
-
-    from stabilityscope.analysis.calibration_report import plot_plateau_law
-
     c = calibrate(calibration_runs / "decay" / "slow", n_boot=20)
     assert not c.plateau.runs["saturated"].any()
     with warnings.catch_warnings():
