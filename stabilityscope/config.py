@@ -224,7 +224,7 @@ class PhaseDiagramConfig:
 
 @dataclass
 class BackgroundConfig:
-    """The numerical phase diagram drawn behind training paths (stabilityscope.analysis.figures.BackgroundSpec).
+    """The numerical phase diagram drawn behind training paths (stabilityscope.plots.phase.BackgroundSpec).
 
     Computed once per (activation, grid, N, T, seed) and cached in ``cache_dir`` (null:
     $STABILITYSCOPE_CACHE/phase_diagrams, else ~/.cache/stabilityscope/phase_diagrams).

@@ -4,9 +4,9 @@
   cell with N, T, seed and sampling) and ``phase_diagram.png`` (log-scale heatmap, theoretical edge
   overlaid);
 - ``task=report trace=<path or glob>``: the report(s) of existing traces
-  (:mod:`stabilityscope.analysis.report`);
+  (:mod:`stabilityscope.reports.run`);
 - ``task=scaling sweep=<dir or glob>``: the scaling laws of a sweep
-  (:mod:`stabilityscope.analysis.scaling_report`);
+  (:mod:`stabilityscope.reports.scaling`);
 - ``analysis=describe``: the dissection table of the composed model, without training
   (:mod:`stabilityscope.models.describe`);
 - ``analysis=inspect``: the one-shot inspection table of the composed model (at initialisation, with
@@ -24,15 +24,16 @@ from typing import Any
 import numpy as np
 
 from stabilityscope.analysis.collection import find_traces
-from stabilityscope.analysis.report import background_from_config, finish_run, write_index, write_report
 from stabilityscope.analysis.scaling import analyze_sweep
-from stabilityscope.analysis.scaling_report import write_scaling_report
 from stabilityscope.config import Config, GridAxis, PhaseDiagramConfig, ScalingConfig, as_options, validate, value_of
 from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.models.describe import describe_model
 from stabilityscope.models.registry import build_model, model_family
+from stabilityscope.plots.phase import plot_phase_diagram
 from stabilityscope.recording.inspect import inspect
-from stabilityscope.theory.numerical_phase_diagram import phase_diagram, plot_phase_diagram
+from stabilityscope.reports.run import background_from_config, finish_run, write_index, write_report
+from stabilityscope.reports.scaling import write_scaling_report
+from stabilityscope.theory.numerical_phase_diagram import phase_diagram
 from stabilityscope.training.data import dataset_info, load_dataset
 from stabilityscope.training.replay import fit_keys, load_weights, trace_from_checkpoints
 from stabilityscope.training.trainer import resolve_device
@@ -149,7 +150,7 @@ def _check_calibration(cfg: Config) -> None:
 def run_calibrate_task(cfg: Config, run_dir: Path) -> Path:
     """``task=calibrate runs=<dirs or globs>``: fit the guideline's laws and write the report and laws.json."""
     from stabilityscope.analysis.calibration import calibrate
-    from stabilityscope.analysis.calibration_report import write_calibration_report
+    from stabilityscope.reports.calibration import write_calibration_report
 
     cfg = as_options(cfg, Config)
     _check_calibration(cfg)
@@ -167,7 +168,8 @@ def run_calibrate_task(cfg: Config, run_dir: Path) -> Path:
 
 def run_reproduce_task(cfg: Config, run_dir: Path) -> Path:
     """``task=reproduce runs=<dirs or globs>``: the source papers' claims checked, into reproduction.md."""
-    from stabilityscope.analysis.reproduction import reproduce, write_reproduction
+    from stabilityscope.analysis.reproduction import reproduce
+    from stabilityscope.reports.reproduction import write_reproduction
 
     cfg = as_options(cfg, Config)
     _check_calibration(cfg)
