@@ -48,6 +48,12 @@ class Activation(str, Enum):
 class OptimName(str, Enum):
     sgd = "sgd"
     adam = "adam"
+    adamw = "adamw"  # Adam with decoupled weight decay (Loshchilov & Hutter): w ← w − lr·weight_decay·w
+
+
+class LrSchedule(str, Enum):
+    constant = "constant"  # optim.lr throughout
+    cosine = "cosine"  # linear warm-up over optim.warmup_epochs, then cosine decay to optim.min_lr at the last step
 
 
 class ScheduleKind(str, Enum):
@@ -188,14 +194,19 @@ class OptimConfig(CheckedOptions):
     name: OptimName = OptimName.sgd
     lr: float = 0.02
     momentum: float = 0.5  # SGD only
-    weight_decay: float = 0.0  # PyTorch convention, weight matrices only; Keras L2 λ = weight_decay / 2
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam only
+    weight_decay: float = 0.0  # PyTorch convention, weight matrices only; Keras L2 λ = weight_decay / 2 (adamw: decoupled)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam and AdamW only
+    schedule: LrSchedule = LrSchedule.constant  # the learning rate over the run, set before every optimiser step
+    warmup_epochs: float = 0.0  # cosine: epochs of linear warm-up from lr/steps_in_warmup to lr
+    min_lr: float = 0.0  # cosine: the learning rate at the last step
 
     def check(self) -> None:
         _require(self.lr > 0 and self.lr == self.lr and self.lr != float("inf"),
                  "optim.lr", self.lr, "the learning rate must be a positive finite number")
         _require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "momentum must lie in [0, 1)")
         _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "weight decay must be >= 0")
+        _require(self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs, "must be >= 0")
+        _require(0 <= self.min_lr <= self.lr, "optim.min_lr", self.min_lr, "must lie in [0, optim.lr]")
 
 
 @dataclass
@@ -232,6 +243,7 @@ class TrainConfig(CheckedOptions):
     epochs: int = 10
     batch_size: int = 32
     seed: int = 0
+    label_smoothing: float = 0.0  # of the training loss (classification); test and train metrics stay plain cross-entropy
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
     keep_states: int = 2  # resumable states kept on disk (the newest ones)
@@ -243,6 +255,7 @@ class TrainConfig(CheckedOptions):
     def check(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, "the number of epochs must be a positive integer")
         _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "the batch size must be a positive integer")
+        _require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "must lie in [0, 1)")
         _require(self.threads is None or self.threads >= 1, "train.threads", self.threads,
                  "a positive number of threads, or null for torch's default")
         _require(self.keep_states >= 1, "train.keep_states", self.keep_states, "keep at least one state")
@@ -281,6 +294,16 @@ class AnalysisConfig(CheckedOptions):
     eigen: bool = True  # spectral radius / norm / complex fraction (eigendecomposition)
     chains: bool = True  # iterate MLP blocks d → h → d as maps (M1–M4, λ_max, attractor)
     map_layer: Optional[str] = None  # iterate the whole model input → this module (null: the model's own, if any)
+    # Depth-wise readings of residual and normalised networks (stabilityscope.dynamics.depthwise): per trunk
+    # block the scale-free gains of its Jacobian at real test inputs, and the trunk's depth Lyapunov exponents.
+    depthwise: bool = False
+    trunk: Optional[str] = None  # the trunk's blocks: a regex on module names (null: found by structure)
+    depth_inputs: int = 8  # test inputs the depth-wise readings are taken at
+    depth_probes: int = 16  # random directions per input for a block's RMS gain (exact below 257 entries)
+    depth_vectors: int = 8  # directions propagated through depth for the depth Lyapunov exponents
+    block_maps: bool = False  # also iterate each trunk block as a map (M1–M4, λ_max, attractor; traps labelled)
+    block_map_inputs: int = 4  # start states of the block maps (the blocks' real inputs on the first test inputs)
+    block_map_steps: int = 100  # T of the block maps (a block costs ~N/d times a chain per step)
     describe: bool = False  # print the dissection table (analysis=describe) and exit without training
     inspect: bool = False  # print the one-shot inspection table (analysis=inspect) and exit without training
     geometry: bool = False  # decision-region geometry of FC layers with flat inputs (FC-geometry, ours)
@@ -297,6 +320,10 @@ class AnalysisConfig(CheckedOptions):
     def check(self) -> None:
         _require(self.n_inputs >= 1, "analysis.n_inputs", self.n_inputs, "must be a positive integer")
         _require(self.steps >= 2, "analysis.steps", self.steps, "the map needs at least 2 steps")
+        for key in ("depth_inputs", "depth_probes", "depth_vectors", "block_map_inputs"):
+            _require(getattr(self, key) >= 1, f"analysis.{key}", getattr(self, key), "must be a positive integer")
+        _require(self.block_map_steps >= 2, "analysis.block_map_steps", self.block_map_steps,
+                 "the map needs at least 2 steps")
         _require(self.spectrum_k >= 0, "analysis.spectrum_k", self.spectrum_k, "must be >= 0 (0 = off)")
         _require(self.spectrum_inputs >= 1, "analysis.spectrum_inputs", self.spectrum_inputs,
                  "must be a positive integer")
