@@ -38,6 +38,7 @@ class Task(str, Enum):
     analyze = "analyze"  # a trace from saved weights (checkpoints=<glob>), without training
     calibrate = "calibrate"  # the guideline's growth and plateau laws measured on runs (runs=<dirs or globs>)
     reproduce = "reproduce"  # the source papers' headline claims checked on runs (runs=<dirs or globs>)
+    atlas = "atlas"  # order and chaos per family over training, EOC-optimality's claims, label-free picks (runs=...)
 
 
 class Activation(str, Enum):
@@ -488,7 +489,7 @@ class Config(CheckedOptions):
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     sweep: Optional[str] = None  # task=scaling: a sweep directory (checkpoints/multirun/<stamp>) or a glob of runs
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
-    runs: Any = None  # task=calibrate / reproduce: run or sweep directories or globs (a string or a list of them)
+    runs: Any = None  # task=calibrate / reproduce / atlas: run or sweep directories or globs (a string or a list of them)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     guideline: GuidelineConfig = field(default_factory=GuidelineConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
@@ -589,7 +590,7 @@ def validate(cfg: Config) -> None:
                           f"sweep=<{SWEEP_ALLOWED}>, e.g. sweep=checkpoints/multirun/2026-11-22_12-00-00.")
     runs = cfg.runs
     no_runs = runs is None or runs == "" or (isinstance(runs, (list, tuple)) and not runs)
-    if task in ("calibrate", "reproduce") and no_runs:
+    if task in ("calibrate", "reproduce", "atlas") and no_runs:
         raise ConfigError(f"task={task} needs the runs to analyse: runs={runs!r} is not set. Allowed: {RUNS_ALLOWED}.")
 
 
