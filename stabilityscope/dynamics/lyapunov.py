@@ -765,9 +765,13 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
     control = _BlockLength(tol, N, dt)
     reflect = method == "householder" and k >= 2 and k >= REFLECTOR_FRAME * N
     gen = torch.Generator(device=dev).manual_seed(seed)
-    q0 = torch.linalg.qr(torch.randn(B, N, k, generator=gen, device=dev, dtype=dt))[0]
-    q = q0.expand(L, B, N, k)  # (L, B, N, k) orthonormal columns, or un-normalised inside a block
-    reflectors = None  # the frame as geqrf's (w, tau) instead of q, for wide Householder frames
+    h0, tau0 = torch.geqrf(torch.randn(B, N, k, generator=gen, device=dev, dtype=dt))
+    # the frame as geqrf's (w, tau) instead of q, for wide Householder frames: the start frame too, which so
+    # skips its orgqr (4/3 N³ at k = N, a fixed cost that weighs on short orbits); Q0 is the same matrix
+    # torch.linalg.qr returns (geqrf + orgqr), and q, the explicit frame, is formed only where it is used
+    reflectors = (h0.expand(L, B, N, k), tau0.expand(L, B, k)) if reflect else None
+    # (L, B, N, k) orthonormal columns, or un-normalised inside a block
+    q = None if reflect else torch.linalg.householder_product(h0, tau0).expand(L, B, N, k)
     f64 = dict(device=dev, dtype=torch.float64)
     c = torch.zeros(L, B, k, **f64)  # running Σ ln |R_ii|
     err = torch.zeros(L, B, k, **f64)  # running Σ of the blocks' rounding estimates
