@@ -509,3 +509,13 @@ def test_radius_edge_cases() -> None:
     assert float(exact.radius) == pytest.approx(float(est.radius[0]), rel=RADIUS_RTOL)
     with pytest.raises(ValueError, match="method"):
         estimate_spectral_radius(W, method="arnoldi")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spectral_norm_from_the_gram_matrix_equals_the_largest_singular_value(dtype: torch.dtype) -> None:
+    """eigen_summary's σ_max from eigvalsh(WᵀW) is within its stated N·eps/2 of the SVD's (a non-normal W
+    with a mean part, so σ_max is well above the spectral radius)."""
+    W = gaussian(300, 300, 2.0, 1.0, seed=14)
+    es = eigen_summary(W.to(dtype), dtype=None)
+    want = float(torch.linalg.svdvals(W)[0])
+    assert float(es.spectral_norm) == pytest.approx(want, rel=300 * torch.finfo(dtype).eps / 2)
