@@ -178,8 +178,7 @@ def mean_variance_split(W: Tensor, phi_slope_at_zero: float = 1.0) -> MeanVarian
     M, N = W.shape[-2], W.shape[-1]
     flat = W.flatten(-2)  # (..., M·N)
     mean = flat.mean(-1)
-    # population std (G then has exactly mean 0, variance 1), two-pass: the norm of the centred entries
-    std = torch.linalg.vector_norm(flat - mean.unsqueeze(-1), dim=-1) / math.sqrt(flat.shape[-1])
+    std = flat.std(-1, correction=0)  # population std: G then has exactly mean 0, variance 1
     J0 = mean * N
     J = std * math.sqrt(N)
     mean_part_norm = J0.abs() * math.sqrt(M / N)  # |J0|/N · ||11ᵀ||_F, ||11ᵀ||_F = √(MN)
