@@ -264,6 +264,9 @@ class CalibrationConfig:
 
     tolerance: float = 0.15  # the growth law's validity range: rates where every run's A is within this of the law
     n_boot: int = 1000  # bootstrap samples over seeds for λ* at each rate
+    j2_window: Optional[list[float]] = field(default_factory=lambda: [0.30, 0.60])  # every run's A over J² in this range
+    commit: Optional[str] = None  # the code commit that trained the runs, written into runs.json (when traces lack it)
+    power: float = 0.8  # task=reproduce: the power an inconclusive verdict's seed count plans for
 
 
 @dataclass

@@ -25,6 +25,7 @@ import numpy as np
 
 from stabilityscope.analysis.collection import find_traces
 from stabilityscope.analysis.report import background_from_config, finish_run, write_index, write_report
+from stabilityscope.analysis.runs_table import is_runs_table
 from stabilityscope.analysis.scaling import analyze_sweep
 from stabilityscope.analysis.scaling_report import write_scaling_report
 from stabilityscope.config import Config, GridAxis, PhaseDiagramConfig, ScalingConfig, as_options, validate, value_of
@@ -123,13 +124,15 @@ def run_scaling_task(cfg: Config, run_dir: Path) -> Path:
 
 def _runs_of(cfg: Config, task: str) -> list[str]:
     """``runs=`` as a list of paths or globs that match at least one trace (ConfigError otherwise)."""
-    allowed = ("run or sweep directories, trace.h5 files or globs, as runs=<dir> or runs=[<dir>,<glob>] (quote globs: "
-               "runs='checkpoints/multirun/*')")
+    allowed = ("run or sweep directories, trace.h5 files, globs or runs tables (runs.json), as runs=<dir> or "
+               "runs=[<dir>,<glob>] (quote globs: runs='checkpoints/multirun/*')")
     runs = cfg.runs
     if runs is None or runs == "" or (isinstance(runs, (list, tuple)) and not runs):
         raise ConfigError(f"task={task} needs the runs to analyse: runs={runs!r} is not set. Allowed: {allowed}.")
     items = [str(runs)] if isinstance(runs, str) else [str(r) for r in runs]
     for item in items:
+        if is_runs_table(item):  # a runs table (runs.json) stands for its runs
+            continue
         try:
             find_traces(item)
         except TraceError:
@@ -143,7 +146,18 @@ def _check_calibration(cfg: Config) -> None:
         raise ConfigError(f"Invalid value calibration.tolerance={cc.tolerance!r}: a relative agreement in (0, 1), e.g. 0.15.")
     if cc.n_boot < 0:
         raise ConfigError(f"Invalid value calibration.n_boot={cc.n_boot!r}: a number of bootstrap samples >= 0.")
+    window = list(cc.j2_window) if cc.j2_window is not None else None
+    if window is not None and not (len(window) == 2 and 0 <= float(window[0]) < float(window[1])):
+        raise ConfigError(f"Invalid value calibration.j2_window={window!r}: a range [low, high] of J² with "
+                          f"0 <= low < high, e.g. [0.3, 0.6], or null for each run's whole ordered part.")
+    if not (0 < cc.power < 1):
+        raise ConfigError(f"Invalid value calibration.power={cc.power!r}: a probability in (0, 1), e.g. 0.8.")
     _check_settings(cfg.scaling)
+
+
+def _j2_window(cfg: Config) -> Any:
+    w = cfg.calibration.j2_window
+    return None if w is None else (float(w[0]), float(w[1]))
 
 
 def run_calibrate_task(cfg: Config, run_dir: Path) -> Path:
@@ -156,7 +170,9 @@ def run_calibrate_task(cfg: Config, run_dir: Path) -> Path:
     runs = _runs_of(cfg, "calibrate")
     result = calibrate(runs, layer=str(cfg.scaling.layer), tolerance=float(cfg.calibration.tolerance),
                        plateau_fraction=float(cfg.scaling.plateau_fraction), confidence=float(cfg.scaling.confidence),
-                       n_boot=int(cfg.calibration.n_boot))
+                       n_boot=int(cfg.calibration.n_boot), j2_window=_j2_window(cfg))
+    for record in result.sweep.records:  # the runs table beside laws.json names the code that trained each run
+        record.commit = record.commit or str(cfg.calibration.commit or "")
     path = write_calibration_report(result, run_dir, figures=bool(cfg.figures))
     for line in result.summary():
         log.info(line)
@@ -173,7 +189,8 @@ def run_reproduce_task(cfg: Config, run_dir: Path) -> Path:
     _check_calibration(cfg)
     runs = _runs_of(cfg, "reproduce")
     result = reproduce(runs, layer=str(cfg.scaling.layer), tolerance=float(cfg.calibration.tolerance),
-                       confidence=float(cfg.scaling.confidence), n_boot=int(cfg.calibration.n_boot))
+                       confidence=float(cfg.scaling.confidence), power=float(cfg.calibration.power),
+                       n_boot=int(cfg.calibration.n_boot), j2_window=_j2_window(cfg))
     path = write_reproduction(result, run_dir, figures=bool(cfg.figures))
     for c in result.claims:
         log.info("%s: %s: %s (%s)", c.paper, c.claim, c.verdict, c.ours)
