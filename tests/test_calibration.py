@@ -1,6 +1,6 @@
-"""Calibration of the guideline's laws (stabilityscope.analysis.calibration), the guideline built on them, and the
-reproduction report: each fit recovers laws written into synthetic traces, and the guideline's settings, fed into
-the laws' own dynamics (integrated independently), reach the edge when promised."""
+"""Calibration of the guideline's laws (stabilityscope.analysis.calibration) and the guideline built on them: each
+fit recovers laws written into synthetic traces, and the guideline's settings, fed into the laws' own dynamics
+(integrated independently), reach the edge when promised. The reproduction report's rules: tests/test_reproduction.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +20,7 @@ from stabilityscope.analysis.calibration import (DEFAULT_LAWS, REFERENCE_RATE, R
                                                  fit_relaxation, load_laws)
 from stabilityscope.analysis.calibration_report import plot_plateau_law, write_calibration_report
 from stabilityscope.analysis.guideline import recommend
-from stabilityscope.analysis.reproduction import RULES, reproduce, write_reproduction
+from stabilityscope.analysis.reproduction import RULES
 from tests.conftest import compose_with_hydra, run_cli
 from tests.trace_factory import linear_j2, synthetic_trace
 
@@ -189,7 +189,8 @@ def calibration_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def calibration(calibration_runs):
-    return calibrate(calibration_runs, n_boot=200)
+    # each run's whole ordered part: the 8× runs' coarse checkpoints put only one in the default J² window
+    return calibrate(calibration_runs, n_boot=200, j2_window=None)
 
 
 def test_calibrate_recovers_the_growth_law_and_its_range(calibration):
@@ -342,52 +343,6 @@ def test_a_given_c_restores_the_original_model():
     assert r.predicted_A == pytest.approx(r.rho * c)
 
 
-# -------------------------------------------------------------------------------------- reproduction
-
-
-def test_reproduction_gives_a_verdict_per_claim(calibration_runs, tmp_path):
-    maps = synthetic_trace(tmp_path / "maps" / "trace.h5", epochs=30, best_epoch=15, j2_slope=0.05)  # J = 1 at epoch 15
-    rep = reproduce([calibration_runs, maps.parent], n_boot=100)
-    by_rule = {c.rule: c for c in rep.claims}
-    assert set(by_rule) <= set(RULES) and {c.verdict for c in rep.claims} <= {"reproduced", "partly", "not reproduced",
-                                                                              "not run"}
-    assert by_rule["linear growth"].verdict == "reproduced"
-    assert by_rule["plateaus"].verdict == "reproduced"
-    assert by_rule["lambda star"].verdict == "reproduced"
-    assert by_rule["best decay at the edge"].verdict == "reproduced"
-    # the synthetic map: s = J, λ_max = ln J, fixed point → period 2 → chaos with the loss lowest at J = 1
-    assert by_rule["optimum near s = 1"].verdict == "reproduced"
-    assert by_rule["lambda_max = ln s"].verdict == "reproduced"
-    assert "fixed_point → periodic → chaotic" in by_rule["attractor sequence"].ours
-    path = write_reproduction(rep, tmp_path / "out", figures=False)
-    text = path.read_text()
-    assert text.count("| EOC-") + text.count("| stabilityscope |") == len(rep.claims) and "## Rules" in text
-    assert "median \\|λ_max − ln s\\|" in text  # pipes inside a cell are escaped
-    assert by_rule["guideline"].verdict == "not run"  # no calibrate_guideline runs among these
-    assert (tmp_path / "out" / "calibration" / "calibration.md").exists()
-
-
-def test_eoc_optimality_is_judged_per_model(tmp_path):
-    """Two models' maps are two populations: each gets its own rows (an MLP at the edge, a CNN whose best
-    checkpoint lies deep in the ordered phase), not one pooled s."""
-    for name, best in (("mlp_at_edge", 15), ("cnn_early", 3)):  # synthetic s = J: 1 at epoch 15, 0.63 at 3
-        synthetic_trace(tmp_path / name / "trace.h5", epochs=30, best_epoch=best, j2_slope=0.05,
-                        config_extra={"model": {"name": name, "family": "builtin"}})
-    rep = reproduce(tmp_path, n_boot=0)
-    optimum = {c.runs: c for c in rep.claims if c.rule == "optimum near s = 1"}
-    assert set(optimum) == {"1 run(s) of mlp_at_edge", "1 run(s) of cnn_early"}
-    assert optimum["1 run(s) of mlp_at_edge"].verdict == "reproduced" and optimum["1 run(s) of mlp_at_edge"].ours == "s = 1.000"
-    assert optimum["1 run(s) of cnn_early"].verdict == "not reproduced" and optimum["1 run(s) of cnn_early"].ours == "s = 0.632"
-    assert sum(c.rule == "attractor sequence" for c in rep.claims) == 2
-
-
-def test_reproduction_without_runs_for_a_paper_says_not_run(calibration_runs):
-    rep = reproduce(calibration_runs / "decay", n_boot=0)
-    by_rule = {c.rule: c for c in rep.claims}
-    assert by_rule["optimum near s = 1"].verdict == "not run" and "eoc_mlp" in by_rule["optimum near s = 1"].note
-    assert by_rule["collapse"].verdict == "not run"
-
-
 # ------------------------------------------------------------------------------------------- the CLI
 
 
@@ -442,10 +397,15 @@ def test_quick_presets_run_through_the_reproduction_report(data_root, tmp_path):
     report = json.loads((out / "reproduction.json").read_text())
     verdicts = {c["rule"]: c["verdict"] for c in report["claims"]}
     assert set(verdicts) == set(RULES)
-    assert verdicts["linear growth"] != "not run" and verdicts["plateaus"] in ("reproduced", "partly", "not reproduced",
-                                                                             "not run")
     calib = json.loads((out / "calibration" / "calibration.json").read_text())
     assert len(calib["growth"]["runs"]) == 8 and len(calib["plateau"]["runs"]) == 12  # decay × guideline runs
+    assert verdicts["linear growth"] != "not run"
+    # 3–4 epochs on 6,000 examples are a small fraction of a relaxation time (1/(2·wd·ρ) is tens of epochs):
+    # no decay run saturates, so there is no plateau law and its claim is not run
+    decay_runs = calib["plateau"]["runs"]
+    assert not any(r["saturated"] for r in decay_runs)
+    assert all(r["last_epoch"] < 3 * r["tau_measured"] for r in decay_runs if r["tau_measured"] is not None)
+    assert calib["plateau"]["law"] is None and verdicts["plateaus"] == "not run"
     assert verdicts["guideline"] == "not run"  # 3 of the 100 epochs: nothing validated
     assert (out / "calibration" / "figures" / "growth_law.png").exists()
 
