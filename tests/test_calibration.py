@@ -4,6 +4,7 @@ fit recovers laws written into synthetic traces, and the guideline's settings, f
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -21,6 +22,7 @@ from stabilityscope.analysis.calibration import (DEFAULT_LAWS, REFERENCE_RATE, R
 from stabilityscope.analysis.calibration_report import plot_plateau_law, write_calibration_report
 from stabilityscope.analysis.guideline import recommend
 from stabilityscope.analysis.reproduction import RULES
+from stabilityscope.analysis.runs_table import read_runs_table, write_runs_table
 from tests.conftest import compose_with_hydra, run_cli
 from tests.trace_factory import linear_j2, synthetic_trace
 
@@ -341,6 +343,73 @@ def test_a_given_c_restores_the_original_model():
     r = recommend(100, c=c)
     assert r.growth_source == "given c" and r.weight_decay_source == "model" and r.weight_decay == pytest.approx(c / 2)
     assert r.predicted_A == pytest.approx(r.rho * c)
+
+
+# ---------------------------------------------------------------------------------- the common J² window
+
+
+def test_the_common_j2_window_removes_an_initial_transient(tmp_path):
+    """J² first jumps by 0.05 within 1/x epochs (a transient of fixed rescaled time), then grows as 0.02·x per epoch.
+    Over the common window (J² 0.3–0.6, after the jump) every run's A is the line's exactly and the law's exponent is
+    1; over each run's whole ordered part the jump at the start inflates A, most where the run covers least of the
+    path (the slow runs), and bends the exponent."""
+    rates = (0.5, 1, 2, 4)
+    for x in rates:
+        A = 0.02 * x
+        synthetic_trace(tmp_path / f"x{x:g}" / "trace.h5", epochs=20, lr=_lr(x * REFERENCE_RATE), train_subset=N_TRAIN,
+                        analysis="economy", j2=lambda e, A=A, t0=1 / x: 0.25 + A * np.asarray(e, float)
+                        + 0.05 * np.minimum(np.asarray(e, float) / t0, 1.0))
+    window = calibrate(tmp_path, n_boot=0)
+    assert window.growth.law.j2_window == (0.30, 0.60)
+    runs = window.growth.runs.sort_values("rate")
+    np.testing.assert_allclose(runs["A"], 0.02 * np.array(rates), rtol=1e-9)
+    assert (runs["A_j2_from"] >= 0.3).all() and (runs["A_j2_to"] <= 0.6).all()
+    assert window.growth.fits_all["power"].exponent == pytest.approx(1.0, abs=1e-9)
+    whole = calibrate(tmp_path, n_boot=0, j2_window=None)
+    ratio = (whole.growth.runs.sort_values("rate")["A"].to_numpy() / runs["A"].to_numpy())
+    assert (ratio > 1.01).all() and ratio[0] > ratio[-1]  # biased up, most at the slowest rate
+    assert whole.growth.fits_all["power"].exponent < 0.99
+    assert whole.growth.law.j2_window is None and "ordered part" in whole.growth.law.describe()
+
+
+# ---------------------------------------------------------------------------------------- runs tables
+
+
+def test_a_runs_table_rebuilds_the_calibration_bit_for_bit(calibration_runs, tmp_path):
+    """The table holds every number the fits read: the laws, the run table and the λ* table from it equal those from
+    the traces exactly (same code, the same float64 values), and each record names its trace by SHA-256."""
+    from_traces = calibrate(calibration_runs, n_boot=50, j2_window=None)
+    table = write_runs_table(from_traces.sweep.records, tmp_path / "runs.json", description="test")
+    from_table = calibrate(table, n_boot=50, j2_window=None)
+    fixed = {"date": "-", "source": "-", "command": "-"}
+    assert from_table.laws(fixed).to_dict() == from_traces.laws(fixed).to_dict()
+    pd.testing.assert_frame_equal(from_table.sweep.runs.drop(columns="path"), from_traces.sweep.runs.drop(columns="path"))
+    pd.testing.assert_frame_equal(from_table.plateau.lambda_star, from_traces.plateau.lambda_star)
+    records = read_runs_table(table)
+    assert sorted(r.run for r in records) == sorted(from_traces.sweep.runs["run"])
+    for r in records:
+        trace = calibration_runs / r.run / "trace.h5"
+        assert r.trace_sha256 == hashlib.sha256(trace.read_bytes()).hexdigest()
+        with ss.open_trace(trace) as tr:
+            assert np.array_equal(r.J, tr.stat("hidden", "J")) and np.array_equal(r.test_loss, tr.metric("test_loss"))
+    with pytest.raises(ValueError, match="is not a runs table"):
+        read_runs_table(tmp_path / "nothing.json")
+
+
+def test_task_calibrate_writes_the_table_it_can_be_rebuilt_from(calibration_runs, compose_cfg, tmp_path):
+    from stabilityscope.cli.tasks import run_calibrate_task
+
+    run_calibrate_task(compose_cfg("task=calibrate", f"runs={calibration_runs}", "figures=false", "calibration.n_boot=20",
+                                   "calibration.commit=0123abc"), tmp_path / "first")
+    first = json.loads((tmp_path / "first" / "laws.json").read_text())
+    assert first["provenance"]["table"] == "runs.json"
+    assert {r.commit for r in read_runs_table(tmp_path / "first" / "runs.json")} == {"0123abc"}
+    run_calibrate_task(compose_cfg("task=calibrate", f"runs={tmp_path / 'first' / 'runs.json'}", "figures=false",
+                                   "calibration.n_boot=20"), tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "laws.json").read_text())
+    assert (again["growth"], again["plateau"]) == (first["growth"], first["plateau"])
+    assert json.loads((tmp_path / "again" / "runs.json").read_text())["runs"] == \
+        json.loads((tmp_path / "first" / "runs.json").read_text())["runs"]
 
 
 # ------------------------------------------------------------------------------------------- the CLI

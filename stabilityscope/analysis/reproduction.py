@@ -77,8 +77,10 @@ class Rule:
 _BAND = "the guideline's band |J² − 1| <= 0.15"
 RULES: dict[str, Rule] = {
     "linear growth": Rule(
-        "the ratio of J²'s slope over the second half of a zero-decay run's ordered checkpoints (χ < 1) to the "
-        "slope over the first half, per run (runs with at least 6 ordered checkpoints); mean over runs, t interval",
+        "the ratio of J²'s slope over the second half of a zero-decay run's ordered checkpoints (χ < 1) from the "
+        "start of the growth law's J² window on (0.3 by default; below it J² rises faster in an initial transient, "
+        "reported beside the verdict) to the slope over the first half, per run with at least 6 such checkpoints; "
+        "mean over runs, t interval",
         "runs", (("", Margin(0.85, 1.15, "a slope that changes by 15% keeps J² within 0.015 of one straight line "
                                          "over the path from 0.25 to 1 (the gap is ε·ΔJ²/8), a tenth of "
                                          f"{_BAND}; EOC-training gives no tolerance")),)),
@@ -217,11 +219,12 @@ def _ci(lo: float, hi: float) -> str:
 # ------------------------------------------------------------------------------------------ EOC-training
 
 
-def _halves_ratio(curve: Any, confidence: float) -> float:
-    """J²'s slope over the second half of a run's ordered checkpoints over the slope over the first half."""
+def _halves_ratio(curve: Any, j2_from: float, confidence: float) -> float:
+    """J²'s slope over the second half of a run's ordered checkpoints with J² >= ``j2_from`` over the slope over
+    the first half."""
     from stabilityscope.analysis.scaling import _ols
 
-    keep = curve.ordered & np.isfinite(curve.j2)
+    keep = curve.ordered & np.isfinite(curve.j2) & (curve.j2 >= j2_from)
     t, y = curve.epochs[keep], curve.j2[keep]
     if len(t) < 6:
         return math.nan
@@ -230,15 +233,22 @@ def _halves_ratio(curve: Any, confidence: float) -> float:
     return late / early if early > 0 else math.nan
 
 
-def _linear_growth(zero: "pd.DataFrame", curves: Mapping[str, Any], confidence: float, power: float) -> Claim:
+def _linear_growth(zero: "pd.DataFrame", curves: Mapping[str, Any], j2_from: float, confidence: float,
+                   power: float) -> Claim:
     claim, rule = "J² grows linearly in epochs in the ordered phase", "linear growth"
-    ratios = {r: _halves_ratio(curves[r], confidence) for r in zero["run"] if r in curves}
+    ratios = {r: _halves_ratio(curves[r], j2_from, confidence) for r in zero["run"] if r in curves}
     values = [v for v in ratios.values() if math.isfinite(v)]
     if not values:
         return _not_run("EOC-training", claim, rule, "linear", "no zero-decay run with 6 ordered checkpoints: run "
                         "experiment=calibrate_growth")
     v = judge_mean(values, RULES[rule].margin(), confidence=confidence, power=power, unit="runs")
-    ours = (f"late/early slope ratio {v.estimate:.3f} {_ci(*v.interval)}, range {min(values):.3f}–{max(values):.3f}")
+    ours = f"late/early slope ratio {v.estimate:.3f} {_ci(*v.interval)}, range {min(values):.3f}–{max(values):.3f}"
+    if j2_from > 0:  # the initial transient below the window: how far above J²(0) the window's line starts
+        jump = [float(row.A_intercept) - float(curves[row.run].j2[0]) for row in zero.itertuples()
+                if row.run in ratios and math.isfinite(ratios[row.run]) and math.isfinite(row.A_intercept)]
+        if jump:
+            ours += (f"; from J² >= {j2_from:g} (below it an initial transient: the line fitted over the J² window "
+                     f"starts {min(jump):.3f}–{max(jump):.3f} above J² at epoch 0)")
     return _claim("EOC-training", claim, rule, "linear", ours,
                   f"{len(values)} zero-decay runs ({len(ratios) - len(values)} with < 6 ordered checkpoints left out)",
                   [v])
@@ -463,7 +473,8 @@ def _training_claims(c: Calibration, confidence: float, power: float) -> list[Cl
     runs = c.sweep.runs
     zero = runs[(runs["weight_decay"] == 0) & runs["used_in_fits"]]
     curves = c.sweep.curves
-    return [_linear_growth(zero, curves, confidence, power), _slope_law(c, confidence, power),
+    window = c.sweep.settings.j2_window
+    return [_linear_growth(zero, curves, window[0] if window else 0.0, confidence, power), _slope_law(c, confidence, power),
             _collapse_claim(zero, curves, confidence, power), *_edge_claims(zero, curves, confidence, power),
             _plateaus_claim(c, confidence, power), _lambda_star_claim(c, confidence, power),
             _best_decay_claim(c, confidence, power)]
