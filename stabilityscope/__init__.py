@@ -43,6 +43,8 @@ Typical use in a notebook::
     print(r.explain())                                        # epochs, from the packaged calibrated laws
     cal = ss.calibration.calibrate(["<growth sweep>", "<decay sweep>"])   # measure those laws on your runs
     rep = ss.reproduction.reproduce("checkpoints/multirun/*")  # the papers' claims, one verdict each
+    ss.verdicts.judge(1.06, (0.72, 1.40), ss.verdicts.Margin(0.85, 1.15), n=2)  # an interval against a margin:
+                                                              # inconclusive, 4 seeds for 80% power
 
     model = ss.build_model(ss.ModelConfig(), (1, 28, 28), 10)    # typed options, no Hydra needed
     opts = ss.AnalysisConfig(maps=True, n_inputs=16)
@@ -96,7 +98,8 @@ _MODULES = {"figures": "analysis", "geometry_figures": "analysis", "report": "an
             "maps": "dynamics", "numerical_phase_diagram": "theory", "dissect": "models", "trace": "recording",
             "tracking": "recording", "information": "theory", "explainability": "analysis", "spline": "models",
             "spline_init": "models", "init_comparison": "analysis", "calibration": "analysis",
-            "calibration_report": "analysis", "reproduction": "analysis"}
+            "calibration_report": "analysis", "reproduction": "analysis", "verdicts": "analysis",
+            "runs_table": "analysis"}
 
 
 def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on first use)

@@ -5,7 +5,13 @@ hidden layer, and this module measures both on sweeps (the presets ``experiment=
 and ``experiment=calibrate_decay``) instead of assuming them:
 
 1. **growth**: the slope A of J² per epoch in the ordered part against the rate r = η/((1−α)B),
-   fitted in three forms, each a hypothesis:
+   each run's A fitted over one **common window of J²** (``j2_window``, default 0.30–0.60, at least 3
+   checkpoints in it): J² rises faster than the later line in a transient right after initialisation
+   (measured on the calibration sweep: the line over the window starts 0.01–0.03 above J²(0) = 0.25), and
+   a fit over each run's whole ordered part weighs that transient by how little of the path a run
+   covers, up to 14% at 0.25× against 2% at 4× (a bias that bends the exponent). The window starts above
+   the transient and ends well before the edge; runs that do not reach 3 checkpoints in it have no A
+   (the slowest and the fastest rates). The law is fitted in three forms, each a hypothesis:
 
    - ``linear``  A = k·(r/r_ref)                     (EOC-training's A = C·η/((1−α)B))
    - ``power``   A = k·(r/r_ref)^p
@@ -14,7 +20,8 @@ and ``experiment=calibrate_decay``) instead of assuming them:
    Its **validity range** is the widest contiguous window of measured rates, holding the rate nearest
    the reference r_ref = 1.25e-3, on which the best form fitted on that window (lowest AIC of the log
    residuals) puts every run's A within ``tolerance`` (relative); every window is tried, and that form
-   on that window is the law.
+   on that window is the law. Each form's own range (that form alone, judged the same way) is
+   reported beside it (:attr:`GrowthCalibration.form_validity`): EOC-training's linear law has its own.
    Past the edge the slope changes; each run's slope beyond the edge (χ >= 1) is reported next to it.
 2. **plateau**: J²∞ against weight decay wd and rate, fitted as
 
@@ -35,8 +42,10 @@ checked per rate and run length (final losses compare only between runs trained 
 loss, the grid decay nearest λ*, both losses with t intervals over seeds and Welch's test of their
 difference.
 
-The measured laws are stored as JSON (:class:`CalibratedLaws`, with their provenance); the canonical
-network's are packaged (``stabilityscope/analysis/laws/``) and :func:`load_laws` reads them.
+The measured laws are stored as JSON (:class:`CalibratedLaws`, with their provenance) beside the runs
+table they were fitted on (:mod:`stabilityscope.analysis.runs_table`), from which ``calibrate(<table>)``
+rebuilds them exactly; the canonical network's are packaged (``stabilityscope/analysis/laws/``, laws and
+table) and :func:`load_laws` reads them.
 """
 from __future__ import annotations
 
