@@ -76,8 +76,9 @@ REFERENCE_RATE = CANONICAL_LR / ((1 - CANONICAL_MOMENTUM) * CANONICAL_BATCH)  # 
 REFERENCE_WEIGHT_DECAY = CANONICAL_C / 2  # the model's wd* = c/2 ≈ 8.39e-5 (PyTorch convention)
 GROWTH_FORMS = ("linear", "power", "affine")
 LAWS_DIR = Path(__file__).with_name("laws")
-DEFAULT_LAWS = LAWS_DIR / "fmnist_fc-fashion_mnist.json"
-DEFAULT_TABLE = LAWS_DIR / "fmnist_fc-fashion_mnist.runs.json"  # the runs the packaged laws were fitted on
+# A packaged calibration is a folder with what task=calibrate writes: laws.json and the runs table it was fitted on
+DEFAULT_LAWS = LAWS_DIR / "fmnist_fc-fashion_mnist" / "laws.json"
+DEFAULT_TABLE = LAWS_DIR / "fmnist_fc-fashion_mnist" / "runs.json"
 # The common stretch of J² over which every run's growth slope A is fitted: above the initial transient
 # (J² rises faster in its first ~0.02–0.05 from 0.25) and well before the edge (see the module docstring).
 DEFAULT_J2_WINDOW = (0.30, 0.60)

@@ -158,10 +158,13 @@ def write_runs_table(records: Iterable[RunRecord], path: Union[str, Path], *, de
 
 
 def is_runs_table(item: Any) -> bool:
-    """Whether ``item`` names a runs table: a ``.json`` file that says so in its first line(s)."""
+    """Whether ``item`` names a runs table: a ``.json`` file that says so in its first line(s), or a folder that
+    holds one as ``runs.json`` and no trace (what ``task=calibrate`` writes)."""
     if not isinstance(item, (str, Path)):
         return False
     p = Path(item)
+    if p.is_dir() and (p / "runs.json").is_file() and not (p / "trace.h5").exists():
+        p = p / "runs.json"
     if p.suffix != ".json" or not p.is_file():
         return False
     with open(p, encoding="utf-8") as f:
@@ -175,6 +178,8 @@ def read_runs_table(path: Union[str, Path]) -> list[RunRecord]:
         ValueError: the file is not a runs table (or a newer version).
     """
     p = Path(path)
+    if p.is_dir():
+        p = p / "runs.json"
     try:
         d = json.loads(p.read_text(encoding="utf-8"))
         if d.get("format") != FORMAT or int(d.get("version", 0)) > VERSION:

@@ -125,15 +125,16 @@ def run_scaling_task(cfg: Config, run_dir: Path) -> Path:
 
 def _runs_of(cfg: Config, task: str) -> list[str]:
     """``runs=`` as a list of paths or globs that match at least one trace (ConfigError otherwise)."""
-    allowed = ("run or sweep directories, trace.h5 files, globs or runs tables (a runs.json, or a packaged one by name: "
-               "fmnist_fc-fashion_mnist.runs.json), as runs=<dir> or runs=[<dir>,<glob>] (quote globs: "
-               "runs='checkpoints/multirun/*')")
+    allowed = ("run or sweep directories, trace.h5 files, globs, runs tables (a runs.json or a task=calibrate folder "
+               "holding one) or a packaged calibration by name (fmnist_fc-fashion_mnist), as runs=<dir> or "
+               "runs=[<dir>,<glob>] (quote globs: runs='checkpoints/multirun/*')")
     runs = cfg.runs
     if runs is None or runs == "" or (isinstance(runs, (list, tuple)) and not runs):
         raise ConfigError(f"task={task} needs the runs to analyse: runs={runs!r} is not set. Allowed: {allowed}.")
     items = [str(runs)] if isinstance(runs, str) else [str(r) for r in runs]
-    # a packaged runs table by its file name (the one the packaged laws were fitted on), from any directory
-    items = [str(LAWS_DIR / i) if not Path(i).exists() and is_runs_table(LAWS_DIR / i) else i for i in items]
+    # a packaged calibration by its name (its runs table: what the packaged laws were fitted on), from any directory
+    items = [str(LAWS_DIR / i / "runs.json") if not Path(i).exists() and is_runs_table(LAWS_DIR / i / "runs.json")
+             else i for i in items]
     for item in items:
         if is_runs_table(item):  # a runs table (runs.json) stands for its runs
             continue
