@@ -247,7 +247,8 @@ def units_needed(estimate: float, sigma: float, margin: Margin, *, confidence: f
 
 
 def judge(estimate: float, interval: tuple[float, float], margin: Margin, n: int, *, confidence: float = 0.95,
-          power: float = 0.8, groups: int = 1, params: int = 1, unit: str = "seeds", why: str = "") -> Verdict:
+          power: float = 0.8, groups: int = 1, params: int = 1, unit: str = "seeds", why: str = "",
+          sigma: Optional[float] = None) -> Verdict:
     """The verdict of one interval against ``margin`` (module docstring).
 
     Args:
@@ -260,6 +261,8 @@ def judge(estimate: float, interval: tuple[float, float], margin: Margin, n: int
         groups, params: the interval's degrees of freedom are ``groups·n − params`` (module docstring).
         unit: what ``n`` counts, for the text.
         why: a note carried into :meth:`Verdict.describe`.
+        sigma: the spread per unit to plan with, when known (the interval's half-width is read back
+            otherwise: half·√n/t).
     """
     _check(confidence, power)
     lo, hi = (float(v) for v in interval)
@@ -272,9 +275,9 @@ def judge(estimate: float, interval: tuple[float, float], margin: Margin, n: int
         return Verdict(REPRODUCED, float(estimate), (lo, hi), margin, int(n), unit, None, power, confidence, why)
     if margin.excludes(lo, hi):
         return Verdict(NOT_REPRODUCED, float(estimate), (lo, hi), margin, int(n), unit, None, power, confidence, why)
-    dof = groups * n - params
-    t = t_quantile(confidence, dof)
-    sigma = (hi - lo) / 2 * math.sqrt(n) / t if math.isfinite(t) else math.nan
+    if sigma is None:
+        t = t_quantile(confidence, groups * n - params)
+        sigma = (hi - lo) / 2 * math.sqrt(n) / t if math.isfinite(t) else math.nan
     needed = units_needed(float(estimate), sigma, margin, confidence=confidence, power=power, groups=groups,
                           params=params)
     return Verdict(INCONCLUSIVE, float(estimate), (lo, hi), margin, int(n), unit,
@@ -288,17 +291,25 @@ def judge_mean(values: Sequence[float], margin: Margin, *, confidence: float = 0
     if n == 0:
         return Verdict(NOT_RUN, math.nan, (math.nan, math.nan), margin, 0, unit, None, power, confidence,
                        why or "no values")
-    return judge(m, (lo, hi), margin, n, confidence=confidence, power=power, unit=unit, why=why)
+    v = np.asarray(values, dtype=float)
+    sd = float(v[np.isfinite(v)].std(ddof=1)) if n >= 2 else None
+    return judge(m, (lo, hi), margin, n, confidence=confidence, power=power, unit=unit, why=why, sigma=sd)
 
 
 def judge_difference(a: Sequence[float], b: Sequence[float], margin: Margin, *, confidence: float = 0.95,
                      power: float = 0.8, unit: str = "seeds", why: str = "") -> Verdict:
-    """:func:`judge` of Welch's interval of mean(a) − mean(b); ``needed`` counts units per group."""
+    """:func:`judge` of Welch's interval of mean(a) − mean(b); ``needed`` counts units per group, planned with
+    the spread √(s_a² + s_b²) of one pair and 2n − 2 degrees of freedom (the Welch degrees of freedom of the
+    present interval can be far fewer when one group barely varies)."""
     d, lo, hi, n = difference_interval(a, b, confidence)
     if n == 0:
         return Verdict(NOT_RUN, math.nan, (math.nan, math.nan), margin, 0, unit, None, power, confidence,
                        why or "no values")
-    return judge(d, (lo, hi), margin, n, confidence=confidence, power=power, groups=2, params=2, unit=unit, why=why)
+    x, y = (np.asarray(v, dtype=float) for v in (a, b))
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    sd = math.sqrt(float(x.var(ddof=1)) + float(y.var(ddof=1))) if n >= 2 else None
+    return judge(d, (lo, hi), margin, n, confidence=confidence, power=power, groups=2, params=2, unit=unit, why=why,
+                 sigma=sd)
 
 
 def judge_fraction(successes: int, n: int, margin: Margin, *, confidence: float = 0.95, power: float = 0.8,
