@@ -73,7 +73,7 @@ __all__ = ["CalibratedLaws", "Calibration", "GROWTH_FORMS", "GrowthLaw", "LAWS_D
            "REFERENCE_WEIGHT_DECAY", "calibrate", "fit_growth_law", "fit_plateau_law", "fit_relaxation", "load_laws"]
 
 REFERENCE_RATE = CANONICAL_LR / ((1 - CANONICAL_MOMENTUM) * CANONICAL_BATCH)  # 1.25e-3, EOC-training's reference run
-REFERENCE_WEIGHT_DECAY = CANONICAL_C / 2  # the model's wd* = c/2 ≈ 8.39e-5 (PyTorch convention)
+REFERENCE_WEIGHT_DECAY = CANONICAL_C / 2  # the model's wd* = c/2 ≈ 9.25e-5 (PyTorch convention)
 GROWTH_FORMS = ("linear", "power", "affine")
 LAWS_DIR = Path(__file__).with_name("laws")
 # A packaged calibration is a folder with what task=calibrate writes: laws.json and the runs table it was fitted on
