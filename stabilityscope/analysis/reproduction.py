@@ -10,8 +10,9 @@ traces it is given:
 - ``experiment=calibrate_guideline`` runs check our own claim, the guideline's promise
   (:func:`validate_guideline`).
 
-and writes ``reproduction.md`` (and ``reproduction.json``): one row per claim with the source's
-value where it states one, ours with its interval, the margin, the runs it comes from and a verdict.
+and :func:`stabilityscope.reports.reproduction.write_reproduction` writes ``reproduction.md`` (and
+``reproduction.json``): one row per claim with the source's value where it states one, ours with its
+interval, the margin, the runs it comes from and a verdict.
 Each claim is judged by one rule of :data:`RULES` (printed into the report): a measured number with
 its confidence interval against a margin fixed in advance, through
 :mod:`stabilityscope.analysis.verdicts`:
@@ -27,29 +28,27 @@ without a period), never λ_max > 0 alone.
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 import yaml
 
 from stabilityscope.analysis.calibration import DEFAULT_J2_WINDOW, REFERENCE_RATE, Calibration, calibrate
 from stabilityscope.analysis.collection import Source, find_traces, flatten_config
-from stabilityscope.analysis.scaling import _jsonable
-from stabilityscope.analysis.verdicts import (INCONCLUSIVE, NOT_RUN, REPRODUCED, Margin, Verdict, combine, judge, judge_difference,
-                                              judge_fraction, judge_mean, t_quantile)
+from stabilityscope.analysis.stats import jsonable, ols, origin_slope, t_quantile
+from stabilityscope.analysis.verdicts import (INCONCLUSIVE, NOT_RUN, REPRODUCED, Margin, Verdict, combine, judge,
+                                              judge_difference, judge_fraction, judge_mean)
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import open_trace
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Claim", "LOSS_MARGIN", "RULES", "Reproduction", "Rule", "reproduce", "validate_guideline",
-           "write_reproduction"]
+__all__ = ["Claim", "LOSS_MARGIN", "RULES", "Reproduction", "Rule", "at_boundary", "reproduce", "validate_guideline"]
 
 # "Near-best" and "the best" test loss: within 2% (a log-ratio of means) of every other setting's.
 LOSS_MARGIN = math.log(1.02)
@@ -203,7 +202,7 @@ class Reproduction:
 
     def to_dict(self) -> dict[str, Any]:
         claims = [{**asdict(c), "settle": c.settle} for c in self.claims]
-        return _jsonable({"source": self.source, "confidence": self.confidence, "power": self.power,
+        return jsonable({"source": self.source, "confidence": self.confidence, "power": self.power,
                           "claims": claims, "rules": {k: r.text(self.confidence, self.power) for k, r in RULES.items()},
                           "map_runs": self.map_runs, "notes": self.notes})
 
@@ -222,14 +221,12 @@ def _ci(lo: float, hi: float) -> str:
 def _halves_ratio(curve: Any, j2_from: float, confidence: float) -> float:
     """J²'s slope over the second half of a run's ordered checkpoints with J² >= ``j2_from`` over the slope over
     the first half."""
-    from stabilityscope.analysis.scaling import _ols
-
     keep = curve.ordered & np.isfinite(curve.j2) & (curve.j2 >= j2_from)
     t, y = curve.epochs[keep], curve.j2[keep]
     if len(t) < 6:
         return math.nan
     half = len(t) // 2
-    early, late = _ols(t[:half], y[:half], confidence)["slope"], _ols(t[half:], y[half:], confidence)["slope"]
+    early, late = ols(t[:half], y[:half], confidence)["slope"], ols(t[half:], y[half:], confidence)["slope"]
     return late / early if early > 0 else math.nan
 
 
@@ -279,7 +276,7 @@ def _slope_law(c: Calibration, confidence: float, power: float) -> Claim:
 
 
 def _collapse_claim(zero: "pd.DataFrame", curves: Mapping[str, Any], confidence: float, power: float) -> Claim:
-    from stabilityscope.analysis.scaling import _collapse
+    from stabilityscope.analysis.scaling import collapse_of
 
     claim, rule = "equal η/((1−α)B) collapse against τ when ordered, not when chaotic", "collapse"
     groups: dict[float, dict[tuple, dict[str, Any]]] = {}
@@ -295,7 +292,7 @@ def _collapse_claim(zero: "pd.DataFrame", curves: Mapping[str, Any], confidence:
         seeds = sorted(set.intersection(*(set(v) for v in settings.values())))
         ordered, chaotic = [], []
         for s in seeds:  # one curve per setting and seed: the seeds are the replicates of the spread
-            cc = _collapse([v[s] for v in settings.values()], f"rate {math.exp(rk):.3g}", math.exp(rk))
+            cc = collapse_of([v[s] for v in settings.values()], f"rate {math.exp(rk):.3g}", math.exp(rk))
             ordered.append(cc.spread_ordered)
             chaotic.append(cc.spread_chaotic)
         n_runs += len(seeds) * len(settings)
@@ -422,14 +419,12 @@ def _no_bracket(sat: "pd.DataFrame", decays: list[float], means: list[float], x:
     """A rate whose saturated plateaus do not bracket the edge. λ* cannot exist there when the plateau does not
     fall with the decay (the slope of log J²∞ on log decay has an interval at or above 0): not reproduced. When it
     falls, the decays tried simply stop short of the edge: inconclusive, and more decays (not seeds) settle it."""
-    from stabilityscope.analysis.scaling import _ols
-
     margin = RULES["lambda star"].margin("falls")
     listed = ", ".join(f"{d:g}: {m:.3g}" for d, m in zip(decays, means)) or "none"
     if len(decays) < 2 or len(sat) < 3:
         return Verdict(INCONCLUSIVE, math.nan, (math.nan, math.nan), margin, len(sat), "runs", None, power,
                        confidence, f"{x}: {len(decays)} saturated decay(s) ({listed}): too few to bracket the edge")
-    fit = _ols(np.log(sat["weight_decay"].to_numpy(float)), np.log(sat["j2_plateau"].to_numpy(float)), confidence)
+    fit = ols(np.log(sat["weight_decay"].to_numpy(float)), np.log(sat["j2_plateau"].to_numpy(float)), confidence)
     v = judge(fit["slope"], (fit["lo"], fit["hi"]), margin, len(sat), confidence=confidence, power=power, params=2,
               unit="runs", why=f"{x}: slope of log J²∞ on log decay, plateaus {listed}")
     if v.verdict == REPRODUCED:  # the plateau falls, the grid does not reach the edge
@@ -662,18 +657,6 @@ def at_boundary(attractors: Sequence[str], best: int, reach: int = 2) -> bool:
     return False
 
 
-def _origin_slope(x: np.ndarray, y: np.ndarray, confidence: float) -> tuple[float, float, float]:
-    """Least squares y = k·x through the origin: (k, low, high), t interval with n − 1 degrees of freedom."""
-    n, sxx = len(x), float(np.sum(x * x))
-    if n < 1 or sxx == 0:
-        return math.nan, math.nan, math.nan
-    k = float(np.sum(x * y)) / sxx
-    if n < 2:
-        return k, math.nan, math.nan
-    half = t_quantile(confidence, n - 1) * math.sqrt(float(np.sum((y - k * x) ** 2)) / (n - 1) / sxx)
-    return k, k - half, k + half
-
-
 def _line(x: np.ndarray, y: np.ndarray, confidence: float) -> str:
     """λ_max = a·ln s + b with t intervals of a and b, and the correlation: the regression line the docs quote."""
     n = len(x)
@@ -741,7 +724,7 @@ def _optimality_claims_of(g: Mapping[str, Any], runs_text: str, confidence: floa
              f"classifier's tolerance) and are left out" if g["positive_other"] else "")
     if g["pairs"]:
         lam, ln_s = (np.asarray(v, dtype=float) for v in zip(*g["pairs"]))
-        k, lo, hi = _origin_slope(ln_s, lam, confidence)
+        k, lo, hi = origin_slope(ln_s, lam, confidence)
         w = judge(k, (lo, hi), RULES[rule].margin(), len(lam), confidence=confidence, power=power, params=1,
                   unit="chaotic checkpoints")
         dev, scale = float(np.median(np.abs(lam - ln_s))), float(np.median(np.abs(ln_s)))
@@ -802,50 +785,3 @@ def reproduce(source: Source, *, layer: str = "hidden", tolerance: float = 0.15,
         "run experiment=calibrate_guideline"))
     return Reproduction(str(source) if isinstance(source, (str, Path)) else ", ".join(map(str, source)),
                         claims + opt, cal, used, notes, confidence, power)
-
-
-def reproduction_markdown(r: Reproduction) -> str:
-    counts = {v: sum(c.verdict == v for c in r.claims) for v in ("reproduced", "not reproduced", "inconclusive", "not run")}
-    lines = ["# Reproduction report", "", f"Runs: `{r.source}`.", "",
-             "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + f". Each verdict follows the rule listed "
-             f"below the table: a {r.confidence:.0%} interval against a margin fixed in advance. 'Source' is the value "
-             f"the paper states; 'to settle' is what {r.power:.0%} power would need for an inconclusive verdict, if the "
-             f"present estimate and spread hold.", "",
-             "| paper | claim | source | ours (interval) | margin | runs | verdict | to settle | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
-
-    def cell(text: str) -> str:  # a "|" inside a cell (|λ_max − ln s|) would end it
-        return str(text).replace("|", "\\|")
-
-    for c in r.claims:
-        margin = "; ".join(f"{name + ' ' if name else ''}{m.describe()}" for name, m in RULES[c.rule].margins) \
-            if c.rule in RULES else ""
-        lines.append("| " + " | ".join(cell(v) for v in (c.paper, c.claim, c.source_value, c.ours, margin, c.runs))
-                     + f" | **{c.verdict}** | {cell(c.settle)} | {cell(c.note)} |")
-    lines += ["", "## Rules", ""] + [f"- **{k}**: {v.text(r.confidence, r.power)}" for k, v in RULES.items()]
-    lines += ["", "## The judged intervals", ""]
-    for c in r.claims:
-        for p in c.parts:
-            lines.append(f"- {c.rule}: {p.describe()}")
-    if r.map_runs:
-        lines += ["", "Map runs (EOC-optimality): " + ", ".join(r.map_runs)]
-    if r.calibration is not None:
-        lines += ["", "The canonical-network numbers come from the calibration of the same runs "
-                      "(`task=calibrate`; its report has every table and figure)."]
-    lines += [f"- {n}" for n in r.notes]
-    return "\n".join(lines) + "\n"
-
-
-def write_reproduction(r: Reproduction, out_dir: Union[str, Path], *, figures: bool = True) -> Path:
-    """Write ``reproduction.md`` and ``reproduction.json`` (and, with canonical runs, the calibration
-    report under ``calibration/``) into ``out_dir``; returns ``reproduction.md``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if r.calibration is not None:
-        from stabilityscope.analysis.calibration_report import write_calibration_report
-
-        write_calibration_report(r.calibration, out / "calibration", figures=figures)
-    (out / "reproduction.json").write_text(json.dumps(r.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    path = out / "reproduction.md"
-    path.write_text(reproduction_markdown(r), encoding="utf-8")
-    return path

@@ -46,9 +46,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from stabilityscope.analysis.stats import t_quantile
+
 __all__ = ["INCONCLUSIVE", "NOT_REPRODUCED", "NOT_RUN", "REPRODUCED", "VERDICTS", "Margin", "Verdict", "combine",
            "difference_interval", "fraction_interval", "judge", "judge_difference", "judge_fraction", "judge_mean",
-           "mean_interval", "t_quantile", "units_needed"]
+           "mean_interval", "units_needed"]
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN = "reproduced", "not reproduced", "inconclusive", "not run"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN)
@@ -121,13 +123,6 @@ def _needed_text(needed: Optional[float], unit: str, power: float) -> str:
     if math.isinf(needed):
         return f"no number of {unit} settles it (the estimate sits on a bound)"
     return f"about {int(needed)} {unit} would settle it with {power:.0%} power"
-
-
-def t_quantile(confidence: float, dof: float) -> float:
-    """The two-sided Student t quantile of a ``confidence`` interval with ``dof`` degrees of freedom (NaN at 0)."""
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + confidence / 2, dof)) if dof > 0 else math.nan
 
 
 def _check(confidence: float, power: float) -> None:

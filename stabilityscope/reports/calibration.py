@@ -12,29 +12,26 @@
 - ``runs.json``: the runs table (:mod:`stabilityscope.analysis.runs_table`) the laws were fitted on, from
   which ``task=calibrate runs=<folder>/runs.json`` rebuilds them without the traces;
 - ``growth_runs.csv`` and ``decay_runs.csv``;
-- ``figures/``: the growth law and the plateau law (PNG and PDF).
+- ``figures/``: the growth law and the plateau law (PNG and PDF; :mod:`stabilityscope.plots.calibration`).
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from stabilityscope.analysis.calibration import REFERENCE_RATE, Calibration
-from stabilityscope.analysis.figures import COLORS, EDGE_COLOR, _log_y, _styled, save_figure
-from stabilityscope.analysis.report import figure_section
 from stabilityscope.analysis.runs_table import write_runs_table
-from stabilityscope.analysis.scaling_report import _f, _table
 from stabilityscope.errors import TraceError
+from stabilityscope.plots.calibration import plot_growth_law, plot_plateau_law
+from stabilityscope.plots.style import save_figure
+from stabilityscope.reports.markdown import ci_text, figure_section, fmt_number, markdown_table
 
-__all__ = ["calibration_markdown", "plot_growth_law", "plot_plateau_law", "write_calibration_report"]
+__all__ = ["calibration_markdown", "write_calibration_report"]
 
-SERIES_LABELS = {"lr": "η varied", "momentum": "α varied", "batch_size": "B varied", "reference": "reference run",
-                 "mixed": "other"}
 CAPTIONS = {
     "growth_law": ("The growth law",
                    "Left: the slope A of J² per epoch over each run's ordered part against η/((1−α)B) in units of the "
@@ -47,100 +44,6 @@ CAPTIONS = {
                     "than three measured relaxation times, left out of the fit), the fitted law (lines) and the edge "
                     "J² = 1. Right: final test loss against decay at each rate (mean ± t interval over seeds)."),
 }
-
-
-def _ci(lo: Any, hi: Any, digits: int = 3) -> str:
-    return "—" if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (lo, hi)) else \
-        f"{lo:.{digits}g}–{hi:.{digits}g}"
-
-
-@_styled
-def plot_growth_law(c: Calibration) -> Figure:
-    """A against the rate with the candidate forms and the validity range; the ratio to the law."""
-    g = c.growth
-    if g.runs.empty or not g.fits_all:
-        raise TraceError("The growth-law figure needs zero-decay runs at two or more rates with a slope A each.")
-    fig = Figure(figsize=(10.5, 4.4), layout="constrained")
-    ax, ax2 = fig.subplots(1, 2)
-    runs = g.runs
-    x = runs["rate"].to_numpy(float) / REFERENCE_RATE
-    series = runs["series"] if "series" in runs else ["mixed"] * len(runs)
-    for i, name in enumerate(SERIES_LABELS):
-        m = np.asarray(series) == name
-        if m.any():
-            ax.plot(x[m], runs["A_at_n"].to_numpy(float)[m], "o", color=COLORS[i % len(COLORS)], ms=5, mec="white",
-                    mew=0.5, label=SERIES_LABELS[name], zorder=3)
-            if "A_chaotic" in runs:
-                ax.plot(x[m], runs["A_chaotic"].to_numpy(float)[m], "o", mfc="none", color=COLORS[i % len(COLORS)],
-                        ms=5, zorder=3)
-            if "ratio_to_law" in runs:
-                ax2.plot(x[m], runs["ratio_to_law"].to_numpy(float)[m], "o", color=COLORS[i % len(COLORS)], ms=5)
-    xs = np.geomspace(x.min(), x.max(), 60)
-    chosen = g.law.form if g.law else None
-    fits = g.fits if g.fits else g.fits_all
-    for form, f in fits.items():
-        law = f.law(REFERENCE_RATE, int(runs["n_train"].max()), (math.nan, math.nan), 0.0)
-        ax.plot(xs, law.slope(xs * REFERENCE_RATE), "-" if form == chosen else "--", color=EDGE_COLOR if form == chosen
-                else "0.55", lw=1.4 if form == chosen else 0.9, label=f"{form} (AIC {f.aic:.1f})")
-    if g.law:
-        lo, hi = (v / REFERENCE_RATE for v in g.law.validity)
-        for a in (ax, ax2):
-            a.axvspan(lo, hi, color="0.9", zorder=0)
-        ax2.axhspan(1 - g.law.tolerance, 1 + g.law.tolerance, color="#cde", zorder=0)
-    ax2.axhline(1, color=EDGE_COLOR, lw=0.8)
-    for a in (ax, ax2):
-        a.set_xscale("log")
-        a.set_xlabel("η/((1−α)B) / 1.25e-3")
-    _log_y(ax)
-    ax.set_ylabel("slope A of J² per epoch (open: past the edge)")
-    ax2.set_ylabel("A measured / A of the law")
-    ax.legend(frameon=False, fontsize=7.5)
-    ax.set_title("A against the rate" + (f": {g.law.form} law" if g.law else ": no law within tolerance"))
-    ax2.set_title("agreement with the law")
-    return fig
-
-
-@_styled
-def plot_plateau_law(c: Calibration) -> Figure:
-    """J²∞ against decay per rate with the fitted law; final test loss against decay per rate."""
-    p = c.plateau
-    if p.runs.empty:
-        raise TraceError("The plateau-law figure needs runs with weight decay > 0.")
-    fig = Figure(figsize=(10.5, 4.4), layout="constrained")
-    ax, ax2 = fig.subplots(1, 2)
-    from scipy import stats
-
-    for i, (rk, g) in enumerate(p.runs.groupby("rate_key")):
-        color = COLORS[i % len(COLORS)]
-        label = f"{rk / REFERENCE_RATE:.3g}× the reference rate"
-        sat = g[g["saturated"]]
-        if len(sat):
-            m = sat.groupby("weight_decay")["j2_plateau"].agg(["mean", "std"])
-            ax.errorbar(m.index, m["mean"], yerr=m["std"].fillna(0), fmt="o", color=color, ms=5, capsize=2, label=label)
-        uns = g[~g["saturated"]]
-        if len(uns):  # labelled too: a rate with no saturated run must still be named in the legend
-            ax.plot(uns["weight_decay"], uns["j2_plateau"], "x", color=color, ms=5,
-                    label=f"{label}, not saturated (J² at the end)")
-        if p.law:
-            wd = np.geomspace(g["weight_decay"].min(), g["weight_decay"].max(), 30)
-            ax.plot(wd, p.law.plateau(wd, rk), "-", color=color, lw=1)
-        loss = g.groupby("weight_decay")["final_test_loss"]
-        mean, sd, n = loss.mean(), loss.std(), loss.count()
-        half = np.array([float(stats.t.ppf(0.975, k - 1)) if k > 1 else np.nan for k in n]) * sd / np.sqrt(n)
-        ax2.errorbar(mean.index, mean, yerr=np.nan_to_num(half.to_numpy(float)), fmt="o-", color=color, ms=4, capsize=2,
-                     label=label)
-    ax.axhline(1.0, color=EDGE_COLOR, lw=0.8, ls=":")
-    for a in (ax, ax2):
-        a.set_xscale("log")
-        a.set_xlabel("optim.weight_decay")
-    _log_y(ax)
-    ax.set_ylabel("J² plateau (last fifth of the run)")
-    ax2.set_ylabel("final test loss")
-    ax2.set_yscale("log")
-    ax.legend(frameon=False, fontsize=7.5)
-    ax.set_title("plateau law" + (f" (R² {p.r2:.3f})" if p.law else ": not fitted"))
-    ax2.set_title("final test loss against decay")
-    return fig
 
 
 def calibration_markdown(c: Calibration, figures: dict[str, Path], skipped: dict[str, str], base: Path) -> str:
@@ -158,11 +61,11 @@ def calibration_markdown(c: Calibration, figures: dict[str, Path], skipped: dict
         rows = []
         for label, fits in (("validity range", g.fits), ("all runs", g.fits_all)):
             for form, f in fits.items():
-                rows.append([form, label, str(f.n_runs), f"{f.k:.4g} ({_ci(*f.k_ci)})",
-                             f"{f.exponent:.3f} ({_ci(*f.exponent_ci)})" if form == "power" else "1",
-                             f"{f.intercept:.4g} ({_ci(*f.intercept_ci)})" if form == "affine" else "0",
+                rows.append([form, label, str(f.n_runs), f"{f.k:.4g} ({ci_text(*f.k_ci)})",
+                             f"{f.exponent:.3f} ({ci_text(*f.exponent_ci)})" if form == "power" else "1",
+                             f"{f.intercept:.4g} ({ci_text(*f.intercept_ci)})" if form == "affine" else "0",
                              f"{f.rms_log:.3f}", f"{f.aic:.1f}"])
-        lines += _table(["form", "fitted on", "runs", "k", "p", "a₀", "RMS log residual", "AIC"], rows)
+        lines += markdown_table(["form", "fitted on", "runs", "k", "p", "a₀", "RMS log residual", "AIC"], rows)
     if g.fits_all:
         tol = g.law.tolerance if g.law else math.nan
         own = [f"{form} {g.form_validity[form][0] / REFERENCE_RATE:.3g}×–{g.form_validity[form][1] / REFERENCE_RATE:.3g}×"
@@ -171,38 +74,37 @@ def calibration_markdown(c: Calibration, figures: dict[str, Path], skipped: dict
                       f"form alone, fitted there, puts every run within {tol:.0%}): " + "; ".join(own) + "."]
     if g.series_exponents:
         lines += ["", "Exponents within each series (the other two at the reference; inside the validity range): " +
-                  "; ".join(f"{v}: p = {e[0]:.3f} ({_ci(e[1], e[2])}, {e[3]} runs)" for v, e in g.series_exponents.items()),
+                  "; ".join(f"{v}: p = {e[0]:.3f} ({ci_text(e[1], e[2])}, {e[3]} runs)" for v, e in g.series_exponents.items()),
                   ]
     if not g.runs.empty:
         lines += ["", "Runs (A and the slope past the edge, per epoch):", ""]
         rows = []
         for r in g.runs.sort_values("rate").itertuples():
             rows.append([str(r.run), getattr(r, "series", "—"), f"{r.lr:g}", f"{r.momentum:g}", f"{int(r.batch_size)}",
-                         f"{r.rate / REFERENCE_RATE:.3g}×", str(r.seed), _f(r.A_at_n),
-                         f"{_f(getattr(r, 'A_j2_from', None), 3)}–{_f(getattr(r, 'A_j2_to', None), 3)}",
-                         _f(getattr(r, "A_chaotic", None)),
-                         _f(getattr(r, "ratio_to_law", None), 3)])
-        lines += _table(["run", "series", "η", "α", "B", "rate", "seed", "A", "J² fitted over", "A past the edge",
-                         "A / law"], rows)
+                         f"{r.rate / REFERENCE_RATE:.3g}×", str(r.seed), fmt_number(r.A_at_n),
+                         f"{fmt_number(getattr(r, 'A_j2_from', None), 3)}–{fmt_number(getattr(r, 'A_j2_to', None), 3)}",
+                         fmt_number(getattr(r, "A_chaotic", None)), fmt_number(getattr(r, "ratio_to_law", None), 3)])
+        lines += markdown_table(["run", "series", "η", "α", "B", "rate", "seed", "A", "J² fitted over", "A past the edge",
+                                 "A / law"], rows)
     lines += ["", "## Weight decay: plateaus and λ*", ""]
     if p.law:
-        lines += [f"**Law:** {p.law.describe()}; R² = {_f(p.r2, 3)}; q {_ci(*p.law.q_ci)}, s {_ci(*p.law.s_ci)}. "
+        lines += [f"**Law:** {p.law.describe()}; R² = {fmt_number(p.r2, 3)}; q {ci_text(*p.law.q_ci)}, s {ci_text(*p.law.s_ci)}. "
                   f"The toolkit's model predicts q = 1 and s = 0 (a rate-independent plateau c/(2·wd)).", ""]
     lines += [f"- {n}" for n in p.notes]
     if len(p.lambda_star):
         lines += ["", "λ* (PyTorch weight decay whose plateau is J² = 1) per rate:", ""]
-        rows = [[f"{r.rate_x:.3g}×", f"{r.n_saturated}/{r.n_runs}", _f(r.lambda_star), _ci(r.seed_ci_low, r.seed_ci_high),
-                 _ci(r.boot_ci_low, r.boot_ci_high), f"{_f(r.law_lambda_star)} ({_ci(r.law_ci_low, r.law_ci_high)})",
-                 _f(r.model_lambda_star)]
+        rows = [[f"{r.rate_x:.3g}×", f"{r.n_saturated}/{r.n_runs}", fmt_number(r.lambda_star), ci_text(r.seed_ci_low, r.seed_ci_high),
+                 ci_text(r.boot_ci_low, r.boot_ci_high), f"{fmt_number(r.law_lambda_star)} ({ci_text(r.law_ci_low, r.law_ci_high)})",
+                 fmt_number(r.model_lambda_star)]
                 for r in p.lambda_star.itertuples()]
-        lines += _table(["rate", "saturated runs", "λ* measured", "seed CI", "bootstrap CI", "law (prediction, its CI)",
+        lines += markdown_table(["rate", "saturated runs", "λ* measured", "seed CI", "bootstrap CI", "law (prediction, its CI)",
                          "model c/2 (prediction)"], rows)
     measured_at_reference = bool(len(p.lambda_star)) and bool(np.isclose(p.lambda_star["rate"], REFERENCE_RATE).any())
     if p.law and not measured_at_reference:
         lo, hi = p.law.decay_interval(REFERENCE_RATE)
         where = "inside" if p.law.within(REFERENCE_RATE) else "outside"
         lines += ["", f"No decay run at the reference rate 1× ({REFERENCE_RATE:g}): there the law gives λ* = "
-                      f"{_f(p.law.decay_for(REFERENCE_RATE))} ({_ci(lo, hi)}, 95% from the fit's covariance), a prediction "
+                      f"{fmt_number(p.law.decay_for(REFERENCE_RATE))} ({ci_text(lo, hi)}, 95% from the fit's covariance), a prediction "
                       f"{where} the rates it was fitted on, not a measurement."]
     if not p.runs.empty:
         lines += ["", "Decay runs grouped (mean over seeds; τ in epochs):", ""]
@@ -211,18 +113,18 @@ def calibration_markdown(c: Calibration, figures: dict[str, Path], skipped: dict
             law=("plateau_law", "mean"), tau=("tau_measured", "mean"), tau_model=("tau_model", "mean"),
             tau_guideline=("tau_guideline", "mean") if "tau_guideline" in p.runs else ("tau_model", lambda v: math.nan),
             epochs=("last_epoch", "max"), sat=("saturated", "sum"), loss=("final_test_loss", "mean"))
-        rows = [[f"{rk / REFERENCE_RATE:.3g}×", f"{wd:g}", str(r.n), f"{_f(r.plateau)} ± {_f(r.plateau_sd, 2)}", _f(r.law),
-                 _f(r.tau, 3), _f(r.tau_guideline, 3), _f(r.tau_model, 3), f"{r.epochs:g}", f"{int(r.sat)}/{r.n}", _f(r.loss)]
+        rows = [[f"{rk / REFERENCE_RATE:.3g}×", f"{wd:g}", str(r.n), f"{fmt_number(r.plateau)} ± {fmt_number(r.plateau_sd, 2)}", fmt_number(r.law),
+                 fmt_number(r.tau, 3), fmt_number(r.tau_guideline, 3), fmt_number(r.tau_model, 3), f"{r.epochs:g}", f"{int(r.sat)}/{r.n}", fmt_number(r.loss)]
                 for (rk, wd), r in zip(agg.index, agg.itertuples())]
-        lines += _table(["rate", "weight decay", "runs", "J² plateau", "law (prediction)", "τ measured",
+        lines += markdown_table(["rate", "weight decay", "runs", "J² plateau", "law (prediction)", "τ measured",
                          "τ = J²∞/A (guideline's assumption)", "τ = 1/(2·wd·ρ) (original model)", "epochs", "saturated",
                          "final test loss"], rows)
     if len(p.eoc_claim):
         lines += ["", "## EOC-training's claim: the best final test loss at the decay whose plateau is the edge", ""]
-        rows = [[f"{r.rate_x:.3g}×", f"{r.epochs:g}", f"{r.best_decay:g}", f"{_f(r.best_loss)} ({_ci(r.best_loss_low, r.best_loss_high, 4)})",
-                 f"{_f(r.edge_decay)} (J²∞ {_f(r.edge_plateau, 3)})", f"{_f(r.edge_loss)} ({_ci(r.edge_loss_low, r.edge_loss_high, 4)})",
-                 _f(r.welch_p, 2), "yes" if r.best_decay == r.edge_decay else ("no" if math.isfinite(r.edge_decay) else "no λ*")] for r in p.eoc_claim.itertuples()]
-        lines += _table(["rate", "epochs", "best decay", "its final test loss", "grid decay nearest λ*", "its loss",
+        rows = [[f"{r.rate_x:.3g}×", f"{r.epochs:g}", f"{r.best_decay:g}", f"{fmt_number(r.best_loss)} ({ci_text(r.best_loss_low, r.best_loss_high, 4)})",
+                 f"{fmt_number(r.edge_decay)} (J²∞ {fmt_number(r.edge_plateau, 3)})", f"{fmt_number(r.edge_loss)} ({ci_text(r.edge_loss_low, r.edge_loss_high, 4)})",
+                 fmt_number(r.welch_p, 2), "yes" if r.best_decay == r.edge_decay else ("no" if math.isfinite(r.edge_decay) else "no λ*")] for r in p.eoc_claim.itertuples()]
+        lines += markdown_table(["rate", "epochs", "best decay", "its final test loss", "grid decay nearest λ*", "its loss",
                          "Welch p", "same decay"], rows)
     lines += [f"- {n}" for n in c.notes]
     lines += figure_section(figures, skipped, base, CAPTIONS)
