@@ -6,7 +6,7 @@ checkpoints: the epoch, J of one layer, its mean-field χ and the test loss (wit
 **runs table** holds exactly those, with where they came from (the trace's SHA-256 and the commit
 of the code that trained it), so that a fit can be rebuilt without the traces, bit for bit:
 ``analyze_sweep``, ``calibrate`` and ``task=calibrate runs=<table>`` accept a table wherever they
-accept runs. ``task=calibrate`` writes one (``runs.json``) beside every ``laws.json``, and the
+accept runs (:func:`stabilityscope.analysis.scaling.record_from_trace` reads a trace's record). ``task=calibrate`` writes one (``runs.json``) beside every ``laws.json``, and the
 packaged laws ship with the table they were fitted on.
 
 Format (JSON, one run per line so that diffs are per run)::
@@ -33,7 +33,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-__all__ = ["CONFIG_KEYS", "RunRecord", "is_runs_table", "read_runs_table", "record_from_trace", "write_runs_table"]
+__all__ = ["CONFIG_KEYS", "RunRecord", "is_runs_table", "read_runs_table", "split_sources", "trace_sha256",
+           "write_runs_table"]
 
 FORMAT = "stabilityscope runs table"
 VERSION = 1
@@ -93,50 +94,13 @@ class RunRecord:
                    str(d.get("note", "")), "", str(d.get("commit", "")), str(d.get("trace_sha256", "")))
 
 
-def _sha256(path: Path) -> str:
+def trace_sha256(path: Union[str, Path]) -> str:
+    """The SHA-256 of a file (a trace), in hex."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(Path(path), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def record_from_trace(path: Union[str, Path], run: str, layer: str = "hidden", *, commit: str = "",
-                      hash_trace: bool = True) -> RunRecord:
-    """The record of one trace (the trace's own ``commit`` attribute, when it has one, wins over ``commit``).
-
-    Raises:
-        TraceError, OSError: the trace cannot be read.
-    """
-    from stabilityscope.analysis.collection import flatten_config
-    from stabilityscope.analysis.scaling import n_train_of
-    from stabilityscope.recording.trace import open_trace
-
-    path = Path(path)
-    with open_trace(path) as tr:
-        try:
-            cfg = tr.config or {}
-        except (KeyError, ValueError, TypeError):  # no or unparsable config attribute
-            cfg = {}
-        flat = flatten_config(cfg)
-        n = len(tr)
-        has_j = n > 0 and layer in tr.layers and "J" in tr.stats(layer)
-        regression = bool(tr.is_regression) if n else False
-        loss = tr.metric("test_loss").astype(float) if n else np.zeros(0)
-        score = "r2" if regression else "acc"
-        record = RunRecord(
-            run, str(tr.status), {k: flat[k] for k in CONFIG_KEYS if k in flat}, n_train_of(cfg), layer,
-            tuple(tr.layers), str(tr.layer_info(layer).get("meanfield_activation") or "tanh") if has_j else "tanh",
-            tr.checkpoints.astype(np.int64) if n else np.zeros(0, np.int64),
-            tr.epoch_fraction.astype(float) if n else np.zeros(0),
-            tr.stat(layer, "J").astype(float) if has_j else None,
-            tr.stat(layer, "chi").astype(float) if has_j and "chi" in tr.stats(layer) else None,
-            loss, np.full(len(loss), np.nan) if regression else (tr.metric("test_acc").astype(float) if n else np.zeros(0)),
-            float(tr.metric(f"train_{score}")[-1]) if n else math.nan,
-            str(tr.attrs.get("error", "") or ""), str(path), str(tr.attrs.get("commit", "") or commit))
-    if hash_trace:
-        record.trace_sha256 = _sha256(path)
-    return record
 
 
 def write_runs_table(records: Iterable[RunRecord], path: Union[str, Path], *, description: str = "") -> Path:
@@ -145,7 +109,7 @@ def write_runs_table(records: Iterable[RunRecord], path: Union[str, Path], *, de
     records = list(records)
     for r in records:
         if not r.trace_sha256 and r.path and Path(r.path).is_file():
-            r.trace_sha256 = _sha256(Path(r.path))
+            r.trace_sha256 = trace_sha256(r.path)
     layers = sorted({r.layer for r in records})
     head = {"format": FORMAT, "version": VERSION, "layer": layers[0] if len(layers) == 1 else layers,
             "description": description}

@@ -63,12 +63,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import numpy as np
 
 from stabilityscope.analysis.canonical import CANONICAL_C
-from stabilityscope.analysis.collection import Source, find_traces
+from stabilityscope.analysis.collection import Source, find_traces, flatten_config
 from stabilityscope.analysis.decay import EXCLUDED_STATUSES, DecayAnalysis, crossing_decay, decay_analysis
-from stabilityscope.analysis.runs_table import RunRecord, read_runs_table, record_from_trace, split_sources
+from stabilityscope.analysis.runs_table import CONFIG_KEYS, RunRecord, read_runs_table, split_sources, trace_sha256
 from stabilityscope.analysis.stats import jsonable, ols
 from stabilityscope.errors import TraceError
-from stabilityscope.recording.trace import config_section
+from stabilityscope.recording.trace import config_section, open_trace
 from stabilityscope.theory.meanfield import critical_coupling
 
 if TYPE_CHECKING:  # pandas and scipy are imported when an analysis is made
@@ -76,7 +76,7 @@ if TYPE_CHECKING:  # pandas and scipy are imported when an analysis is made
 
 __all__ = ["CollapseAnalysis", "CollapseCurves", "CombinedFit", "DecayAnalysis", "FULL_TRAIN_SIZE", "JointFit",
            "PowerLawFit", "RunCurve", "ScalingSettings", "SweepAnalysis", "analyze_sweep", "crossing_decay",
-           "n_train_of"]
+           "n_train_of", "record_from_trace"]
 
 # Training-set sizes of the registered datasets (stabilityscope.training.data.DATASETS), for runs without a subset.
 FULL_TRAIN_SIZE = {"fashion_mnist": 60000, "mnist": 60000, "cifar10": 50000, "abalone": 3133}
@@ -171,6 +171,40 @@ def _plateau(epochs: np.ndarray, j2: np.ndarray, fraction: float) -> tuple[float
     e, v = epochs[finite], j2[finite]
     keep = e >= e[-1] - fraction * (e[-1] - e[0])
     return float(v[keep].mean()), float(v[keep].std())
+
+
+def record_from_trace(path: "str | Path", run: str, layer: str = "hidden", *, commit: str = "",
+                      hash_trace: bool = True) -> RunRecord:
+    """The record of one trace (the trace's own ``commit`` attribute, when it has one, wins over ``commit``).
+
+    Raises:
+        TraceError, OSError: the trace cannot be read.
+    """
+    path = Path(path)
+    with open_trace(path) as tr:
+        try:
+            cfg = tr.config or {}
+        except (KeyError, ValueError, TypeError):  # no or unparsable config attribute
+            cfg = {}
+        flat = flatten_config(cfg)
+        n = len(tr)
+        has_j = n > 0 and layer in tr.layers and "J" in tr.stats(layer)
+        regression = bool(tr.is_regression) if n else False
+        loss = tr.metric("test_loss").astype(float) if n else np.zeros(0)
+        score = "r2" if regression else "acc"
+        record = RunRecord(
+            run, str(tr.status), {k: flat[k] for k in CONFIG_KEYS if k in flat}, n_train_of(cfg), layer,
+            tuple(tr.layers), str(tr.layer_info(layer).get("meanfield_activation") or "tanh") if has_j else "tanh",
+            tr.checkpoints.astype(np.int64) if n else np.zeros(0, np.int64),
+            tr.epoch_fraction.astype(float) if n else np.zeros(0),
+            tr.stat(layer, "J").astype(float) if has_j else None,
+            tr.stat(layer, "chi").astype(float) if has_j and "chi" in tr.stats(layer) else None,
+            loss, np.full(len(loss), np.nan) if regression else (tr.metric("test_acc").astype(float) if n else np.zeros(0)),
+            float(tr.metric(f"train_{score}")[-1]) if n else math.nan,
+            str(tr.attrs.get("error", "") or ""), str(path), str(tr.attrs.get("commit", "") or commit))
+    if hash_trace:
+        record.trace_sha256 = trace_sha256(path)
+    return record
 
 
 def _read_run(path: Path, label: str, s: ScalingSettings) -> tuple[dict[str, Any], Optional[RunCurve],
