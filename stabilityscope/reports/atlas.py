@@ -36,12 +36,19 @@ def atlas_markdown(a: Atlas, figures: dict[str, Path], base: Path) -> str:
               "the margin, *not reproduced* when it lies outside, *inconclusive* otherwise (with the units that would "
               "settle it at 80% power). Maps whose orbit was labelled divergent, drifting or near-identity are left "
               "out of every s and λ_max: they are neither chaos nor the edge.", ""]
+    per_block = [c for c in a.claims if c["map"].startswith("depth-wise gain, block ")]
     lines += markdown_table(
         ["family", "claim", "map", "ours (interval)", "n", "margin", "verdict", "note"],
         [[c["family"], _cell(c["claim"]), _cell(c["map"]),
           f"{fmt_number(c['estimate'], 3)} ({ci_text(*c['interval'])})", f"{c['n']} {c['unit']}", _cell(c["margin"]),
           f"**{c['verdict']}**" + (f", {_needed(c['needed'])}" if c["verdict"] == "inconclusive" else ""),
-          _cell(c["detail"])] for c in a.claims])
+          _cell(c["detail"])] for c in a.claims if c not in per_block])
+    if per_block:
+        lines += ["", "The same claim block by block (depth-wise gain at the best checkpoint, mean over runs):", ""]
+        lines += markdown_table(
+            ["family", "block: gain (verdict)"],
+            [[f, "; ".join(f"{c['map'].rsplit(' ', 1)[-1]}: {fmt_number(c['estimate'], 3)} ({c['verdict']})"
+                           for c in per_block if c["family"] == f)] for f in dict.fromkeys(c["family"] for c in per_block)])
     lines += ["", "Rules and margins:", ""]
     for key in ("optimum near s = 1", "lambda_max = ln s", "attractor sequence"):
         rule = RULES[key]
