@@ -348,7 +348,7 @@ class LayerTracker:
         modules = [span_module(model, r.span) for r in blocks]
         with unfused_attention(model):
             for r, m, st in zip(blocks, modules, states):
-                rd = block_readings(m, st[: len(x)], probes=a.depth_probes, seed=0)
+                rd = block_readings(m, st[: len(x)], probes=a.depth_probes, lanczos_steps=a.depth_lanczos, seed=0)
                 n = rd.gain_rms.shape[0]
                 out[r.name].update(
                     gain_rms=float(rd.gain_rms.mean()), gain_rms_std=float(rd.gain_rms.std()) if n > 1 else float("nan"),
