@@ -53,6 +53,14 @@ def atlas_markdown(a: Atlas, figures: dict[str, Path], base: Path) -> str:
     for key in ("optimum near s = 1", "lambda_max = ln s", "attractor sequence"):
         rule = RULES[key]
         lines.append(f"- **{key}**: {_cell(rule.text())}")
+    if a.correspondence:
+        lines += ["", "## Where EOC-optimality's s and the depth-wise readings coincide (seed models)", "",
+                  "s is the iterated model map's M1 at its orbits' ends; each reading is compared with it over the "
+                  "checkpoints where both are defined (the map's chaotic, periodic and quasi-periodic checkpoints).", ""]
+        lines += markdown_table(
+            ["run", "reading", "checkpoints", "median abs. ln(reading / s)", "rank correlation with s"],
+            [[Path(c["run"]).parent.name, c["reading"], str(c["checkpoints"]), fmt_number(c["median_abs_log_ratio"], 3),
+              fmt_number(c["rank_correlation"], 3)] for c in a.correspondence])
     # the label-free pick
     lines += ["", "## A label-free checkpoint pick", "",
               "For each statistic, the first checkpoint where it crosses its edge value (χ = 1, gain = 1, s = 1, "
@@ -123,7 +131,7 @@ def write_atlas(a: Atlas, out_dir: Union[str, Path], *, figures: bool = True) ->
                      "wall_hours": r.wall_hours} for r in a.runs],
            "profiles": {f: {k: {s: v for s, v in st.items()} for k, st in p.items()} for f, p in a.profiles.items()},
            "stages": list(STAGES), "claims": a.claims, "picks": [vars(p) for p in a.picks],
-           "pick_table": a.pick_table, "pick_margin": {"low": PICK_MARGIN.low, "high": PICK_MARGIN.high,
+           "pick_table": a.pick_table, "correspondence": a.correspondence, "pick_margin": {"low": PICK_MARGIN.low, "high": PICK_MARGIN.high,
                                                        "reason": PICK_MARGIN.reason}, "notes": a.notes}
     (out / "atlas.json").write_text(json.dumps(jsonable(doc), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     path = out / "atlas.md"

@@ -25,7 +25,8 @@ def atlas_trace(path: Path, *, model: str, seed: int, loss: Callable[[np.ndarray
                 gain: Callable[[int, int], float], n_blocks: int = 3, checkpoints: int = 11,
                 chain: Optional[Callable[[int, int], tuple[float, float, str]]] = None,
                 block_map: Optional[Callable[[int, int], tuple[float, float, str]]] = None,
-                chi: Callable[[int, int], float] = lambda t, i: 0.5, depth: Curve = lambda t: 0.0) -> Path:
+                chi: Callable[[int, int], float] = lambda t, i: 0.5, depth: Curve = lambda t: 0.0,
+                model_map: Optional[Callable[[int], tuple[float, float, str, float, float]]] = None) -> Path:
     """A trace as analysis=atlas writes it: per block an FC layer, optionally a chain, the block's depth-wise
     readings (``gain(t, block)``) and optionally its iterated map; the trunk's depth exponent; a head."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,6 +43,9 @@ def atlas_trace(path: Path, *, model: str, seed: int, loss: Callable[[np.ndarray
     layers["depth:trunk"] = LayerSpec({"kind": "depth", "role": "depth"},
                                       [StatSpec(s) for s in DEPTH_STATS] + [StatSpec("depth_exponents", shape=(2,))])
     layers["head"] = LayerSpec({"kind": "linear", "role": "head", "square": False}, fc)
+    if model_map:
+        layers["map:act3"] = LayerSpec({"kind": "model_map", "role": "model_map", "module": "act3"},
+                                       mapspec + [StatSpec("gain_rms_input"), StatSpec("gain_rms_attractor")])
     cfg = {"model": {"name": model}, "train": {"seed": seed}, "dataset": {"name": "cifar10"}}
     w = TraceWriter.create(path, attrs={"config": yaml.safe_dump(cfg), "seed": seed, "model": model,
                                         "dataset": "cifar10", "device": "cpu", "task": "train"}, layers=layers)
@@ -63,6 +67,10 @@ def atlas_trace(path: Path, *, model: str, seed: int, loss: Callable[[np.ndarray
         stats["depth:trunk"] = {"depth_lambda_max": depth(t), "depth_lambda_max_std": 0.0,
                                 "depth_exponents": np.array([depth(t), depth(t) - 1])}
         stats["head"] = {"J": 1.0, "J0": 0.0, "chi": 1.0 + 0.1 * t}
+        if model_map:
+            sm, lam, att, g_in, g_att = model_map(t)
+            stats["map:act3"] = {"s_mean": sm, "lambda_max": lam, "attractor": ATTRACTORS.index(att),
+                                 "gain_rms_input": g_in, "gain_rms_attractor": g_att}
         w.append(epoch=t, step=10 * t, wall_time=60.0 * t, layer_stats=stats,
                  metrics={"train_loss": 1.0, "train_acc": 0.5, "test_loss": float(losses[t]), "test_acc": 0.5})
     w.close("finished")
@@ -176,3 +184,18 @@ def test_a_run_that_never_passed_its_best_is_noted(tmp_path):
     atlas_trace(tmp_path / "r/trace.h5", model="vit_x", seed=0, loss=lambda e: 2.0 - 0.1 * e, gain=lambda t, i: 1.0)
     a = atlas(str(tmp_path / "r"))
     assert any("did not train past its best" in n for n in a.notes)
+
+
+def test_the_seed_models_s_is_compared_with_the_depth_wise_readings(tmp_path):
+    # the gain at the orbits' ends equals s; the gain at the inputs is s², off by ln s in log and in the same order
+    atlas_trace(tmp_path / "r/trace.h5", model="eoc_mlp", seed=0, loss=parabola(5), gain=lambda t, i: 1.0,
+                model_map=lambda t: (0.5 + 0.1 * t, math.log(0.5 + 0.1 * t), "chaotic" if t > 5 else "periodic",
+                                     (0.5 + 0.1 * t) ** 2, 0.5 + 0.1 * t))
+    a = atlas(str(tmp_path / "r"))
+    rows = {c["reading"]: c for c in a.correspondence}
+    end = rows["gain of the map at its orbits' ends"]
+    assert end["median_abs_log_ratio"] == pytest.approx(0.0) and end["rank_correlation"] == pytest.approx(1.0)
+    inputs = rows["gain of the map at the test inputs"]
+    s = 0.5 + 0.1 * np.arange(11)
+    assert inputs["median_abs_log_ratio"] == pytest.approx(float(np.median(np.abs(np.log(s)))))
+    assert a.runs[0].reference and a.runs[0].family == "EOC-optimality MLP"
