@@ -13,11 +13,11 @@ from stabilityscope.config import Config, as_options
 from tests.conftest import run_cli
 
 FAMILIES = {  # family: (model name, optimiser, learning rate, weight decay, epochs of the CPU preset)
-    "vit": ("vit_tiny_patch16_224", "adamw", 1e-3, 0.05, 30),
-    "mixer": ("mixer_cifar", "adamw", 1e-3, 0.05, 30),
-    "resmlp": ("resmlp_cifar", "adamw", 1e-3, 0.05, 30),
-    "convnext": ("convnext_atto", "adamw", 1e-3, 0.05, 30),
-    "resnet": ("resnet18", "sgd", 0.1, 5e-4, 15),
+    "vit": ("vit_tiny_patch16_224", "adamw", 1e-3, 0.05, 40),
+    "mixer": ("mixer_cifar", "adamw", 1e-3, 0.05, 40),
+    "resmlp": ("resmlp_cifar", "adamw", 1e-3, 0.05, 40),
+    "convnext": ("convnext_atto", "adamw", 1e-3, 0.05, 40),
+    "resnet": ("resnet18", "sgd", 0.1, 5e-4, 20),
 }
 
 
@@ -33,7 +33,7 @@ def test_every_atlas_preset_composes_with_its_familys_recipe(compose_cfg, family
     assert cfg.train.label_smoothing == (0.0 if family == "resnet" else 0.1)
     if size == "":
         assert cfg.model.name == model and cfg.train.epochs == epochs and cfg.train.batch_size == 128
-        assert (cfg.dataset.train_subset, cfg.dataset.test_subset) == (10000, 2000)
+        assert (cfg.dataset.train_subset, cfg.dataset.test_subset) == (5000, 2000)
         assert cfg.train.checkpoints.every == 1 and cfg.train.checkpoints.unit.value == "epoch"
     elif size == "_gpu":  # the usual size on all the data, on the device
         assert cfg.dataset.train_subset is None and cfg.dataset.test_subset is None and cfg.train.device == "cuda"
