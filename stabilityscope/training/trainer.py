@@ -450,6 +450,13 @@ class Run:
         coupling = [(n, s["J"]) for n, s in layer_stats.items() if "J" in s][:2]  # a large model has many
         return {**metrics, **{f"{n}.J": j for n, j in coupling}}
 
+    def _divergence_hint(self) -> str:
+        """What usually makes a regression run diverge, for the error message (empty for classification)."""
+        if self.task != "regression":
+            return ""
+        return (f" Regression targets are not rescaled (dataset {self.cfg.dataset.name!r}): try a smaller "
+                f"optim.lr, or optim=adam (lr 1e-3), which the dataset's preset uses.")
+
     def explainability(self, predicted: torch.Tensor) -> dict[str, float]:
         """SGD-complexity's measures of the model's test predictions against the baseline L (bits, with intervals)."""
         a = self.cfg.analysis
@@ -601,7 +608,7 @@ class Run:
                     if not math.isfinite(float(loss_sum)):
                         raise DivergedError(f"The training loss became {float(loss_sum)} during epoch {run.epoch} "
                                             f"(optim.lr={self.cfg.optim.lr}); the trace keeps every checkpoint "
-                                            f"before it.")
+                                            f"before it.{self._divergence_hint()}")
                     loss_sum.zero_()
                     bar.update(1)
                 if step in self.checkpoint_steps or step == self.total_steps:
