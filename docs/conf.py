@@ -1,0 +1,61 @@
+"""Sphinx configuration of the stabilityscope docs: MyST Markdown pages, the API from the docstrings.
+
+Built by ``make docs`` (warnings are errors, nitpicky cross-references); CI builds it on every run.
+Nothing here reaches the network: no intersphinx, so references to torch, numpy, pandas and the standard
+library are left as plain text (``nitpick_ignore_regex``) rather than links.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import stabilityscope  # noqa: E402
+
+project = "stabilityscope"
+author = "The stabilityscope developers"
+copyright = "2026, The stabilityscope developers"
+release = version = stabilityscope.__version__
+
+extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax"]
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+root_doc = "index"
+
+# MyST: $…$ and $$…$$ maths, ::: fences, heading anchors for in-page links such as [x](#the-growth-law)
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
+myst_heading_anchors = 4
+
+# autodoc + napoleon: the docstrings are Google style and use :func:/:class: roles
+autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_class_signature = "separated"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+
+nitpicky = True
+nitpick_ignore_regex = [
+    # outside packages and the standard library: no intersphinx (no network), so no link
+    ("py:(class|obj|data|exc|func|meth|mod|attr)",
+     r"(torch|numpy|np|pandas|pd|matplotlib|h5py|omegaconf|hydra|scipy|lightning|L|nn|timm|tqdm|safetensors)(\..*)?"),
+    ("py:(class|obj|data|exc|func|meth|attr)",
+     r"(typing|collections|pathlib|os|enum|dataclasses|concurrent|threading|contextlib|logging|abc)(\..*)?"),
+    ("py:(class|obj)", r"(Path|Tensor|Module|Figure|Axes|DataFrame|Series|DictConfig|Enum|ndarray|Generator|dtype|"
+                       r"device|Optimizer|Callable|Iterator|Iterable|Sequence|Mapping|Any|Optional|Union|Literal|"
+                       r"NoneType|ellipsis|T|TypeVar|Future|RLock|Thread|Event)"),
+    ("py:(class|obj)", r"(int|float|str|bool|bytes|dict|list|tuple|set|object|type|complex|callable|None)"),
+    ("py:(class|obj|exc)", r"(Exception|ValueError|KeyError|RuntimeError|OSError|TypeError|KeyboardInterrupt|"
+                           r"BaseException|Warning|UserWarning|RuntimeWarning|FileNotFoundError|AttributeError)"),
+    ("py:(class|obj)", r"(array|tensor|array-like|optional|default|shape|of|or|and|the|an?|float64|float32)"),
+]
+
+html_theme = "furo"
+html_title = f"stabilityscope {release}"
+html_static_path = ["_static"]
