@@ -216,6 +216,9 @@ def resolve(text: str, world: dict[str, str]) -> str:
                 return world[target]
         raise KeyError(f"unknown placeholder <{name}>: name it after what it stands for, or add it to "
                        f"tests/docs_harness.py PLACEHOLDERS")
+    # a path with a placeholder for its timestamp is the world's sweep or run of that kind
+    text = re.sub(r"checkpoints/multirun/<[^<>]*stamp>", world["sweep"], text)
+    text = re.sub(r"checkpoints/[\w.-]+-[\w.-]+/<[^<>]*stamp>", world["run"], text)
     text = text.replace("checkpoints/multirun/<", "<").replace("$d", world["run"])
     text = re.sub(r"<([^<>]+)>", one, text)
     return text.replace(SWEEP, world["sweep"]).replace(RUN, world["run"])

@@ -108,6 +108,8 @@ def test_the_harness_finds_commands_marks_and_placeholders():
     assert h.plan(found[2], world) == ["resume=R", "train.epochs=84", *h.SMOKE_RESUME]
     assert found[3].twin == "eoc_weight_decay_quick"
     assert found[4].elsewhere == "a SLURM cluster" and h.plan(found[4], world)[-2:] == ["--cfg", "job"]
+    assert h.resolve("sweep=checkpoints/multirun/<timestamp> trace=checkpoints/resnet18-cifar10/<stamp>", world) == \
+        "sweep=S trace=R"
     with pytest.raises(KeyError, match="unknown placeholder <my thing>"):
         h.resolve("python -m stabilityscope resume=<my thing>", world)
 
