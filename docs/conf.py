@@ -54,6 +54,9 @@ nitpick_ignore_regex = [
     ("py:(class|obj|exc)", r"(Exception|ValueError|KeyError|RuntimeError|OSError|TypeError|KeyboardInterrupt|"
                            r"BaseException|Warning|UserWarning|RuntimeWarning|FileNotFoundError|AttributeError)"),
     ("py:(class|obj)", r"(array|tensor|array-like|optional|default|shape|of|or|and|the|an?|float64|float32)"),
+    # napoleon reads "name (shape): text" in Args as a type; a phrase or a shape such as (n_test,) is no reference
+    ("py:class", r".*[^\w.].*"),
+    ("py:class", r"[a-z_]{1,8}"),
 ]
 
 html_theme = "furo"

@@ -203,6 +203,7 @@ def find_snippets(pages: list[Path] = PAGES) -> dict[str, list[tuple[str, int, s
 PLACEHOLDERS = (  # keyword in a <placeholder> → the world's path that stands for it
     ("growth", "growth"), ("guideline", "guideline"), ("decay", "decay"), ("e-4 runs", "decay"), ("× runs", "decay"),
     ("1× runs", "decay"), ("eoc_mlp", "run"), ("eoc_cnn", "run"), ("sweep", "sweep"), ("stamp", "stamp"),
+    ("seed", "cifar"),
     ("reference", "run"), ("run", "run"), ("dir", "run"),
 )
 
@@ -286,6 +287,11 @@ def _child_cli(module: str, args: list[str], cwd: str, log: str) -> Result:
     return Result(rc, time.perf_counter() - start, Path(log).read_text()[-4000:])
 
 
+def resolve_python(code: str, world: dict[str, str]) -> str:
+    """A snippet with the placeholders inside its strings (``"<seed 1 run>/baseline.pt"``) replaced by the world's."""
+    return re.sub(r"""(["'])(<[^<>"'=]+>)""", lambda m: m.group(1) + resolve(m.group(2), world), code)
+
+
 def _child_snippets(page: str, snippets: list[tuple[str, int, str]], cwd: str, log: str) -> Result:
     start = time.perf_counter()
     os.chdir(cwd)
@@ -352,13 +358,16 @@ def build_world(root: Path, workers) -> dict[str, str]:
 
     ``run``: a canonical run of 2 epochs at the docs' example path; ``sweep``: a sweep of two canonical runs
     at the example sweep path; ``growth``, ``decay``, ``guideline``: the calibration presets' quick twins;
+    ``cifar``: a binarised CIFAR-10 run with the linear baseline (SGD-complexity's preset);
     ``runs/ckpts``: saved weights of the canonical network (``.pt``) and of ResNet-18 (Lightning ``.ckpt``).
     """
     root.mkdir(parents=True, exist_ok=True)
-    world = {"run": RUN, "sweep": SWEEP, "stamp": STAMP}
+    world = {"run": RUN, "sweep": SWEEP, "stamp": STAMP, "cifar": "world/cifar"}
     smoke = [a for a in SMOKE if not a.startswith("train.epochs")]
     jobs = {
-        "run": ["train.epochs=2", f"hydra.run.dir={RUN}", *smoke],
+        "run": ["train.epochs=2", f"hydra.run.dir={RUN}", "analysis.explainability=true", "analysis.geometry=true",
+                *smoke],
+        "cifar": ["experiment=sgd_complexity_cifar10_quick", "hydra.run.dir=world/cifar", *SMOKE],
         "sweep": ["-m", "optim.lr=0.01,0.02", f"hydra.sweep.dir={SWEEP}", *SMOKE],
         "growth": ["-m", "experiment=calibrate_growth_quick", "checkpoint_root=world/growth", *SMOKE[1:]],
         "decay": ["-m", "experiment=calibrate_decay_quick", "checkpoint_root=world/decay", *SMOKE[1:]],

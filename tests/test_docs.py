@@ -3,6 +3,7 @@ and the docs build with warnings as errors. How: tests/docs_harness.py."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ def docs_runs(tmp_path_factory, data_root):
                                                                  str(logs / f"cmd_{i}.log")),))
         for page, snippets in SNIPPETS.items():
             cwd = h.page_copy(root, root / "pages" / page.replace("/", "_"))
+            snippets = [(kind, n, h.resolve_python(code, world)) for kind, n, code in snippets]
             jobs[("page", page)] = workers.apply_async(h._call, (("snippets", page, snippets, str(cwd),
                                                                   str(logs / f"page_{page.replace('/', '_')}.log")),))
         for script in h.EXAMPLES:
@@ -110,6 +112,8 @@ def test_the_harness_finds_commands_marks_and_placeholders():
     assert found[4].elsewhere == "a SLURM cluster" and h.plan(found[4], world)[-2:] == ["--cfg", "job"]
     assert h.resolve("sweep=checkpoints/multirun/<timestamp> trace=checkpoints/resnet18-cifar10/<stamp>", world) == \
         "sweep=S trace=R"
+    assert h.resolve_python('L = load("<seed 1 run>/baseline.pt") if a < b and c > d else None', world | {"cifar": "C"}) \
+        == 'L = load("C/baseline.pt") if a < b and c > d else None'
     with pytest.raises(KeyError, match="unknown placeholder <my thing>"):
         h.resolve("python -m stabilityscope resume=<my thing>", world)
 
@@ -122,3 +126,19 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
                           capture_output=True, text=True, timeout=900, env={**os.environ, "MPLBACKEND": "Agg"})
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert (tmp_path / "html" / "api.html").exists()
+
+
+def test_the_api_reference_names_everything_in_all():
+    import stabilityscope as ss
+
+    api = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    missing = [name for name in ss.__all__ if not re.search(rf"\b{re.escape(name)}\b", api)]
+    assert not missing, f"docs/api.md does not document: {missing}"
+
+
+def test_the_readme_stays_short_and_links_into_the_docs():
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for target in re.findall(r"\]\(((?:docs/|examples/|LICENSE|CITATION|CHANGELOG)[^)#]*)", readme):
+        assert (root / target).exists(), target
