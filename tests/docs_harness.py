@@ -251,8 +251,16 @@ def plan(cmd: Command, world: dict[str, str]) -> list[str]:
 @dataclass
 class Result:
     rc: int
-    seconds: float
+    seconds: float  # wall time
     output: str = ""
+    cpu: float = 0.0  # CPU seconds of the child and of the processes it waited for (what CI's cores pay)
+
+
+def _cpu() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _redirect(log: Path):
@@ -317,7 +325,7 @@ def _child_snippets(page: str, snippets: list[tuple[str, int, str]], cwd: str, l
             failures.append(f"{name}:\n{traceback.format_exc()}")
     print("\n".join(failures))
     sys.stdout.flush()
-    return Result(1 if failures else 0, time.perf_counter() - start, "\n".join(failures)[-6000:])
+    return Result(1 if failures else 0, time.perf_counter() - start, "\n".join(failures)[-6000:], _cpu())
 
 
 def _child_script(script: str, cwd: str, log: str) -> Result:
@@ -336,7 +344,7 @@ def _child_script(script: str, cwd: str, log: str) -> Result:
         traceback.print_exc()
         rc = 1
     sys.stdout.flush()
-    return Result(rc, time.perf_counter() - start, Path(log).read_text()[-4000:])
+    return Result(rc, time.perf_counter() - start, Path(log).read_text()[-4000:], _cpu())
 
 
 def _call(job: tuple) -> Result:
@@ -363,6 +371,7 @@ def build_world(root: Path, workers) -> dict[str, str]:
     """
     root.mkdir(parents=True, exist_ok=True)
     world = {"run": RUN, "sweep": SWEEP, "stamp": STAMP, "cifar": "world/cifar"}
+    world_cpu: dict[str, float] = {}
     smoke = [a for a in SMOKE if not a.startswith("train.epochs")]
     jobs = {
         "run": ["train.epochs=2", f"hydra.run.dir={RUN}", "analysis.explainability=true", "analysis.geometry=true",
@@ -380,10 +389,12 @@ def build_world(root: Path, workers) -> dict[str, str]:
     for name, res in pending.items():
         r = res.get()
         assert r.rc == 0, f"the harness's world ({name}) failed:\n{r.output}"
+        world_cpu[name] = r.cpu
     for name in ("growth", "decay", "guideline"):
         (sweep,) = (root / "world" / name).glob("multirun/*")
         world[name] = str(sweep.relative_to(root))
     _saved_weights(root)
+    world["cpu"] = str(round(sum(world_cpu.values()), 1))
     return world
 
 

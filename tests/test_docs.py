@@ -53,9 +53,14 @@ def docs_runs(tmp_path_factory, data_root):
             results[("cmd", args)] = workers.apply_async(h._call, (("cli", "stabilityscope", list(args), str(root),
                                                                     str(logs / f"resume_{i}.log")),)).get()
     seconds = time.perf_counter() - start
-    slowest = sorted(((r.seconds, k[1] if k[0] != "cmd" else " ".join(k[1])) for k, r in results.items()), reverse=True)
-    print(f"\ndocs harness: {len(plans)} command plans, {len(SNIPPETS)} pages, {len(h.EXAMPLES)} examples in "
-          f"{seconds:.0f} s; slowest: " + "; ".join(f"{s:.0f} s {name[:80]}" for s, name in slowest[:5]))
+    cpu = sum(r.cpu for r in results.values()) + float(world["cpu"])
+    slowest = sorted(((r.cpu, k[1] if k[0] != "cmd" else " ".join(k[1])) for k, r in results.items()), reverse=True)
+    print(f"\ndocs harness: {len(plans)} command plans, {len(SNIPPETS)} pages, {len(h.EXAMPLES)} examples: "
+          f"{seconds:.0f} s of wall time, {cpu:.0f} CPU seconds (world {world['cpu']}); most CPU: "
+          + "; ".join(f"{s:.0f} s {name[:90]}" for s, name in slowest[:8]))
+    (logs / "summary.tsv").write_text("".join(f"{r.cpu:.1f}\t{r.seconds:.1f}\t{r.rc}\t{k[0]}\t"
+                                              f"{k[1] if k[0] != 'cmd' else ' '.join(k[1])}\n"
+                                              for k, r in results.items()))
     return {"plans": {args: results[("cmd", args)] for args in plans}, "plan_of": plans, "world": world,
             "results": results}
 
