@@ -57,6 +57,8 @@ nitpick_ignore_regex = [
     # napoleon reads "name (shape): text" in Args as a type; a phrase or a shape such as (n_test,) is no reference
     ("py:class", r".*[^\w.].*"),
     ("py:class", r"[a-z_]{1,8}"),
+    # type aliases of the package (a Union spelled once), shown by name
+    ("py:class", r"(stabilityscope\.config\.)?Options|Source|TraceLike|ArrayLike|Activation|StepFn|ModelBuilder"),
 ]
 
 html_theme = "furo"

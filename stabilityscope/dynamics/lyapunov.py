@@ -268,7 +268,7 @@ class _BlockLength:
     """The block length r of reorthonormalize_every="auto", updated after every QR.
 
     With S = max_j ln(||v_j||/R_jj) over the block just done (all running maps and start states) the
-    estimated error rate per step (:func:`_rounding_estimate`) is e(b) = (b + 1)·sqrt(N)·eps·e^S / b.
+    estimated error rate per step (``_rounding_estimate``) is e(b) = (b + 1)·sqrt(N)·eps·e^S / b.
     Its average over the run must stay ≤ tol, and S fluctuates from block to block on chaotic orbits
     (by ~±3 at N = 784, a factor 20 in e). So r halves when a block's e exceeds tol or the running
     average exceeds tol/2, and doubles after a full block (b = r) whose prediction at 2r, taking
@@ -330,7 +330,8 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
     Windowed quantities use the second half of the orbit, [t_end/2, t_end), with t_end = T (or the
     step of an early stop).
 
-    Estimator caveats:
+    Estimator caveats::
+
         - Finite T and transients: every time average uses only the second half of the orbit; slow
           transients near the edge (critical slowing down) still bias all measures at T = 500.
         - Start states: the original used real test inputs; measures are per start state, and a
@@ -384,7 +385,7 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
         lambda_tol: |λ| below this counts as zero for the classification.
 
     Returns:
-        A :class:`MapMeasures`.
+        A :class:`~stabilityscope.dynamics.lyapunov.MapMeasures`.
     """
     if steps < 2:
         raise ValueError(f"steps must be ≥ 2, got {steps}")
@@ -586,7 +587,8 @@ def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = L
     """Attractor class and cycle length of each orbit (EOC-optimality v2, SCIENCE.md §2).
 
     With the mismatch e_L(t) = ||x_{t+L} − x_t|| along the tail and "within tolerance" meaning
-    e_L(t) ≤ atol + rtol·||x_t||, the decision per orbit is:
+    e_L(t) ≤ atol + rtol·||x_t||, the decision per orbit is::
+
         1. divergent: the last state is non-finite or has norm ≥ 1e10 (or ``divergent`` is set);
         2. the period is the smallest L ≤ max_period for which the orbit
            a. has reached an L-cycle: e_L within tolerance over the whole tail (any λ_max), or
@@ -700,8 +702,8 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
         transient: steps discarded before averaging (None: T/2).
         reorthonormalize_every: QR every r steps (an int ≥ 1), or "auto" (default): blocks start at
             r = 1 and double or halve after each QR so that the estimated rounding error of the
-            spectrum (``rounding_error``, :func:`_rounding_estimate`) stays within ``rounding_tol``,
-            up to r = 64 (:class:`_BlockLength`). A QR is always done at record steps, at the end of
+            spectrum (``rounding_error``, ``_rounding_estimate``) stays within ``rounding_tol``,
+            up to r = 64 (``_BlockLength``). A QR is always done at record steps, at the end of
             the transient and at the end. The estimate per block is (r + 1)·sqrt(N)·eps·max_j
             ||v_j||/R_jj with ||v_j||/R_jj ≈ e^{r(λ_1 − λ_j)}, so a spread λ_1 − λ_k of D per step
             allows r ≈ ln(tol/(sqrt(N)·eps))/D: r = 2 for most blocks of all 784 exponents of a
@@ -735,7 +737,7 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
             for float64, 1e-5 below it).
 
     Returns:
-        A :class:`LyapunovSpectrum`.
+        A :class:`~stabilityscope.dynamics.lyapunov.LyapunovSpectrum`.
     """
     x, lead = _canonical(F, x0)
     L, B, N = x.shape

@@ -321,7 +321,7 @@ class ModuleMap(IteratedMap):
     parameters enter detached, so no parameter gradients are ever built.
 
     Args:
-        module: maps (M, *input_shape) to (M, *input_shape); switched to eval mode in place.
+        module: maps ``(M, *input_shape)`` to ``(M, *input_shape)``; switched to eval mode in place.
             States must be on its device and in its dtype.
         input_shape: shape of one input without the batch dimension, e.g. (784,) or (3, 32, 32).
         chunk_size: optional vmap chunk size for ``jvp``/``jacobian`` (bounds memory for large k, B).

@@ -47,7 +47,7 @@ def inspect(model: nn.Module, inputs: Optional[torch.Tensor] = None,
         model_options: the model's :class:`~stabilityscope.config.ModelConfig` (``conv1x1``).
 
     Returns:
-        A pandas DataFrame with the columns of :data:`COLUMNS` (NaN/"" where a measure does not apply).
+        A pandas DataFrame with the columns of ``COLUMNS`` (NaN/"" where a measure does not apply).
     """
     import pandas as pd
 

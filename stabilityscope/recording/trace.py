@@ -128,7 +128,7 @@ def _growable(group: h5py.Group, name: str, dtype: Any) -> h5py.Dataset:
 
 
 class TraceWriter:
-    """Appends checkpoints to a trace in SWMR mode. Use :meth:`create` or :meth:`reopen`."""
+    """Appends checkpoints to a trace in SWMR mode. Use ``TraceWriter.create`` or ``TraceWriter.reopen``."""
 
     def __init__(self, path: Path, file: h5py.File) -> None:
         self.path, self._f = path, file
@@ -521,7 +521,7 @@ class Trace:
 
     @property
     def baseline(self) -> Optional[dict[str, Any]]:
-        """The linear baseline L (analysis.explainability): its test predictions and fit attrs, or None."""
+        """The linear baseline L of ``analysis.explainability``, with its test predictions and fit attrs; else None."""
         if "baseline/test_predictions" not in self._f:
             return None
         d = self._f["baseline/test_predictions"]

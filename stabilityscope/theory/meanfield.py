@@ -41,7 +41,7 @@ Conventions that are ours (the sources are silent):
 * ``edge_distance = 0.5 ln chi``, the mean-field largest Lyapunov exponent (``s^2 ~ chi``).
 * J0 < 0 for odd phi is solved at |J0| (the period-2 orbit); u is its even-step value >= 0.
 * ReLU is positively homogeneous: only ``u/sqrt(q)`` is fixed, so q is reported as 1.
-* Phase rules (:func:`phase_code`): SG if chi > 1; else P2 if the attractor is a 2-cycle;
+* Phase rules (:func:`.phase_code`): SG if chi > 1; else P2 if the attractor is a 2-cycle;
   else F if J0 > 0 and u != 0 (a mean sustained by positive feedback); else P.
 * Cells are assumed large-N; finite N smears every boundary (SCIENCE.md section 1.4).
 """
@@ -602,7 +602,7 @@ def edge_curve(inv_j: ArrayLike, activation: Activation = "tanh", *, n_bisect: i
         n_bisect: bisection steps (error ~ 2^-n_bisect x bracket).
 
     Returns:
-        An :class:`EdgeCurve`; branches are NaN where there is no crossing (J <= J_c).
+        An :class:`~stabilityscope.theory.meanfield.EdgeCurve`; branches are NaN where there is no crossing (J <= J_c).
     """
     y = _as_array(inv_j).ravel()
     act = _resolve_activation(activation)
@@ -658,7 +658,7 @@ def phase_code(
     max_iter: int = 200,
     n_panels: int = 12,
 ) -> np.ndarray:
-    """Phase of each cell as an index into :data:`PHASES` (-1 where undefined, e.g. NaN input).
+    """Phase of each cell as an index into ``PHASES`` (-1 where undefined, e.g. NaN input).
 
     Rules, applied in order to the solved order parameters (all cells at once):
 
@@ -699,7 +699,7 @@ def phase_code(
 def phase_label(
     j0_over_j: ArrayLike, inv_j: ArrayLike, activation: Activation = "tanh", **kwargs
 ) -> np.ndarray:
-    """Phase names ("P", "F", "SG", "P2"; "?" if undefined) for each cell; see :func:`phase_code`."""
+    """Phase names ("P", "F", "SG", "P2"; "?" if undefined) for each cell; see :func:`.phase_code`."""
     code = phase_code(j0_over_j, inv_j, activation, **kwargs)  # kwargs: tol, max_iter, n_panels
     names = np.array(PHASES + ("?",))
     return names[np.where(code < 0, len(PHASES), code)]
