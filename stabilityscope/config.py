@@ -44,6 +44,12 @@ class Activation(str, Enum):
 class OptimName(str, Enum):
     sgd = "sgd"
     adam = "adam"
+    adamw = "adamw"  # Adam with decoupled weight decay (Loshchilov & Hutter): w ← w − lr·weight_decay·w
+
+
+class LrSchedule(str, Enum):
+    constant = "constant"  # optim.lr throughout
+    cosine = "cosine"  # linear warm-up over optim.warmup_epochs, then cosine decay to optim.min_lr at the last step
 
 
 class ScheduleKind(str, Enum):
@@ -135,8 +141,11 @@ class OptimConfig:
     name: OptimName = OptimName.sgd
     lr: float = 0.02
     momentum: float = 0.5  # SGD only
-    weight_decay: float = 0.0  # PyTorch convention, weight matrices only; Keras L2 λ = weight_decay / 2
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam only
+    weight_decay: float = 0.0  # PyTorch convention, weight matrices only; Keras L2 λ = weight_decay / 2 (adamw: decoupled)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam and AdamW only
+    schedule: LrSchedule = LrSchedule.constant  # the learning rate over the run, set before every optimiser step
+    warmup_epochs: float = 0.0  # cosine: epochs of linear warm-up from lr/steps_in_warmup to lr
+    min_lr: float = 0.0  # cosine: the learning rate at the last step
 
 
 @dataclass
@@ -155,6 +164,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     seed: int = 0
+    label_smoothing: float = 0.0  # of the training loss (classification); test and train metrics stay plain cross-entropy
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
     keep_states: int = 2  # resumable states kept on disk (the newest ones)
@@ -189,6 +199,16 @@ class AnalysisConfig:
     eigen: bool = True  # spectral radius / norm / complex fraction (eigendecomposition)
     chains: bool = True  # iterate MLP blocks d → h → d as maps (M1–M4, λ_max, attractor)
     map_layer: Optional[str] = None  # iterate the whole model input → this module (null: the model's own, if any)
+    # Depth-wise readings of residual and normalised networks (stabilityscope.dynamics.depthwise): per trunk
+    # block the scale-free gains of its Jacobian at real test inputs, and the trunk's depth Lyapunov exponents.
+    depthwise: bool = False
+    trunk: Optional[str] = None  # the trunk's blocks: a regex on module names (null: found by structure)
+    depth_inputs: int = 8  # test inputs the depth-wise readings are taken at
+    depth_probes: int = 16  # random directions per input for a block's RMS gain (exact below 257 entries)
+    depth_vectors: int = 8  # directions propagated through depth for the depth Lyapunov exponents
+    block_maps: bool = False  # also iterate each trunk block as a map (M1–M4, λ_max, attractor; traps labelled)
+    block_map_inputs: int = 4  # start states of the block maps (the blocks' real inputs on the first test inputs)
+    block_map_steps: int = 100  # T of the block maps (a block costs ~N/d times a chain per step)
     describe: bool = False  # print the dissection table (analysis=describe) and exit without training
     inspect: bool = False  # print the one-shot inspection table (analysis=inspect) and exit without training
     geometry: bool = False  # decision-region geometry of FC layers with flat inputs (FC-geometry, ours)
@@ -354,6 +374,9 @@ def validate(cfg: Config) -> None:
              "optim.lr", c.optim.lr, "the learning rate must be a positive finite number")
     _require(0 <= c.optim.momentum < 1, "optim.momentum", c.optim.momentum, "momentum must lie in [0, 1)")
     _require(c.optim.weight_decay >= 0, "optim.weight_decay", c.optim.weight_decay, "weight decay must be >= 0")
+    _require(c.optim.warmup_epochs >= 0, "optim.warmup_epochs", c.optim.warmup_epochs, "must be >= 0")
+    _require(0 <= c.optim.min_lr <= c.optim.lr, "optim.min_lr", c.optim.min_lr, "must lie in [0, optim.lr]")
+    _require(0 <= c.train.label_smoothing < 1, "train.label_smoothing", c.train.label_smoothing, "must lie in [0, 1)")
     _require(c.model.width >= 1, "model.width", c.model.width, "the hidden width must be a positive integer")
     _require(c.model.depth >= 1, "model.depth", c.model.depth, "the number of hidden layers must be a positive integer")
     _require(c.model.mars.widen_scale >= 0, "model.mars.widen_scale", c.model.mars.widen_scale,
@@ -385,6 +408,10 @@ def validate(cfg: Config) -> None:
         _require(v is None or v >= 1, f"dataset.{key}", v, "a subset size must be a positive integer (or null for all)")
     _require(c.analysis.n_inputs >= 1, "analysis.n_inputs", c.analysis.n_inputs, "must be a positive integer")
     _require(c.analysis.steps >= 2, "analysis.steps", c.analysis.steps, "the map needs at least 2 steps")
+    for key in ("depth_inputs", "depth_probes", "depth_vectors", "block_map_inputs"):
+        _require(getattr(c.analysis, key) >= 1, f"analysis.{key}", getattr(c.analysis, key), "must be a positive integer")
+    _require(c.analysis.block_map_steps >= 2, "analysis.block_map_steps", c.analysis.block_map_steps,
+             "the map needs at least 2 steps")
     _require(c.analysis.spectrum_k >= 0, "analysis.spectrum_k", c.analysis.spectrum_k, "must be >= 0 (0 = off)")
     _require(c.analysis.spectrum_inputs >= 1, "analysis.spectrum_inputs", c.analysis.spectrum_inputs,
              "must be a positive integer")

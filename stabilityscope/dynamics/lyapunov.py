@@ -34,7 +34,8 @@ from torch import Tensor
 from stabilityscope.dynamics.maps import IteratedMap
 from stabilityscope.errors import ConfigError
 
-ATTRACTORS = ("fixed_point", "periodic", "quasi_periodic", "chaotic", "divergent")
+# "near_identity" is assigned only to residual maps x + f(x) (trunk blocks) by :func:`near_identity`.
+ATTRACTORS = ("fixed_point", "periodic", "quasi_periodic", "chaotic", "divergent", "drifting", "near_identity")
 STOP_REASONS = ("completed", "diverged", "collapsed", "converged")
 
 DIVERGENCE_NORM = 1e10  # mean state norm above which a map is stopped as diverged (EOC-optimality)
@@ -47,6 +48,16 @@ PERIOD_RTOL = 1e-3  # x_{t+L} ≈ x_t means ||x_{t+L} − x_t|| ≤ PERIOD_ATOL 
 # 0.44·||x_t|| fell under the floor a few steps before ||x_{t+1} − x_t|| = 1.75·||x_t|| did.
 PERIOD_ATOL = COLLAPSE_NORM
 MAX_PERIOD = 32  # longest cycle searched for; the orbit tail holds 2·MAX_PERIOD states
+# An orbit "drifts" (escapes slowly; never chaos, never the edge) when along its tail the norm rises at
+# >= DRIFT_MONOTONE of the steps, by >= DRIFT_GROWTH overall, at steps that do not shrink (the last step
+# >= half the first). A residual map x + f(x) with a bounded branch does this: |x| grows ~linearly and
+# its Jacobian I + ∂f tends to the identity, so s → 1 and λ_max → 0 whatever the weights.
+DRIFT_MONOTONE = 0.9
+DRIFT_GROWTH = 0.05
+# A residual map x + f(x) whose steps along the orbit's tail stay below this fraction of the state (and do
+# not shrink towards a fixed point) is an Euler step of the flow dx/dt = f(x): s − 1 and λ_max are O(‖∂f‖)
+# there by construction (near_identity).
+NEAR_IDENTITY_STEP = 0.05
 QR_METHODS = ("auto", "cholesky", "householder")  # re-orthonormalisation of lyapunov_spectrum
 CHOLESKY_QR_TOL = 0.1  # CholeskyQR2 is accepted when ||R2 − I||_F ≤ this (first pass nearly orthonormal)
 R_MAX = 64  # longest stretch between re-orthonormalisations that reorthonormalize_every="auto" picks
@@ -590,6 +601,12 @@ def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = L
     e_L(t) ≤ atol + rtol·||x_t||, the decision per orbit is::
 
         1. divergent: the last state is non-finite or has norm ≥ 1e10 (or ``divergent`` is set);
+           drifting: not divergent and no period found (step 2), but along the tail the norm rises
+           at >= 90% of the steps and by >= 5% overall at steps that do not shrink (the last step
+           at least half the first): a slow escape, the identity regime of a residual map with a
+           bounded branch (its Jacobian tends to I, so λ_max → 0 and s → 1 there by construction,
+           not because the map sits at an edge); an orbit creeping to a point too slowly to tell
+           within T steps reads so too;
         2. the period is the smallest L ≤ max_period for which the orbit
            a. has reached an L-cycle: e_L within tolerance over the whole tail (any λ_max), or
            b. is contracting onto one (λ_max < −tol only): e_L decays along the tail at least at
@@ -659,9 +676,56 @@ def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = L
     codes = torch.where(lam > tol, ATTRACTORS.index("chaotic"), codes)
     codes = torch.where(period >= 2, ATTRACTORS.index("periodic"), codes)
     codes = torch.where(period == 1, ATTRACTORS.index("fixed_point"), codes)
+    codes = torch.where(_drifting(orbit_tail, norms) & (period == 0), ATTRACTORS.index("drifting"), codes)
     codes = torch.where(div, ATTRACTORS.index("divergent"), codes)
     period = torch.where(div, 0, period)
     return codes, period
+
+
+def relative_step(orbit_tail: Tensor) -> tuple[Tensor, Tensor]:
+    """Median ‖x_{t+1} − x_t‖ / ‖x_t‖ along each orbit's tail, and whether the steps shrink (the last below
+    half the first: the orbit settles), each (..., B); NaN padding in front is skipped."""
+    step = (orbit_tail[..., 1:, :] - orbit_tail[..., :-1, :]).norm(dim=-1)  # (..., B, n − 1)
+    rel = step / orbit_tail[..., :-1, :].norm(dim=-1)
+    valid = torch.isfinite(rel)
+    median = torch.where(valid, rel, torch.nan).nanmedian(-1).values
+    first = (~valid).sum(-1).clamp_max(step.shape[-1] - 1)
+    s_first = step.gather(-1, first.unsqueeze(-1))[..., 0]
+    return median, step[..., -1] < 0.5 * s_first
+
+
+def near_identity(orbit_tail: Tensor, codes: Tensor, tol: float = NEAR_IDENTITY_STEP) -> Tensor:
+    """Attractor codes of a *residual* map x + f(x) with its identity regime labelled ``near_identity``.
+
+    Where the orbit's steps stay below ``tol`` of the state along its tail and do not shrink, the map
+    acts as one Euler step of the flow dx/dt = f(x): its Jacobian is I + ∂f, so s ≈ 1 and λ_max ≈ 0
+    whatever the weights, and the class that :func:`classify_attractor` gave (a "fixed point" within its
+    tolerance, a torus, weak chaos) says nothing about an edge. Divergent and drifting orbits keep
+    their labels. Only for residual maps: a plain map creeping to a fixed point near the edge moves
+    slowly too, and is correctly a fixed point or a torus.
+
+    Args:
+        orbit_tail: (..., B, n, N) as :class:`MapMeasures` keeps it.
+        codes: (..., B) indices into ATTRACTORS.
+        tol: the relative step below which the map counts as near the identity.
+    """
+    median, shrinking = relative_step(orbit_tail)
+    keep = (codes == ATTRACTORS.index("divergent")) | (codes == ATTRACTORS.index("drifting"))
+    hit = (median < tol) & ~shrinking & ~keep
+    return torch.where(hit.to(codes.device), ATTRACTORS.index("near_identity"), codes)
+
+
+def _drifting(orbit_tail: Tensor, norms: Tensor) -> Tensor:
+    """The drift test of :func:`classify_attractor` (step 1), (..., B) bool; NaN padding in front is skipped."""
+    valid = torch.isfinite(norms)  # (..., B, n)
+    rises = (norms[..., 1:] > norms[..., :-1]) & valid[..., :-1] & valid[..., 1:]
+    n_steps = (valid[..., :-1] & valid[..., 1:]).sum(-1)
+    first = (~valid).sum(-1).clamp_max(norms.shape[-1] - 1)  # index of the first valid state
+    r_first = norms.gather(-1, first.unsqueeze(-1))[..., 0]
+    step = (orbit_tail[..., 1:, :] - orbit_tail[..., :-1, :]).norm(dim=-1)  # (..., B, n − 1)
+    s_first = step.gather(-1, first.clamp_max(step.shape[-1] - 1).unsqueeze(-1))[..., 0]
+    return ((n_steps >= 8) & (rises.sum(-1) >= DRIFT_MONOTONE * n_steps)
+            & (norms[..., -1] >= (1 + DRIFT_GROWTH) * r_first) & (step[..., -1] >= 0.5 * s_first))
 
 
 def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: int = 500,

@@ -35,11 +35,14 @@ from torch import nn
 from stabilityscope.config import AnalysisConfig, ModelConfig, as_options
 from stabilityscope.dynamics.submodel import prefix_map
 from stabilityscope.errors import ConfigError
+from stabilityscope.models.trunk import find_trunk, trunk_shapes
 
 ROLES = ("head", "mlp_in", "mlp_hidden", "mlp_out", "attn_q", "attn_k", "attn_v", "attn_out", "attn",
-         "mlp_block", "model_map", "hidden")
-KINDS = ("linear", "qkv_view", "conv1x1", "chain", "model_map")
-MAP_KINDS = ("chain", "model_map")  # records whose iterated map is a module, not one weight matrix
+         "mlp_block", "model_map", "hidden", "block", "depth")
+KINDS = ("linear", "qkv_view", "conv1x1", "chain", "model_map", "block", "depth")
+# Records measured as a module, not one weight matrix: chains and model maps (iterated), trunk blocks (the
+# depth-wise readings, iterated too with analysis.block_maps) and the trunk as a whole (its depth exponents).
+MAP_KINDS = ("chain", "model_map", "block", "depth")
 
 # The classifier of each torchvision classification family (the last FC inside when a container).
 TORCHVISION_HEADS = {
@@ -86,7 +89,8 @@ class LayerRecord:
     param: str = ""  # qualified weight parameter; "" means f"{name}.weight"
     rows: Optional[tuple[int, int]] = None  # a view's rows of that parameter
     bias_param: str = ""  # qualified bias parameter ("" when there is none)
-    input_shape: tuple[int, ...] = ()  # chains and model maps: the shape of one state
+    input_shape: tuple[int, ...] = ()  # chains, model maps and trunk blocks: the shape of one state
+    span: tuple[str, ...] = ()  # trunk blocks: the modules applied in turn (one, or a Linear and its activation)
 
     @property
     def square(self) -> bool:
@@ -98,7 +102,7 @@ class LayerRecord:
 
     @property
     def is_map(self) -> bool:
-        """A chain or model map: measured only as an iterated module, it has no phase coordinates."""
+        """A chain, model map, trunk block or the trunk: measured as a module, it has no phase coordinates."""
         return self.kind in MAP_KINDS
 
     @property
@@ -428,6 +432,23 @@ def model_map_record(model: nn.Module, layer: str, input_shape: tuple[int, ...])
                        tuple(input_shape))
 
 
+def trunk_records(model: nn.Module, analysis: AnalysisConfig, input_shape: tuple[int, ...]) -> list[LayerRecord]:
+    """The trunk's blocks (kind ``block``, named ``block:<first module>``) and the trunk as a whole (kind
+    ``depth``, ``depth:trunk``) for the depth-wise readings (:mod:`stabilityscope.dynamics.depthwise`).
+    A block's fan-in and fan-out are the entries of one input's state before and after it."""
+    p = next(model.parameters(), None)
+    example = torch.zeros(1, *input_shape, device=p.device if p is not None else None,
+                          dtype=p.dtype if p is not None and p.is_floating_point() else None)
+    spans = find_trunk(model, analysis.trunk, example)
+    shapes = trunk_shapes(model, spans, example)
+    records = [LayerRecord(f"block:{span[0]}", math.prod(s_out), math.prod(s_in), "block", None, False, "block",
+                           span[0], "", None, "", s_in, tuple(span)) for span, (s_in, s_out) in zip(spans, shapes)]
+    first = records[0]
+    records.append(LayerRecord("depth:trunk", records[-1].fan_out, first.fan_in, "depth", None, False, "depth",
+                               first.module, "", None, "", first.input_shape, ()))
+    return records
+
+
 def tracked_records(model: nn.Module, model_cfg: Optional[ModelConfig], analysis: Optional[AnalysisConfig],
                     input_shape: Optional[tuple[int, ...]]) -> list[LayerRecord]:
     """What a run records: the FC maps selected by ``analysis.layers`` (1×1 convs when
@@ -456,6 +477,8 @@ def tracked_records(model: nn.Module, model_cfg: Optional[ModelConfig], analysis
                           f"{'' if model_cfg.conv1x1 else ' (off: set model.conv1x1=true / ModelConfig(conv1x1=True))'}"
                           f" among its {sum(1 for _ in model.modules())} modules.")
     chosen = select_layers(records, analysis.layers)
+    if analysis.depthwise and input_shape is not None:
+        chosen += trunk_records(model, analysis, tuple(input_shape))
     layer = analysis.map_layer or getattr(model, "map_layer", None)
     if layer and analysis.maps and input_shape is not None:
         chosen.append(model_map_record(model, layer, tuple(input_shape)))

@@ -45,6 +45,7 @@ class EocMLP(nn.Module):
     """EOC-optimality's MLP 784-784-100-784-classes; its iterated map is input → ``act3``."""
 
     map_layer = "act3"  # the module whose output closes the map (same width as the input)
+    trunk = (("fc1", "act1"), ("fc2", "act2"), ("fc3", "act3"))  # the map's layers, for the depth-wise readings
 
     def __init__(self, in_features: int = 784, num_classes: int = 10, activation: str = "relu",
                  widths: tuple[int, int, int] = (784, 100, 784)) -> None:
@@ -69,6 +70,8 @@ class EocCNN(nn.Module):
     """EOC-optimality's CIFAR-10 CNN with 5 convolutions; its iterated map is input → ``act5``."""
 
     map_layer = "act5"
+    trunk = (("conv1", "act1"), ("conv2", "act2", "pool1"), ("conv3", "act3"), ("conv4", "act4", "pool2"),
+             ("depth_to_space", "conv5", "act5"))  # the map's layers, for the depth-wise readings
 
     def __init__(self, input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
                  activation: str = "relu") -> None:

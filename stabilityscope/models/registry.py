@@ -29,6 +29,7 @@ from torch import nn
 from stabilityscope.config import ModelConfig, as_options, value_of
 from stabilityscope.errors import ConfigError
 from stabilityscope.models.eoc_models import build_eoc_cnn, build_eoc_mlp
+from stabilityscope.models.mixers import build_mixer_cifar, build_resmlp_cifar
 from stabilityscope.models.sgd_cnn import build_sgd_cnn
 from stabilityscope.models.vision import build_library_model, check_forward, on_meta
 
@@ -37,6 +38,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 class FashionFC(nn.Module):
     """The canonical 784-width(φ)-classes network (EOC-training)."""
+
+    trunk = (("hidden", "act"),)  # its one block for the depth-wise readings
 
     def __init__(self, in_features: int, width: int, num_classes: int, activation: str = "tanh",
                  init_J: float = 0.5, init_J0: float = 0.0) -> None:
@@ -129,7 +132,8 @@ def _tabular_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: in
 
 
 MODELS: dict[str, ModelBuilder] = {"fmnist_fc": _fmnist_fc, "eoc_mlp": build_eoc_mlp, "eoc_cnn": build_eoc_cnn,
-                                   "toy_mlp": _toy_mlp, "sgd_cnn": build_sgd_cnn, "tabular_mlp": _tabular_mlp}
+                                   "toy_mlp": _toy_mlp, "sgd_cnn": build_sgd_cnn, "tabular_mlp": _tabular_mlp,
+                                   "mixer_cifar": build_mixer_cifar, "resmlp_cifar": build_resmlp_cifar}
 FAMILIES = ("builtin", "timm", "torchvision")
 
 

@@ -37,6 +37,7 @@ N > 1024 uses an unbiased random-probe estimate of ||∂F||_F (see
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from typing import Any, Mapping, Optional
 
@@ -46,8 +47,11 @@ import torch.nn.functional as F_
 from torch import nn
 
 from stabilityscope.config import AnalysisConfig, as_options
+from stabilityscope.dynamics.depthwise import (block_readings, depth_lyapunov, span_module, trunk_states,
+                                               unfused_attention)
 from stabilityscope.dynamics.geometry import GEOMETRY_STATS, layer_geometry
-from stabilityscope.dynamics.lyapunov import ATTRACTORS, STOP_REASONS, MapMeasures, lyapunov_spectrum, map_measures
+from stabilityscope.dynamics.lyapunov import (ATTRACTORS, STOP_REASONS, MapMeasures, lyapunov_spectrum, map_measures,
+                                              near_identity, relative_step)
 from stabilityscope.dynamics.maps import IteratedMap, LayerMap
 from stabilityscope.dynamics.module_maps import ProbedModuleMap
 from stabilityscope.dynamics.submodel import ModelPrefix
@@ -63,6 +67,13 @@ STRUCTURE_STATS = ("mean_part_norm", "random_part_norm", "mean_to_random_ratio",
                    "mean_map_oscillates", "sym_norm", "antisym_norm", "antisym_ratio", "step_displacement",
                    "increment_cosine")
 EIGEN_STATS = ("spectral_radius", "spectral_norm", "complex_fraction")
+# Depth-wise readings of a trunk block (stabilityscope.dynamics.depthwise), means over the probe inputs;
+# gain_rms_std is their spread over inputs, gain_rms_stderr the random-probe error of the mean.
+BLOCK_STATS = ("gain_rms", "gain_rms_std", "gain_rms_stderr", "gain_top", "raw_rms", "branch_ratio", "stream_ratio")
+DEPTH_STATS = ("depth_lambda_max", "depth_lambda_max_std")  # the trunk's top depth exponent: mean, spread
+# The model map's scale-free gain at its start states and at the orbit's end (analysis.depthwise): where the
+# depth-wise reading and EOC-optimality's s are compared.
+MODEL_MAP_GAINS = ("gain_rms_input", "gain_rms_attractor")
 POINCARE_STARTS = 8  # start states whose Poincaré points (M5) are stored
 
 
@@ -99,9 +110,12 @@ def _map_phi(name: str):  # noqa: ANN202 (a name or a callable, as LayerMap take
 
 
 def module_map_for(model: nn.Module, record: LayerRecord) -> IteratedMap:
-    """The iterated map of a chain (its block) or a model map (the model up to ``record.module``)."""
+    """The iterated map of a chain (its block), a model map (the model up to ``record.module``) or a trunk
+    block (its span)."""
     if record.kind == "model_map":  # shapes were checked when the record was made (model_map_record)
         return ProbedModuleMap(ModelPrefix(model, record.module), record.input_shape)
+    if record.kind == "block":
+        return ProbedModuleMap(span_module(model, record.span), record.input_shape)
     return ProbedModuleMap(model.get_submodule(record.module), record.input_shape)
 
 
@@ -165,6 +179,8 @@ class LayerTracker:
             return False
         if r.kind == "chain":
             return self.analysis.chains
+        if r.kind in ("block", "depth"):  # a block is iterated only on request; the trunk never is
+            return r.kind == "block" and self.analysis.block_maps and r.fan_in == r.fan_out
         return r.square or r.is_map
 
     def stat_specs(self, r: LayerRecord) -> list[StatSpec]:
@@ -174,13 +190,24 @@ class LayerTracker:
             specs += [StatSpec("J"), StatSpec("J0"), StatSpec("weight_distance")]
             if a.meanfield:
                 specs += [StatSpec("chi"), StatSpec("edge_distance"), StatSpec("phase", PHASES)]
+        if r.kind == "block":
+            specs += [StatSpec(s) for s in BLOCK_STATS]
+        if r.kind == "depth":
+            specs += [StatSpec(s) for s in DEPTH_STATS]
+            specs += [StatSpec("depth_exponents", shape=(self._depth_k(),))]
         if self._maps_on(r):
-            n_t = a.steps - a.steps // 2
+            steps = self._steps(r)
+            n_t = steps - steps // 2
+            starts = a.block_map_inputs if r.kind == "block" else a.n_inputs
             specs += [StatSpec(s) for s in MAP_STATS] + [StatSpec("attractor", ATTRACTORS)]
             specs += [StatSpec("map_stop", STOP_REASONS)]  # why the orbit ended: a diverging map says so
-            specs += [StatSpec("poincare", shape=(min(POINCARE_STARTS, a.n_inputs), n_t, 2), dtype="f4")]
-            if a.spectrum_k:
+            specs += [StatSpec("poincare", shape=(min(POINCARE_STARTS, starts), n_t, 2), dtype="f4")]
+            if r.kind == "block":
+                specs += [StatSpec("map_relative_step")]  # median ‖x_{t+1} − x_t‖/‖x_t‖ on the orbits' tails
+            if a.spectrum_k and r.kind != "block":
                 specs += [StatSpec("lyapunov_spectrum", shape=(min(a.spectrum_k, r.fan_in),))]
+            if r.kind == "model_map" and a.depthwise:
+                specs += [StatSpec(s) for s in MODEL_MAP_GAINS]
         if r.is_map:
             return specs
         if a.weight_structure:
@@ -201,6 +228,8 @@ class LayerTracker:
                      "map_activation": map_activation(r) if (r.square or r.is_map) else ""}
             if r.is_map:
                 attrs["input_shape"] = list(r.input_shape)
+            if r.span:
+                attrs["span"] = list(r.span)
             out[name] = LayerSpec(attrs, self.stat_specs(r), r.shape if store_weights and not r.is_map else None)
         return out
 
@@ -261,10 +290,11 @@ class LayerTracker:
             self._meanfield(out)
         if self.analysis.geometry:
             self._geometry(model, weights, out)
+        states = self._depthwise(model, out)
         map_layers = [n for n, r in self.records.items() if self._maps_on(r)]
         if not map_layers:
             return out
-        owners = [self.records[n].owner for n in map_layers if self.records[n].kind != "model_map"]
+        owners = [self.records[n].owner for n in map_layers if self.records[n].kind not in ("model_map", "block")]
         inputs = self._layer_inputs(model, owners) if owners else {}
         n_in = self.probe_inputs.shape[0]
         x0: dict[str, Optional[torch.Tensor]] = {}
@@ -272,6 +302,8 @@ class LayerTracker:
             r = self.records[n]
             if r.kind == "model_map":
                 x0[n] = self.probe_inputs.flatten(1)
+            elif r.kind == "block":  # the block's real inputs along the forward pass
+                x0[n] = states[n][: self.analysis.block_map_inputs].flatten(1) if n in states else None
             else:
                 x = inputs.get(r.owner)
                 x0[n] = None if x is None else select_positions(x, n_in, r.fan_in)
@@ -282,12 +314,72 @@ class LayerTracker:
         for names in self._groups(lambda r: (r.shape, map_activation(r)), only=square):
             self._layer_maps(names, weights, model, x0, out)
         for n in map_layers:
-            if self.records[n].is_map and x0[n] is not None:
-                F = module_map_for(model, self.records[n])
-                mm = map_measures(F, x0[n], steps=self.analysis.steps, seed=0)
-                out[n].update(self._map_stats(mm, x0[n].shape[0], None))
-                self._spectrum(F, x0[n], [n], out)
+            r = self.records[n]
+            if r.is_map and x0[n] is not None:
+                F = module_map_for(model, r)
+                with unfused_attention(model):  # forward-mode derivatives through timm attention
+                    mm = map_measures(F, x0[n], steps=self._steps(r), seed=0)
+                if r.kind == "block":  # a residual map: its identity regime is named, never an edge
+                    mm = dataclasses.replace(mm, attractor=near_identity(mm.orbit_tail, mm.attractor))
+                    out[n]["map_relative_step"] = float(relative_step(mm.orbit_tail)[0].nanmedian())
+                out[n].update(self._map_stats(mm, x0[n].shape[0], None, self._steps(r)))
+                if r.kind != "block":
+                    self._spectrum(F, x0[n], [n], out)
+                if r.kind == "model_map" and self.analysis.depthwise:
+                    self._model_map_gains(F, x0[n], mm, out[n])
         return out
+
+    def _steps(self, r: LayerRecord) -> int:
+        """T of a record's iterated map: analysis.block_map_steps for trunk blocks, else analysis.steps."""
+        return self.analysis.block_map_steps if r.kind == "block" else self.analysis.steps
+
+    def _depthwise(self, model: nn.Module, out: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """The trunk's depth-wise readings (analysis.depthwise); returns each block's captured inputs."""
+        blocks = [r for r in self.records.values() if r.kind == "block"]
+        if not blocks or self.probe_inputs is None:
+            return {}
+        a = self.analysis
+        x = self.probe_inputs[: a.depth_inputs]
+        states = trunk_states(model, [r.span for r in blocks], self.probe_inputs)  # (B_probe, *S_l) each
+        modules = [span_module(model, r.span) for r in blocks]
+        with unfused_attention(model):
+            for r, m, st in zip(blocks, modules, states):
+                rd = block_readings(m, st[: len(x)], probes=a.depth_probes, seed=0)
+                n = rd.gain_rms.shape[0]
+                out[r.name].update(
+                    gain_rms=float(rd.gain_rms.mean()), gain_rms_std=float(rd.gain_rms.std()) if n > 1 else float("nan"),
+                    gain_rms_stderr=float(rd.gain_rms_stderr.square().sum().sqrt() / n), gain_top=float(rd.gain_top.mean()),
+                    raw_rms=float(rd.raw_rms.mean()), branch_ratio=float(rd.branch_ratio.mean()),
+                    stream_ratio=float(rd.stream_ratio.mean()))
+            for name, r in self.records.items():
+                if r.kind == "depth":
+                    spec = depth_lyapunov(modules, [st[: len(x)] for st in states], k=self._depth_k(), seed=0)
+                    lam = spec.exponents[:, 0]
+                    out[name].update(depth_lambda_max=float(lam.mean()),
+                                     depth_lambda_max_std=float(lam.std()) if len(lam) > 1 else float("nan"),
+                                     depth_exponents=spec.exponents.mean(0).cpu().numpy())
+        return {r.name: st for r, st in zip(blocks, states)}
+
+    def _depth_k(self) -> int:
+        """Directions of the depth Lyapunov exponents: analysis.depth_vectors, capped by the trunk's widths."""
+        widths = [min(r.fan_in, r.fan_out) - 1 for r in self.records.values() if r.kind == "block"]
+        return max(1, min([self.analysis.depth_vectors, *widths]))
+
+    def _model_map_gains(self, F: IteratedMap, x0: torch.Tensor, mm: MapMeasures, row: dict[str, Any]) -> None:
+        """The model map's scale-free gain (the depth-wise reading of the map as one block) at its start
+        states and at the last state of each orbit, beside its s (the docs compare them)."""
+        a = self.analysis
+        shape = self.records[next(n for n, r in self.records.items() if r.kind == "model_map")].input_shape
+        n = min(a.depth_inputs, x0.shape[0])
+        with unfused_attention(F.module):
+            at_input = block_readings(F.module, x0[:n].reshape(n, *shape), probes=a.depth_probes, seed=0)
+            end = mm.orbit_tail[:n, -1]  # (n, N): each orbit's last state
+            ok = torch.isfinite(end).all(-1) & (end.norm(dim=-1) > 0)
+            row["gain_rms_input"] = float(at_input.gain_rms.mean())
+            row["gain_rms_attractor"] = float("nan")
+            if bool(ok.any()):
+                at_end = block_readings(F.module, end[ok].reshape(-1, *shape), probes=a.depth_probes, seed=0)
+                row["gain_rms_attractor"] = float(at_end.gain_rms.mean())
 
     def _geometry(self, model: nn.Module, weights: Mapping[str, torch.Tensor], out: dict[str, dict[str, Any]]) -> None:
         """FC-geometry statistics of every matrix record on the fixed training sample (see the module doc)."""
@@ -334,7 +426,8 @@ class LayerTracker:
             out[n].update(geo.summary())
 
     def _fill_nan(self, name: str, out: dict[str, dict[str, Any]]) -> None:
-        map_names = set(MAP_STATS) | {"attractor", "map_stop", "poincare", "lyapunov_spectrum"}
+        map_names = set(MAP_STATS) | {"attractor", "map_stop", "poincare", "lyapunov_spectrum", "map_relative_step",
+                                      *MODEL_MAP_GAINS}
         for spec in self.stat_specs(self.records[name]):
             if spec.name in map_names:
                 out[name][spec.name] = -1 if spec.labels else (np.full(spec.shape, np.nan) if spec.shape else float("nan"))
@@ -375,14 +468,15 @@ class LayerTracker:
             for i, n in enumerate(names):
                 out[n].update(chi=float(chi[i]), edge_distance=float(dist[i]), phase=int(codes[i]))
 
-    def _map_stats(self, mm: MapMeasures, n_states: int, i: Optional[int]) -> dict[str, Any]:
-        """The trace's map statistics of map ``i`` of a stack (None: a single map)."""
-        a = self.analysis
+    def _map_stats(self, mm: MapMeasures, n_states: int, i: Optional[int], steps: Optional[int] = None) -> dict[str, Any]:
+        """The trace's map statistics of map ``i`` of a stack (None: a single map) run for ``steps`` (default
+        analysis.steps)."""
+        steps = steps or self.analysis.steps
         pick = (lambda t: t[i]) if i is not None else (lambda t: t)  # noqa: E731
         codes = pick(mm.attractor)  # (B,)
         attractor = _majority(codes)  # the class most start states reach
         n_p = min(POINCARE_STARTS, n_states)
-        n_t = a.steps - a.steps // 2
+        n_t = steps - steps // 2
         pts = pick(mm.poincare)[:n_p, :n_t].float().cpu().numpy()  # (n_p, ≤ n_t, 2)
         p = np.full((n_p, n_t, 2), np.nan, np.float32)
         p[:, : pts.shape[1]] = pts

@@ -36,6 +36,8 @@ def stacked_step_obstacle(cfg: Config) -> Optional[str]:
          f"dataset {cfg.dataset.name} is a regression table (MSE loss; the step is cross-entropy's)"),
         (value_of(cfg.optim.name) == "sgd", f"optim.name={value_of(cfg.optim.name)}"),
         (not cfg.dataset.augment, "dataset.augment=true"),
+        (value_of(cfg.optim.schedule) == "constant", f"optim.schedule={value_of(cfg.optim.schedule)}"),
+        (not cfg.train.label_smoothing, f"train.label_smoothing={cfg.train.label_smoothing}"),
     )
     for ok, reason in checks:
         if not ok:

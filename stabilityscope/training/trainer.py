@@ -92,7 +92,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD(+momentum) or Adam; weight decay (PyTorch convention = 2 × Keras λ) on weight matrices only."""
+    """SGD(+momentum), Adam or AdamW; weight decay (PyTorch convention = 2 × Keras λ; AdamW's decoupled) on
+    weight matrices only, never on biases or norm scales (timm's default grouping)."""
     cfg = as_options(cfg, OptimConfig, "optim")
     decayed = [p for p in model.parameters() if p.ndim >= 2]
     plain = [p for p in model.parameters() if p.ndim < 2]
@@ -102,7 +103,32 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-    raise ConfigError(f"Unknown optim.name={name!r}; allowed: sgd, adam.")
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    raise ConfigError(f"Unknown optim.name={name!r}; allowed: sgd, adam, adamw.")
+
+
+def learning_rate_schedule(cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> Optional[Callable[[int], float]]:
+    """The learning rate before optimiser step s (0-based) of the run, or None for a constant rate.
+
+    ``cosine``: linear warm-up over the first w = round(warmup_epochs · steps_per_epoch) steps,
+    lr·(s + 1)/w, then lr_min + ½(lr − lr_min)(1 + cos(π·(s − w)/(T − w − 1))) down to lr_min at the
+    last step T − 1 (SGDR without restarts, Loshchilov & Hutter 2017, as timm's cosine scheduler by
+    step). A function of the global step alone, so a resumed run continues on the same curve.
+    """
+    cfg = as_options(cfg, OptimConfig, "optim")
+    if value_of(cfg.schedule) == "constant":
+        return None
+    warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
+    span = max(total_steps - warm - 1, 1)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return cfg.lr * (step + 1) / warm
+        progress = min(max(step - warm, 0) / span, 1.0)
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+    return lr_at
 
 
 @torch.no_grad()
@@ -160,25 +186,35 @@ def checkpoint_metrics(model: nn.Module, data: InMemoryData,
     return dict(zip(METRICS, (train_loss, train_acc, test_loss, test_acc))), predicted
 
 
-def loss_function(data: InMemoryData) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training loss of ``data.task``: softmax cross-entropy (classes) or mean squared error (regression)."""
-    return F.mse_loss if data.task == "regression" else F.cross_entropy
+def loss_function(data: InMemoryData, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of ``data.task``: softmax cross-entropy (classes, with ``label_smoothing``) or mean
+    squared error (regression)."""
+    if data.task == "regression":
+        return F.mse_loss
+    return functools.partial(F.cross_entropy, label_smoothing=label_smoothing) if label_smoothing else F.cross_entropy
 
 
 def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                 batch_size: int, perm: torch.Tensor, first: int, stop: int,
                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy) -> torch.Tensor:
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+                lr_at: Optional[Callable[[int], float]] = None, step0: int = 0) -> torch.Tensor:
     """Batches ``first`` .. ``stop`` − 1 of one epoch's permutation ``perm`` (n,); returns the summed batch
     loss (a 0-d tensor, not synced).
 
     ``augment`` (e.g. :func:`~stabilityscope.training.data.augment_batch`) transforms each batch on the device;
-    ``loss_fn``: cross-entropy on class labels, or ``F.mse_loss`` on regression targets (:func:`loss_function`).
+    ``loss_fn``: cross-entropy on class labels, or ``F.mse_loss`` on regression targets (:func:`loss_function`);
+    ``lr_at`` (:func:`learning_rate_schedule`) sets the learning rate before each step from its global
+    index, ``step0`` + batch index (``step0``: the run's step at batch 0 of this epoch).
     """
     model.train()
     total = torch.zeros((), device=x.device)
     for b in range(first, stop):
         raise_if_stop_requested()  # a signal's stop that Python could not raise where it arrived
+        if lr_at is not None:
+            lr = lr_at(step0 + b)
+            for group in opt.param_groups:
+                group["lr"] = lr
         idx = perm[b * batch_size:(b + 1) * batch_size]
         xb = x[idx] if augment is None else augment(x[idx])
         loss = loss_fn(model(xb), y[idx])
@@ -448,7 +484,7 @@ class Run:
         self.data = data.to(self.device)
         self.model = build_model(cfg.model, data.input_shape, data.num_classes).to(self.device)
         self.task = data.task  # classification (cross-entropy, accuracy) or regression (MSE, R²)
-        self.loss_fn = loss_function(data)
+        self.loss_fn = loss_function(data, cfg.train.label_smoothing)
         self.unit = value_of(cfg.train.checkpoints.unit)  # names the state files: epoch_*.pt or step_*.pt
         self.init_seconds, init_attrs = 0.0, {}
         resumable = (self.run_dir / "trace.h5").exists() and saved_state_keys(self.run_dir, self.unit)
@@ -494,6 +530,7 @@ class Run:
         self.tracker = self.recorder.tracker
         self.steps_per_epoch = steps_per_epoch(len(data.x_train), cfg.train.batch_size)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        self.lr_at = learning_rate_schedule(cfg.optim, self.total_steps, self.steps_per_epoch)
         # the global optimiser step of every checkpoint (an epoch schedule's are multiples of steps_per_epoch)
         self.checkpoint_steps = checkpoint_steps(cfg.train.checkpoints, cfg.train.epochs, len(data.x_train),
                                                  cfg.train.batch_size)
@@ -645,7 +682,8 @@ class Run:
             progress.chunk_start_at(step)
             if stack is None:
                 loss_sum += train_steps(self.model, self.opt, d.x_train, d.y_train, batch, perm, offset,
-                                        stop - epoch * per_epoch, self.augment, self.loss_fn)
+                                        stop - epoch * per_epoch, self.augment, self.loss_fn, self.lr_at,
+                                        epoch * per_epoch)
             else:
                 loss_sum += stacked_steps(stack, self._flat_x, d.y_train, batch, perm, offset, stop - epoch * per_epoch)
             step = stop
