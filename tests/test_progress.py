@@ -139,3 +139,19 @@ def test_a_run_without_a_terminal_logs_its_phase_speed_and_estimate(tmp_path, da
                      r"epoch ETA [\d.]+ s, run ETA [\d.]+ s", text), text[-3000:]
     assert text.count("estimated total time on this machine") == 1
     assert re.search(r"run epoch 2/2: [\d.e+-]+ s/epoch, test_loss [\d.]+", text)
+
+
+def test_a_batched_sweep_without_a_terminal_talks_between_its_checkpoints(tmp_path, data_root):
+    """A batched group logs its phase, speed and remaining time between the checkpoint lines, and its estimate."""
+    from tests.conftest import run_cli
+
+    proc = run_cli("-m", "train.seed=0,1", "train.epochs=2", "dataset.train_subset=2000", "dataset.test_subset=200",
+                   "analysis=economy", "figures=false", "report=false", "train.threads=1",
+                   f"checkpoint_root={tmp_path}", cwd=tmp_path,
+                   env={"STABILITYSCOPE_DATA": str(data_root), "STABILITYSCOPE_PROGRESS_INTERVAL": "0"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert re.search(r"batched group of 2 runs training epoch [12]/2: step [\d,]+/126 \(\d+%, [\d,]+ this session\), "
+                     r"[\d.e+]+ steps/s; epoch ETA [\d.]+ s, run ETA", out), out[-3000:]
+    assert out.count("batched group of 2 runs: estimated total time on this machine") == 1
+    assert re.search(r"batched group of 2 runs, epoch 2/2: [\d.]+ s/epoch, 2 checkpointed", out)

@@ -6,7 +6,7 @@ checkpoint measured in a worker thread (``train.overlap_checkpoints``). :class:`
 counts and the clock, and says them:
 
 - without a terminal (a log file, ``nohup``, a SLURM job) a line at least every ``interval`` seconds
-  (30 s by default): phase, steps done, steps per second, the epoch's and the run's remaining time;
+  (30 s by default, or the ``STABILITYSCOPE_PROGRESS_INTERVAL`` environment variable): phase, steps done, steps per second, the epoch's and the run's remaining time;
   besides the one line per checkpoint that reports its numbers;
 - with a terminal, the same numbers on the progress bar;
 - once, after the first steps and the first checkpoint, the run's estimated total time on this machine,
@@ -25,13 +25,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
-INTERVAL = 30.0  # seconds between two lines without a terminal (at most; checkpoints add their own lines)
+# seconds between two lines without a terminal (at most; checkpoints add their own lines)
+INTERVAL = float(os.environ.get("STABILITYSCOPE_PROGRESS_INTERVAL", "30"))
 CHUNK_SECONDS = 5.0  # the training loop comes back to the progress about this often
 ESTIMATE_AFTER = 2.0  # seconds of training (after the first chunk) before the run's total time is estimated
 
