@@ -43,7 +43,7 @@ bench: install
 
 # Dissection coverage: every timm.list_models() name and every torchvision classification model, built
 # on the meta device (no weights) and dissected; prints the figures and the names that do not build,
-# with the reason (about 20 minutes on 2 CPU cores). CI runs the sample in tests/test_coverage.py.
+# with the reason (about 20 minutes on 2 CPU cores). CI runs the sample in tests/models/test_coverage.py.
 coverage: install
 	mkdir -p checkpoints && OMP_NUM_THREADS=1 $(PY) -m stabilityscope.models.coverage --quiet --json checkpoints/coverage.json
 

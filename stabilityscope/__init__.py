@@ -15,10 +15,11 @@ Typical use in a notebook::
     runs = ss.open_traces("checkpoints/multirun/*/*")         # one pandas row per run, config columns
                                                               # (optim.lr, ...) and the key numbers
 
-    from stabilityscope import figures                        # Figure objects, shown inline in Jupyter
-    figures.plot_phase_path(tr)                               # path on the phase diagram; also plot_coupling,
+    from stabilityscope import plots                          # Figure objects, shown inline in Jupyter
+    plots.plot_phase_path(tr)                                 # path on the phase diagram; also plot_coupling,
                                                               # plot_metrics, plot_layer_stability, plot_poincare,
                                                               # plot_eigenvalues, plot_comparison
+    ss.reports.write_report(tr, "out")                        # out/report.md with the figures
 
     records = ss.dissect(model)                               # every FC map of any timm/torchvision/torch model:
     [(r.name, r.shape, r.role, r.square) for r in records]    # ('blocks.0.attn.qkv.q', (192, 192), 'attn_q', True), ...
@@ -63,8 +64,10 @@ Typical use in a notebook::
 
 The implementation lives in sub-packages, lowest first: :mod:`~stabilityscope.theory`,
 :mod:`~stabilityscope.dynamics`, :mod:`~stabilityscope.models`, :mod:`~stabilityscope.recording`,
-:mod:`~stabilityscope.training`, :mod:`~stabilityscope.analysis` and :mod:`~stabilityscope.cli` (the
-Hydra app, ``python -m stabilityscope --help``); each uses only those before it.
+:mod:`~stabilityscope.training`, :mod:`~stabilityscope.integrations`, :mod:`~stabilityscope.analysis`
+(computations), :mod:`~stabilityscope.plots` (figures), :mod:`~stabilityscope.reports` (Markdown reports)
+and :mod:`~stabilityscope.cli` (the Hydra app, ``python -m stabilityscope --help``); each uses only those
+before it.
 """
 from stabilityscope import runtime  # first of all: the OpenMP wait policy must be set before torch loads
 from stabilityscope.analysis.collection import open_traces, varying_config
@@ -90,20 +93,31 @@ from stabilityscope.training.data import load_dataset
 __version__ = "0.1.0"
 
 # Modules reachable as ``ss.<name>`` and ``from stabilityscope import <name>`` (loaded on first use:
-# figures and reports bring in matplotlib). Their home is the sub-package named here.
-_MODULES = {"figures": "analysis", "geometry_figures": "analysis", "report": "analysis", "collection": "analysis", "scaling_figures": "analysis",
-            "scaling": "analysis", "guideline": "analysis", "decay": "analysis", "lyapunov": "dynamics",
-            "maps": "dynamics", "numerical_phase_diagram": "theory", "dissect": "models", "trace": "recording",
-            "tracking": "recording", "information": "theory", "explainability": "analysis", "spline": "models",
-            "spline_init": "models", "init_comparison": "analysis", "calibration": "analysis",
-            "calibration_report": "analysis", "reproduction": "analysis"}
+# plots and reports bring in matplotlib), by their home. ``figures``, ``geometry_figures``,
+# ``scaling_figures``, ``report`` and ``calibration_report`` are the older names of plots and reports.
+_MODULES = {
+    "plots": "stabilityscope.plots", "figures": "stabilityscope.plots",
+    "geometry_figures": "stabilityscope.plots.geometry", "scaling_figures": "stabilityscope.plots.scaling",
+    "reports": "stabilityscope.reports", "report": "stabilityscope.reports.run",
+    "scaling_report": "stabilityscope.reports.scaling", "calibration_report": "stabilityscope.reports.calibration",
+    "collection": "stabilityscope.analysis.collection", "scaling": "stabilityscope.analysis.scaling",
+    "guideline": "stabilityscope.analysis.guideline", "decay": "stabilityscope.analysis.decay",
+    "explainability": "stabilityscope.analysis.explainability",
+    "init_comparison": "stabilityscope.analysis.init_comparison", "calibration": "stabilityscope.analysis.calibration",
+    "reproduction": "stabilityscope.analysis.reproduction", "saved_run": "stabilityscope.analysis.saved_run",
+    "lyapunov": "stabilityscope.dynamics.lyapunov", "maps": "stabilityscope.dynamics.maps",
+    "numerical_phase_diagram": "stabilityscope.theory.numerical_phase_diagram",
+    "information": "stabilityscope.theory.information", "dissect": "stabilityscope.models.dissect",
+    "spline": "stabilityscope.models.spline", "spline_init": "stabilityscope.models.spline_init",
+    "trace": "stabilityscope.recording.trace", "tracking": "stabilityscope.recording.tracking",
+}
 
 
 def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on first use)
     if name in _MODULES:
         import importlib
 
-        module = importlib.import_module(f"stabilityscope.{_MODULES[name]}.{name}")
+        module = importlib.import_module(_MODULES[name])
         globals()[name] = module
         return module
     raise AttributeError(f"module 'stabilityscope' has no attribute {name!r}")

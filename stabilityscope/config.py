@@ -3,8 +3,10 @@
 A notebook builds them directly (``AnalysisConfig(maps=True, n_inputs=16)``); the command line's YAML
 files in ``conf/`` fill the same dataclasses (:mod:`stabilityscope.cli.app` registers :class:`Config`
 with Hydra's ConfigStore), so a misspelt key (``train.epoch=3``) or a wrong type
-(``train.epochs=many``) fails at composition with a message that names the key. Value ranges
-(lr > 0, ...) are checked by :func:`validate`, which raises :class:`~stabilityscope.errors.ConfigError`.
+(``train.epochs=many``) fails at composition with a message that names the key. Every options object
+checks its own values when it is built (``OptimConfig(lr=-1)`` raises
+:class:`~stabilityscope.errors.ConfigError` at once, from Python as from the command line, with the
+same message); :func:`validate` holds the checks that span sections.
 
 Library entry points accept the dataclass, a Hydra ``DictConfig`` of the same schema, or a plain
 mapping, and turn it into the dataclass with :func:`as_options`; this module imports neither Hydra
@@ -17,11 +19,13 @@ regulariser ``λ·Σw²`` (used by EOC-training) has gradient ``2λw``, so ``wei
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
+from typing import Any, ClassVar, Mapping, Optional, Sequence, TypeVar, Union
 
 from stabilityscope.errors import ConfigError
 
@@ -85,19 +89,47 @@ class ModelFamily(str, Enum):
     torchvision = "torchvision"  # any torchvision classification model
 
 
+class CheckedOptions:
+    """Base of the option dataclasses: each checks its own values when it is built.
+
+    On construction (``__post_init__``) every field is checked against its type (an enum field also
+    takes its value as a string: ``ModelConfig(activation="relu")``; a nested options field also takes a
+    mapping), then :meth:`check` checks the value ranges. A bad value raises
+    :class:`~stabilityscope.errors.ConfigError` naming the key as the command line spells it
+    (``optim.lr``), the value and what is allowed: the same paragraph from Python as from the CLI.
+    :func:`as_options` checks an options object again (it may have been changed since it was built).
+    """
+
+    section: ClassVar[str] = ""  # the config path of these options (``optim``), named in errors
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError for the first value out of its range (these options' own values only)."""
+
+
 @dataclass
-class MarsConfig:
+class MarsConfig(CheckedOptions):
     """Degree-1 MARS fit of a spline initialisation (stabilityscope.models.spline.fit_mars)."""
 
+    section: ClassVar[str] = "model.mars"
     max_terms: Optional[int] = None  # forward-pass basis functions with the intercept; null: min(200, max(20, 2d)) + 1
     knots: int = 32  # candidate knots per input: the order statistics at quantile levels i/(knots+1), i = 1..knots
     penalty: float = 2.0  # GCV cost per knot: C(M) = M + penalty·(M − 1)/2 (Friedman's and earth's degree-1 value)
     threshold: float = 1e-3  # forward pass stops when the best candidate raises R² by less than this
     widen_scale: float = 0.1  # model.init=mars: padding units' incoming weights ~ N(0, (widen_scale/√d)²)
 
+    def check(self) -> None:
+        _require(self.widen_scale >= 0, "model.mars.widen_scale", self.widen_scale,
+                 "the padding units' weight scale must be >= 0")
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(CheckedOptions):
+    section: ClassVar[str] = "model"
+
     name: str = "fmnist_fc"  # registry name (builtin) or the library's model name (timm, torchvision)
     family: ModelFamily = ModelFamily.builtin  # where `name` is looked up
     width: int = 784  # builtin fmnist_fc: hidden width; 784 makes the hidden layer square (an iterated map)
@@ -115,11 +147,19 @@ class ModelConfig:
     init: InitKind = InitKind.random  # mars: Spline-FC's initialisation from a MARS fit on the training split
     mars: MarsConfig = field(default_factory=MarsConfig)  # the MARS fit of init=mars
 
-
+    def check(self) -> None:
+        _require(self.width >= 1, "model.width", self.width, "the hidden width must be a positive integer")
+        _require(self.depth >= 1, "model.depth", self.depth, "the number of hidden layers must be a positive integer")
+        for key in ("img_size", "input_size"):
+            v = getattr(self, key)
+            _require(v is None or v >= 1, f"model.{key}", v, "a size must be a positive integer (or null)")
+        _require(self.init_J >= 0, "model.init_J", self.init_J, "the initial coupling J must be >= 0")
 
 
 @dataclass
-class DatasetConfig:
+class DatasetConfig(CheckedOptions):
+    section: ClassVar[str] = "dataset"
+
     name: str = "fashion_mnist"  # registry name (stabilityscope.training.data.DATASETS)
     root: str = "${oc.env:STABILITYSCOPE_DATA,data}"  # folder in torchvision's on-disk layout
     download: bool = False  # fetch with torchvision's downloader (needs internet; writes into root)
@@ -135,9 +175,22 @@ class DatasetConfig:
     # examples); or a list of positive classes, e.g. [0,1,8,9]. Any: OmegaConf takes a string or a list.
     binarize: Any = None
 
+    def check(self) -> None:
+        for key in ("train_subset", "test_subset"):
+            v = getattr(self, key)
+            _require(v is None or v >= 1, f"dataset.{key}", v, "a subset size must be a positive integer (or null for all)")
+        frac = self.subsample_fraction
+        _require(0 < frac <= 1, "dataset.subsample_fraction", frac, "the fraction of training samples kept must lie in (0, 1]")
+        _require(value_of(self.subsample) != "boundary" or self.subsample_reference, "dataset.subsample_reference",
+                 self.subsample_reference, "dataset.subsample=boundary needs a reference model: a run directory, "
+                 "its trace.h5 or a state .pt file of the same model")
+        _check_binarize(self.binarize)
+
 
 @dataclass
-class OptimConfig:
+class OptimConfig(CheckedOptions):
+    section: ClassVar[str] = "optim"
+
     name: OptimName = OptimName.sgd
     lr: float = 0.02
     momentum: float = 0.5  # SGD only
@@ -147,9 +200,19 @@ class OptimConfig:
     warmup_epochs: float = 0.0  # cosine: epochs of linear warm-up from lr/steps_in_warmup to lr
     min_lr: float = 0.0  # cosine: the learning rate at the last step
 
+    def check(self) -> None:
+        _require(self.lr > 0 and self.lr == self.lr and self.lr != float("inf"),
+                 "optim.lr", self.lr, "the learning rate must be a positive finite number")
+        _require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "momentum must lie in [0, 1)")
+        _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "weight decay must be >= 0")
+        _require(self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs, "must be >= 0")
+        _require(0 <= self.min_lr <= self.lr, "optim.min_lr", self.min_lr, "must lie in [0, optim.lr]")
+
 
 @dataclass
-class CheckpointSchedule:
+class CheckpointSchedule(CheckedOptions):
+    section: ClassVar[str] = "train.checkpoints"
+
     unit: CheckpointUnit = CheckpointUnit.epoch  # what `every`, `num` and the lists count: epochs or steps
     kind: ScheduleKind = ScheduleKind.every
     every: int = 1  # kind=every: a checkpoint each `every` epochs (steps)
@@ -158,9 +221,25 @@ class CheckpointSchedule:
     steps: list[int] = field(default_factory=list)  # kind=list, unit=step: these optimiser steps
     # Checkpoint 0 (the initialisation) and the end of training are always included.
 
+    def check(self) -> None:
+        _require(self.every >= 1, "train.checkpoints.every", self.every, "must be a positive integer")
+        _require(self.num >= 1, "train.checkpoints.num", self.num, "must be a positive integer")
+        bad = [e for e in self.epochs if e < 0]
+        _require(not bad, "train.checkpoints.epochs", list(self.epochs), "epochs must be >= 0")
+        bad = [s for s in self.steps if s < 0]
+        _require(not bad, "train.checkpoints.steps", list(self.steps), "steps must be >= 0")
+        unit, kind = value_of(self.unit), value_of(self.kind)
+        _require(not (kind == "list" and unit == "step" and self.epochs and not self.steps), "train.checkpoints.epochs",
+                 list(self.epochs), "with train.checkpoints.unit=step a list schedule takes train.checkpoints.steps "
+                 "(optimiser steps), not epochs")
+        _require(not (kind == "list" and unit == "epoch" and self.steps and not self.epochs), "train.checkpoints.steps",
+                 list(self.steps), "a list of steps needs train.checkpoints.unit=step (the unit is epoch)")
+
 
 @dataclass
-class TrainConfig:
+class TrainConfig(CheckedOptions):
+    section: ClassVar[str] = "train"
+
     epochs: int = 10
     batch_size: int = 32
     seed: int = 0
@@ -173,20 +252,36 @@ class TrainConfig:
     overlap_checkpoints: bool = True  # with fast_step on a CPU: a checkpoint runs in a thread (on half the
     # torch threads, training on the other half: trainer.CoreShare) while training goes on
 
+    def check(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", self.epochs, "the number of epochs must be a positive integer")
+        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "the batch size must be a positive integer")
+        _require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "must lie in [0, 1)")
+        _require(self.threads is None or self.threads >= 1, "train.threads", self.threads,
+                 "a positive number of threads, or null for torch's default")
+        _require(self.keep_states >= 1, "train.keep_states", self.keep_states, "keep at least one state")
+        dev = str(self.device)
+        _require(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev,
+                 "allowed: auto, cpu, cuda, cuda:N")
+
 
 @dataclass
-class StorageConfig:
+class StorageConfig(CheckedOptions):
     """What the trace stores beyond per-checkpoint statistics."""
 
+    section: ClassVar[str] = "storage"
     weights: bool = False  # store full weight matrices of the recorded layers
     weights_every: int = 1  # ... at every k-th checkpoint (0 and the last always)
     weights_dtype: WeightsDtype = WeightsDtype.float32
 
+    def check(self) -> None:
+        _require(self.weights_every >= 1, "storage.weights_every", self.weights_every, "must be a positive integer")
+
 
 @dataclass
-class AnalysisConfig:
+class AnalysisConfig(CheckedOptions):
     """What is measured at every checkpoint (see stabilityscope.recording.tracking)."""
 
+    section: ClassVar[str] = "analysis"
     name: str = "standard"
     layers: str = "all"  # which FC layers: all, head, or a regex on qualified names
     meanfield: bool = True  # χ, edge distance and phase of each layer's (J0, J) surrogate
@@ -222,16 +317,41 @@ class AnalysisConfig:
     baseline_tol: float = 1e-5  # L-BFGS stops when the largest |gradient entry| falls below this
     baseline_max_iter: int = 1000  # ... or after this many iterations (then a warning is recorded in the trace)
 
+    def check(self) -> None:
+        _require(self.n_inputs >= 1, "analysis.n_inputs", self.n_inputs, "must be a positive integer")
+        _require(self.steps >= 2, "analysis.steps", self.steps, "the map needs at least 2 steps")
+        for key in ("depth_inputs", "depth_probes", "depth_vectors", "block_map_inputs"):
+            _require(getattr(self, key) >= 1, f"analysis.{key}", getattr(self, key), "must be a positive integer")
+        _require(self.block_map_steps >= 2, "analysis.block_map_steps", self.block_map_steps,
+                 "the map needs at least 2 steps")
+        _require(self.spectrum_k >= 0, "analysis.spectrum_k", self.spectrum_k, "must be >= 0 (0 = off)")
+        _require(self.spectrum_inputs >= 1, "analysis.spectrum_inputs", self.spectrum_inputs,
+                 "must be a positive integer")
+        _require(0 < self.geometry_delta < 0.5, "analysis.geometry_delta", self.geometry_delta,
+                 "the band threshold δ must lie in the open interval (0, 0.5)")
+        _require(self.geometry_samples >= 1, "analysis.geometry_samples", self.geometry_samples,
+                 "must be a positive integer")
+        _require(self.explainability_boot >= 0, "analysis.explainability_boot", self.explainability_boot,
+                 "the number of bootstrap resamples must be >= 0 (0: no intervals)")
+        _require(0 < self.explainability_confidence < 1, "analysis.explainability_confidence",
+                 self.explainability_confidence, "a confidence level lies in the open interval (0, 1)")
+        _require(self.baseline_l2 >= 0, "analysis.baseline_l2", self.baseline_l2, "must be >= 0")
+        _require(self.baseline_tol > 0, "analysis.baseline_tol", self.baseline_tol, "must be > 0")
+        _require(self.baseline_max_iter >= 1, "analysis.baseline_max_iter", self.baseline_max_iter,
+                 "must be a positive integer")
+
 
 @dataclass
-class GridAxis:
+class GridAxis(CheckedOptions):
     start: float = 0.0
     stop: float = 1.0
     num: int = 11
 
 
 @dataclass
-class PhaseDiagramConfig:
+class PhaseDiagramConfig(CheckedOptions):
+    section: ClassVar[str] = "phase_diagram"
+
     j0_over_j: GridAxis = field(default_factory=lambda: GridAxis(-2.0, 3.0, 51))
     inv_j: GridAxis = field(default_factory=lambda: GridAxis(0.1, 2.0, 39))
     n: int = 1000  # network size N (the original used 10,000)
@@ -241,15 +361,27 @@ class PhaseDiagramConfig:
     sampling: str = "common"  # common (shared Gaussian, one matmul per step) or independent
     device: str = "auto"
 
+    def check(self) -> None:
+        for key in ("j0_over_j", "inv_j"):
+            axis = getattr(self, key)
+            _require(axis.num >= 1, f"phase_diagram.{key}.num", axis.num, "a grid needs at least one point")
+        _require(self.n >= 2, "phase_diagram.n", self.n, "the network needs at least 2 units")
+        y = self.inv_j
+        if (y.start if y.num == 1 else min(y.start, y.stop)) <= 0:
+            raise ConfigError(f"Invalid phase_diagram.inv_j grid from {y.start} to {y.stop}: 1/J must be > 0.")
+        _require(self.sampling in ("common", "independent"), "phase_diagram.sampling", self.sampling,
+                 "allowed: common, independent")
+
 
 @dataclass
-class BackgroundConfig:
-    """The numerical phase diagram drawn behind training paths (stabilityscope.analysis.figures.BackgroundSpec).
+class BackgroundConfig(CheckedOptions):
+    """The numerical phase diagram drawn behind training paths (stabilityscope.plots.phase.BackgroundSpec).
 
     Computed once per (activation, grid, N, T, seed) and cached in ``cache_dir`` (null:
     $STABILITYSCOPE_CACHE/phase_diagrams, else ~/.cache/stabilityscope/phase_diagrams).
     """
 
+    section: ClassVar[str] = "phase_background"
     enabled: bool = True  # false: the theoretical edge only
     j0_over_j: GridAxis = field(default_factory=lambda: GridAxis(-2.0, 2.0, 41))
     inv_j: GridAxis = field(default_factory=lambda: GridAxis(0.1, 2.5, 25))
@@ -258,39 +390,71 @@ class BackgroundConfig:
     seed: int = 0
     cache_dir: Optional[str] = None
 
+    def check(self) -> None:  # drawn when a run ends: refuse a bad grid before training, not after
+        if not self.enabled:
+            return
+        _require(self.n >= 2, "phase_background.n", self.n, "the network needs at least 2 units")
+        _require(self.steps >= 1, "phase_background.steps", self.steps, "must be a positive integer")
+        for key in ("j0_over_j", "inv_j"):
+            axis = getattr(self, key)
+            _require(axis.num >= 1, f"phase_background.{key}.num", axis.num, "a grid needs at least one point")
+        _require(min(self.inv_j.start, self.inv_j.stop) > 0, "phase_background.inv_j.start", self.inv_j.start,
+                 "1/J must be > 0 over the whole grid")
+
 
 @dataclass
-class BatchingConfig:
+class BatchingConfig(CheckedOptions):
     """Sweeps of the canonical network train as batched groups (stabilityscope.training.batched, .sweep)."""
 
+    section: ClassVar[str] = "batching"
     enabled: bool = True  # false: every sweep job trains on its own
     max_group: int = 32  # runs per batched group (stacked weights: about 7.4 MB per run at width 784)
 
+    def check(self) -> None:
+        _require(self.max_group >= 1, "batching.max_group", self.max_group, "a group holds at least one run")
+
 
 @dataclass
-class ScalingConfig:
+class ScalingConfig(CheckedOptions):
     """``task=scaling``: what is fitted over a sweep's runs (see stabilityscope.analysis.scaling)."""
 
+    section: ClassVar[str] = "scaling"
     layer: str = "hidden"  # the layer whose J² is fitted (the canonical network's square hidden layer)
     window: int = 50  # fit the slope A of J² over checkpoints with epoch <= window ...
     ordered_only: bool = True  # ... and in the ordered phase only (χ < 1)
     plateau_fraction: float = 0.2  # the J² plateau of a decay run: mean over this last fraction of its epochs
     confidence: float = 0.95  # level of the confidence intervals of the fits
 
+    def check(self) -> None:
+        _require(bool(self.layer), "scaling.layer", self.layer,
+                 "name the layer whose J² is fitted (the canonical network's: hidden)")
+        _require(self.window > 0, "scaling.window", self.window, "the fit window must be a positive number of epochs")
+        _require(0 < self.plateau_fraction <= 1, "scaling.plateau_fraction", self.plateau_fraction,
+                 "a fraction of the epochs in (0, 1], e.g. 0.2 for the last fifth")
+        _require(0 < self.confidence < 1, "scaling.confidence", self.confidence,
+                 "a confidence level in (0, 1), e.g. 0.95")
+
 
 @dataclass
-class CalibrationConfig:
+class CalibrationConfig(CheckedOptions):
     """``task=calibrate`` / ``task=reproduce``: how the guideline's laws are fitted (stabilityscope.analysis.calibration)."""
 
+    section: ClassVar[str] = "calibration"
     tolerance: float = 0.15  # the growth law's validity range: rates where every run's A is within this of the law
     n_boot: int = 1000  # bootstrap samples over seeds for λ* at each rate
 
+    def check(self) -> None:
+        _require(0 < self.tolerance < 1, "calibration.tolerance", self.tolerance,
+                 "a relative agreement in (0, 1), e.g. 0.15")
+        _require(self.n_boot >= 0, "calibration.n_boot", self.n_boot, "a number of bootstrap samples >= 0")
+
 
 @dataclass
-class GuidelineConfig:
+class GuidelineConfig(CheckedOptions):
     """``experiment=calibrate_guideline``: the run trains ``recommend(budget)``'s settings with its decay scaled by
     ``decay_factor`` (the ${ss_recommend:...} resolver of the CLI reads these)."""
 
+    section: ClassVar[str] = "guideline"
     budget: int = 100  # the epoch budget given to recommend()
     decay_factor: float = 1.0  # × the recommended weight decay (the validation sweeps 0.5, 1, 2, 4)
     extrapolate: bool = False  # recommend(..., extrapolate=True): train a budget too short for the calibrated range
@@ -298,9 +462,10 @@ class GuidelineConfig:
 
 
 @dataclass
-class LoggingConfig:
+class LoggingConfig(CheckedOptions):
     """Dashboard mirrors of every recorded scalar (stabilityscope.recording.mirrors)."""
 
+    section: ClassVar[str] = "logging"
     tensorboard: bool = False  # TensorBoard event files in <run dir>/tensorboard (extra: stabilityscope[tensorboard])
     tensorboard_dir: Optional[str] = None  # ... or in this folder
     mlflow: bool = False  # MLflow metrics and params, at the active tracking URI (extra: stabilityscope[mlflow])
@@ -308,7 +473,7 @@ class LoggingConfig:
 
 
 @dataclass
-class Config:
+class Config(CheckedOptions):
     task: Task = Task.train
     resume: Optional[str] = None  # a run directory to continue (train task)
     figures: bool = True  # draw the run's figures when training ends
@@ -344,6 +509,41 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"Invalid value {key}={value!r}: {allowed}.")
 
 
+def _check_types(options: Any) -> None:
+    """Each field of ``options`` against its annotation (enums also from their values, nested options also
+    from mappings, a path where a string is asked); converted values are stored back."""
+    cls = type(options)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    prefix = f"{cls.section}." if getattr(cls, "section", "") else f"{cls.__name__}."
+    for f in dataclasses.fields(options):
+        value, key = getattr(options, f.name), prefix + f.name
+        converted = _require_type(_convert(value, hints[f.name], key), hints[f.name], key)
+        if converted is not value and not (type(converted) is type(value) and converted == value):
+            setattr(options, f.name, converted)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _require_type(value: Any, hint: Any, key: str) -> Any:
+    """``value`` if it has the scalar type ``hint`` asks for (a path becomes its string), else ConfigError."""
+    if typing.get_origin(hint) in (Union, types.UnionType):  # Optional[X]
+        if value is None:
+            return value
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else Any
+    if hint is str and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    expected = {float: (numbers.Real, "a number"), int: (numbers.Integral, "an integer"),
+                bool: (bool, "true or false"), str: (str, "a string")}.get(hint)
+    if expected is not None:
+        kind, allowed = expected
+        _require(isinstance(value, kind) and (hint is bool or not isinstance(value, bool)), key, value, allowed)
+    return value
+
+
 BINARY_RULE_NAMES = ("greater_than_4", "vehicles_vs_animals")  # stabilityscope.training.data.BINARY_RULES
 
 
@@ -365,87 +565,32 @@ def _check_binarize(rule: Any) -> None:
     _require(ok, "dataset.binarize", shown, allowed)
 
 
+SWEEP_ALLOWED = ("a sweep directory (checkpoints/multirun/<timestamp>, searched for trace.h5), a run directory, a "
+                 "trace.h5, or a glob such as 'checkpoints/multirun/*/*'")
+RUNS_ALLOWED = ("run or sweep directories, trace.h5 files or globs, as runs=<dir> or runs=[<dir>,<glob>] (quote globs: "
+                "runs='checkpoints/multirun/*')")
+
+
 def validate(cfg: Config) -> None:
-    """Check value ranges that the types alone cannot express; raise ConfigError naming the key."""
-    c = cfg
-    _require(c.train.epochs >= 1, "train.epochs", c.train.epochs, "the number of epochs must be a positive integer")
-    _require(c.train.batch_size >= 1, "train.batch_size", c.train.batch_size, "the batch size must be a positive integer")
-    _require(c.optim.lr > 0 and c.optim.lr == c.optim.lr and c.optim.lr != float("inf"),
-             "optim.lr", c.optim.lr, "the learning rate must be a positive finite number")
-    _require(0 <= c.optim.momentum < 1, "optim.momentum", c.optim.momentum, "momentum must lie in [0, 1)")
-    _require(c.optim.weight_decay >= 0, "optim.weight_decay", c.optim.weight_decay, "weight decay must be >= 0")
-    _require(c.optim.warmup_epochs >= 0, "optim.warmup_epochs", c.optim.warmup_epochs, "must be >= 0")
-    _require(0 <= c.optim.min_lr <= c.optim.lr, "optim.min_lr", c.optim.min_lr, "must lie in [0, optim.lr]")
-    _require(0 <= c.train.label_smoothing < 1, "train.label_smoothing", c.train.label_smoothing, "must lie in [0, 1)")
-    _require(c.model.width >= 1, "model.width", c.model.width, "the hidden width must be a positive integer")
-    _require(c.model.depth >= 1, "model.depth", c.model.depth, "the number of hidden layers must be a positive integer")
-    _require(c.model.mars.widen_scale >= 0, "model.mars.widen_scale", c.model.mars.widen_scale,
-             "the padding units' weight scale must be >= 0")
-    for key in ("img_size", "input_size"):
-        v = getattr(c.model, key)
-        _require(v is None or v >= 1, f"model.{key}", v, "a size must be a positive integer (or null)")
-    _require(c.model.init_J >= 0, "model.init_J", c.model.init_J, "the initial coupling J must be >= 0")
-    sched = c.train.checkpoints
-    _require(sched.every >= 1, "train.checkpoints.every", sched.every, "must be a positive integer")
-    _require(sched.num >= 1, "train.checkpoints.num", sched.num, "must be a positive integer")
-    bad = [e for e in sched.epochs if e < 0]
-    _require(not bad, "train.checkpoints.epochs", list(sched.epochs), "epochs must be >= 0")
-    bad = [s for s in sched.steps if s < 0]
-    _require(not bad, "train.checkpoints.steps", list(sched.steps), "steps must be >= 0")
-    unit, kind = value_of(sched.unit), value_of(sched.kind)
-    _require(not (kind == "list" and unit == "step" and sched.epochs and not sched.steps), "train.checkpoints.epochs",
-             list(sched.epochs), "with train.checkpoints.unit=step a list schedule takes train.checkpoints.steps "
-             "(optimiser steps), not epochs")
-    _require(not (kind == "list" and unit == "epoch" and sched.steps and not sched.epochs), "train.checkpoints.steps",
-             list(sched.steps), "a list of steps needs train.checkpoints.unit=step (the unit is epoch)")
-    _require(c.train.threads is None or c.train.threads >= 1, "train.threads", c.train.threads,
-             "a positive number of threads, or null for torch's default")
-    _require(c.batching.max_group >= 1, "batching.max_group", c.batching.max_group, "a group holds at least one run")
-    _require(c.train.keep_states >= 1, "train.keep_states", c.train.keep_states, "keep at least one state")
-    _require(c.storage.weights_every >= 1, "storage.weights_every", c.storage.weights_every, "must be a positive integer")
-    for key in ("train_subset", "test_subset"):
-        v = getattr(c.dataset, key)
-        _require(v is None or v >= 1, f"dataset.{key}", v, "a subset size must be a positive integer (or null for all)")
-    _require(c.analysis.n_inputs >= 1, "analysis.n_inputs", c.analysis.n_inputs, "must be a positive integer")
-    _require(c.analysis.steps >= 2, "analysis.steps", c.analysis.steps, "the map needs at least 2 steps")
-    for key in ("depth_inputs", "depth_probes", "depth_vectors", "block_map_inputs"):
-        _require(getattr(c.analysis, key) >= 1, f"analysis.{key}", getattr(c.analysis, key), "must be a positive integer")
-    _require(c.analysis.block_map_steps >= 2, "analysis.block_map_steps", c.analysis.block_map_steps,
-             "the map needs at least 2 steps")
-    _require(c.analysis.spectrum_k >= 0, "analysis.spectrum_k", c.analysis.spectrum_k, "must be >= 0 (0 = off)")
-    _require(c.analysis.spectrum_inputs >= 1, "analysis.spectrum_inputs", c.analysis.spectrum_inputs,
-             "must be a positive integer")
-    _require(0 < c.analysis.geometry_delta < 0.5, "analysis.geometry_delta", c.analysis.geometry_delta,
-             "the band threshold δ must lie in the open interval (0, 0.5)")
-    _require(c.analysis.geometry_samples >= 1, "analysis.geometry_samples", c.analysis.geometry_samples,
-             "must be a positive integer")
-    _require(c.analysis.explainability_boot >= 0, "analysis.explainability_boot", c.analysis.explainability_boot,
-             "the number of bootstrap resamples must be >= 0 (0: no intervals)")
-    _require(0 < c.analysis.explainability_confidence < 1, "analysis.explainability_confidence",
-             c.analysis.explainability_confidence, "a confidence level lies in the open interval (0, 1)")
-    _require(c.analysis.baseline_l2 >= 0, "analysis.baseline_l2", c.analysis.baseline_l2, "must be >= 0")
-    _require(c.analysis.baseline_tol > 0, "analysis.baseline_tol", c.analysis.baseline_tol, "must be > 0")
-    _require(c.analysis.baseline_max_iter >= 1, "analysis.baseline_max_iter", c.analysis.baseline_max_iter,
-             "must be a positive integer")
-    sub = value_of(c.dataset.subsample)
-    frac = c.dataset.subsample_fraction
-    _require(0 < frac <= 1, "dataset.subsample_fraction", frac, "the fraction of training samples kept must lie in (0, 1]")
-    _require(sub != "boundary" or c.dataset.subsample_reference, "dataset.subsample_reference",
-             c.dataset.subsample_reference, "dataset.subsample=boundary needs a reference model: a run directory, "
-             "its trace.h5 or a state .pt file of the same model")
-    _check_binarize(c.dataset.binarize)
-    dev = str(c.train.device)
-    _require(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev,
-             "allowed: auto, cpu, cuda, cuda:N")
-    bg = c.phase_background  # drawn when a run ends: refuse a bad grid before training, not after
-    if bg.enabled:
-        _require(bg.n >= 2, "phase_background.n", bg.n, "the network needs at least 2 units")
-        _require(bg.steps >= 1, "phase_background.steps", bg.steps, "must be a positive integer")
-        for key in ("j0_over_j", "inv_j"):
-            axis = getattr(bg, key)
-            _require(axis.num >= 1, f"phase_background.{key}.num", axis.num, "a grid needs at least one point")
-        _require(min(bg.inv_j.start, bg.inv_j.stop) > 0, "phase_background.inv_j.start", bg.inv_j.start,
-                 "1/J must be > 0 over the whole grid")
+    """The checks that span sections; raise ConfigError naming the key.
+
+    Each section checks its own values when it is built, and :func:`as_options` checks them again (an
+    options object may have been changed since); what is left here is what one part of the config asks
+    of another: the inputs a task needs (``task=report`` a ``trace``, ``task=scaling`` a ``sweep``,
+    ``task=calibrate`` and ``task=reproduce`` their ``runs``).
+    """
+    cfg = as_options(cfg, Config)
+    task = value_of(cfg.task)
+    if task == "report" and not cfg.trace:
+        raise ConfigError("task=report needs the traces to report on: trace=<trace.h5, run directory, sweep "
+                          "directory or glob>, e.g. trace='checkpoints/multirun/*/*'.")
+    if task == "scaling" and not cfg.sweep:
+        raise ConfigError(f"task=scaling needs the runs to analyse: sweep={cfg.sweep!r} is not set. Pass "
+                          f"sweep=<{SWEEP_ALLOWED}>, e.g. sweep=checkpoints/multirun/2026-11-22_12-00-00.")
+    runs = cfg.runs
+    no_runs = runs is None or runs == "" or (isinstance(runs, (list, tuple)) and not runs)
+    if task in ("calibrate", "reproduce") and no_runs:
+        raise ConfigError(f"task={task} needs the runs to analyse: runs={runs!r} is not set. Allowed: {RUNS_ALLOWED}.")
 
 
 Options = TypeVar("Options")
@@ -484,7 +629,8 @@ def as_options(options: Any, cls: type[Options], key: str = "") -> Options:
     """The options dataclass ``cls`` from ``options``.
 
     Args:
-        options: an instance of ``cls`` (returned as it is), a Hydra ``DictConfig`` of its schema, any
+        options: an instance of ``cls`` (checked again, as it may have changed since it was built, and
+            returned as it is), a Hydra ``DictConfig`` of its schema, any
             mapping or namespace of its fields (missing ones take the dataclass defaults), or None.
         cls: the dataclass, e.g. :class:`AnalysisConfig`.
         key: the config path of ``options`` (``analysis``), named in errors.
@@ -493,6 +639,9 @@ def as_options(options: Any, cls: type[Options], key: str = "") -> Options:
         ConfigError: a key that ``cls`` does not have, or a value of the wrong kind.
     """
     if isinstance(options, cls):
+        if isinstance(options, CheckedOptions):  # it may have changed since it was built
+            _check_types(options)
+            options.check()
         return options
     if options is None:
         return cls()

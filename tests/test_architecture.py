@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 import torch
@@ -21,10 +22,15 @@ from stabilityscope.config import AnalysisConfig, Config, ModelConfig, as_option
 PACKAGE = Path(ss.__file__).resolve().parent
 
 # Lowest first. The base modules are used by every layer; the facade (__init__, __main__) sits on top.
-LAYERS = ("base", "theory", "dynamics", "models", "recording", "training", "integrations", "analysis", "cli",
-          "facade")
+LAYERS = ("base", "theory", "dynamics", "models", "recording", "training", "integrations", "analysis", "plots",
+          "reports", "cli", "facade")
 BASE = {"errors", "config", "interrupts", "runtime"}
 HYDRA = ("hydra", "omegaconf")
+# Old module paths kept as deprecated aliases of their new homes (they import upward, by design, and warn).
+DEPRECATED_ALIASES = {"stabilityscope.analysis.figures": "stabilityscope.plots",
+                      "stabilityscope.analysis.report": "stabilityscope.reports.run",
+                      "stabilityscope.analysis.scaling_figures": "stabilityscope.plots.scaling",
+                      "stabilityscope.analysis.scaling_report": "stabilityscope.reports.scaling"}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -80,10 +86,12 @@ def external_imports(root: Path) -> dict[str, set[str]]:
     return out
 
 
-def upward_edges(edges: dict[str, set[str]], package: str) -> list[str]:
+def upward_edges(edges: dict[str, set[str]], package: str, exempt: Sequence[str] = ()) -> list[str]:
     rank = {name: i for i, name in enumerate(LAYERS)}
     bad = []
     for src, targets in edges.items():
+        if src in exempt:
+            continue
         for dst in targets:
             if rank[layer_of(src, package)] < rank[layer_of(dst, package)]:
                 bad.append(f"{src} ({layer_of(src, package)}) imports {dst} ({layer_of(dst, package)})")
@@ -122,7 +130,35 @@ def test_every_module_belongs_to_a_layer():
 
 
 def test_lower_layers_never_import_higher_ones():
-    assert upward_edges(import_edges(PACKAGE), PACKAGE.name) == []
+    assert upward_edges(import_edges(PACKAGE), PACKAGE.name, exempt=tuple(DEPRECATED_ALIASES)) == []
+
+
+@pytest.mark.parametrize("old, new", sorted(DEPRECATED_ALIASES.items()))
+def test_deprecated_aliases_warn_and_reexport_their_new_home(old, new):
+    """The old module paths still import (the README documents them), warn, and hold the same objects."""
+    code = textwrap.dedent(f"""
+        import importlib, warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            old = importlib.import_module({old!r})
+        new = importlib.import_module({new!r})
+        assert any(issubclass(w.category, DeprecationWarning) and {new!r} in str(w.message) for w in caught)
+        assert old.__all__ and all(getattr(old, n) is getattr(new, n) for n in old.__all__)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """Shared helpers have one public home; ``from x import _name`` across modules is a hidden dependency."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE.name):
+                offenders += [f"{module_name(path, PACKAGE)}: {a.name} from {node.module}" for a in node.names
+                              if a.name.startswith("_") and a.name != "__all__"]
+    assert offenders == []
 
 
 def test_no_import_cycles():
@@ -140,8 +176,8 @@ def test_the_library_loads_without_hydra():
     code = textwrap.dedent("""
         import sys
         import stabilityscope as ss
-        import stabilityscope.training, stabilityscope.analysis.report, stabilityscope.analysis.scaling_report
-        from stabilityscope import figures
+        import stabilityscope.training, stabilityscope.reports, stabilityscope.plots
+        from stabilityscope import figures, report
         loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf'))
         print(loaded)
     """)

@@ -12,7 +12,7 @@ from stabilityscope.config import validate
 from stabilityscope.errors import ConfigError
 
 GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in Path(conf_dir()).iterdir()
-          if g.is_dir() and g.name != "hydra"}  # hydra/launcher: tests/test_sweeps.py
+          if g.is_dir() and g.name != "hydra"}  # hydra/launcher: tests/cli/test_sweeps.py
 APPENDED = {"eoc_case", "spline_optim"}  # groups outside the defaults list, added with + (the sweep presets do)
 OPTIONS = [(group, option) for group, options in sorted(GROUPS.items()) for option in options]
 

@@ -139,7 +139,7 @@ def test_a_killed_writers_trace_reads_whole_and_fails_fast_when_cut(tmp_path):
 
 
 def test_open_traces_and_reports_skip_a_damaged_trace_and_go_on(tmp_path):
-    from stabilityscope.analysis.report import write_index
+    from stabilityscope.reports.run import write_index
 
     good = synthetic_trace(tmp_path / "a" / "trace.h5", epochs=10)
     bad = synthetic_trace(tmp_path / "b" / "trace.h5", epochs=10)

@@ -53,7 +53,7 @@ import numpy as np
 from stabilityscope.analysis.canonical import CANONICAL_BATCH, CANONICAL_C, CANONICAL_LR, CANONICAL_MOMENTUM
 from stabilityscope.analysis.collection import Source
 from stabilityscope.analysis.decay import EXCLUDED_STATUSES, decay_analysis
-from stabilityscope.analysis.scaling import _jsonable
+from stabilityscope.analysis.stats import jsonable, t_interval, t_quantile
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -164,7 +164,7 @@ class PlateauLaw:
         x = math.log(rate / self.rate_ref)
         g = (math.log(self.K) + self.s * x - math.log(plateau)) / self.q  # log(λ*/wd_ref)
         grad = np.array([1 / self.q, -g / self.q, x / self.q][:len(self.cov)])
-        half = _t(confidence, self.dof) * math.sqrt(float(grad @ np.asarray(self.cov, dtype=float) @ grad))
+        half = t_quantile(confidence, self.dof) * math.sqrt(float(grad @ np.asarray(self.cov, dtype=float) @ grad))
         centre = math.log(self.wd_ref) + g
         return math.exp(centre - half), math.exp(centre + half)
 
@@ -188,7 +188,7 @@ class CalibratedLaws:
     provenance: dict[str, Any]  # dataset, network, date, runs, commands, seeds
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({"growth": asdict(self.growth), "plateau": asdict(self.plateau) if self.plateau else None,
+        return jsonable({"growth": asdict(self.growth), "plateau": asdict(self.plateau) if self.plateau else None,
                           "provenance": self.provenance})
 
     def save(self, path: Union[str, Path]) -> Path:
@@ -251,12 +251,6 @@ class GrowthFit:
         return GrowthLaw(self.form, self.k, self.exponent, self.intercept, rate_ref, n_train, validity, tolerance)
 
 
-def _t(confidence: float, dof: int) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + confidence / 2, dof)) if dof > 0 else math.nan
-
-
 def _fit_form(form: str, x: np.ndarray, A: np.ndarray, confidence: float) -> Optional[GrowthFit]:
     """Least squares of one form in log space (relative errors), x = r/r_ref. None when underdetermined."""
     n = len(x)
@@ -268,7 +262,7 @@ def _fit_form(form: str, x: np.ndarray, A: np.ndarray, confidence: float) -> Opt
         logk = float(d.mean())
         res = d - logk
         se = float(d.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
-        t = _t(confidence, n - 1)
+        t = t_quantile(confidence, n - 1)
         k, p, a0, kci, pci, aci, npar = math.exp(logk), 1.0, 0.0, (math.exp(logk - t * se), math.exp(logk + t * se)), \
             (1.0, 1.0), (0.0, 0.0), 1
     elif form == "power":
@@ -278,7 +272,7 @@ def _fit_form(form: str, x: np.ndarray, A: np.ndarray, confidence: float) -> Opt
         beta, *_ = np.linalg.lstsq(X, y, rcond=None)
         res = y - X @ beta
         cov = float(res @ res) / (n - 2) * np.linalg.inv(X.T @ X)
-        t = _t(confidence, n - 2)
+        t = t_quantile(confidence, n - 2)
         se0, se1 = math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1])
         k, p, a0, npar = math.exp(beta[0]), float(beta[1]), 0.0, 2
         kci, pci, aci = (math.exp(beta[0] - t * se0), math.exp(beta[0] + t * se0)), (p - t * se1, p + t * se1), (0.0, 0.0)
@@ -294,7 +288,7 @@ def _fit_form(form: str, x: np.ndarray, A: np.ndarray, confidence: float) -> Opt
             return None
         res = y - np.log(fitted)
         cov = float(np.sum((A * W - X @ beta) ** 2)) / (n - 2) * np.linalg.inv(X.T @ X)
-        t = _t(confidence, n - 2)
+        t = t_quantile(confidence, n - 2)
         se0, se1 = math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1])
         k, p, a0, npar = float(beta[1]), 1.0, float(beta[0]), 2
         kci, pci, aci = (k - t * se1, k + t * se1), (1.0, 1.0), (a0 - t * se0, a0 + t * se0)
@@ -389,13 +383,13 @@ def fit_growth_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, to
     ok["in_validity"] = use
     series_exp: dict[str, tuple[float, float, float, int]] = {}
     if "series" in ok.columns:
-        from stabilityscope.analysis.scaling import _x_of
+        from stabilityscope.analysis.scaling import power_law_x
 
         for var in ("lr", "momentum", "batch_size"):
             g = ok[(ok["series"] == var) | (ok["series"] == "reference")]
             g = g[g["in_validity"]]
             if g[var].nunique() >= 2 and len(g) >= 3:
-                f = _fit_form("power", _x_of(var, g[var].to_numpy()), g["A_at_n"].to_numpy(float), confidence)
+                f = _fit_form("power", power_law_x(var, g[var].to_numpy()), g["A_at_n"].to_numpy(float), confidence)
                 if f is not None:
                     series_exp[var] = (f.exponent, f.exponent_ci[0], f.exponent_ci[1], len(g))
     return GrowthCalibration(law, fits, fits_all, ok, series_exp, notes)
@@ -474,7 +468,7 @@ def fit_plateau_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, w
         cov_matrix = float(res @ res) / dof * np.linalg.inv(X.T @ X)
         cov = tuple(tuple(float(v) for v in row) for row in cov_matrix)
         se = np.sqrt(np.diag(cov_matrix))
-        t = _t(confidence, dof)
+        t = t_quantile(confidence, dof)
         cis = [(float(b - t * e), float(b + t * e)) for b, e in zip(beta, se)]
     sst = float(np.sum((y - y.mean()) ** 2))
     r2 = 1 - float(res @ res) / sst if sst > 0 else math.nan
@@ -484,17 +478,6 @@ def fit_plateau_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, w
                      (float(ok["weight_decay"].min()), float(ok["weight_decay"].max())),
                      (math.exp(cis[0][0]), math.exp(cis[0][1])), cis[1], cis[2] if vary_rate else nan2, cov, max(dof, 0))
     return law, r2
-
-
-def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
-    v = values[np.isfinite(values)]
-    if len(v) == 0:
-        return math.nan, math.nan, math.nan
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, math.nan, math.nan
-    half = _t(confidence, len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
-    return m, m - half, m + half
 
 
 def _law_interval(law: Optional[PlateauLaw], rate: float, confidence: float) -> dict[str, float]:
@@ -561,8 +544,8 @@ def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"],
             has_edge = math.isfinite(edge_wd)
             welch = (stats.ttest_ind(by_wd[best], by_wd[edge_wd], equal_var=False).pvalue
                      if has_edge and best != edge_wd and min(len(by_wd[best]), len(by_wd[edge_wd])) >= 2 else math.nan)
-            mb, lb, hb = _t_interval(by_wd[best], confidence)
-            me, le, he = _t_interval(by_wd[edge_wd], confidence) if has_edge else (math.nan,) * 3
+            mb, lb, hb = t_interval(by_wd[best], confidence)
+            me, le, he = t_interval(by_wd[edge_wd], confidence) if has_edge else (math.nan,) * 3
             claim_rows.append({"rate": float(rk), "rate_x": float(rk) / REFERENCE_RATE, "epochs": float(epochs),
                                "best_decay": float(best), "best_loss": mb, "best_loss_low": lb, "best_loss_high": hb,
                                "edge_decay": edge_wd, "edge_plateau": float(plateaus[edge_wd]) if has_edge else math.nan,
@@ -638,7 +621,7 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         g, p = self.growth, self.plateau
-        return _jsonable({
+        return jsonable({
             "source": self.source, "confidence": self.confidence,
             "growth": {"law": asdict(g.law) if g.law else None, "fits": {k: asdict(v) for k, v in g.fits.items()},
                        "fits_all_runs": {k: asdict(v) for k, v in g.fits_all.items()},

@@ -10,7 +10,8 @@ traces it is given:
 - ``experiment=calibrate_guideline`` runs check our own claim, the guideline's promise
   (:func:`validate_guideline`).
 
-and writes ``reproduction.md`` (and ``reproduction.json``): one row per claim with the source's
+and :func:`stabilityscope.reports.reproduction.write_reproduction` writes ``reproduction.md`` (and
+``reproduction.json``): one row per claim with the source's
 value where it states one, ours with its interval, the runs it comes from and a verdict. The
 verdict rules are ours and fixed in :data:`RULES` (written into the report), so that a verdict is a
 function of the measurements, never of the wish to agree:
@@ -20,25 +21,25 @@ function of the measurements, never of the wish to agree:
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 import yaml
 
-from stabilityscope.analysis.calibration import REFERENCE_RATE, Calibration, _t_interval, calibrate
+from stabilityscope.analysis.calibration import REFERENCE_RATE, Calibration, calibrate
 from stabilityscope.analysis.collection import Source, find_traces, flatten_config
+from stabilityscope.analysis.stats import ols, t_interval
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import open_trace
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Claim", "RULES", "Reproduction", "reproduce", "validate_guideline", "write_reproduction"]
+__all__ = ["Claim", "RULES", "Reproduction", "reproduce", "validate_guideline"]
 
 RULES = {
     "linear growth": "reproduced: median R² of the linear fit of J² over each zero-decay run's ordered part >= 0.98; "
@@ -103,7 +104,7 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 
 def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
-    from stabilityscope.analysis.scaling import _collapse, _ols
+    from stabilityscope.analysis.scaling import collapse_of
 
     out: list[Claim] = []
     runs = c.sweep.runs
@@ -111,7 +112,7 @@ def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
     curves = [c.sweep.curves[r] for r in zero["run"] if r in c.sweep.curves]
     not_run = "run experiment=calibrate_growth"
     # 1. linear growth in the ordered phase
-    r2 = [_ols(cv.epochs[cv.ordered], cv.j2[cv.ordered], confidence)["r2"] for cv in curves if cv.ordered.sum() >= 3]
+    r2 = [ols(cv.epochs[cv.ordered], cv.j2[cv.ordered], confidence)["r2"] for cv in curves if cv.ordered.sum() >= 3]
     r2 = [v for v in r2 if math.isfinite(v)]
     if r2:
         med = float(np.median(r2))
@@ -143,7 +144,7 @@ def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
     for rk, settings in groups.items():
         if len(settings) >= 2:
             members = [v[0] for v in settings.values()]  # one seed per setting: the seeds' own spread is not the claim
-            cc = _collapse(members, f"rate {math.exp(rk):.3g}", math.exp(rk))
+            cc = collapse_of(members, f"rate {math.exp(rk):.3g}", math.exp(rk))
             spreads.append((math.exp(rk), cc.spread_ordered, cc.spread_chaotic, len(members)))
     if spreads:
         o = [s[1] for s in spreads if math.isfinite(s[1])]
@@ -162,7 +163,7 @@ def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
     # 4. the optimum at the edge, and 5. chaos hurts: zero-decay runs that crossed the edge
     crossed = zero[np.isfinite(zero["J_at_optimal"].astype(float)) & (zero["j2_final"].astype(float) > 1.0)]
     if len(crossed):
-        m, lo, hi = _t_interval(crossed["J_at_optimal"].to_numpy(float), confidence)
+        m, lo, hi = t_interval(crossed["J_at_optimal"].to_numpy(float), confidence)
         out.append(Claim("EOC-training", "the best test loss lies close to J = 1", "optimum at the edge", "J ≈ 1",
                          f"J = {m:.3f} ({_fmt(lo)}–{_fmt(hi)})", f"{len(crossed)} zero-decay runs that crossed the edge",
                          _verdict(abs(m - 1) <= 0.15, abs(m - 1) <= 0.3)))
@@ -406,7 +407,7 @@ def _optimality_claims(paths: Sequence[Path], confidence: float) -> tuple[list[C
 def _optimality_claims_of(g: Mapping[str, list], runs_text: str, confidence: float) -> list[Claim]:
     """The three claims for one model's runs: s at the optimum, λ_max against ln s, the attractor sequence."""
     out: list[Claim] = []
-    m, lo, hi = _t_interval(np.asarray(g["s_opt"], float), confidence)
+    m, lo, hi = t_interval(np.asarray(g["s_opt"], float), confidence)
     out.append(Claim("EOC-optimality", "the best test loss lies near s = 1", "optimum near s = 1", "s ≈ 1",
                      f"s = {m:.3f}" + (f" ({_fmt(lo)}–{_fmt(hi)})" if math.isfinite(lo) else ""), runs_text,
                      _verdict(abs(m - 1) <= 0.15, abs(m - 1) <= 0.3)))
@@ -458,40 +459,3 @@ def reproduce(source: Source, *, layer: str = "hidden", tolerance: float = 0.15,
         "not run", "run experiment=calibrate_guideline"))
     return Reproduction(str(source) if isinstance(source, (str, Path)) else ", ".join(map(str, source)),
                         claims + opt, cal, used, notes)
-
-
-def reproduction_markdown(r: Reproduction) -> str:
-    counts = {v: sum(c.verdict == v for c in r.claims) for v in ("reproduced", "partly", "not reproduced", "not run")}
-    lines = ["# Reproduction report", "", f"Runs: `{r.source}`.", "",
-             "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ". Each verdict follows the fixed rule "
-             "listed below the table; 'source' is the value the paper states.", "",
-             "| paper | claim | source | ours (interval) | runs | verdict | note |", "|---|---|---|---|---|---|---|"]
-    def cell(text: str) -> str:  # a "|" inside a cell (|λ_max − ln s|) would end it
-        return str(text).replace("|", "\\|")
-
-    for c in r.claims:
-        lines.append("| " + " | ".join(cell(v) for v in (c.paper, c.claim, c.source_value, c.ours, c.runs))
-                     + f" | **{c.verdict}** | {cell(c.note)} |")
-    lines += ["", "## Rules", ""] + [f"- **{k}**: {v}" for k, v in RULES.items()]
-    if r.map_runs:
-        lines += ["", "Map runs (EOC-optimality): " + ", ".join(r.map_runs)]
-    if r.calibration is not None:
-        lines += ["", "The canonical-network numbers come from the calibration of the same runs "
-                      "(`task=calibrate`; its report has every table and figure)."]
-    lines += [f"- {n}" for n in r.notes]
-    return "\n".join(lines) + "\n"
-
-
-def write_reproduction(r: Reproduction, out_dir: Union[str, Path], *, figures: bool = True) -> Path:
-    """Write ``reproduction.md`` and ``reproduction.json`` (and, with canonical runs, the calibration
-    report under ``calibration/``) into ``out_dir``; returns ``reproduction.md``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if r.calibration is not None:
-        from stabilityscope.analysis.calibration_report import write_calibration_report
-
-        write_calibration_report(r.calibration, out / "calibration", figures=figures)
-    (out / "reproduction.json").write_text(json.dumps(r.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    path = out / "reproduction.md"
-    path.write_text(reproduction_markdown(r), encoding="utf-8")
-    return path

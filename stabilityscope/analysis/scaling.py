@@ -65,6 +65,7 @@ import numpy as np
 from stabilityscope.analysis.canonical import CANONICAL_C
 from stabilityscope.analysis.collection import Source, find_traces, flatten_config, run_summary
 from stabilityscope.analysis.decay import EXCLUDED_STATUSES, DecayAnalysis, crossing_decay, decay_analysis
+from stabilityscope.analysis.stats import jsonable, ols
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import config_section, open_trace
 from stabilityscope.theory.meanfield import critical_coupling
@@ -84,7 +85,7 @@ VARIABLE_LABELS = {"lr": "η", "momentum": "1/(1−α)", "batch_size": "1/B", "n
 COLLAPSE_GRID = 200  # points of the common τ grid
 
 
-def _x_of(variable: str, values: np.ndarray) -> np.ndarray:
+def power_law_x(variable: str, values: np.ndarray) -> np.ndarray:
     """The power-law variable x of a column: η, 1/(1−α), 1/B or n."""
     v = np.asarray(values, dtype=float)
     if variable == "momentum":
@@ -157,28 +158,6 @@ class RunCurve:
         return (self.chi < 1.0) if self.chi is not None else (self.j2 < self.edge)
 
 
-def _ols(x: np.ndarray, y: np.ndarray, confidence: float) -> dict[str, float]:
-    """Least squares y = a + b·x: slope, intercept, standard error and t interval of the slope, R²."""
-    from scipy import stats
-
-    n = len(x)
-    out = dict(slope=math.nan, intercept=math.nan, slope_se=math.nan, lo=math.nan, hi=math.nan, r2=math.nan, n=n)
-    if n < 2 or np.ptp(x) == 0:
-        return out
-    xm, ym = x.mean(), y.mean()
-    sxx = float(np.sum((x - xm) ** 2))
-    b = float(np.sum((x - xm) * (y - ym)) / sxx)
-    a = float(ym - b * xm)
-    res = y - (a + b * x)
-    sst = float(np.sum((y - ym) ** 2))
-    out.update(slope=b, intercept=a, r2=1.0 - float(np.sum(res ** 2)) / sst if sst > 0 else math.nan)
-    if n > 2:  # a line through two points has no residual to estimate its error from
-        se = math.sqrt(float(np.sum(res ** 2)) / (n - 2) / sxx)
-        t = float(stats.t.ppf(0.5 + confidence / 2, n - 2))
-        out.update(slope_se=se, lo=b - t * se, hi=b + t * se)
-    return out
-
-
 def _plateau(epochs: np.ndarray, j2: np.ndarray, fraction: float) -> tuple[float, float]:
     """Mean and std of J² over the checkpoints in the last ``fraction`` of the epochs (at least the last)."""
     finite = np.isfinite(j2)
@@ -241,7 +220,7 @@ def _read_run(path: Path, label: str, s: ScalingSettings) -> tuple[dict[str, Any
     keep = (epochs <= s.window) & np.isfinite(curve.j2)
     if s.ordered_only:
         keep &= curve.ordered
-    fit = _ols(epochs[keep], curve.j2[keep], s.confidence)
+    fit = ols(epochs[keep], curve.j2[keep], s.confidence)
     best = int(np.nanargmin(np.where(np.isfinite(loss), loss, np.nan))) if np.isfinite(loss).any() else None
     plateau, plateau_std = _plateau(epochs, curve.j2, s.plateau_fraction)
     row.update(
@@ -315,9 +294,9 @@ def _power_laws(fitted: "pd.DataFrame", confidence: float) -> list[PowerLawFit]:
         for key, g in fitted.groupby(others, dropna=False, sort=True):
             if g[var].nunique() < 2:
                 continue
-            x = _x_of(var, g[var].to_numpy())
+            x = power_law_x(var, g[var].to_numpy())
             A = g["A"].to_numpy(dtype=float)
-            fit = _ols(np.log(x), np.log(A), confidence)
+            fit = ols(np.log(x), np.log(A), confidence)
             fixed = {k: (float(v) if v == v else None) for k, v in zip(others, key if isinstance(key, tuple) else (key,))}
             out.append(PowerLawFit(var, VARIABLE_LABELS[var], fixed, len(g), fit["slope"], fit["slope_se"],
                                    (fit["lo"], fit["hi"]), math.exp(fit["intercept"]), fit["r2"],
@@ -331,7 +310,7 @@ def _joint_fit(fitted: "pd.DataFrame", confidence: float) -> Optional[JointFit]:
     varying = [v for v in VARIABLES if fitted[v].nunique() >= 2]
     if not varying:
         return None
-    X = np.column_stack([np.ones(len(fitted))] + [np.log(_x_of(v, fitted[v].to_numpy())) for v in varying])
+    X = np.column_stack([np.ones(len(fitted))] + [np.log(power_law_x(v, fitted[v].to_numpy())) for v in varying])
     y = np.log(fitted["A"].to_numpy(dtype=float))
     beta, _, rank, _ = np.linalg.lstsq(X, y, rcond=None)
     res = y - X @ beta
@@ -441,7 +420,8 @@ def _spread(values: np.ndarray, mask: np.ndarray) -> float:
     return float(np.nanmean(rel)) if np.isfinite(rel).any() else math.nan
 
 
-def _collapse(curves: Sequence[RunCurve], label: str, rate: Optional[float]) -> CollapseCurves:
+def collapse_of(curves: Sequence[RunCurve], label: str, rate: Optional[float]) -> CollapseCurves:
+    """The runs' J², test loss and stability interpolated on one τ grid, with their spreads (ordered, chaotic)."""
     tau = np.linspace(0.0, max(float(c.tau[-1]) for c in curves), COLLAPSE_GRID)
     j2, loss, stab = (np.full((len(curves), len(tau)), np.nan) for _ in range(3))
     for i, c in enumerate(curves):
@@ -464,7 +444,7 @@ def _collapse_analysis(curves: Sequence[RunCurve]) -> CollapseAnalysis:
         sets.setdefault((c.weight_decay, c.n_train), []).append(c)
     # the whole sweep: the largest such set, zero decay first on a tie
     candidates = sorted((v for v in sets.values() if len(v) >= 2), key=lambda v: (-len(v), v[0].weight_decay))
-    sweep = _collapse(candidates[0], "all runs", None) if candidates else None
+    sweep = collapse_of(candidates[0], "all runs", None) if candidates else None
     groups = []
     for (wd, n), members in sorted(sets.items(), key=lambda kv: (kv[0][0], kv[0][1] if kv[0][1] == kv[0][1] else 0)):
         by_rate: dict[float, list[RunCurve]] = {}
@@ -473,7 +453,7 @@ def _collapse_analysis(curves: Sequence[RunCurve]) -> CollapseAnalysis:
         for r, runs in sorted(by_rate.items()):
             if len(runs) >= 2:
                 label = f"η/((1−α)B) = {r:.4g}" + (f", weight decay {wd:g}" if wd else "")
-                groups.append(_collapse(runs, label, r))
+                groups.append(collapse_of(runs, label, r))
     return CollapseAnalysis(sweep, groups)
 
 
@@ -542,26 +522,12 @@ class SweepAnalysis:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (NaN and infinities as None)."""
-        return _jsonable({
+        return jsonable({
             "source": self.source, "settings": asdict(self.settings), "runs": self.runs.to_dict("records"),
             "power_laws": [asdict(f) for f in self.power_laws], "joint": asdict(self.joint) if self.joint else None,
             "combined": asdict(self.combined) if self.combined else None, "collapse": self.collapse.to_dict(),
             "decay": self.decay.to_dict(), "notes": self.notes,
         })
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _natural(name: str) -> list[Any]:

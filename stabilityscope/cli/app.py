@@ -141,7 +141,7 @@ def run_task(cfg: Config, run_dir: Path, overrides: list[str]) -> None:
             run.execute(resume=resume)
             log.info("Trace: %s", (run_dir / "trace.h5").resolve())
             if cfg.figures or cfg.report:
-                from stabilityscope.analysis.report import finish_run
+                from stabilityscope.reports.run import finish_run
 
                 finish_run(cfg, run_dir)
     elif task == "report":

@@ -114,7 +114,7 @@ def batch_groups(pending: list[tuple[Config, Any]]) -> list[list[tuple[Config, A
 
 def train_pending() -> dict[Path, str]:
     """Train the queued jobs in batched groups; returns each run directory's status."""
-    from stabilityscope.analysis.report import finish_run
+    from stabilityscope.reports.run import finish_run
     from stabilityscope.training.batched import BatchedRuns
 
     pending, statuses = list(_pending), {}

@@ -4,9 +4,9 @@
   cell with N, T, seed and sampling) and ``phase_diagram.png`` (log-scale heatmap, theoretical edge
   overlaid);
 - ``task=report trace=<path or glob>``: the report(s) of existing traces
-  (:mod:`stabilityscope.analysis.report`);
+  (:mod:`stabilityscope.reports.run`);
 - ``task=scaling sweep=<dir or glob>``: the scaling laws of a sweep
-  (:mod:`stabilityscope.analysis.scaling_report`);
+  (:mod:`stabilityscope.reports.scaling`);
 - ``analysis=describe``: the dissection table of the composed model, without training
   (:mod:`stabilityscope.models.describe`);
 - ``analysis=inspect``: the one-shot inspection table of the composed model (at initialisation, with
@@ -19,20 +19,21 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from stabilityscope.analysis.collection import find_traces
-from stabilityscope.analysis.report import background_from_config, finish_run, write_index, write_report
 from stabilityscope.analysis.scaling import analyze_sweep
-from stabilityscope.analysis.scaling_report import write_scaling_report
-from stabilityscope.config import Config, GridAxis, PhaseDiagramConfig, ScalingConfig, as_options, validate, value_of
+from stabilityscope.config import (RUNS_ALLOWED, SWEEP_ALLOWED, Config, GridAxis, PhaseDiagramConfig, as_options, validate,
+                                   value_of)
 from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.models.describe import describe_model
 from stabilityscope.models.registry import build_model, model_family
+from stabilityscope.plots.phase import plot_phase_diagram
 from stabilityscope.recording.inspect import inspect
-from stabilityscope.theory.numerical_phase_diagram import phase_diagram, plot_phase_diagram
+from stabilityscope.reports.run import background_from_config, finish_run, write_index, write_report
+from stabilityscope.reports.scaling import write_scaling_report
+from stabilityscope.theory.numerical_phase_diagram import phase_diagram
 from stabilityscope.training.data import dataset_info, load_dataset
 from stabilityscope.training.replay import fit_keys, load_weights, trace_from_checkpoints
 from stabilityscope.training.trainer import resolve_device
@@ -40,22 +41,15 @@ from stabilityscope.training.trainer import resolve_device
 log = logging.getLogger(__name__)
 
 
-def grid(axis: GridAxis, key: str) -> np.ndarray:
-    if axis.num < 1:
-        raise ConfigError(f"Invalid value {key}.num={axis.num}: a grid needs at least one point.")
+def grid(axis: GridAxis) -> np.ndarray:
+    """The points of a grid axis (its options checked that it has at least one)."""
     return np.linspace(axis.start, axis.stop, axis.num)
 
 
 def run_phase_diagram_task(cfg: PhaseDiagramConfig, run_dir: Path) -> tuple[Path, Path]:
     """Compute the diagram described by ``cfg`` (a PhaseDiagramConfig) and save it under ``run_dir``."""
-    cfg = as_options(cfg, PhaseDiagramConfig, "phase_diagram")
-    x, y = grid(cfg.j0_over_j, "phase_diagram.j0_over_j"), grid(cfg.inv_j, "phase_diagram.inv_j")
-    if cfg.n < 2:
-        raise ConfigError(f"Invalid value phase_diagram.n={cfg.n}: the network needs at least 2 units.")
-    if (y <= 0).any():
-        raise ConfigError(f"Invalid phase_diagram.inv_j grid from {cfg.inv_j.start} to {cfg.inv_j.stop}: 1/J must be > 0.")
-    if cfg.sampling not in ("common", "independent"):
-        raise ConfigError(f"Invalid value phase_diagram.sampling={cfg.sampling!r}: allowed: common, independent.")
+    cfg = as_options(cfg, PhaseDiagramConfig, "phase_diagram")  # checks the grid, n and the sampling
+    x, y = grid(cfg.j0_over_j), grid(cfg.inv_j)
     device = None if cfg.device == "auto" else cfg.device
     activation = value_of(cfg.activation)
     d = phase_diagram(x, y, cfg.n, cfg.steps, activation=activation, seed=cfg.seed, device=device,
@@ -71,10 +65,7 @@ def run_phase_diagram_task(cfg: PhaseDiagramConfig, run_dir: Path) -> tuple[Path
 def run_report_task(cfg: Config, run_dir: Path) -> Path:
     """``task=report trace=<path or glob>``: the report(s) of existing traces into ``run_dir``."""
     cfg = as_options(cfg, Config)
-    if not cfg.trace:
-        raise ConfigError("task=report needs the traces to report on: trace=<trace.h5, run directory, sweep "
-                          "directory or glob>, e.g. trace='checkpoints/multirun/*/*'.")
-    validate(cfg)
+    validate(cfg)  # trace= is set
     paths = find_traces(str(cfg.trace))
     options = dict(figures=bool(cfg.figures), background=background_from_config(cfg.phase_background),
                    cache=cfg.phase_background.cache_dir)
@@ -83,33 +74,15 @@ def run_report_task(cfg: Config, run_dir: Path) -> Path:
     return path
 
 
-def _check_settings(sc: ScalingConfig) -> None:
-    def require(ok: bool, key: str, value: Any, allowed: str) -> None:
-        if not ok:
-            raise ConfigError(f"Invalid value scaling.{key}={value!r}: {allowed}.")
-
-    require(bool(sc.layer), "layer", sc.layer, "name the layer whose J² is fitted (the canonical network's: hidden)")
-    require(sc.window > 0, "window", sc.window, "the fit window must be a positive number of epochs")
-    require(0 < sc.plateau_fraction <= 1, "plateau_fraction", sc.plateau_fraction,
-            "a fraction of the epochs in (0, 1], e.g. 0.2 for the last fifth")
-    require(0 < sc.confidence < 1, "confidence", sc.confidence, "a confidence level in (0, 1), e.g. 0.95")
-
-
 def run_scaling_task(cfg: Config, run_dir: Path) -> Path:
     """``task=scaling sweep=<dir or glob>``: analyse the sweep's traces and write the report into ``run_dir``."""
     cfg = as_options(cfg, Config)
-    allowed = ("a sweep directory (checkpoints/multirun/<timestamp>, searched for trace.h5), a run directory, a "
-               "trace.h5, or a glob such as 'checkpoints/multirun/*/*'")
+    validate(cfg)  # sweep= is set
     sweep = cfg.sweep
-    if not sweep:
-        raise ConfigError(f"task=scaling needs the runs to analyse: sweep={sweep!r} is not set. Pass sweep=<{allowed}>, "
-                          f"e.g. sweep=checkpoints/multirun/2026-11-22_12-00-00.")
-    validate(cfg)
-    _check_settings(cfg.scaling)
     try:
         find_traces(str(sweep))
     except TraceError:
-        raise ConfigError(f"Invalid value sweep={str(sweep)!r}: it matches no trace.h5. Allowed: {allowed}.") from None
+        raise ConfigError(f"Invalid value sweep={str(sweep)!r}: it matches no trace.h5. Allowed: {SWEEP_ALLOWED}.") from None
     sc = cfg.scaling
     analysis = analyze_sweep(str(sweep), layer=str(sc.layer), window=float(sc.window), ordered_only=bool(sc.ordered_only),
                              plateau_fraction=float(sc.plateau_fraction), confidence=float(sc.confidence))
@@ -121,39 +94,26 @@ def run_scaling_task(cfg: Config, run_dir: Path) -> Path:
     return path
 
 
-def _runs_of(cfg: Config, task: str) -> list[str]:
+def _runs_of(cfg: Config) -> list[str]:
     """``runs=`` as a list of paths or globs that match at least one trace (ConfigError otherwise)."""
-    allowed = ("run or sweep directories, trace.h5 files or globs, as runs=<dir> or runs=[<dir>,<glob>] (quote globs: "
-               "runs='checkpoints/multirun/*')")
+    validate(cfg)  # runs= is set
     runs = cfg.runs
-    if runs is None or runs == "" or (isinstance(runs, (list, tuple)) and not runs):
-        raise ConfigError(f"task={task} needs the runs to analyse: runs={runs!r} is not set. Allowed: {allowed}.")
     items = [str(runs)] if isinstance(runs, str) else [str(r) for r in runs]
     for item in items:
         try:
             find_traces(item)
         except TraceError:
-            raise ConfigError(f"Invalid value runs={item!r}: it matches no trace.h5. Allowed: {allowed}.") from None
+            raise ConfigError(f"Invalid value runs={item!r}: it matches no trace.h5. Allowed: {RUNS_ALLOWED}.") from None
     return items
-
-
-def _check_calibration(cfg: Config) -> None:
-    cc = cfg.calibration
-    if not (0 < cc.tolerance < 1):
-        raise ConfigError(f"Invalid value calibration.tolerance={cc.tolerance!r}: a relative agreement in (0, 1), e.g. 0.15.")
-    if cc.n_boot < 0:
-        raise ConfigError(f"Invalid value calibration.n_boot={cc.n_boot!r}: a number of bootstrap samples >= 0.")
-    _check_settings(cfg.scaling)
 
 
 def run_calibrate_task(cfg: Config, run_dir: Path) -> Path:
     """``task=calibrate runs=<dirs or globs>``: fit the guideline's laws and write the report and laws.json."""
     from stabilityscope.analysis.calibration import calibrate
-    from stabilityscope.analysis.calibration_report import write_calibration_report
+    from stabilityscope.reports.calibration import write_calibration_report
 
     cfg = as_options(cfg, Config)
-    _check_calibration(cfg)
-    runs = _runs_of(cfg, "calibrate")
+    runs = _runs_of(cfg)
     result = calibrate(runs, layer=str(cfg.scaling.layer), tolerance=float(cfg.calibration.tolerance),
                        plateau_fraction=float(cfg.scaling.plateau_fraction), confidence=float(cfg.scaling.confidence),
                        n_boot=int(cfg.calibration.n_boot))
@@ -167,11 +127,11 @@ def run_calibrate_task(cfg: Config, run_dir: Path) -> Path:
 
 def run_reproduce_task(cfg: Config, run_dir: Path) -> Path:
     """``task=reproduce runs=<dirs or globs>``: the source papers' claims checked, into reproduction.md."""
-    from stabilityscope.analysis.reproduction import reproduce, write_reproduction
+    from stabilityscope.analysis.reproduction import reproduce
+    from stabilityscope.reports.reproduction import write_reproduction
 
     cfg = as_options(cfg, Config)
-    _check_calibration(cfg)
-    runs = _runs_of(cfg, "reproduce")
+    runs = _runs_of(cfg)
     result = reproduce(runs, layer=str(cfg.scaling.layer), tolerance=float(cfg.calibration.tolerance),
                        confidence=float(cfg.scaling.confidence), n_boot=int(cfg.calibration.n_boot))
     path = write_reproduction(result, run_dir, figures=bool(cfg.figures))

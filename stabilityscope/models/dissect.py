@@ -149,7 +149,8 @@ def _is_norm(m: nn.Module) -> bool:
     return "norm" in type(m).__name__.lower() or isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase))
 
 
-def _leaf_fc(m: nn.Module) -> bool:
+def is_fc_module(m: nn.Module) -> bool:
+    """A fully connected map: an ``nn.Linear`` or a 1×1 convolution."""
     return isinstance(m, nn.Linear) or _is_conv1x1(m)
 
 
@@ -318,7 +319,7 @@ def dissect(model: nn.Module, *, conv1x1: bool = False, chains: bool = True,
         first_call = {}
         for i, n in enumerate(order):
             first_call.setdefault(n, i)
-    all_fc = [n for n, m in named if _leaf_fc(m)]
+    all_fc = [n for n, m in named if is_fc_module(m)]
     heads = set(classifier_modules(model, all_fc))
     fc = [n for n in all_fc if isinstance(modules[n], nn.Linear) or conv1x1 or n in heads]
     tags = {n: _tag(n, m, n == "") for n, m in named}

@@ -176,9 +176,9 @@ def build_torchvision(name: str, in_chans: int, num_classes: int, size: Optional
 
 def _replace_classifier(model: nn.Module, num_classes: int) -> None:
     """Swap the (pretrained, 1000-class) classifier for a fresh one with ``num_classes`` outputs."""
-    from stabilityscope.models.dissect import _leaf_fc, classifier_modules
+    from stabilityscope.models.dissect import is_fc_module, classifier_modules
 
-    fc = [n for n, m in model.named_modules() if _leaf_fc(m)]
+    fc = [n for n, m in model.named_modules() if is_fc_module(m)]
     for name in classifier_modules(model, fc):
         old = model.get_submodule(name)
         if isinstance(old, nn.Linear):

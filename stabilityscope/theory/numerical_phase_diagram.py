@@ -34,9 +34,11 @@ OpenMP's spin-waiting makes every parallel region cost a scheduler time slice; r
 Example::
 
     import numpy as np
-    from stabilityscope.theory.numerical_phase_diagram import phase_diagram, plot_phase_diagram
+    from stabilityscope.theory.numerical_phase_diagram import phase_diagram
     d = phase_diagram(np.linspace(0, 2, 41), np.linspace(0.2, 2, 37), n=2000)
     d.save("phase.h5")
+
+    from stabilityscope.plots.phase import plot_phase_diagram   # the heatmap with the mean-field edge
     plot_phase_diagram(d, "phase.png")
 """
 from __future__ import annotations
@@ -46,7 +48,7 @@ import time
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import h5py
 import numpy as np
@@ -54,10 +56,8 @@ import torch
 
 from stabilityscope.errors import ConfigError, TraceError
 
-if TYPE_CHECKING:  # the mean-field module is imported lazily (plotting only)
-    from stabilityscope.theory.meanfield import EdgeCurve
 
-__all__ = ["PhaseDiagram", "phase_diagram", "plot_phase_diagram", "cell_edges", "DEFAULT_STEPS"]
+__all__ = ["PhaseDiagram", "phase_diagram", "cell_edges", "DEFAULT_STEPS"]
 
 # SCIENCE §1.4: T = 500 for tanh, 100 for ReLU (ReLU is unbounded; longer runs only overflow).
 DEFAULT_STEPS = {"tanh": 500, "relu": 100}
@@ -470,95 +470,7 @@ def _python_scalar(value: Any) -> Any:
     return value
 
 
-# ----------------------------------------------------------------------------- plotting
-
-
-def plot_phase_diagram(
-    diagram: PhaseDiagram,
-    path: Union[str, Path],
-    *,
-    edge: "EdgeCurve | Literal[False] | None" = None,
-    floor: float = 1e-6,
-) -> Path:
-    """Write a PNG heatmap of the separation with the theoretical edge of chaos overlaid.
-
-    x = J0/J, y = 1/J, colour = separation on a log scale (as in EOC-training's figure); for tanh the
-    separation is clipped at 1 first, so the chaotic phase is one colour and the scale resolves the
-    ordered side. Values below ``floor`` (ordered cells reach exactly 0) are drawn at ``floor``;
-    non-finite values (diverged ReLU cells) are left blank.
-
-    Args:
-        diagram: The result of :func:`phase_diagram`.
-        path: PNG file to write.
-        edge: The theory curve (``stabilityscope.theory.meanfield.edge_curve``); None computes it on the
-            diagram's 1/J range (skipped with a warning if the mean-field module is unavailable);
-            False draws no overlay.
-        floor: Lower end of the log colour scale.
-
-    Returns:
-        The path written.
-    """
-    from matplotlib.colors import LogNorm
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-
-    sep = np.array(diagram.separation, dtype=np.float64)
-    finite = np.isfinite(sep)
-    top = 1.0 if diagram.activation == "tanh" else max(float(np.max(sep[finite], initial=floor)), floor * 10)
-    sep = np.where(finite, np.clip(sep, floor, top), np.nan)
-
-    fig = Figure(figsize=(6.4, 4.8), dpi=120)
-    ax = fig.add_subplot()
-    mesh = ax.pcolormesh(
-        cell_edges(diagram.j0_over_j), cell_edges(diagram.inv_j), np.ma.masked_invalid(sep),
-        norm=LogNorm(vmin=floor, vmax=top), cmap="viridis", shading="flat",
-    )
-    clip_note = ", clipped at 1" if diagram.activation == "tanh" else ""
-    fig.colorbar(mesh, ax=ax, label=f"asymptotic separation ⟨‖x_t − x′_t‖⟩{clip_note}")
-
-    if edge is None:
-        edge = _theory_edge(diagram)
-    if edge is not False and edge is not None:
-        _draw_edge(ax, edge)
-    ax.set_xlim(cell_edges(diagram.j0_over_j)[[0, -1]])
-    ax.set_ylim(cell_edges(diagram.inv_j)[[0, -1]])
-    ax.set_xlabel("J0 / J")
-    ax.set_ylabel("1 / J")
-    ax.set_title(
-        f"{diagram.activation}, N = {diagram.n}, T = {diagram.steps}, seed = {diagram.seed}, "
-        f"{diagram.sampling} sampling", fontsize="medium",
-    )
-    path = Path(path)
-    fig.savefig(path)
-    return path
-
-
-def _draw_edge(ax: Any, edge: "EdgeCurve") -> None:
-    """The χ = 1 line (solid, and its mirror at −J0/J for odd φ) and the J = J_c segment (dashed)."""
-    x, y = np.asarray(edge.at_j0_over_j), np.asarray(edge.inv_j)
-    ax.plot(x, y, color="red", lw=1.5, label="χ = 1 (AT line)")
-    # tanh also has the SG | period-2 boundary at negative J0/J; the mean-field module exposes it
-    # as its own array (older versions: a ``mirrored`` flag). Optional: the spec's fields suffice.
-    negative = getattr(edge, "at_j0_over_j_negative", None)
-    if negative is None and getattr(edge, "mirrored", False):
-        negative = -x
-    if negative is not None:
-        ax.plot(np.asarray(negative), y, color="red", lw=1.5)
-    if np.size(edge.segment_inv_j):
-        ax.plot(edge.segment_j0_over_j, edge.segment_inv_j, color="red", lw=1.5, ls="--",
-                label="J = J_c (P | SG)")
-    ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
-
-
-def _theory_edge(diagram: PhaseDiagram) -> "EdgeCurve | None":
-    """The mean-field edge on a fine 1/J grid spanning the diagram, or None if unavailable."""
-    try:
-        from stabilityscope.theory.meanfield import edge_curve
-    except ImportError as err:
-        warnings.warn(f"plot_phase_diagram: no theory overlay ({err})", stacklevel=3)
-        return None
-    y = cell_edges(diagram.inv_j)
-    return edge_curve(np.linspace(max(min(y[0], y[-1]), 1e-3), max(y[0], y[-1]), 400),
-                      activation=diagram.activation)
+# ----------------------------------------------------------------------------- drawing helper
 
 
 def cell_edges(centres: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import stabilityscope as ss
-from stabilityscope.analysis.report import write_report
+from stabilityscope.reports.run import write_report
 from stabilityscope.config import AnalysisConfig, ModelConfig
 from stabilityscope.errors import ConfigError, RunLockedError
 from stabilityscope.training.data import load_dataset

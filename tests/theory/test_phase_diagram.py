@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from stabilityscope.errors import ConfigError
-from stabilityscope.theory.numerical_phase_diagram import DEFAULT_STEPS, PhaseDiagram, phase_diagram, plot_phase_diagram
+from stabilityscope.plots.phase import plot_phase_diagram
+from stabilityscope.theory.numerical_phase_diagram import DEFAULT_STEPS, PhaseDiagram, phase_diagram
 
 N = 300
 ORDERED_MAX = 1e-3  # separation of an ordered cell (it decays from 1e-4·sqrt(N) ≈ 2e-3 towards 0)

@@ -83,7 +83,7 @@ def test_reader_follows_a_live_run(tmp_path):
 WRITER = textwrap.dedent("""
     import sys, numpy as np, yaml
     sys.path.insert(0, {repo!r})
-    from tests.test_trace import LAYERS, ATTRS, _append
+    from tests.recording.test_trace import LAYERS, ATTRS, _append
     from stabilityscope.recording.trace import TraceWriter
     w = TraceWriter.create({path!r}, attrs=ATTRS, layers=LAYERS)
     e = 0
@@ -96,7 +96,7 @@ WRITER = textwrap.dedent("""
 
 @pytest.mark.parametrize("kill_after", [0.3, 0.9])
 def test_sigkill_keeps_every_completed_checkpoint(tmp_path, kill_after):
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = str(tmp_path / "trace.h5")
     proc = subprocess.Popen([sys.executable, "-c", WRITER.format(repo=repo, path=path)], stdout=subprocess.PIPE, text=True)
     first = proc.stdout.readline()  # at least one checkpoint is complete

@@ -1,6 +1,6 @@
 """The guideline (stabilityscope.analysis.guideline) on the original model (a given c): the recommended settings,
 fed back into the model they come from, bring J² within tolerance of the edge by the requested epoch and hold its
-plateau at 1. The calibrated laws' path is tested in tests/test_calibration.py."""
+plateau at 1. The calibrated laws' path is tested in tests/analysis/test_calibration.py."""
 from __future__ import annotations
 
 import json

@@ -11,8 +11,9 @@ import pytest
 
 import stabilityscope as ss
 from stabilityscope import open_trace
-from stabilityscope.analysis import figures
-from stabilityscope.analysis.figures import BackgroundSpec
+from stabilityscope import plots as figures
+from stabilityscope.plots import BackgroundSpec
+from stabilityscope.theory import numerical_phase_diagram
 from stabilityscope.errors import TraceError
 from tests.trace_factory import synthetic_trace
 
@@ -57,7 +58,7 @@ def test_phase_path_background_is_computed_once_and_cached(standard, tmp_path, m
     def no_recompute(*args, **kwargs):
         raise AssertionError("the cached background was recomputed")
 
-    monkeypatch.setattr(figures.npd, "phase_diagram", no_recompute)
+    monkeypatch.setattr(numerical_phase_diagram, "phase_diagram", no_recompute)
     fig = figures.plot_phase_path(standard, background=TINY, cache=cache)
     assert_drawn(figures.save_figure(fig, tmp_path, "p2")[0])
     # a different N is a different diagram

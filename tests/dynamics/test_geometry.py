@@ -256,8 +256,9 @@ def test_subsampled_runs_train_alone_in_a_sweep():
 
 
 def test_toy_run_records_geometry_and_reports_it(tmp_path):
-    from stabilityscope.analysis.geometry_figures import load_run_model, plot_decision_regions, plot_geometry
-    from stabilityscope.analysis.report import write_report
+    from stabilityscope.analysis.saved_run import load_run_model
+    from stabilityscope.plots.geometry import plot_decision_regions, plot_geometry
+    from stabilityscope.reports.run import write_report
     from stabilityscope.training.trainer import Run
 
     cfg = Config(dataset=DatasetConfig(name="toy2d", train_subset=300, test_subset=100),

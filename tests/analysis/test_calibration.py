@@ -18,9 +18,11 @@ import stabilityscope as ss
 from stabilityscope.analysis.calibration import (DEFAULT_LAWS, REFERENCE_RATE, REFERENCE_WEIGHT_DECAY, CalibratedLaws,
                                                  GrowthLaw, PlateauLaw, calibrate, fit_growth_law, fit_plateau_law,
                                                  fit_relaxation, load_laws)
-from stabilityscope.analysis.calibration_report import plot_plateau_law, write_calibration_report
 from stabilityscope.analysis.guideline import recommend
-from stabilityscope.analysis.reproduction import RULES, reproduce, write_reproduction
+from stabilityscope.analysis.reproduction import RULES, reproduce
+from stabilityscope.plots.calibration import plot_plateau_law
+from stabilityscope.reports.calibration import write_calibration_report
+from stabilityscope.reports.reproduction import write_reproduction
 from tests.conftest import compose_with_hydra, run_cli
 from tests.trace_factory import linear_j2, synthetic_trace
 
@@ -532,7 +534,7 @@ def test_a_budget_is_read_from_longer_runs_with_its_settings(synthetic_laws, tmp
 def test_growth_fit_over_checkpoints_inside_one_epoch_is_not_fitted():
     """A run that crosses the edge inside its first epoch has its ordered checkpoints at one whole epoch; the
     report's fit gives NaN there, and fits fractional epochs (step checkpoints) as they are."""
-    from stabilityscope.analysis.figures import linear_growth_fit
+    from stabilityscope.analysis.readout import linear_growth_fit
 
     j2 = np.array([0.25, 0.3, 0.35, 2.0])
     assert all(math.isnan(v) for v in linear_growth_fit(np.array([0, 0, 0, 1.0]), j2))

@@ -10,13 +10,13 @@
                            and the data (``dataset=toy2d``)
 =========================  ======================================================================
 
-Both return a matplotlib Figure built without pyplot. :func:`load_run_model` rebuilds a run's model
-from its newest saved state (``state/``), for :func:`plot_decision_regions` of a finished run.
+Both return a matplotlib Figure built without pyplot. A finished run's model and data for
+:func:`plot_decision_regions` come from :func:`load_run_model` and :func:`load_run_data`
+(:mod:`stabilityscope.analysis.saved_run`, re-exported here).
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,45 +26,87 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import nn
 
-from stabilityscope.analysis.figures import COLORS, _styled, geometry_layers, plot_geometry  # noqa: F401 (re-exported)
-from stabilityscope.config import Config, as_options
-from stabilityscope.dynamics.geometry import band_constant, band_kind, check_delta
+from stabilityscope.analysis.readout import (TraceLike, geometry_layers, layer_label, opened, optimal_index,
+                                             require_checkpoints)
+from stabilityscope.analysis.saved_run import load_run_data, load_run_model
+from stabilityscope.dynamics.geometry import GEOMETRY_STATS, band_constant, band_kind, check_delta
 from stabilityscope.errors import ConfigError, TraceError
-from stabilityscope.models.registry import build_model
-from stabilityscope.recording.trace import open_trace
-from stabilityscope.training.data import dataset_info
+from stabilityscope.plots.style import COLORS, EDGE_COLOR, epoch_axis, layer_colors, mark_optimum, optimum_handle, styled
+from stabilityscope.recording.trace import config_section
 
-__all__ = ["geometry_layers", "load_run_data", "load_run_model", "plot_decision_regions", "plot_geometry"]
+# geometry_layers, load_run_model and load_run_data are re-exported: the inputs these figures take
+__all__ = ["OUR_INSTANTIATION", "geometry_layers", "load_run_data", "load_run_model", "plot_decision_regions",
+           "plot_geometry"]
 
-def load_run_model(run_dir: Union[str, Path], epoch: Optional[int] = None) -> tuple[nn.Module, Config]:
-    """A run's model with the weights of its newest saved state (or of ``epoch``), and its config."""
-    run_dir = Path(run_dir)
-    if run_dir.suffix == ".h5":
-        run_dir = run_dir.parent
-    with open_trace(run_dir / "trace.h5") as tr:
-        cfg = as_options(tr.config, Config)
-    states = sorted((run_dir / "state").glob("epoch_*.pt"))
-    if epoch is not None:
-        states = [p for p in states if int(p.stem.split("_")[1]) == epoch]
-    if not states:
-        raise TraceError(f"{run_dir} has no saved state" + (f" for epoch {epoch}" if epoch is not None else "") +
-                         f"; states kept: {', '.join(p.stem for p in sorted((run_dir / 'state').glob('*.pt'))) or 'none'}.")
-    input_shape, classes = dataset_info(cfg.dataset.name, cfg.dataset.binarize)
-    model = build_model(cfg.model, input_shape, classes)
-    model.load_state_dict(torch.load(states[-1], map_location="cpu", weights_only=True)["model"])
-    return model.eval(), cfg
+OUR_INSTANTIATION = "our instantiation of FC-geometry (van den Berg, arXiv:1605.00329)"
 
 
-def load_run_data(run_dir: Union[str, Path]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x_train, y_train, x_test, y_test) of a run's dataset, as its config loads it (subsets included)."""
-    from stabilityscope.training.data import load_dataset
+@styled
+def plot_geometry(trace: TraceLike, layers: Optional[Sequence[str]] = None) -> Figure:
+    """Band half-width, in-band fraction and gradient share of in-band samples against epoch, beside J².
 
-    run_dir = Path(run_dir)
-    with open_trace(run_dir if run_dir.suffix == ".h5" else run_dir / "trace.h5") as tr:
-        d = as_options(tr.config, Config).dataset
-    data = load_dataset(d.name, d.root, train_subset=d.train_subset, test_subset=d.test_subset, normalize=d.normalize,
-                        binarize=d.binarize)
-    return data.x_train, data.y_train, data.x_test, data.y_test
+    Args:
+        trace: an open trace or its path (recorded with ``analysis.geometry=true``).
+        layers: default: every layer with a band (or, for ReLU-like units, an active set).
+    """
+    with opened(trace) as tr:
+        require_checkpoints(tr)
+        if layers is None:
+            layers = geometry_layers(tr)
+        layers = list(layers)
+        if not layers:
+            raise TraceError(f"{tr.path} records no decision-region geometry with a transition band (run with "
+                             f"analysis.geometry=true; layers need a tanh, sigmoid or ReLU-like activation).")
+        for n in layers:
+            missing = [s for s in GEOMETRY_STATS if s not in tr.stats(n)]
+            if missing:
+                raise TraceError(f"Layer {n!r} of {tr.path} lacks the geometry statistics {', '.join(missing)}; "
+                                 f"record them with analysis.geometry=true.")
+        epochs, best = tr.checkpoints, optimal_index(tr)
+        delta = float(config_section(tr.config, "analysis").get("geometry_delta", 0.1))
+        n_samples = config_section(tr.config, "analysis").get("geometry_samples", "?")
+        data = {n: {s: tr.stat(n, s) for s in (*GEOMETRY_STATS, "J")} | {"label": layer_label(tr, n),
+                                                                          "act": str(tr.layer_info(n).get("activation", ""))}
+                for n in layers}
+    fig = Figure(figsize=(12, 7.2), layout="constrained")
+    axes = fig.subplots(2, 2)
+    (a_j, a_h), (a_f, a_g) = axes
+    ms = 3 if len(epochs) <= 60 else 0
+    handles = []
+    for color, n in zip(layer_colors(len(layers)), layers):
+        d = data[n]
+        handles += a_j.plot(epochs, d["J"] ** 2, "o-", color=color, ms=ms, lw=1.5, label=d["label"])
+        a_h.plot(epochs, d["band_halfwidth_mean"], "o-", color=color, ms=ms, lw=1.5)
+        a_h.plot(epochs, d["band_halfwidth_median"], "--", color=color, lw=1)
+        a_h.plot(epochs, d["mean_abs_distance"], ":", color=color, lw=1.2)
+        relu = band_kind(d["act"]) == "relu"
+        a_f.plot(epochs, d["in_band_fraction"], "o-" if not relu else "s-", color=color, ms=ms, lw=1.5)
+        a_g.plot(epochs, d["gradient_share_in_band"], "o-", color=color, ms=ms, lw=1.5)
+    a_j.axhline(1.0, color=EDGE_COLOR, lw=1)
+    a_j.set_ylabel(r"$J^2$  (tanh edge of chaos: $J^2 = 1$)")
+    a_j.set_title(r"Coupling $J^2$ (EOC-training)")
+    a_h.set_ylabel(r"distance in input space")
+    a_h.set_title(rf"Band half-width $c_\varphi(\delta)/\|w_k\|$, $\delta$ = {delta:g}: mean (—), median (– –); "
+                  r"mean $|d|$ (···)", fontsize=9.5)
+    a_f.set_ylabel("fraction of (sample, unit) pairs")
+    a_f.set_title("Mean in-band fraction (ReLU-like: active fraction)")
+    a_f.set_ylim(0, 1.02)
+    a_g.set_ylabel("share of per-sample squared gradient norm")
+    a_g.set_title("Gradient carried by in-band samples")
+    a_g.set_ylim(min(0.0, a_g.get_ylim()[0]), 1.02)
+    for ax in axes.flat:
+        mark_optimum(ax, epochs[best])
+        epoch_axis(ax)
+    fig.suptitle(f"Decision-region geometry on {n_samples} fixed training inputs ({OUR_INSTANTIATION})", fontsize=10.5)
+    fig.legend(handles=handles + [optimum_handle(int(epochs[best]))], loc="outside lower center",
+               ncols=min(4, len(handles) + 1), frameon=False)
+    return fig
+
+
+# ------------------------------------------------------------------------------ all figures of a run
+
+
+# ------------------------------------------------------------------------------ SGD-complexity
 
 
 def _first_linear(model: nn.Module, layer: Optional[str]) -> tuple[str, nn.Linear, str]:
@@ -85,7 +127,7 @@ def _first_linear(model: nn.Module, layer: Optional[str]) -> tuple[str, nn.Linea
     return name, lin, act
 
 
-@_styled
+@styled
 def plot_decision_regions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layer: Optional[str] = None,
                           delta: float = 0.1, resolution: int = 300, margin: float = 0.15,
                           title: Optional[str] = None) -> Figure:

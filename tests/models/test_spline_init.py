@@ -216,7 +216,7 @@ def test_evaluate_regression_pools_outputs():
 
 def test_regression_figures_and_report_show_mse_and_r2_never_accuracy(tmp_path, data_root):
     from stabilityscope import figures
-    from stabilityscope.analysis.report import write_report
+    from stabilityscope.reports.run import write_report
 
     cfg = _root(_abalone_cfg("mars"), data_root)
     Run(cfg, tmp_path / "run").execute()

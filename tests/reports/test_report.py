@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import stabilityscope as ss
-from stabilityscope.analysis.figures import FIGURES, BackgroundSpec
-from stabilityscope.analysis.report import write_index, write_report
+from stabilityscope.plots import FIGURES, BackgroundSpec
+from stabilityscope.reports.run import write_index, write_report
 from stabilityscope.cli.tasks import run_report_task
 from stabilityscope.errors import ConfigError, TraceError
 from tests.conftest import run_cli

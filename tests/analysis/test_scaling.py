@@ -19,8 +19,8 @@ import yaml
 import stabilityscope as ss
 from stabilityscope.analysis.guideline import CANONICAL_C
 from stabilityscope.analysis.scaling import analyze_sweep, crossing_decay
-from stabilityscope.analysis.scaling_figures import scaling_figures
-from stabilityscope.analysis.scaling_report import write_scaling_report
+from stabilityscope.plots.scaling import scaling_figures
+from stabilityscope.reports.scaling import write_scaling_report
 from stabilityscope.cli.tasks import run_scaling_task
 from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.recording.trace import mark_failed
