@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import stabilityscope as ss
-from stabilityscope import figures
+from stabilityscope import plots
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
@@ -32,6 +32,6 @@ runs = ss.open_traces(sweep)
 table = runs.set_index(ss.varying_config(runs))[["status", "optimal_epoch", "test_loss_min", "hidden/J_at_optimal",
                                                   "hidden/J_final", "hidden/phase_final"]]
 print(table.to_string())
-fig = figures.plot_comparison(ss.collection.find_traces(sweep), layer="hidden")
-figures.save_figure(fig, args.out, "comparison")
+fig = plots.plot_comparison(ss.collection.find_traces(sweep), layer="hidden")
+plots.save_figure(fig, args.out, "comparison")
 print(f"figure: {Path(args.out) / 'comparison.png'}")

@@ -22,7 +22,6 @@ work, not the 3-4 s of imports a fresh ``python -m stabilityscope`` pays.
 """
 from __future__ import annotations
 
-import contextlib
 import doctest
 import io
 import multiprocessing
@@ -33,7 +32,7 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -384,7 +383,8 @@ def build_world(root: Path, workers) -> dict[str, str]:
     }
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
-    pending = {name: workers.apply_async(_call, (("cli", "stabilityscope", args, str(root), str(logs / f"world_{name}.log")),))
+    pending = {name: workers.apply_async(_call, (("cli", "stabilityscope", args, str(root),
+                                                  str(logs / f"world_{name}.log")),))
                for name, args in jobs.items()}
     for name, res in pending.items():
         r = res.get()

@@ -70,7 +70,8 @@ def docs_runs(tmp_path_factory, data_root):
 def test_every_documented_command_runs(docs_runs, cmd):
     args = tuple(h.plan(cmd, docs_runs["world"]))
     result = docs_runs["plans"][args]
-    assert result.rc == 0, f"{cmd.where}: `{cmd.text}` ran as `{' '.join(args)}` and exited {result.rc}:\n{result.output}"
+    assert result.rc == 0, (f"{cmd.where}: `{cmd.text}` ran as `{' '.join(args)}` and exited {result.rc}:\n"
+                            f"{result.output}")
     assert "Traceback" not in result.output, result.output
 
 
@@ -117,8 +118,8 @@ def test_the_harness_finds_commands_marks_and_placeholders():
     assert found[4].elsewhere == "a SLURM cluster" and h.plan(found[4], world)[-2:] == ["--cfg", "job"]
     assert h.resolve("sweep=checkpoints/multirun/<timestamp> trace=checkpoints/resnet18-cifar10/<stamp>", world) == \
         "sweep=S trace=R"
-    assert h.resolve_python('L = load("<seed 1 run>/baseline.pt") if a < b and c > d else None', world | {"cifar": "C"}) \
-        == 'L = load("C/baseline.pt") if a < b and c > d else None'
+    code = 'L = load("<seed 1 run>/baseline.pt") if a < b and c > d else None'
+    assert h.resolve_python(code, world | {"cifar": "C"}) == 'L = load("C/baseline.pt") if a < b and c > d else None'
     with pytest.raises(KeyError, match="unknown placeholder <my thing>"):
         h.resolve("python -m stabilityscope resume=<my thing>", world)
 

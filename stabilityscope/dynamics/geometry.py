@@ -1,4 +1,4 @@
-"""Decision-region geometry of a fully connected layer (FC-geometry, SCIENCE.md §3.3).
+"""Decision-region geometry of a fully connected layer (FC-geometry, docs/science/secondary.md).
 
 Source: E. van den Berg, "Some insights into the geometry and training of neural networks",
 arXiv:1605.00329 (FC-geometry). Its body text was not recovered: the concrete definitions below

@@ -1,4 +1,4 @@
-"""Asymptotic measures and Lyapunov exponents of an iterated map (EOC-optimality, SCIENCE.md §2).
+"""Asymptotic measures and Lyapunov exponents of an iterated map (EOC-optimality, docs/science/iterated-maps.md).
 
 Given F: R^N → R^N (:mod:`stabilityscope.dynamics.maps`) and start states x0 (the original: the first 100
 test images), iterate x_{t+1} = F(x_t) for T steps and measure
@@ -9,7 +9,7 @@ test images), iterate x_{t+1} = F(x_t) for T steps and measure
 - M4 ``asymptotic_distance``: mean of d_t over the second half of the orbit (edge: ~0);
 - M5 ``poincare``: the return map (X_t, X_{t+1}), X_t = <x_t, m̂> (dots, closed curve or cloud);
 - the largest Lyapunov exponent by Benettin's renormalised tangent vector, the top-k Lyapunov
-  spectrum by QR re-orthonormalisation (not in the original; SCIENCE.md asks for both), and the
+  spectrum by QR re-orthonormalisation (not in the original; both are ours, docs/science/iterated-maps.md), and the
   attractor class: fixed point, period-L cycle, quasi-periodic torus, chaos, divergence.
 
 Everything is batched over start states B and over stacked maps L, and runs on the states' device.
@@ -348,7 +348,7 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
         - Start states: the original used real test inputs; measures are per start state, and a
           map with several attractors gives different values for different x0.
         - M1 ``s`` is a one-point estimate at x_T. For large random W it equals sqrt(χ) of the
-          mean-field theory (SCIENCE.md §2 consistency check); for a single map it is not an
+          mean-field theory (docs/science/iterated-maps.md consistency check); for a single map it is not an
           exponent, and λ_max ≈ ln s only holds in the chaotic regime (v2's claim).
         - M2 estimates ln |λ_max(P)|/τ of the product P = J_{t_end−1} ⋯ J_a over the window by
           power iteration with renormalisation at every step (never a raw product, which
@@ -595,7 +595,7 @@ def _jacobian_product_exponent(F: IteratedMap, orbit: dict[int, Tensor], u: Tens
 def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = LAMBDA_TOL,
                        max_period: int = MAX_PERIOD, rtol: float = PERIOD_RTOL, atol: float = PERIOD_ATOL,
                        divergent: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Attractor class and cycle length of each orbit (EOC-optimality v2, SCIENCE.md §2).
+    """Attractor class and cycle length of each orbit (EOC-optimality v2, docs/science/iterated-maps.md).
 
     With the mismatch e_L(t) = ||x_{t+L} − x_t|| along the tail and "within tolerance" meaning
     e_L(t) ≤ atol + rtol·||x_t||, the decision per orbit is::

@@ -8,10 +8,10 @@
     table = ss.inspect(model, inputs=x[:16])     # ... and the iterated maps: s, λ_max, attractor
 
 The measurements are the tracker's (:class:`~stabilityscope.recording.tracking.LayerTracker`), taken
-once: J, J0 (SCIENCE.md §1.1; for a non-square layer they locate its mean-field *surrogate*, a random
+once: J, J0 (docs/science/mean-field.md; for a non-square layer they locate its mean-field *surrogate*, a random
 square matrix with the same entry statistics, and ``square`` says so), the mean-field χ and edge
-distance ½ ln χ with the phase label (§1.2–1.3), the spectral radius of square layers, and with
-``inputs`` the iterated-map measures of square layers, MLP chains and model maps (§2: s = M1,
+distance ½ ln χ with the phase label (docs/science/mean-field.md), the spectral radius of square layers, and with
+``inputs`` the iterated-map measures of square layers, MLP chains and model maps (docs/science/iterated-maps.md: s = M1,
 Benettin λ_max, the attractor class). Layers of equal shape are measured as one stack.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ Schema (version 2)::
                                runs); train_loss, test_loss, train_r2, test_r2 (mse runs: the losses are
                                mean squared errors, also readable as train_mse, test_mse); with
                                analysis.explainability also info_F_Y (+ _low, _high), info_F_Y_given_L,
-                               mu_F_L (+ _low, _high), in bits (SGD-complexity, SCIENCE.md §3.1)
+                               mu_F_L (+ _low, _high), in bits (SGD-complexity, docs/science/secondary.md)
     /layers/<layer>/           attrs: fan_in, fan_out, square, role, activation, surrogate
     /layers/<layer>/<stat>     float64 (n,) J, J0, weight_distance, ...; categorical stats are int8
                                codes whose dataset attr ``labels`` names them (phase, attractor);

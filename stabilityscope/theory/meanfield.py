@@ -3,7 +3,7 @@
 A fully connected layer ``W`` (N x N, fan-in N) is read as the coupling matrix of the recurrent
 network ``x_{t+1} = phi(W x_t)``. For ``W_ij ~ Normal(J0/N, J^2/N)`` and large N the pre-activations
 are Gaussian, ``h = J0*u + J*sqrt(q)*z`` with ``z ~ N(0, 1)``, and the dynamics closes on two order
-parameters (EOC-training, SCIENCE.md section 1.2; the same equations as the replica-symmetric
+parameters (EOC-training, docs/science/mean-field.md; the same equations as the replica-symmetric
 Sherrington-Kirkpatrick spin glass with ``beta*J -> J``)::
 
     u   = E_z phi(h)              mean activity (SK magnetisation m)
@@ -34,7 +34,7 @@ nodes cluster at ``z* = -J0*u/(J*sqrt(q))`` (where ``h = 0``), so the spike of `
 grid cells are solved together as arrays; the only Python loops run over iterations.
 
 For a non-square M x N layer ``(J0, J)`` locate the *mean-field surrogate*: a random square N x N
-matrix with the same entry statistics (SCIENCE.md section 1.1).
+matrix with the same entry statistics (docs/science/mean-field.md).
 
 Conventions that are ours (the sources are silent):
 
@@ -43,7 +43,7 @@ Conventions that are ours (the sources are silent):
 * ReLU is positively homogeneous: only ``u/sqrt(q)`` is fixed, so q is reported as 1.
 * Phase rules (:func:`.phase_code`): SG if chi > 1; else P2 if the attractor is a 2-cycle;
   else F if J0 > 0 and u != 0 (a mean sustained by positive feedback); else P.
-* Cells are assumed large-N; finite N smears every boundary (SCIENCE.md section 1.4).
+* Cells are assumed large-N; finite N smears every boundary (docs/science/mean-field.md).
 """
 
 from __future__ import annotations
@@ -535,7 +535,7 @@ def edge_distance(J0: ArrayLike, J: ArrayLike, activation: Activation = "tanh", 
     """Signed distance to the edge of chaos, ``0.5 * ln chi``.
 
     It is the mean-field estimate of the largest Lyapunov exponent (the normalised Jacobian
-    norm obeys ``s^2 ~ chi``, SCIENCE.md section 2, and ``lambda_max ~ ln s``): 0 on the edge,
+    norm obeys ``s^2 ~ chi``, docs/science/iterated-maps.md, and ``lambda_max ~ ln s``): 0 on the edge,
     > 0 on the chaotic side, < 0 on the ordered side, in nats per step. -inf for J = 0.
     """
     c = chi(J0, J, activation, **kwargs)
@@ -669,7 +669,7 @@ def phase_code(
     3. J0 > 0 and |u| > 1e-6 -> F (ordered, the mean sustained by positive feedback);
     4. otherwise -> P (ordered; for tanh exactly u = q = 0).
 
-    For tanh these are the SK phases of SCIENCE.md section 1.3. ReLU and non-odd callables
+    For tanh these are the SK phases of docs/science/mean-field.md. ReLU and non-odd callables
     always have u > 0, so for them rule 3 reduces to J0 > 0: our convention, since the SK
     phases do not carry over exactly.
 

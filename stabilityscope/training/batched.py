@@ -1,6 +1,6 @@
 """Train K configurations of the canonical network at once: stacked weights, batched matmuls.
 
-EOC-training's results are relations across many runs of one small network (SCIENCE.md §1.5). One
+EOC-training's results are relations across many runs of one small network (docs/science/mean-field.md). One
 run of 784-784-10 at batch 32 keeps two CPU cores busy only a quarter of the time (each step is a
 few small matmuls plus per-op overhead), so K runs that differ only in learning rate, momentum,
 weight decay and seed are trained here as one network with a leading member axis:

@@ -11,7 +11,7 @@ everything else, so a tampered file cannot run code. ``normalize=True`` standard
 with the dataset's published mean and std; :func:`augment_batch` is the usual CIFAR augmentation
 (random crop with padding 4 and horizontal flip), applied per batch on the device during training.
 
-``binarize`` turns a 10-class dataset into a binary task (SGD-complexity, SCIENCE.md §3.1): a set of
+``binarize`` turns a 10-class dataset into a binary task (SGD-complexity, docs/science/secondary.md): a set of
 *positive* classes becomes label 1 and every other class label 0 (``binarize_labels``).
 Abalone (UCI) is the one regression table: ``abalone/abalone.data`` under the root, see
 ``load_abalone``. Its :class:`.InMemoryData` has ``task="regression"``, float32 targets (n, 1) and

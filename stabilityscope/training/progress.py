@@ -6,7 +6,8 @@ checkpoint measured in a worker thread (``train.overlap_checkpoints``). :class:`
 counts and the clock, and says them:
 
 - without a terminal (a log file, ``nohup``, a SLURM job) a line at least every ``interval`` seconds
-  (30 s by default, or the ``STABILITYSCOPE_PROGRESS_INTERVAL`` environment variable): phase, steps done, steps per second, the epoch's and the run's remaining time;
+  (30 s by default, or the ``STABILITYSCOPE_PROGRESS_INTERVAL`` environment variable): phase, steps done,
+  steps per second, the epoch's and the run's remaining time;
   besides the one line per checkpoint that reports its numbers;
 - with a terminal, the same numbers on the progress bar;
 - once, after the first steps and the first checkpoint, the run's estimated total time on this machine,

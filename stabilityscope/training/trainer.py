@@ -1,4 +1,4 @@
-"""Train a model and record it checkpoint by checkpoint (EOC-training's experiment, SCIENCE.md §1.5).
+"""Train a model and record it checkpoint by checkpoint (EOC-training's experiment, docs/science/mean-field.md).
 
 Data live on the device as tensors; each epoch draws one permutation from a seeded generator and
 slices batches out of it (the last, shorter batch included). The step loop never synchronises with
@@ -402,7 +402,8 @@ class CheckpointQueue:
 
     def __init__(self, run: "Run", stack: Optional[StackedCanonical], progress: Progress, start: RunState) -> None:
         self.run, self.progress = run, progress
-        self.worker = ThreadPoolExecutor(1, thread_name_prefix="checkpoint") if run._overlaps_checkpoints(stack) else None
+        overlap = run._overlaps_checkpoints(stack)
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="checkpoint") if overlap else None
         self.pending: Optional[tuple[Future, RunState, int]] = None
         self.cores = CoreShare(torch.get_num_threads())
         if self.worker is not None:
@@ -428,7 +429,8 @@ class CheckpointQueue:
         shuffle = torch.Generator(device=self.run.generator.device)
         shuffle.set_state(self.run.generator.get_state())
         last = step == self.run.total_steps  # training is over: it waits for this one, so it gets every core
-        self.pending = (self.worker.submit(self.cores.in_worker(self.measure, last), run, mid_epoch, shuffle), run, step)
+        future = self.worker.submit(self.cores.in_worker(self.measure, last), run, mid_epoch, shuffle)
+        self.pending = (future, run, step)
 
     def collect(self) -> None:
         """The checkpoint in flight, finished; its error raised here."""
@@ -671,7 +673,8 @@ class Run:
     def _train_steps_to_end(self, run: RunState, stack: Optional[StackedCanonical], queue: "CheckpointQueue",
                             progress: Progress, start: float) -> None:
         """The loop of :meth:`_train_from`: chunks of steps, the epoch's divergence check, the checkpoints."""
-        d, batch, per_epoch, checkpoints = self.data, self.cfg.train.batch_size, self.steps_per_epoch, self.checkpoint_steps
+        d, batch = self.data, self.cfg.train.batch_size
+        per_epoch, checkpoints = self.steps_per_epoch, self.checkpoint_steps
         perm, loss_sum, step = self._perm, torch.zeros((), device=self.device), run.step
         while step < self.total_steps:
             epoch, offset = divmod(step, per_epoch)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from stabilityscope.config import Config, DatasetConfig, TrainConfig
 from stabilityscope.training import progress as progress_module
 from stabilityscope.training.progress import Progress, duration
