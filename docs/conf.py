@@ -64,3 +64,45 @@ nitpick_ignore_regex = [
 html_theme = "furo"
 html_title = f"stabilityscope {release}"
 html_static_path = ["_static"]
+
+
+# References to the package's own objects that the API reference does not document (internal helpers named in
+# module docstrings for contributors) are shown as plain names, but only when the name resolves to a real
+# object of the package: a misspelt or stale name (a function renamed or moved) still fails the build.
+def _resolves(target: str, module: str | None, cls: str | None) -> bool:
+    import importlib
+
+    target = target.lstrip("~.")
+    candidates = [target]
+    if module:
+        candidates += [f"{module}.{cls}.{target}" if cls else None, f"{module}.{target}"]
+        parent = module.rsplit(".", 1)[0]
+        candidates += [f"{parent}.{target}"]
+    for name in filter(None, candidates):
+        if not name.startswith("stabilityscope"):
+            continue
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[i:]:
+                    obj = getattr(obj, attr)
+                return True
+            except AttributeError:
+                break
+    return False
+
+
+def _internal_reference(app, env, node, contnode):
+    if node.get("refdomain") != "py":
+        return None
+    if _resolves(node["reftarget"], node.get("py:module"), node.get("py:class")):
+        return contnode
+    return None
+
+
+def setup(app):
+    app.connect("missing-reference", _internal_reference)
