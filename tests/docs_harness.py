@@ -347,6 +347,10 @@ def _child_script(script: str, cwd: str, log: str) -> Result:
 
 
 def _call(job: tuple) -> Result:
+    import torch
+
+    torch.set_num_threads(1)  # two children share CI's two cores: one thread each, as the commands' train.threads=1
+    os.environ["OMP_NUM_THREADS"] = "1"  # and the processes they start (launchers, the examples' commands)
     kind, *rest = job
     return {"cli": _child_cli, "snippets": _child_snippets, "script": _child_script}[kind](*rest)
 
