@@ -37,8 +37,11 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+# STABILITYSCOPE_DOCS_ONLY=<regex>: only the pages and examples whose path matches (to iterate on one page)
+ONLY = re.compile(os.environ.get("STABILITYSCOPE_DOCS_ONLY", ""))
+PAGES = [p for p in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+         if ONLY.search(str(p.relative_to(ROOT)))]
+EXAMPLES = [p for p in sorted((ROOT / "examples").glob("*.py")) if ONLY.search(str(p.relative_to(ROOT)))]
 CONF = ROOT / "conf"
 
 STAMP = "2026-11-22_12-00-00"  # the docs' example timestamp: the world's run and sweep carry it
@@ -46,7 +49,7 @@ RUN = f"checkpoints/fmnist_fc-fashion_mnist/{STAMP}"
 SWEEP = f"checkpoints/multirun/{STAMP}"
 
 # Appended to every command that trains: small data, one epoch, few and short orbits, no figures.
-SMOKE = ("train.epochs=1", "dataset.train_subset=256", "dataset.test_subset=128", "analysis.n_inputs=2",
+SMOKE = ("train.epochs=1", "dataset.train_subset=128", "dataset.test_subset=64", "analysis.n_inputs=2",
          "analysis.steps=20", "analysis.geometry_samples=64", "analysis.explainability_boot=10",
          "analysis.baseline_max_iter=20", "figures=false", "report=false", "phase_background.enabled=false",
          "train.threads=1", "train.checkpoints.num=3", "calibration.n_boot=20")
