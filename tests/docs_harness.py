@@ -319,6 +319,7 @@ def _child_snippets(page: str, snippets: list[tuple[str, int, str]], cwd: str, l
                 out = io.StringIO()
                 runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
                 runner.run(test, out=out.write, clear_globs=False)
+                namespace.update(test.globs)  # a DocTest runs on a copy: the page's later blocks see its names
                 if runner.failures:
                     failures.append(f"{name} (doctest):\n{out.getvalue()}")
             else:
