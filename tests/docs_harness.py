@@ -30,6 +30,7 @@ import re
 import shlex
 import shutil
 import sys
+import textwrap
 import time
 import traceback
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ def blocks(page: Path) -> list[tuple[str, int, str]]:
             while i < len(lines) and not lines[i].strip().startswith(fence):
                 body.append(lines[i])
                 i += 1
-            out.append((lang, start + 1, "\n".join(body)))
+            out.append((lang, start + 1, textwrap.dedent("\n".join(body))))  # a block inside a list is indented
         i += 1
     return out
 
