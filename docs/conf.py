@@ -56,7 +56,7 @@ nitpick_ignore_regex = [
     ("py:(class|obj)", r"(array|tensor|array-like|optional|default|shape|of|or|and|the|an?|float64|float32)"),
     # napoleon reads "name (shape): text" in Args as a type; a phrase or a shape such as (n_test,) is no reference
     ("py:class", r".*[^\w.].*"),
-    ("py:class", r"[a-z_]{1,8}"),
+    ("py:class", r"[a-z_]{1,8}|[A-Z]"),
     # type aliases of the package (a Union spelled once), shown by name
     ("py:class", r"(stabilityscope\.config\.)?Options|Source|TraceLike|ArrayLike|Activation|StepFn|ModelBuilder"),
 ]
@@ -78,6 +78,18 @@ def _resolves(target: str, module: str | None, cls: str | None) -> bool:
         candidates += [f"{module}.{cls}.{target}" if cls else None, f"{module}.{target}"]
         parent = module.rsplit(".", 1)[0]
         candidates += [f"{parent}.{target}"]
+    import sys
+
+    # a docstring documented at the facade (ss.open_traces) names its module's neighbours (find_traces), and a
+    # module docstring its classes' methods (close): look in the package's modules and their classes
+    for mod_name, mod in list(sys.modules.items()):
+        if not mod_name.startswith("stabilityscope") or mod is None:
+            continue
+        if hasattr(mod, target) and getattr(getattr(mod, target), "__module__", mod_name) == mod_name:
+            return True
+        if module and mod_name == module:
+            if any(hasattr(obj, target) for obj in vars(mod).values() if isinstance(obj, type)):
+                return True
     for name in filter(None, candidates):
         if not name.startswith("stabilityscope"):
             continue
@@ -104,5 +116,16 @@ def _internal_reference(app, env, node, contnode):
     return None
 
 
+def _absolute_values(app, what, name, obj, options, lines):
+    """The docstrings write |x| for an absolute value or a norm, never an RST substitution: escape the bars
+    (a table's rows stay as they are)."""
+    for i, line in enumerate(lines):
+        bare = line.strip()
+        table = bare.startswith("+") or (bare.startswith("|") and bare.endswith("|") and bare.count("|") > 2)
+        if "|" in line and not table:
+            lines[i] = line.replace("|", "\\|")
+
+
 def setup(app):
     app.connect("missing-reference", _internal_reference)
+    app.connect("autodoc-process-docstring", _absolute_values)
