@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STABILITYSCOPE_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
 export STABILITYSCOPE_DATA
 
-.PHONY: install demo test bench coverage clean
+.PHONY: install demo test docs bench coverage clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ demo: install
 test: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
+# The docs site: docs/_build/html/index.html. Warnings are errors and every cross-reference must resolve
+# (tests/test_docs.py builds it the same way, so `make test` and CI check it too).
+docs: install
+	$(PY) -m sphinx -b html -W --keep-going -n -q docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
 bench: install
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_tracking.py
@@ -42,4 +48,4 @@ coverage: install
 	mkdir -p checkpoints && OMP_NUM_THREADS=1 $(PY) -m stabilityscope.models.coverage --quiet --json checkpoints/coverage.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache docs/_build
