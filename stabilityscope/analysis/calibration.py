@@ -21,7 +21,7 @@ and ``experiment=calibrate_decay``) instead of assuming them:
    the reference r_ref = 1.25e-3, on which the best form fitted on that window (lowest AIC of the log
    residuals) puts every run's A within ``tolerance`` (relative); every window is tried, and that form
    on that window is the law. Each form's own range (that form alone, judged the same way) is
-   reported beside it (:attr:`GrowthCalibration.form_validity`): EOC-training's linear law has its own.
+   reported beside it (``GrowthCalibration.form_validity``): EOC-training's linear law has its own.
    Past the edge the slope changes; each run's slope beyond the edge (χ >= 1) is reported next to it.
 2. **plateau**: J²∞ against weight decay wd and rate, fitted as
 
