@@ -66,7 +66,7 @@ def atlas_trace(path: Path, *, model: str, seed: int, loss: Callable[[np.ndarray
                 stats[f"block:blocks.{i}"].update(s_mean=s, lambda_max=lam, attractor=ATTRACTORS.index(att))
         stats["depth:trunk"] = {"depth_lambda_max": depth(t), "depth_lambda_max_std": 0.0,
                                 "depth_exponents": np.array([depth(t), depth(t) - 1])}
-        stats["head"] = {"J": 1.0, "J0": 0.0, "chi": 1.0 + 0.1 * t}
+        stats["head"] = {"J": 1.0, "J0": 0.0, "chi": 1.2 + 0.1 * t}  # above the edge throughout
         if model_map:
             sm, lam, att, g_in, g_att = model_map(t)
             stats["map:act3"] = {"s_mean": sm, "lambda_max": lam, "attractor": ATTRACTORS.index(att),
@@ -115,8 +115,10 @@ def test_the_pick_of_a_statistic_that_crosses_the_edge_at_the_best_checkpoint_is
     # crosses at checkpoint 2: four epochs early, test loss 1 + 0.01·16 = 1.16 against 1.0: 16% above the best
     assert early["median_abs_epoch_error"] == 4.0 and early["mean_excess_loss"] == pytest.approx(0.16)
     assert early["verdict"] == "not reproduced" and not early["near_best_everywhere"]
-    never = table["depth exponent λ₁ of the trunk"]  # stays at 0 from the start: it "reaches" the edge at once
-    assert never["picked"] == 3
+    at_once = table["depth exponent λ₁ of the trunk"]  # 0 from the start: it "reaches" the edge at checkpoint 0
+    assert at_once["picked"] == 3 and at_once["median_abs_epoch_error"] == 6.0
+    never = table["χ of the head"]  # 1.2 + 0.1·t: above the edge throughout, it never crosses
+    assert never["picked"] == 0 and never["verdict"] == "not reproduced" and "never crosses" in never["text"]
     assert PICK_MARGIN.high == 0.05
 
 
@@ -159,7 +161,7 @@ def test_depth_profiles_hold_the_written_values_at_init_best_and_end(tmp_path):
     np.testing.assert_allclose(p["gain (depth-wise)"]["init"][:3], [1.0, 1.1, 1.2])
     np.testing.assert_allclose(p["gain (depth-wise)"]["best"][:3], [5.0, 5.1, 5.2])
     np.testing.assert_allclose(p["gain (depth-wise)"]["end"][:3], [11.0, 11.1, 11.2])
-    np.testing.assert_allclose(p["χ (FC, median)"]["best"], [4.5, 4.5, 4.5, 1.4])  # the head's χ = 1 + 0.1·t last
+    np.testing.assert_allclose(p["χ (FC, median)"]["best"], [4.5, 4.5, 4.5, 1.6])  # the head's χ = 1.2 + 0.1·t last
 
 
 def test_the_report_writes_its_tables_json_and_figures(tmp_path):
