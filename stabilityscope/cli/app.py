@@ -180,21 +180,26 @@ def precheck_resume(argv: list[str]) -> None:
     app runs; a resume of a directory without a trace, or of one another process is writing, must
     leave no such debris.
     """
-    if any(a in ("-m", "--multirun") for a in argv):
-        return
+    multirun = any(a in ("-m", "--multirun") for a in argv)
     for arg in argv:
         key, _, value = arg.partition("=")
         if key.lstrip("+~") != "resume" or not value or value == "null":
             continue
-        run_dir = Path(value)
-        try:
-            if not (run_dir / "trace.h5").is_file():
-                raise TraceError(f"resume={value!r}: no trace.h5 there. Pass the run directory of an earlier "
-                                 f"run (checkpoints/<model>-<dataset>/<timestamp>).")
-            RunLock(run_dir).acquire().release()  # a live writer is refused here, before Hydra starts
-        except StabilityscopeError as exc:
-            print(f"stabilityscope: error: {exc}", file=sys.stderr)
-            sys.exit(exc.exit_code)
+        for one in value.split(",") if multirun else [value]:  # a sweep over run directories: each of them
+            precheck_one_resume(one)
+
+
+def precheck_one_resume(value: str) -> None:
+    """Exit with a one-paragraph error when ``value`` is not a run directory a resume may continue."""
+    run_dir = Path(value)
+    try:
+        if not (run_dir / "trace.h5").is_file():
+            raise TraceError(f"resume={value!r}: no trace.h5 there. Pass the run directory of an earlier "
+                             f"run (checkpoints/<model>-<dataset>/<timestamp>).")
+        RunLock(run_dir).acquire().release()  # a live writer is refused here, before Hydra starts
+    except StabilityscopeError as exc:
+        print(f"stabilityscope: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 def cli() -> None:
@@ -221,6 +226,9 @@ def main(cfg: DictConfig) -> Optional[str]:
         if not multirun and sweep.sweep_params(hc):
             raise ConfigError(f"This config defines a sweep (hydra.sweeper.params: {sweep.sweep_params(hc)}), "
                               f"which runs only in multirun mode: add -m (python -m stabilityscope -m ...).")
+        if multirun and options.resume is not None:  # -m resume=<dir>,<dir>: each job continues its own run
+            run_dir = Path(options.resume)
+            sweep.resumed_runs.append(run_dir)
         if multirun and sweep.defer(options, run_dir, hc):
             return "queued"  # trained in a batched group when Hydra has launched every job
         run_task(options, run_dir, list(hc.overrides.task))
@@ -237,6 +245,7 @@ def main(cfg: DictConfig) -> Optional[str]:
             raise
         log.exception("Job %s failed", run_dir)
         error = f"{type(exc).__name__}: {exc}"
-    # a failed sweep job: its trace says so, and the sweep goes on
-    sweep.mark_job_failed(cfg, run_dir, error)
+    # a failed sweep job: its trace says so, and the sweep goes on (a resumed run's trace is left as it was)
+    if cfg.get("resume") is None:
+        sweep.mark_job_failed(cfg, run_dir, error)
     return "failed"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from hydra.experimental.callback import Callback
@@ -35,6 +35,7 @@ ONE_THREAD_LAUNCHERS = ("joblib", "ray")  # several jobs share one machine's cor
 
 # Jobs composed by the in-process launcher and left for BatchedSweep: (config, run directory).
 _pending: list[tuple[Config, Path]] = []
+resumed_runs: list[Path] = []  # the run directories this process's sweep resumes (-m resume=<dir>,...)
 
 
 def set_threads(cfg: Config, hydra_cfg: Any, multirun: bool) -> None:
@@ -71,7 +72,13 @@ def defer(cfg: Config, run_dir: Path, hydra_cfg: Any) -> bool:
     from stabilityscope.config import validate
     from stabilityscope.training.batched import batching_obstacle
 
-    if not cfg.batching.enabled or not _batching_here(hydra_cfg) or batching_obstacle(cfg) is not None:
+    if not cfg.batching.enabled or not _batching_here(hydra_cfg):
+        return False
+    if cfg.resume is not None:  # a resumed sweep job: its stored config decides (run_dir is the resumed run)
+        from stabilityscope.cli.app import resumed_config
+
+        cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task))
+    if batching_obstacle(cfg) is not None:
         return False
     validate(cfg)
     _pending.append((cfg, run_dir))
@@ -141,19 +148,24 @@ def train_pending() -> dict[Path, str]:
     return statuses
 
 
-def summary(sweep_dir: Path) -> str:
-    """One line per run of the sweep (its status, and the error of a failed run), then the counts."""
+def summary(sweep_dir: Path, resumed: Sequence[Path] = ()) -> str:
+    """One line per run of the sweep (its status, and the error of a failed run), then the counts.
+
+    ``resumed``: the run directories a ``-m resume=<dir>,...`` sweep continued (they live outside the
+    sweep's directory, so their lines give the whole path).
+    """
     from stabilityscope.recording.trace import open_trace
 
     lines, counts = [], defaultdict(int)
-    for trace in sorted(sweep_dir.glob("*/trace.h5"), key=lambda p: (len(p.parent.name), p.parent.name)):
+    own = sorted(sweep_dir.glob("*/trace.h5"), key=lambda p: (len(p.parent.name), p.parent.name))
+    for trace, name in [(t, t.parent.name) for t in own] + [(Path(d) / "trace.h5", str(d)) for d in resumed]:
         try:
             with open_trace(trace) as tr:
                 status, error = tr.status, tr.error
         except Exception as exc:
             status, error = "unreadable", str(exc)
         counts[status] += 1
-        lines.append(f"  {trace.parent.name}: {status}" + (f" ({error.splitlines()[0][:200]})" if error else ""))
+        lines.append(f"  {name}: {status}" + (f" ({error.splitlines()[0][:200]})" if error else ""))
     head = f"Sweep {sweep_dir}: {sum(counts.values())} runs, " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     return "\n".join([head, *lines])
 
@@ -165,8 +177,10 @@ class BatchedSweep(Callback):
         if _pending:
             train_pending()
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        resumed = list(dict.fromkeys(resumed_runs))
+        resumed_runs.clear()
         if sweep_dir.is_dir():
-            text = summary(sweep_dir)
+            text = summary(sweep_dir, resumed)
             (sweep_dir / "sweep_summary.txt").write_text(text + "\n")
             print(text)
 

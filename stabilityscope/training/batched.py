@@ -17,7 +17,9 @@ layer), which lets the hidden-weight gradient accumulate straight into the momen
 Every member is a full :class:`Run` (its own tracker, state files and trace): at a checkpoint the
 member's slice is copied into its model and optimiser and the ordinary checkpoint code runs, so a
 member's ``trace.h5`` and ``state/`` are exactly what a single run writes, and any member resumes on
-its own with ``resume=<run dir>``. Members may have different epoch counts and checkpoint schedules,
+its own with ``resume=<run dir>``. Resumed runs batch too (a killed sweep continues as the group it was,
+``python -m stabilityscope -m resume=<dir>,<dir>,...``): each member restores its own state as a single
+resume does, and members that continue from the same epoch end train as one stack. Members may have different epoch counts and checkpoint schedules,
 in epochs or in steps (they leave the stack when done; a member closed inside an epoch keeps its row
 until the epoch ends, unrecorded); with ``analysis.explainability`` the group fits the linear
 baseline L once and every member is scored against it; a member that diverges or fails is closed with that status and
@@ -46,7 +48,7 @@ from stabilityscope.training.baseline import LinearBaseline
 from stabilityscope.training.data import InMemoryData, load_dataset, positive_classes
 from stabilityscope.training.progress import Progress
 from stabilityscope.training.stacked import StackedCanonical, stacked_step_obstacle
-from stabilityscope.training.trainer import Run, RunState, resolve_device, run_baseline
+from stabilityscope.training.trainer import Run, RunState, resolve_device, resume_step, run_baseline
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +56,12 @@ log = logging.getLogger(__name__)
 def batching_obstacle(cfg: Config) -> Optional[str]:
     """Why ``cfg`` cannot join a batched group, or None when it can.
 
-    Batched: a fresh ``task=train`` run of the built-in ``fmnist_fc`` trained by SGD without
-    augmentation (the stacked update is SGD's; augmentation draws from the shuffle generator) and on
-    the whole training set (a subsample differs between members).
+    Batched: a ``task=train`` run (fresh, or resumed with its stored config) of the built-in ``fmnist_fc``
+    trained by SGD without augmentation (the stacked update is SGD's; augmentation draws from the shuffle
+    generator) and on the whole training set (a subsample differs between members).
     """
     checks = (
         (value_of(cfg.task) == "train", f"task={value_of(cfg.task)}"),
-        (cfg.resume is None, "a resumed run"),
         (not cfg.analysis.describe, "analysis=describe"),
         (value_of(cfg.dataset.subsample) == "none", f"dataset.subsample={value_of(cfg.dataset.subsample)}"),
     )
@@ -71,10 +72,13 @@ def batching_obstacle(cfg: Config) -> Optional[str]:
 
 
 def group_key(cfg: Config) -> tuple:
-    """Runs with equal keys can share one stack: same data, network shape, batch size and device."""
+    """Runs with equal keys can share one stack: same data, network shape, batch size and device, and the
+    same starting step (0 for a fresh run, a resumed run's :func:`resume_step`)."""
     d, m = cfg.dataset, cfg.model
+    start = resume_step(Path(cfg.resume), cfg.train.checkpoints.unit) if cfg.resume is not None else 0
     return (d.name, str(d.root), d.train_subset, d.test_subset, bool(d.normalize), positive_classes(d.name, d.binarize),
-            m.width, value_of(m.activation), int(cfg.train.batch_size), str(cfg.train.device), cfg.train.threads)
+            m.width, value_of(m.activation), int(cfg.train.batch_size), str(cfg.train.device), cfg.train.threads,
+            start)
 
 
 @dataclass
@@ -112,7 +116,8 @@ class BatchedRuns:
                                   f"take fresh SGD runs of model=fmnist_fc without augmentation.")
         keys = {group_key(c) for c in cfgs}
         if len(keys) != 1:
-            raise ConfigError("A batched group needs one dataset, network shape, batch size and device; "
+            raise ConfigError("A batched group needs one dataset, network shape, batch size and device, and one "
+                              "starting step (fresh runs, or resumed runs that continue from the same checkpoint); "
                               f"got {len(keys)} different combinations.")
         first = cfgs[0]
         self.device = resolve_device(str(first.train.device))
@@ -171,14 +176,36 @@ class BatchedRuns:
                 locks.enter_context(RunLock(m.run.run_dir))
             return self._execute()
 
-    def _execute(self) -> dict[Path, str]:
-        self.statuses: dict[Path, str] = {}
+    def _open(self) -> None:
+        """Create each fresh member's trace; restore each resumed member (weights, momentum, generators,
+        tracker; its trace reopened after the checkpoint it continues from), as a single resume does."""
+        steps_per_epoch = math.ceil(len(self.data.x_train) / self.batch_size)
         for m in self.members:
             m.run.run_dir.mkdir(parents=True, exist_ok=True)
-            m.writer = m.run.new_writer(batch_group=len(self.members))
+            if m.run.cfg.resume is None:
+                m.writer = m.run.new_writer(batch_group=len(self.members))
+                continue
+            m.state = m.run.restore()
+            m.writer = m.run.recorder.writer
+            m.run.last_checkpoint = m.state.epoch
+            m.torch_rng = torch.get_rng_state()
+            log.info("Resuming %s after epoch %d in a batched group", m.run.run_dir, m.state.epoch)
+        starts = sorted({m.state.step for m in self.members})
+        if len(starts) > 1 or starts[0] % steps_per_epoch:
+            for m in self.members:  # nothing trained yet: each trace stays as it was, resumable on its own
+                self._finish(m, "interrupted", "not resumed: its batched group could not continue together")
+            raise ConfigError(f"The runs of a batched group must continue from one epoch's end; these continue "
+                              f"from steps {', '.join(map(str, starts))} ({steps_per_epoch} steps per epoch). "
+                              f"Resume them one by one (resume=<run dir>), or pass batching.enabled=false.")
+
+    def _execute(self) -> dict[Path, str]:
+        self.statuses: dict[Path, str] = {}
+        self._open()
         cfgs = [m.run.cfg.optim for m in self.members]
         self.stack = StackedCanonical([m.run.model for m in self.members], [c.lr for c in cfgs],
                                       [c.momentum for c in cfgs], [c.weight_decay for c in cfgs], self.device)
+        for i, m in enumerate(self.members):  # a resumed run's SGD momentum (zero for a fresh one)
+            self.stack.read_momentum(i, m.run.model, m.run.opt)
         active = list(self.members)
         try:
             active = self._train(active)
@@ -213,14 +240,22 @@ class BatchedRuns:
         terminal = sys.stderr.isatty()  # as tqdm decides for the bar below (disable=None)
         progress = Progress(f"batched group of {len(self.members)} runs", last * steps_per_epoch, steps_per_epoch,
                             sorted(set().union(*(m.run.checkpoint_steps for m in self.members))),
+                            start_step=active[0].state.step if active else 0,
                             emit=(lambda line: None) if terminal else log.info)
         with progress.heartbeat():
             return self._train_epochs(active, progress)
 
     def _train_epochs(self, active: list[Member], progress: Progress) -> list[Member]:
-        progress.checkpoint_started(0)
-        active = self._drop(active, {i for i, m in enumerate(active) if not self._checkpoint(m, i)})
-        progress.checkpoint_finished()
+        first = active[0].state.epoch if active else 0  # the epoch the group continues from (0: a fresh group)
+        if first == 0:
+            progress.checkpoint_started(0)
+            active = self._drop(active, {i for i, m in enumerate(active) if not self._checkpoint(m, i)})
+            progress.checkpoint_finished()
+        done = {i for i, m in enumerate(active) if m.epochs <= first}  # resumed with no epoch left to train
+        for i in done:
+            self._finish(active[i], "finished")
+        active = self._drop(active, done)
+        offset = {id(m): m.state.wall_time for m in active}  # a resumed member's wall time so far
         x = self.data.x_train.reshape(len(self.data.x_train), -1)  # (n, D)
         y = self.data.y_train
         n, B = len(x), self.batch_size
@@ -231,9 +266,9 @@ class BatchedRuns:
         inside = set().union(*steps_of.values()) - {e * steps_per_epoch for e in range(last_epoch(self.members) + 1)}
         last = max((m.epochs for m in active), default=0)
         start = time.perf_counter()
-        bar = tqdm(range(1, last + 1), desc=f"{len(active)} runs batched", unit="epoch", dynamic_ncols=True,
+        bar = tqdm(range(first + 1, last + 1), desc=f"{len(active)} runs batched", unit="epoch", dynamic_ncols=True,
                    disable=None)  # None: no bar without a terminal, a log line per checkpoint epoch instead
-        logged = (0, 0.0)
+        logged = (first, 0.0)
         for epoch in bar:
             if not active:
                 break
@@ -253,7 +288,7 @@ class BatchedRuns:
                     progress.checkpoint_started(step)
                     for i, m in enumerate(active):
                         if i not in leaving and step in steps_of[id(m)]:
-                            m.state = RunState(epoch - 1, step, wall)
+                            m.state = RunState(epoch - 1, step, wall + offset[id(m)])
                             if not self._checkpoint(m, i, perm=perms[i]):
                                 leaving.add(i)
                     progress.checkpoint_finished()
@@ -265,7 +300,7 @@ class BatchedRuns:
             for i, m in enumerate(active):
                 if i in leaving:
                     continue
-                m.state = RunState(epoch, epoch * steps_per_epoch, wall)
+                m.state = RunState(epoch, epoch * steps_per_epoch, wall + offset[id(m)])
                 if not finite[i]:
                     self._finish(m, "diverged", f"The training loss became {float(total[i])} during epoch {epoch} "
                                                 f"(optim.lr={m.run.cfg.optim.lr}); the trace keeps every "

@@ -302,6 +302,21 @@ def saved_state_keys(run_dir: Path, unit: str = "epoch") -> list[int]:
     return sorted(int(p.stem.split("_")[1]) for p in (run_dir / "state").glob(f"{unit}_*.pt"))
 
 
+def resume_step(run_dir: Path, unit: str = "epoch") -> int:
+    """The step a resume of ``run_dir`` continues from: its newest checkpoint with both a trace row and a
+    saved state (:meth:`Run.restore` takes it, or an older one when that state turns out unreadable); 0
+    when there is none."""
+    unit = value_of(unit)
+    path = Path(run_dir) / "trace.h5"
+    if not path.is_file():
+        return 0
+    with open_trace(path) as tr:
+        keys = [int(k) for k in (tr.steps if unit == "step" else tr.checkpoints)]
+        steps = [int(s) for s in tr.steps]
+    usable = [i for i, k in enumerate(keys) if k in set(saved_state_keys(Path(run_dir), unit))]
+    return steps[usable[-1]] if usable else 0
+
+
 def saved_state_epochs(run_dir: Path) -> list[int]:
     return saved_state_keys(run_dir, "epoch")
 
@@ -591,7 +606,7 @@ class Run:
         """Create the run's trace; ``batch_group`` > 1 records that it trained in a batched group of that size."""
         return self.recorder.create(attrs={"batch_group": int(batch_group)})
 
-    def _restore(self) -> RunState:
+    def restore(self) -> RunState:
         """Reopen the trace at the newest checkpoint that has both a trace row and a readable saved state.
 
         A state file that does not load (damaged, cut short) is skipped with a warning for the one
@@ -721,7 +736,7 @@ class Run:
                       and saved_state_keys(self.run_dir, self.unit))
         self._perm: Optional[torch.Tensor] = None  # the current epoch's permutation (restored mid-epoch)
         if can_resume:
-            run = self._restore()
+            run = self.restore()
             log.info("Resuming %s after step %d (epoch %.4g)", self.run_dir, run.step, run.step / self.steps_per_epoch)
             self.last_checkpoint = run.epoch
         else:

@@ -62,6 +62,24 @@ def test_batching_can_be_switched_off_and_gives_the_same_runs(tmp_path, data_roo
         np.testing.assert_allclose(batched[job]["J"], single[job]["J"], rtol=1e-4)
 
 
+def test_a_killed_sweep_resumes_as_one_batched_group(tmp_path, data_root):
+    """-m resume=<dir>,<dir> continues each run in its own directory, the runs batched again, and ends where
+    a sweep that was never stopped ends."""
+    sweep = ("optim.lr=0.01,0.05", "optim.momentum=0.5", "model.activation=relu")
+    _, whole = run_sweep(tmp_path / "whole", data_root, *sweep, "train.epochs=3")
+    _, part = run_sweep(tmp_path / "part", data_root, *sweep, "train.epochs=2")
+    (first,) = (tmp_path / "part").glob("multirun/*")
+    dirs = ",".join(str(first / job) for job in ("0", "1"))
+    proc = run_cli("-m", f"resume={dirs}", "train.epochs=3", cwd=tmp_path, env={"STABILITYSCOPE_DATA": str(data_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Training 2 runs as one batched group" in proc.stdout and proc.stdout.count("in a batched group") >= 2
+    assert "2 runs, 2 finished" in proc.stdout and f"{first / '0'}: finished" in proc.stdout  # the summary
+    for job in ("0", "1"):
+        with open_trace(first / job / "trace.h5") as tr:
+            assert tr.status == "finished" and tr.checkpoints.tolist() == [0, 1, 2, 3]
+            np.testing.assert_array_equal(tr.stat("hidden", "J"), whole[job]["J"])
+
+
 def test_parallel_launcher_runs_one_thread_per_job(tmp_path, data_root):
     _, runs = run_sweep(tmp_path, data_root, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
                         "optim.lr=0.01,-1")

@@ -171,6 +171,56 @@ def test_a_batched_member_resumes_on_its_own_like_its_single_run(pair):
         np.testing.assert_allclose(tb.stat("hidden", "J"), ts.stat("hidden", "J"), rtol=1e-4)
 
 
+def test_a_batched_group_resumes_as_a_group_like_an_uninterrupted_one(tmp_path, data_root, compose_cfg, one_thread):
+    """Two members trained 2 epochs, then resumed together to 4, equal the same two trained 4 epochs at once:
+    weights, momentum buffers and generators come back from each member's state, so every number agrees."""
+    members = [(*BASE, f"dataset.root={data_root}", "analysis=economy", *m) for m in MEMBERS[:2]]
+    whole = [compose_cfg(*m, "train.epochs=4") for m in members]
+    BatchedRuns(whole, [tmp_path / "whole" / str(i) for i in range(2)]).execute()
+    parts = [tmp_path / "parts" / str(i) for i in range(2)]
+    BatchedRuns([compose_cfg(*m, "train.epochs=2") for m in members], parts).execute()
+    resumed = []
+    for m, d in zip(members, parts):
+        cfg = compose_cfg(*m, "train.epochs=4")
+        cfg.resume = str(d)
+        resumed.append(cfg)
+    assert len({group_key(c) for c in resumed}) == 1 and group_key(resumed[0]) != group_key(whole[0])  # from epoch 2
+    assert set(BatchedRuns(resumed, parts).execute().values()) == {"finished"}
+    for i in range(2):
+        with open_trace(tmp_path / "whole" / str(i) / "trace.h5") as tw, open_trace(parts[i] / "trace.h5") as tp:
+            assert tp.status == "finished" and tp.checkpoints.tolist() == tw.checkpoints.tolist() == [0, 1, 2, 3, 4]
+            assert tp.attrs["batch_group"] == 2
+            for m in tw.metrics:
+                np.testing.assert_array_equal(tp.metric(m), tw.metric(m), err_msg=m)
+            np.testing.assert_array_equal(tp.stat("hidden", "J"), tw.stat("hidden", "J"))
+            assert np.all(np.diff(tp.wall_time) >= 0)  # the resumed part continues the wall clock
+
+
+def test_a_batched_group_refuses_members_that_continue_from_different_epochs(tmp_path, data_root, compose_cfg):
+    from stabilityscope.errors import ConfigError
+
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    base = (*BASE, f"dataset.root={data_root}", "analysis=economy")
+    BatchedRuns([compose_cfg(*base, "train.epochs=1"), compose_cfg(*base, "train.epochs=2")], dirs).execute()
+    cfgs = [compose_cfg(*base, "train.epochs=3") for _ in dirs]
+    for cfg, d in zip(cfgs, dirs):
+        cfg.resume = str(d)
+    with pytest.raises(ConfigError, match="one starting step"):  # the group key tells them apart
+        BatchedRuns(cfgs, dirs)
+    # d's newest state is damaged, so its restore falls back to epoch 1 after the group was formed
+    dirs = [tmp_path / "c", tmp_path / "d"]
+    BatchedRuns([compose_cfg(*base, "train.epochs=2") for _ in dirs], dirs).execute()
+    (dirs[1] / "state" / "epoch_000002.pt").write_bytes(b"cut short")
+    for cfg, d in zip(cfgs, dirs):
+        cfg.resume = str(d)
+    with pytest.raises(ConfigError, match="continue from steps 19, 38"):
+        BatchedRuns(cfgs, dirs).execute()
+    for d, last in zip(dirs, (2, 1)):  # nothing lost: each still resumes on its own
+        with open_trace(d / "trace.h5") as tr:
+            assert tr.checkpoints.tolist()[-1] == last
+        assert Run(cfgs[0].copy(), d).execute(resume=True) == "finished"
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_a_single_run_through_the_stacked_step_equals_autograd(tmp_path, data_root, one_thread, momentum):
     """train.fast_step (the default for fmnist_fc + SGD) trains a single run through the hand-written step;
