@@ -73,7 +73,8 @@ from stabilityscope import runtime  # first of all: the OpenMP wait policy must 
 from stabilityscope.analysis.collection import open_traces, varying_config
 from stabilityscope.analysis.guideline import Recommendation, recommend
 from stabilityscope.analysis.scaling import SweepAnalysis, analyze_sweep
-from stabilityscope.config import AnalysisConfig, Config, DatasetConfig, ModelConfig, OptimConfig, TrainConfig
+from stabilityscope.config import (AnalysisConfig, Config, DatasetConfig, LoggingConfig, ModelConfig, OptimConfig,
+                                   RecordingConfig, StorageConfig, TrainConfig)
 from stabilityscope.dynamics import geometry, weight_structure
 from stabilityscope.dynamics.lyapunov import (ATTRACTORS, classify_attractor, largest_lyapunov, lyapunov_spectrum,
                                               map_measures)
@@ -82,7 +83,7 @@ from stabilityscope.errors import ConfigError, DataError, DivergedError, FitErro
 from stabilityscope.models.dissect import LayerRecord, dissect, select_layers, tracked_records
 from stabilityscope.models.registry import build_model
 from stabilityscope.recording.inspect import inspect
-from stabilityscope.recording.recorder import Recorder
+from stabilityscope.recording.recorder import ExplainabilityInputs, GeometryInputs, Recorder
 from stabilityscope.recording.trace import Trace, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory import logistic, meanfield
@@ -132,4 +133,5 @@ __all__ = [
     "Recommendation", "SweepAnalysis", "analyze_sweep", "recommend",
     "AnalysisConfig", "Config", "DatasetConfig", "LayerTracker", "ModelConfig", "OptimConfig", "TrainConfig",
     "tracked_records", "Recorder", "inspect", "load_dataset", "runtime",
+    "ExplainabilityInputs", "GeometryInputs", "LoggingConfig", "RecordingConfig", "StorageConfig",
 ]

@@ -473,6 +473,20 @@ class LoggingConfig(CheckedOptions):
 
 
 @dataclass
+class RecordingConfig(CheckedOptions):
+    """What a :class:`~stabilityscope.recording.recorder.Recorder` reads of the options: the app's sections it uses.
+
+    ``Recorder(..., options=...)`` takes these, the measurement options alone (an :class:`AnalysisConfig`,
+    the common case) or the app's whole :class:`Config` (its four sections below are used).
+    """
+
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)  # what is measured at every checkpoint
+    storage: StorageConfig = field(default_factory=StorageConfig)  # full weight matrices in the trace, or not
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # TensorBoard / MLflow mirrors of every scalar
+    model: ModelConfig = field(default_factory=ModelConfig)  # its conv1x1 makes 1×1 convolutions FC maps too
+
+
+@dataclass
 class Config(CheckedOptions):
     task: Task = Task.train
     resume: Optional[str] = None  # a run directory to continue (train task)
@@ -664,6 +678,25 @@ def as_options(options: Any, cls: type[Options], key: str = "") -> Options:
     kwargs = {name: _convert(options[name], hints[name], f"{key}.{name}" if key else name)
               for name in names if name in options}
     return cls(**kwargs)
+
+
+def recording_options(options: Any) -> RecordingConfig:
+    """The :class:`RecordingConfig` of ``options``: itself; the four sections of a :class:`Config` (or of a
+    DictConfig or mapping of one); or the measurement options alone (an :class:`AnalysisConfig`, a mapping of
+    its fields, or None for the defaults) with the other sections at their defaults."""
+    if isinstance(options, RecordingConfig):
+        return as_options(options, RecordingConfig)
+    if isinstance(options, Config):
+        options = as_options(options, Config)
+        return RecordingConfig(analysis=options.analysis, storage=options.storage, logging=options.logging,
+                               model=options.model)
+    if isinstance(options, Mapping) and "analysis" in options:  # a (Dict)Config of the app or of RecordingConfig
+        keys = [f.name for f in dataclasses.fields(RecordingConfig)]
+        if set(options) <= set(keys):
+            return as_options(options, RecordingConfig)
+        full = as_options(options, Config)
+        return RecordingConfig(analysis=full.analysis, storage=full.storage, logging=full.logging, model=full.model)
+    return RecordingConfig(analysis=as_options(options, AnalysisConfig, "analysis"))
 
 
 def to_container(cfg: Any) -> dict:

@@ -29,9 +29,9 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from stabilityscope.config import AnalysisConfig
+from stabilityscope.config import recording_options
 from stabilityscope.errors import ConfigError
-from stabilityscope.recording.recorder import Recorder
+from stabilityscope.recording.recorder import Recorder, refuse_moved
 
 try:
     import lightning.pytorch as pl
@@ -68,22 +68,22 @@ class StabilityCallback(pl.Callback):
         run_dir: the run directory (an existing trace there is continued).
         every_n_epochs: record after every n-th validation epoch (and epoch 0 before training).
         probe_batches: validation batches whose inputs are the maps' start states.
-        options: what is measured (:class:`~stabilityscope.config.AnalysisConfig`, a mapping or DictConfig).
+        options: what is measured, as for :class:`~stabilityscope.recording.recorder.Recorder`: an
+            :class:`~stabilityscope.config.AnalysisConfig`, or a :class:`~stabilityscope.config.RecordingConfig`
+            that adds stored weights and the TensorBoard/MLflow mirrors (``logging``).
         probe_inputs: explicit start states instead of validation batches.
         config: stored as the trace's config (default: the module's ``hparams``).
-        tensorboard, mlflow: dashboard mirrors, as for :class:`~stabilityscope.recording.recorder.Recorder`.
     """
 
     def __init__(self, run_dir: str | Path, every_n_epochs: int = 1, probe_batches: int = 1,
-                 options: AnalysisConfig | Mapping[str, Any] | None = None,
-                 probe_inputs: Optional[torch.Tensor] = None, config: Optional[Mapping[str, Any]] = None,
-                 tensorboard: bool | str = False, mlflow: bool | str = False) -> None:
+                 options: Any = None, probe_inputs: Optional[torch.Tensor] = None,
+                 config: Optional[Mapping[str, Any]] = None, **moved: Any) -> None:
+        refuse_moved(moved, "StabilityCallback()")
         if every_n_epochs < 1 or probe_batches < 1:
             raise ConfigError(f"StabilityCallback: every_n_epochs={every_n_epochs} and probe_batches={probe_batches} "
                               f"must be positive integers.")
         self.run_dir, self.every_n_epochs, self.probe_batches = Path(run_dir), every_n_epochs, probe_batches
-        self.options, self.probe_inputs, self.config = options, probe_inputs, config
-        self.mirrors = (tensorboard, mlflow)
+        self.options, self.probe_inputs, self.config = recording_options(options), probe_inputs, config
         self.recorder: Optional[Recorder] = None
         self._warned: set[str] = set()
 
@@ -107,9 +107,7 @@ class StabilityCallback(pl.Callback):
             return
         config = self.config if self.config is not None else dict(getattr(pl_module, "hparams", {}) or {})
         self.recorder = Recorder(pl_module, self.run_dir, probe_inputs=self._probes(trainer), options=self.options,
-                                 config=config, metrics=tuple(STANDARD_FROM),
-                                 attrs={"model": type(pl_module).__name__, "task": "train"},
-                                 tensorboard=self.mirrors[0], mlflow=self.mirrors[1])
+                                 config=config, metrics=tuple(STANDARD_FROM))
         if not (self.run_dir / "trace.h5").exists():  # a continued trace already has its checkpoint 0
             self.recorder.checkpoint(0, step=int(trainer.global_step))  # held until the first metrics arrive
 

@@ -61,11 +61,10 @@ from tqdm.auto import tqdm
 from stabilityscope.config import AnalysisConfig, Config, OptimConfig, as_options, to_container, value_of
 from stabilityscope.errors import ConfigError, DivergedError, TraceError
 from stabilityscope.interrupts import raise_if_stop_requested
-from stabilityscope.models.dissect import tracked_records
 from stabilityscope.models.registry import build_model
 from stabilityscope.models.spline_init import check_spline_init, spline_initialise
 from stabilityscope.recording.lock import RunLock
-from stabilityscope.recording.recorder import Recorder
+from stabilityscope.recording.recorder import ExplainabilityInputs, GeometryInputs, Recorder
 from stabilityscope.recording.trace import (EXPLAINABILITY_METRICS, METRICS, REGRESSION_METRICS, TraceWriter,
                                             open_trace)
 from stabilityscope.recording.tracking import LayerTracker
@@ -432,22 +431,18 @@ class Run:
         self.baseline_predictions = base_pred
         classes = data.task == "classification" and not self.data.y_test.is_floating_point() and data.num_classes >= 2
         standard = REGRESSION_METRICS if data.task == "regression" else METRICS
-        records = tracked_records(self.model, cfg.model, cfg.analysis, data.input_shape)
         # the one path of checkpoint recording (the same object a user's own loop uses); the run
         # directory's lock is taken by execute(), and the tracker's state is saved with the run's state
-        self.recorder = Recorder(
-            self.model, self.run_dir, probe_inputs=self.data.x_test, options=cfg.analysis, records=records,
-            config=to_container(cfg), storage=cfg.storage, lock=False, save_tracker_state=False,
-            metrics=standard + (EXPLAINABILITY_METRICS if self.explain else ()),
+        self.recorder = Recorder.for_app(
+            self.model, self.run_dir, probe_inputs=self.data.x_test, options=cfg, config=to_container(cfg),
+            lock=False, save_tracker_state=False, metrics=standard + (EXPLAINABILITY_METRICS if self.explain else ()),
             loss="mse" if data.task == "regression" else "cross_entropy",
             attrs={"seed": int(cfg.train.seed), "model": cfg.model.name, "dataset": cfg.dataset.name,
                    "device": str(self.device), "task": "train", "init": value_of(cfg.model.init), **init_attrs},
-            tensorboard=cfg.logging.tensorboard_dir or cfg.logging.tensorboard,
-            mlflow=cfg.logging.mlflow_uri or cfg.logging.mlflow,
-            geometry_inputs=self.data.x_train[: cfg.analysis.geometry_samples],
-            geometry_labels=self.data.y_train[: cfg.analysis.geometry_samples],
-            test_labels=self.data.y_test if classes else None, num_classes=data.num_classes,
-            baseline_predictions=base_pred, baseline_attrs=base_attrs)
+            geometry=GeometryInputs(self.data.x_train[: cfg.analysis.geometry_samples],
+                                    self.data.y_train[: cfg.analysis.geometry_samples]),
+            explainability=ExplainabilityInputs(self.data.y_test if classes else None, data.num_classes, base_pred,
+                                                base_attrs or {}))
         self.tracker = self.recorder.tracker
         self.steps_per_epoch = steps_per_epoch(len(data.x_train), cfg.train.batch_size)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch

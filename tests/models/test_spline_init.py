@@ -285,7 +285,7 @@ def test_standard_metric_names_by_loss():
     assert METRICS == ("train_loss", "train_acc", "test_loss", "test_acc")
     assert REGRESSION_METRICS == ("train_loss", "test_loss", "train_r2", "test_r2")
     with pytest.raises(ConfigError, match="loss='hinge'"):
-        ss.Recorder(torch.nn.Linear(2, 2), "/nonexistent/never", loss="hinge", lock=False)
+        ss.Recorder(torch.nn.Linear(2, 2), "/nonexistent/never", loss="hinge")
 
 
 # ---------------------------------------------------------------------------------------- the presets
