@@ -82,6 +82,7 @@ from stabilityscope.dynamics.maps import IteratedMap, LayerMap, ModuleMap
 from stabilityscope.errors import ConfigError, DataError, DivergedError, FitError, StabilityscopeError, TraceError
 from stabilityscope.models.dissect import LayerRecord, dissect, select_layers, tracked_records
 from stabilityscope.models.registry import build_model
+from stabilityscope.models.wrappers import unwrap_model
 from stabilityscope.recording.inspect import inspect
 from stabilityscope.recording.recorder import ExplainabilityInputs, GeometryInputs, Recorder
 from stabilityscope.recording.trace import Trace, open_trace
@@ -133,5 +134,5 @@ __all__ = [
     "Recommendation", "SweepAnalysis", "analyze_sweep", "recommend",
     "AnalysisConfig", "Config", "DatasetConfig", "LayerTracker", "ModelConfig", "OptimConfig", "TrainConfig",
     "tracked_records", "Recorder", "inspect", "load_dataset", "runtime",
-    "ExplainabilityInputs", "GeometryInputs", "LoggingConfig", "RecordingConfig", "StorageConfig",
+    "ExplainabilityInputs", "GeometryInputs", "LoggingConfig", "RecordingConfig", "StorageConfig", "unwrap_model",
 ]

@@ -20,6 +20,11 @@ Metrics come from ``trainer.callback_metrics`` (every scalar, under its own name
 validation set then plays the test set's part; say so when you report it). The names are fixed at
 the first recorded validation epoch. The trace closes as ``finished``, or ``failed``/``interrupted``
 with the error when fitting stops on an exception.
+
+Under a distributed strategy (``strategy="ddp"``, also on CPU) every rank holds a Recorder, and only rank
+0's measures and writes: the other ranks return from each checkpoint at once and wait for rank 0 only at
+their next collective, as in any DDP step. The LightningModule is measured as it is, never through the
+strategy's wrapper, so the layer names are the module's own.
 """
 from __future__ import annotations
 
@@ -103,17 +108,17 @@ class StabilityCallback(pl.Callback):
         return torch.cat(xs) if xs else None
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if not trainer.is_global_zero:
-            return
+        # a Recorder on every rank: rank 0's measures and writes, the others' only join an FSDP2 gather
         config = self.config if self.config is not None else dict(getattr(pl_module, "hparams", {}) or {})
-        self.recorder = Recorder(pl_module, self.run_dir, probe_inputs=self._probes(trainer), options=self.options,
+        probes = self._probes(trainer) if trainer.is_global_zero else None
+        self.recorder = Recorder(pl_module, self.run_dir, probe_inputs=probes, options=self.options,
                                  config=config, metrics=tuple(STANDARD_FROM))
         if not (self.run_dir / "trace.h5").exists():  # a continued trace already has its checkpoint 0
             self.recorder.checkpoint(0, step=int(trainer.global_step))  # held until the first metrics arrive
 
     # -- checkpoints -------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if self.recorder is None or not trainer.is_global_zero:
+        if self.recorder is None:
             return
         epoch = trainer.current_epoch + 1  # the (current_epoch + 1)-th epoch of training has ended
         if epoch % self.every_n_epochs:

@@ -26,6 +26,7 @@ from stabilityscope.config import AnalysisConfig, ModelConfig, as_options
 from stabilityscope.dynamics.lyapunov import ATTRACTORS
 from stabilityscope.dynamics.weight_structure import spectral_radius
 from stabilityscope.models.dissect import tracked_records
+from stabilityscope.models.wrappers import gathered, refuse_fsdp1, unwrap_model
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory.meanfield import PHASES
 
@@ -39,7 +40,8 @@ def inspect(model: nn.Module, inputs: Optional[torch.Tensor] = None,
     """One row per recorded FC map of ``model`` with its order/chaos state now (see the module docstring).
 
     Args:
-        model: any ``nn.Module`` (timm, torchvision, your own).
+        model: any ``nn.Module`` (timm, torchvision, your own); a DDP or ``torch.compile`` wrapper is read as
+            the bare model inside it; under FSDP2 call it on every rank (they gather the sharded weights).
         inputs: a batch (B, ...) the model takes: start states of the iterated maps (the first
             ``options.n_inputs``); None: only the columns that need no inputs.
         options: :class:`~stabilityscope.config.AnalysisConfig` (``layers``, ``n_inputs``, ``steps``,
@@ -49,6 +51,14 @@ def inspect(model: nn.Module, inputs: Optional[torch.Tensor] = None,
     Returns:
         A pandas DataFrame with the columns of :data:`COLUMNS` (NaN/"" where a measure does not apply).
     """
+    refuse_fsdp1(model, "inspect")
+    model = unwrap_model(model)  # DDP, torch.compile, ...: the bare model, under its own layer names
+    with gathered(model, plain_forward=True):  # FSDP2: whole weights (call inspect on every rank)
+        return _table(model, inputs, options, model_options)
+
+
+def _table(model: nn.Module, inputs: Optional[torch.Tensor], options: Any,
+           model_options: Any) -> "pandas.DataFrame":  # noqa: F821
     import pandas as pd
 
     opts = as_options(options, AnalysisConfig, "analysis")

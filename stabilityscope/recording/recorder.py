@@ -53,6 +53,7 @@ from torch import nn
 from stabilityscope.config import recording_options, to_container, value_of
 from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.models.dissect import tracked_records
+from stabilityscope.models.wrappers import gathered, process_rank, refuse_fsdp1, unwrap_model
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.mirrors import Mirror, open_mirrors
 from stabilityscope.recording.trace import LOSS_METRICS, PredictionSpec, TraceWriter, open_trace
@@ -183,16 +184,22 @@ class Recorder:
             raise ConfigError(f"Recorder: loss={loss!r}; allowed: {', '.join(LOSS_METRICS)} (what train_loss and "
                               f"test_loss measure: classification or regression).")
         recording = recording_options(options)
-        self.model, self.run_dir = model, Path(run_dir)
+        refuse_fsdp1(model, "Recorder")
+        # DDP, torch.compile, ...: measure the bare model, under its own layer names (models/wrappers.py)
+        self.model, self.run_dir = unwrap_model(model), Path(run_dir)
         self.options, self.storage, self.logging = recording.analysis, recording.storage, recording.logging
-        self._lock = RunLock(self.run_dir, reentrant=False).acquire() if lock else None
+        self.rank = process_rank()  # only rank 0 of a distributed run measures and writes
+        self._lock = RunLock(self.run_dir, reentrant=False).acquire() if lock and self.rank == 0 else None
+        self.tracker: Optional[LayerTracker] = None
         try:
-            probes = self._check_probes(model, probe_inputs)
-            shape = tuple(probe_inputs.shape[1:]) if probe_inputs is not None else None
-            records = tracked_records(model, recording.model, self.options, shape)
-            self.tracker = LayerTracker(model, records, self.options, probe_inputs=probes,
-                                        geometry_inputs=None if geometry is None else geometry.inputs,
-                                        geometry_labels=None if geometry is None else geometry.labels)
+            with gathered(self.model, plain_forward=self.rank == 0):  # FSDP2: every rank joins the gather
+                if self.rank == 0:
+                    probes = self._check_probes(self.model, probe_inputs)
+                    shape = tuple(probe_inputs.shape[1:]) if probe_inputs is not None else None
+                    records = tracked_records(self.model, recording.model, self.options, shape)
+                    self.tracker = LayerTracker(self.model, records, self.options, probe_inputs=probes,
+                                                geometry_inputs=None if geometry is None else geometry.inputs,
+                                                geometry_labels=None if geometry is None else geometry.labels)
         except BaseException:
             self._release()
             raise
@@ -335,6 +342,9 @@ class Recorder:
             ConfigError: a non-increasing epoch, a metric name the trace has no place for, or predictions
                 of the wrong length or without ``test_labels``.
         """
+        if self.rank != 0:  # another rank of a distributed run: rank 0 measures and writes
+            with gathered(self.model):  # FSDP2: the all-gather rank 0 measures from needs every rank
+                return {}
         values = {k: _scalar(k, v) for k, v in (metrics or {}).items()}
         step = self.last_step if step is None else int(step)
         wall = self._wall0_offset() if wall_time is None else float(wall_time)
@@ -368,12 +378,9 @@ class Recorder:
         epoch, step = int(epoch), int(step)
         self._check_epoch(epoch, step)
         predictions = self._check_predictions(predictions)
-        layer_stats = self.tracker.measure(self.model)
         if store_weights is None:
             store_weights = self.storage.weights and self.writer.num_checkpoints % self.storage.weights_every == 0
-        weights = None
-        if store_weights and self.storage.weights:
-            weights = self._weight_arrays()
+        layer_stats, weights = self._measure(store_weights and self.storage.weights)
         if before_commit is not None:
             before_commit()
         self.writer.append(epoch=epoch, step=step, wall_time=wall_time, metrics=metrics,
@@ -419,10 +426,7 @@ class Recorder:
         epoch = int(epoch)
         self._check_epoch(epoch, step)
         predictions = self._check_predictions(predictions)
-        layer_stats = self.tracker.measure(self.model)
-        weights = None
-        if self.storage.weights and len(self._held) % self.storage.weights_every == 0:
-            weights = self._weight_arrays()
+        layer_stats, weights = self._measure(self.storage.weights and len(self._held) % self.storage.weights_every == 0)
         if self.save_tracker_state:
             self._save_tracker_state()
         self._held.append(dict(epoch=epoch, step=step, wall_time=wall, layer_stats=layer_stats, weights=weights,
@@ -440,9 +444,13 @@ class Recorder:
                 mirror.log(row["epoch"], metrics, row["layer_stats"])
         self._held = []
 
-    def _weight_arrays(self) -> dict[str, Any]:
-        """Each recorded matrix's weights as a numpy array (storage.weights)."""
-        return {n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()}
+    def _measure(self, store_weights: bool) -> tuple[dict[str, dict[str, Any]], Optional[dict[str, Any]]]:
+        """The layer statistics now, and each recorded matrix's weights as a numpy array when ``store_weights``."""
+        with gathered(self.model, plain_forward=True):  # FSDP2: whole weights (the other ranks join in checkpoint)
+            layer_stats = self.tracker.measure(self.model)
+            weights = ({n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()} if store_weights
+                       else None)
+        return layer_stats, weights
 
     # -- the tracker's resumable state -------------------------------------------------------------
     def _save_tracker_state(self) -> None:
@@ -461,6 +469,8 @@ class Recorder:
     # -- closing -----------------------------------------------------------------------------------
     def close(self, status: str = "finished", error: Optional[str] = None) -> None:
         """Close the trace with ``status`` (finished, failed, interrupted, diverged) and release the run."""
+        if self.rank != 0:
+            return
         try:
             if self.writer is None and self._held:  # checkpoints measured before any metric arrived
                 self._create_with_held()

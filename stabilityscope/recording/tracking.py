@@ -58,6 +58,7 @@ from stabilityscope.dynamics.submodel import ModelPrefix
 from stabilityscope.dynamics.weight_structure import eigen_summary, online_step_stats, weight_structure_summary
 from stabilityscope.errors import ConfigError
 from stabilityscope.models.dissect import LayerRecord
+from stabilityscope.models.wrappers import unwrap_model
 from stabilityscope.recording.trace import LayerSpec, StatSpec
 from stabilityscope.theory.meanfield import PHASES, edge_distance, order_parameters, phase_code, phase_coordinates
 
@@ -149,6 +150,7 @@ class LayerTracker:
     def __init__(self, model: nn.Module, records: list[LayerRecord], analysis: AnalysisConfig,
                  probe_inputs: Optional[torch.Tensor] = None, geometry_inputs: Optional[torch.Tensor] = None,
                  geometry_labels: Optional[torch.Tensor] = None) -> None:
+        model = unwrap_model(model)  # DDP, torch.compile, ...: the bare model's layers
         self.records = {r.name: r for r in records}
         self.analysis = as_options(analysis, AnalysisConfig, "analysis")
         self.probe_inputs = probe_inputs  # (B, ...) real test inputs, start states of the maps
@@ -256,6 +258,7 @@ class LayerTracker:
 
     @torch.no_grad()
     def measure(self, model: nn.Module) -> dict[str, dict[str, Any]]:
+        model = unwrap_model(model)  # its forward passes run no wrapper's collective
         was_training = model.training
         grads = [(p, p.requires_grad) for p in model.parameters()]
         model.eval()  # batch norm on running statistics, no dropout: start states do not interact
