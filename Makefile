@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STABILITYSCOPE_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
 export STABILITYSCOPE_DATA
 
-.PHONY: install demo test bench coverage clean
+.PHONY: install demo test wheel-check bench coverage clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ demo: install
 # often run beside other work on few cores, where spinning threads stall each other.
 test: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
+
+# The built wheel works outside the repository: sdist and wheel by `python -m build`, the wheel installed
+# into a fresh environment (borrowing this one's dependencies), then --help, --version, a 2-epoch canonical
+# run on a data subset and task=report on its trace, from a folder outside the checkout (about a minute).
+wheel-check: install
+	PY=$(PY) .ci/wheel_check.sh
 
 bench: install
 	$(PY) benchmarks/bench_training.py

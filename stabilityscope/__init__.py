@@ -92,7 +92,7 @@ from stabilityscope.theory.meanfield import edge_curve, order_parameters, phase_
 from stabilityscope.theory.numerical_phase_diagram import PhaseDiagram, phase_diagram
 from stabilityscope.training.data import load_dataset
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the package's version (pyproject.toml reads it from here); `python -m stabilityscope --version`
 
 # Modules reachable as ``ss.<name>`` and ``from stabilityscope import <name>`` (loaded on first use:
 # plots and reports bring in matplotlib), by their home. ``figures``, ``geometry_figures``,

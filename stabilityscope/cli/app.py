@@ -194,7 +194,12 @@ def precheck_resume(argv: list[str]) -> None:
 
 
 def cli() -> None:
-    """``python -m stabilityscope``: the checks that must precede Hydra, then the Hydra app."""
+    """``python -m stabilityscope``: ``--version``, the checks that must precede Hydra, then the Hydra app."""
+    if sys.argv[1:2] in (["--version"], ["-V"]):
+        from stabilityscope import __version__
+
+        print(f"stabilityscope {__version__}")
+        return
     precheck_resume(sys.argv[1:])
     main()
 
