@@ -44,6 +44,8 @@ Typical use in a notebook::
     print(r.explain())                                        # epochs, from the packaged calibrated laws
     cal = ss.calibration.calibrate(["<growth sweep>", "<decay sweep>"])   # measure those laws on your runs
     rep = ss.reproduction.reproduce("checkpoints/multirun/*")  # the papers' claims, one verdict each
+    ss.verdicts.judge(1.06, (0.72, 1.40), ss.verdicts.Margin(0.85, 1.15), n=2)  # an interval against a margin:
+                                                              # inconclusive, 4 seeds for 80% power
 
     model = ss.build_model(ss.ModelConfig(), (1, 28, 28), 10)    # typed options, no Hydra needed
     opts = ss.AnalysisConfig(maps=True, n_inputs=16)
@@ -107,6 +109,7 @@ _MODULES = {
     "explainability": "stabilityscope.analysis.explainability",
     "init_comparison": "stabilityscope.analysis.init_comparison", "calibration": "stabilityscope.analysis.calibration",
     "reproduction": "stabilityscope.analysis.reproduction", "saved_run": "stabilityscope.analysis.saved_run",
+    "verdicts": "stabilityscope.analysis.verdicts", "runs_table": "stabilityscope.analysis.runs_table",
     "lyapunov": "stabilityscope.dynamics.lyapunov", "maps": "stabilityscope.dynamics.maps",
     "numerical_phase_diagram": "stabilityscope.theory.numerical_phase_diagram",
     "information": "stabilityscope.theory.information", "dissect": "stabilityscope.models.dissect",

@@ -38,6 +38,7 @@ class Task(str, Enum):
     analyze = "analyze"  # a trace from saved weights (checkpoints=<glob>), without training
     calibrate = "calibrate"  # the guideline's growth and plateau laws measured on runs (runs=<dirs or globs>)
     reproduce = "reproduce"  # the source papers' headline claims checked on runs (runs=<dirs or globs>)
+    atlas = "atlas"  # order and chaos per family over training, EOC-optimality's claims, label-free picks (runs=...)
 
 
 class Activation(str, Enum):
@@ -442,11 +443,24 @@ class CalibrationConfig(CheckedOptions):
     section: ClassVar[str] = "calibration"
     tolerance: float = 0.15  # the growth law's validity range: rates where every run's A is within this of the law
     n_boot: int = 1000  # bootstrap samples over seeds for λ* at each rate
+    j2_window: Optional[list[float]] = field(default_factory=lambda: [0.30, 0.60])  # every run's A over J² in this range
+    commit: Optional[str] = None  # the code commit that trained the runs, written into runs.json (when traces lack it)
+    power: float = 0.8  # task=reproduce: the power an inconclusive verdict's seed count plans for
 
     def check(self) -> None:
         _require(0 < self.tolerance < 1, "calibration.tolerance", self.tolerance,
                  "a relative agreement in (0, 1), e.g. 0.15")
         _require(self.n_boot >= 0, "calibration.n_boot", self.n_boot, "a number of bootstrap samples >= 0")
+        w = self.j2_window
+        _require(w is None or (len(w) == 2 and 0 <= float(w[0]) < float(w[1])), "calibration.j2_window",
+                 None if w is None else list(w), "a range [low, high] of J² with 0 <= low < high, e.g. [0.3, 0.6], "
+                 "or null for each run's whole ordered part")
+        _require(0 < self.power < 1, "calibration.power", self.power, "a probability in (0, 1), e.g. 0.8")
+
+    @property
+    def window(self) -> Optional[tuple[float, float]]:
+        """``j2_window`` as the (low, high) tuple the calibration takes (None: each run's whole ordered part)."""
+        return None if self.j2_window is None else (float(self.j2_window[0]), float(self.j2_window[1]))
 
 
 @dataclass
@@ -502,7 +516,7 @@ class Config(CheckedOptions):
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     sweep: Optional[str] = None  # task=scaling: a sweep directory (checkpoints/multirun/<stamp>) or a glob of runs
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
-    runs: Any = None  # task=calibrate / reproduce: run or sweep directories or globs (a string or a list of them)
+    runs: Any = None  # task=calibrate / reproduce / atlas: run or sweep directories or globs (a string or a list of them)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     guideline: GuidelineConfig = field(default_factory=GuidelineConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
@@ -581,8 +595,9 @@ def _check_binarize(rule: Any) -> None:
 
 SWEEP_ALLOWED = ("a sweep directory (checkpoints/multirun/<timestamp>, searched for trace.h5), a run directory, a "
                  "trace.h5, or a glob such as 'checkpoints/multirun/*/*'")
-RUNS_ALLOWED = ("run or sweep directories, trace.h5 files or globs, as runs=<dir> or runs=[<dir>,<glob>] (quote globs: "
-                "runs='checkpoints/multirun/*')")
+RUNS_ALLOWED = ("run or sweep directories, trace.h5 files, globs, runs tables (a runs.json, or a task=calibrate folder "
+                "holding one) or a packaged calibration by name (fmnist_fc-fashion_mnist), as runs=<dir> or "
+                "runs=[<dir>,<glob>] (quote globs: runs='checkpoints/multirun/*')")
 
 
 def validate(cfg: Config) -> None:
@@ -603,7 +618,7 @@ def validate(cfg: Config) -> None:
                           f"sweep=<{SWEEP_ALLOWED}>, e.g. sweep=checkpoints/multirun/2026-11-22_12-00-00.")
     runs = cfg.runs
     no_runs = runs is None or runs == "" or (isinstance(runs, (list, tuple)) and not runs)
-    if task in ("calibrate", "reproduce") and no_runs:
+    if task in ("calibrate", "reproduce", "atlas") and no_runs:
         raise ConfigError(f"task={task} needs the runs to analyse: runs={runs!r} is not set. Allowed: {RUNS_ALLOWED}.")
 
 

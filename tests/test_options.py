@@ -75,6 +75,7 @@ CASES = [
     (["scaling.layer=''"], "scaling.layer"), (["scaling.window=0"], "scaling.window"),
     (["scaling.plateau_fraction=0"], "scaling.plateau_fraction"), (["scaling.confidence=1.0"], "scaling.confidence"),
     (["calibration.tolerance=0"], "calibration.tolerance"), (["calibration.n_boot=-1"], "calibration.n_boot"),
+    (["calibration.j2_window=[0.6,0.3]"], "calibration.j2_window"), (["calibration.power=1.0"], "calibration.power"),
 ]
 
 

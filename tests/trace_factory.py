@@ -62,7 +62,8 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
                     batch_size: int = 32, train_subset: Optional[int] = 1000, j2: Optional[J2Curve] = None,
                     test_loss: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                     test_acc: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                    config_extra: Optional[dict[str, Any]] = None) -> Path:
+                    config_extra: Optional[dict[str, Any]] = None,
+                    map_stats: Optional[Callable[[int, float], tuple[float, float, str]]] = None) -> Path:
     """Write a trace at ``path`` (a trace.h5; parents created) and return it.
 
     ``chain`` adds a record ``block`` of kind ``chain`` (an MLP block iterated as one module): map
@@ -71,7 +72,8 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
     ``j2`` gives the hidden layer's J² against epoch (default: linear, 0.25 + ``j2_slope``·epoch);
     ``test_loss`` / ``test_acc`` replace the default curves (a parabola with its minimum at
     ``best_epoch``). ``momentum``, ``batch_size``, ``train_subset`` and ``seed`` go into the stored
-    config (``seed`` is ``train.seed``, the per-seed key of a decay sweep).
+    config (``seed`` is ``train.seed``, the per-seed key of a decay sweep). ``map_stats(epoch, J)`` gives
+    the iterated map's (s, λ_max, attractor) at a checkpoint instead of (J, ln J, the class by J).
     """
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +129,13 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
             stats[name] = {"J": float(jj[i]), "J0": float(jj0[i]), "weight_distance": 0.1 * e, "chi": float(chi[i]),
                            "edge_distance": float(dist[i]), "phase": int(phase[i])}
         if maps:
-            lam = float(np.log(max(j, 1e-3)))
-            if j < 0.9:  # fixed point at 0: every start state on one dot
+            lam, s_map = float(np.log(max(j, 1e-3))), j
+            given = map_stats(int(e), j) if map_stats is not None else None
+            if given is not None:
+                s_map, lam = float(given[0]), float(given[1])
+                x = rng.normal(size=(STARTS, T_HALF + 1))
+                p, attractor, period = np.stack([x[:, :-1], x[:, 1:]], -1), given[2], 0
+            elif j < 0.9:  # fixed point at 0: every start state on one dot
                 p, attractor, period = np.zeros((STARTS, T_HALF, 2)), "fixed_point", 1
             elif j < 1.1:  # a period-2 cycle
                 a = rng.normal(size=(STARTS, 1))
@@ -139,7 +146,7 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
                 p, attractor, period = np.stack([x[:, :-1], x[:, 1:]], -1), "chaotic", 0
             ev = j * np.sqrt(rng.uniform(size=N)) * np.exp(2j * np.pi * rng.uniform(size=N))
             stats["hidden"].update(
-                s_mean=j, s_std=0.01, jacobian_product_exponent=lam, two_trajectory_exponent=lam,
+                s_mean=s_map, s_std=0.01, jacobian_product_exponent=lam, two_trajectory_exponent=lam,
                 asymptotic_distance=0.0 if j < 1 else 5.0 * (j - 1), lambda_max=lam, period=period,
                 map_steps=40.0, attractor=ATTRACTORS.index(attractor), poincare=p.astype(np.float32),
                 spectral_radius=float(np.abs(ev).max()), eigenvalues=np.stack([ev.real, ev.imag], -1).astype(np.float32))

@@ -6,6 +6,9 @@
 - :mod:`.decay`: weight-decay plateaus and λ*;
 - :mod:`.calibration`: the guideline's growth and plateau laws measured on runs;
 - :mod:`.guideline`: :func:`recommend`, hyperparameters that reach the edge of chaos in a budget;
+- :mod:`.verdicts`: an interval against a stated margin: reproduced, not reproduced, or inconclusive with the
+  seeds a stated power needs (the rules every verdict of the toolkit uses);
+- :mod:`.runs_table`: the settings and series the scaling and calibration fits read, as a versionable table;
 - :mod:`.reproduction`: the source papers' headline claims checked on runs, one verdict each;
 - :mod:`.explainability`: SGD-complexity's measures over a run;
 - :mod:`.init_comparison`: Spline-FC's random vs MARS initialisation over a sweep (epochs and seconds to a target);

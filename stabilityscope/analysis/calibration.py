@@ -5,7 +5,13 @@ hidden layer, and this module measures both on sweeps (the presets ``experiment=
 and ``experiment=calibrate_decay``) instead of assuming them:
 
 1. **growth**: the slope A of J² per epoch in the ordered part against the rate r = η/((1−α)B),
-   fitted in three forms, each a hypothesis:
+   each run's A fitted over one **common window of J²** (``j2_window``, default 0.30–0.60, at least 3
+   checkpoints in it): J² rises faster than the later line in a transient right after initialisation
+   (measured on the calibration sweep: the line over the window starts 0.01–0.03 above J²(0) = 0.25), and
+   a fit over each run's whole ordered part weighs that transient by how little of the path a run
+   covers, up to 14% at 0.25× against 2% at 4× (a bias that bends the exponent). The window starts above
+   the transient and ends well before the edge; runs that do not reach 3 checkpoints in it have no A
+   (the slowest and the fastest rates). The law is fitted in three forms, each a hypothesis:
 
    - ``linear``  A = k·(r/r_ref)                     (EOC-training's A = C·η/((1−α)B))
    - ``power``   A = k·(r/r_ref)^p
@@ -14,7 +20,8 @@ and ``experiment=calibrate_decay``) instead of assuming them:
    Its **validity range** is the widest contiguous window of measured rates, holding the rate nearest
    the reference r_ref = 1.25e-3, on which the best form fitted on that window (lowest AIC of the log
    residuals) puts every run's A within ``tolerance`` (relative); every window is tried, and that form
-   on that window is the law.
+   on that window is the law. Each form's own range (that form alone, judged the same way) is
+   reported beside it (:attr:`GrowthCalibration.form_validity`): EOC-training's linear law has its own.
    Past the edge the slope changes; each run's slope beyond the edge (χ >= 1) is reported next to it.
 2. **plateau**: J²∞ against weight decay wd and rate, fitted as
 
@@ -35,8 +42,10 @@ checked per rate and run length (final losses compare only between runs trained 
 loss, the grid decay nearest λ*, both losses with t intervals over seeds and Welch's test of their
 difference.
 
-The measured laws are stored as JSON (:class:`CalibratedLaws`, with their provenance); the canonical
-network's are packaged (``stabilityscope/analysis/laws/``) and :func:`load_laws` reads them.
+The measured laws are stored as JSON (:class:`CalibratedLaws`, with their provenance) beside the runs
+table they were fitted on (:mod:`stabilityscope.analysis.runs_table`), from which ``calibrate(<table>)``
+rebuilds them exactly; the canonical network's are packaged (``stabilityscope/analysis/laws/``, laws and
+table) and :func:`load_laws` reads them.
 """
 from __future__ import annotations
 
@@ -64,10 +73,15 @@ __all__ = ["CalibratedLaws", "Calibration", "GROWTH_FORMS", "GrowthLaw", "LAWS_D
            "REFERENCE_WEIGHT_DECAY", "calibrate", "fit_growth_law", "fit_plateau_law", "fit_relaxation", "load_laws"]
 
 REFERENCE_RATE = CANONICAL_LR / ((1 - CANONICAL_MOMENTUM) * CANONICAL_BATCH)  # 1.25e-3, EOC-training's reference run
-REFERENCE_WEIGHT_DECAY = CANONICAL_C / 2  # the model's wd* = c/2 ≈ 8.39e-5 (PyTorch convention)
+REFERENCE_WEIGHT_DECAY = CANONICAL_C / 2  # the model's wd* = c/2 ≈ 9.25e-5 (PyTorch convention)
 GROWTH_FORMS = ("linear", "power", "affine")
 LAWS_DIR = Path(__file__).with_name("laws")
-DEFAULT_LAWS = LAWS_DIR / "fmnist_fc-fashion_mnist.json"
+# A packaged calibration is a folder with what task=calibrate writes: laws.json and the runs table it was fitted on
+DEFAULT_LAWS = LAWS_DIR / "fmnist_fc-fashion_mnist" / "laws.json"
+DEFAULT_TABLE = LAWS_DIR / "fmnist_fc-fashion_mnist" / "runs.json"
+# The common stretch of J² over which every run's growth slope A is fitted: above the initial transient
+# (J² rises faster in its first ~0.02–0.05 from 0.25) and well before the edge (see the module docstring).
+DEFAULT_J2_WINDOW = (0.30, 0.60)
 RATE_DIGITS = 6  # runs whose rates agree to this many significant digits share a rate
 
 
@@ -99,6 +113,8 @@ class GrowthLaw:
     n_train: int
     validity: tuple[float, float]  # the rates (η/((1−α)B)) where every calibration run agreed within tolerance
     tolerance: float
+    j2_window: Optional[tuple[float, float]] = None  # the stretch of J² every run's A was fitted over (None: each
+    # run's whole ordered part, the packaged laws before 0.2)
 
     def slope(self, rate: Any, n_train: Any = None) -> np.ndarray:
         """The law's A per epoch at these rates (a prediction)."""
@@ -120,7 +136,9 @@ class GrowthLaw:
         r = "r/r_ref"
         body = {"linear": f"A = {self.k:.4g}·({r})", "power": f"A = {self.k:.4g}·({r})^{self.exponent:.3f}",
                 "affine": f"A = {self.intercept:.4g} + {self.k:.4g}·({r})"}[self.form]
-        return (f"{body} per epoch (r_ref = {self.rate_ref:.4g}, n = {self.n_train}); valid for r in "
+        window = (f", A fitted over J² in {self.j2_window[0]:g}–{self.j2_window[1]:g}" if self.j2_window
+                  else ", A fitted over each run's ordered part")
+        return (f"{body} per epoch (r_ref = {self.rate_ref:.4g}, n = {self.n_train}{window}); valid for r in "
                 f"{self.validity[0]:.3g}–{self.validity[1]:.3g} ({self.validity[0] / self.rate_ref:.3g}×–"
                 f"{self.validity[1] / self.rate_ref:.3g}× the reference) within {self.tolerance:.0%}")
 
@@ -200,6 +218,8 @@ class CalibratedLaws:
     def from_dict(cls, d: Mapping[str, Any]) -> "CalibratedLaws":
         g = dict(d["growth"])
         g["validity"] = tuple(g["validity"])
+        if g.get("j2_window") is not None:
+            g["j2_window"] = tuple(g["j2_window"])
         p = dict(d["plateau"]) if d.get("plateau") is not None else None
         for key in ("rate_range", "weight_decay_range", "K_ci", "q_ci", "s_ci"):
             if p is not None and key in p:
@@ -247,8 +267,10 @@ class GrowthFit:
     exponent_ci: tuple[float, float]
     intercept_ci: tuple[float, float]
 
-    def law(self, rate_ref: float, n_train: int, validity: tuple[float, float], tolerance: float) -> GrowthLaw:
-        return GrowthLaw(self.form, self.k, self.exponent, self.intercept, rate_ref, n_train, validity, tolerance)
+    def law(self, rate_ref: float, n_train: int, validity: tuple[float, float], tolerance: float,
+            j2_window: Optional[tuple[float, float]] = None) -> GrowthLaw:
+        return GrowthLaw(self.form, self.k, self.exponent, self.intercept, rate_ref, n_train, validity, tolerance,
+                         j2_window)
 
 
 def _fit_form(form: str, x: np.ndarray, A: np.ndarray, confidence: float) -> Optional[GrowthFit]:
@@ -313,6 +335,7 @@ class GrowthCalibration:
     runs: "pd.DataFrame"  # rate, A, series, ratio_to_law, A_chaotic, ...
     series_exponents: dict[str, tuple[float, float, float, int]]  # variable -> (p, lo, hi, runs) within a series
     notes: list[str] = field(default_factory=list)
+    form_validity: dict[str, tuple[float, float]] = field(default_factory=dict)  # each form's own validity range
 
 
 def _series(row: Mapping[str, Any]) -> str:
@@ -324,7 +347,8 @@ def _series(row: Mapping[str, Any]) -> str:
 
 
 def fit_growth_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, tolerance: float = 0.15,
-                   confidence: float = 0.95, forms: Sequence[str] = GROWTH_FORMS) -> GrowthCalibration:
+                   confidence: float = 0.95, forms: Sequence[str] = GROWTH_FORMS,
+                   j2_window: Optional[tuple[float, float]] = None) -> GrowthCalibration:
     """Fit A against the rate (module docstring, step 1).
 
     Args:
@@ -334,6 +358,7 @@ def fit_growth_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, to
         tolerance: relative agreement that defines the validity range.
         confidence: level of the intervals.
         forms: the candidate forms.
+        j2_window: the stretch of J² the runs' A were fitted over, recorded in the law.
     """
     ok = runs[np.isfinite(runs["A"].astype(float)) & (runs["A"].astype(float) > 0)].copy()
     notes: list[str] = []
@@ -355,29 +380,22 @@ def fit_growth_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, to
     # reference, on which the best form (lowest AIC, fitted on that window) puts every run within
     # tolerance. Every window is tried (a handful of rates), so a poor fit over all runs cannot trap it.
     keys = _rate_key(ok["rate"])
-    uniq = np.unique(keys)
-    anchor = int(np.argmin(np.abs(np.log(uniq / rate_ref))))
-    chosen: Optional[tuple[tuple[int, int, float], np.ndarray, dict[str, GrowthFit]]] = None
-    for i in range(anchor + 1):
-        for j in range(anchor, len(uniq)):
-            use = (keys >= uniq[i]) & (keys <= uniq[j])
-            fits = {f: g for f in forms if (g := _fit_form(f, x_all[use], A_all[use], confidence)) is not None}
-            if not fits:
-                continue
-            best = min(fits.values(), key=lambda g: g.aic)
-            law = best.law(rate_ref, n_train, (uniq[i], uniq[j]), tolerance)
-            if np.all(np.abs(A_all[use] / law.slope(ok["rate"].to_numpy(float)[use]) - 1) <= tolerance):
-                score = (j - i, int(use.sum()), -best.aic)
-                if chosen is None or score > chosen[0]:
-                    chosen = (score, use, fits)
+    rates = ok["rate"].to_numpy(float)
+    chosen = _widest_window(keys, x_all, A_all, rates, forms, rate_ref, n_train, tolerance, confidence)
+    # each form's own range, judged the same way with that form alone (the linear law's is EOC-training's)
+    form_validity = {}
+    for f in forms:
+        own = _widest_window(keys, x_all, A_all, rates, (f,), rate_ref, n_train, tolerance, confidence)
+        if own is not None:
+            form_validity[f] = (float(rates[own[1]].min()), float(rates[own[1]].max()))
     if chosen is None:
         notes.append(f"no window of measured rates around the reference is fitted by any form within {tolerance:.0%}: "
                      f"no law")
-        return GrowthCalibration(None, {}, fits_all, ok, {}, notes)
+        return GrowthCalibration(None, {}, fits_all, ok, {}, notes, form_validity)
     _, use, fits = chosen
     best = min(fits.values(), key=lambda g: g.aic)
     validity = (float(ok["rate"][use].min()), float(ok["rate"][use].max()))
-    law = best.law(rate_ref, n_train, validity, tolerance)
+    law = best.law(rate_ref, n_train, validity, tolerance, j2_window)
     ok["ratio_to_law"] = A_all / law.slope(ok["rate"].to_numpy(float))
     ok["in_validity"] = use
     series_exp: dict[str, tuple[float, float, float, int]] = {}
@@ -391,7 +409,30 @@ def fit_growth_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, to
                 f = _fit_form("power", power_law_x(var, g[var].to_numpy()), g["A_at_n"].to_numpy(float), confidence)
                 if f is not None:
                     series_exp[var] = (f.exponent, f.exponent_ci[0], f.exponent_ci[1], len(g))
-    return GrowthCalibration(law, fits, fits_all, ok, series_exp, notes)
+    return GrowthCalibration(law, fits, fits_all, ok, series_exp, notes, form_validity)
+
+
+def _widest_window(keys: np.ndarray, x: np.ndarray, A: np.ndarray, rates: np.ndarray, forms: Sequence[str],
+                   rate_ref: float, n_train: int, tolerance: float, confidence: float
+                   ) -> Optional[tuple[tuple[int, int, float], np.ndarray, dict[str, GrowthFit]]]:
+    """The widest contiguous window of measured rates holding the one nearest ``rate_ref`` on which the best of
+    ``forms`` (lowest AIC, fitted on that window) puts every run within ``tolerance``: (score, runs used, fits)."""
+    uniq = np.unique(keys)
+    anchor = int(np.argmin(np.abs(np.log(uniq / rate_ref))))
+    chosen: Optional[tuple[tuple[int, int, float], np.ndarray, dict[str, GrowthFit]]] = None
+    for i in range(anchor + 1):
+        for j in range(anchor, len(uniq)):
+            use = (keys >= uniq[i]) & (keys <= uniq[j])
+            fits = {f: g for f in forms if (g := _fit_form(f, x[use], A[use], confidence)) is not None}
+            if not fits:
+                continue
+            best = min(fits.values(), key=lambda g: g.aic)
+            law = best.law(rate_ref, n_train, (uniq[i], uniq[j]), tolerance)
+            if np.all(np.abs(A[use] / law.slope(rates[use]) - 1) <= tolerance):
+                score = (j - i, int(use.sum()), -best.aic)
+                if chosen is None or score > chosen[0]:
+                    chosen = (score, use, fits)
+    return chosen
 
 
 # ------------------------------------------------------------------------------------------ plateau
@@ -591,9 +632,9 @@ class Calibration:
                 "network": "fmnist_fc 784-784(tanh)-10, SGD", "date": datetime.now(timezone.utc).date().isoformat(),
                 "source": self.source, "growth_runs": int(len(self.growth.runs)),
                 "decay_runs": int(len(self.plateau.runs)), "seeds": sorted({str(s) for s in ok["seed"]}),
-                "commands": ["python -m stabilityscope -m experiment=calibrate_growth",
-                             "python -m stabilityscope -m experiment=calibrate_decay",
-                             f"python -m stabilityscope task=calibrate runs={self.source}"]}
+                "table": "runs.json",  # written beside laws.json: every run's settings, trace hash and series
+                "command": f"python -m stabilityscope task=calibrate runs={self.source}",
+                "rebuild": "python -m stabilityscope task=calibrate runs=<this folder>/runs.json"}
         prov.update(provenance or {})
         return CalibratedLaws(self.growth.law, self.plateau.law, prov)
 
@@ -636,18 +677,23 @@ def _records(df: "pd.DataFrame") -> list[dict[str, Any]]:
 
 
 def calibrate(source: Source, *, layer: str = "hidden", tolerance: float = 0.15, plateau_fraction: float = 0.2,
-              confidence: float = 0.95, n_boot: int = 1000, seed: int = 0) -> Calibration:
+              confidence: float = 0.95, n_boot: int = 1000, seed: int = 0,
+              j2_window: Optional[Sequence[float]] = DEFAULT_J2_WINDOW) -> Calibration:
     """Measure the growth and plateau laws on the runs of ``source`` (module docstring).
 
     Args:
-        source: the runs: sweep directories, run directories, globs, or a list of them (the two
-            calibration presets' sweeps together, typically).
+        source: the runs: sweep directories, run directories, globs, runs tables
+            (:mod:`stabilityscope.analysis.runs_table`), or a list of them (the two calibration presets'
+            sweeps together, typically; or the table a ``laws.json`` was fitted on).
         layer: the layer whose J² is fitted.
         tolerance: relative agreement between a run's A and the growth law inside the validity range.
         plateau_fraction: a decay run's plateau is its mean J² over this last fraction of its epochs.
         confidence: level of every interval.
         n_boot: bootstrap samples over seeds for each rate's λ*.
         seed: of the bootstrap.
+        j2_window: (low, high): every run's A is fitted over its ordered checkpoints with J² in this
+            common range, and only with at least 3 of them (module docstring); None: over each run's whole
+            ordered part (the packaged laws before this option).
 
     Raises:
         TraceError: ``source`` matches no trace.
@@ -658,14 +704,23 @@ def calibrate(source: Source, *, layer: str = "hidden", tolerance: float = 0.15,
     if not (0 < tolerance < 1):
         raise ValueError(f"tolerance={tolerance!r}: the relative agreement that defines the validity range lies in "
                          f"(0, 1), e.g. 0.15.")
-    # the ordered-part slope over the whole run (the calibration runs are short where the rate is high)
+    window = None if j2_window is None else (float(j2_window[0]), float(j2_window[1]))
+    # the ordered-part slope over the common J² window, at any epoch (the calibration runs are short where the
+    # rate is high, and cover little of the path where it is low)
     sweep = analyze_sweep(source, layer=layer, window=math.inf, ordered_only=True, plateau_fraction=plateau_fraction,
-                          confidence=confidence, n_boot=0, seed=seed)
+                          confidence=confidence, n_boot=0, seed=seed, j2_window=window)
     runs = sweep.runs
     growth_runs = runs[runs["used_in_fits"] & (runs["weight_decay"] == 0)].copy()
+    short = runs[(runs["weight_decay"] == 0) & ~runs["status"].isin(EXCLUDED_STATUSES)
+                 & ~np.isfinite(runs["A"].astype(float))]
+    window_notes = [f"{len(short)} zero-decay run(s) without 3 ordered checkpoints in the J² window "
+                    f"{window[0]:g}–{window[1]:g} have no A (left out of the growth law): "
+                    + ", ".join(f"{r.run} ({r.rate / REFERENCE_RATE:.3g}×)" for r in short.itertuples())] \
+        if window is not None and len(short) else []
     growth_runs["A_chaotic"] = [(_chaotic_slope(sweep.curves[r]) if r in sweep.curves else math.nan)
                                 for r in growth_runs["run"]]
-    growth = fit_growth_law(growth_runs, tolerance=tolerance, confidence=confidence)
+    growth = fit_growth_law(growth_runs, tolerance=tolerance, confidence=confidence, j2_window=window)
+    growth.notes += window_notes
     plateau = _plateau_calibration(runs, sweep.curves, confidence, n_boot, seed,
                                    growth.law.validity if growth.law is not None else None)
     if growth.law is not None and len(plateau.runs):

@@ -11,13 +11,20 @@ traces it is given:
   (:func:`validate_guideline`).
 
 and :func:`stabilityscope.reports.reproduction.write_reproduction` writes ``reproduction.md`` (and
-``reproduction.json``): one row per claim with the source's
-value where it states one, ours with its interval, the runs it comes from and a verdict. The
-verdict rules are ours and fixed in :data:`RULES` (written into the report), so that a verdict is a
-function of the measurements, never of the wish to agree:
+``reproduction.json``): one row per claim with the source's value where it states one, ours with its
+interval, the margin, the runs it comes from and a verdict.
+Each claim is judged by one rule of :data:`RULES` (printed into the report): a measured number with
+its confidence interval against a margin fixed in advance, through
+:mod:`stabilityscope.analysis.verdicts`:
 
-- *reproduced*: the measurement meets the rule; *partly*: it meets the weaker rule; *not
-  reproduced*: neither; *not run*: the runs given hold nothing to check the claim with.
+- *reproduced*: the interval lies inside the margin; *not reproduced*: it lies outside; *inconclusive*:
+  it straddles a bound, reported with the seeds (runs, checkpoints) that 80% power would need; *not
+  run*: the runs given hold nothing to check the claim with.
+
+A claim made of several parts (three exponents, several rates) is reproduced when every part is,
+not reproduced when any part is, and inconclusive otherwise (:func:`~stabilityscope.analysis.verdicts.combine`).
+"Chaotic" is the attractor classifier's label everywhere (λ_max above its tolerance on a bounded orbit
+without a period), never λ_max > 0 alone.
 """
 from __future__ import annotations
 
@@ -30,47 +37,126 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import numpy as np
 import yaml
 
-from stabilityscope.analysis.calibration import REFERENCE_RATE, Calibration, calibrate
+from stabilityscope.analysis.calibration import DEFAULT_J2_WINDOW, REFERENCE_RATE, Calibration, calibrate
 from stabilityscope.analysis.collection import Source, find_traces, flatten_config
-from stabilityscope.analysis.stats import ols, t_interval
+from stabilityscope.analysis.stats import jsonable, ols, origin_slope, t_quantile
+from stabilityscope.analysis.verdicts import (INCONCLUSIVE, NOT_RUN, REPRODUCED, Margin, Verdict, combine, judge,
+                                              judge_difference, judge_fraction, judge_mean)
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import open_trace
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Claim", "RULES", "Reproduction", "reproduce", "validate_guideline"]
+__all__ = ["Claim", "LOSS_MARGIN", "RULES", "Reproduction", "Rule", "at_boundary", "reproduce", "validate_guideline"]
 
-RULES = {
-    "linear growth": "reproduced: median R² of the linear fit of J² over each zero-decay run's ordered part >= 0.98; "
-                     "partly: >= 0.9",
-    "slope law": "reproduced: the exponent's interval contains 1 for each of η, 1/(1−α), 1/B (inside the growth law's "
-                 "validity range); partly: for at least one",
-    "collapse": "reproduced: runs of equal η/((1−α)B) but different (η, α, B) spread by < 5% (relative std of J²) "
-                "in the ordered phase and by more than twice that in the chaotic phase; partly: ordered < chaotic",
-    "optimum at the edge": "reproduced: mean J at the best test loss (zero-decay runs that cross the edge) within 0.15 "
-                           "of 1; partly: within 0.3",
-    "chaos hurts": "reproduced: every zero-decay run that crossed the edge ends with a test loss > 1% above its best; "
-                   "partly: at least half",
-    "plateaus": "reproduced: the plateau law's decay exponent q has an interval above 0 (plateaus fall with decay); "
-                "partly: q > 0",
-    "lambda star": "reproduced: a decay with plateau J² = 1 is bracketed at every decay-sweep rate; partly: at one",
-    "best decay at the edge": "reproduced: at every rate the best final test loss is at the grid decay nearest λ* or "
-                              "not distinguishable from it (Welch p > 0.05); partly: at some rates",
-    "guideline": "reproduced: at every budget trained to its end (experiment=calibrate_guideline), every seed of the "
-                 "recommended run holds |J² − 1| <= 0.15 from recommend()'s reach epoch to the end, and its mean final "
-                 "test loss is within the seed spread (the larger std) of the best decay factor's; partly: one of the two",
-    "optimum near s = 1": "reproduced: mean s (M1) at the best test loss within 0.15 of 1; partly: within 0.3",
-    "lambda_max = ln s": "reproduced: median |λ_max − ln s| <= 0.25·median |ln s| over chaotic checkpoints "
-                         "(λ_max > 0); partly: <= 0.5",
-    "attractor sequence": "reproduced: the attractor at the best test loss is periodic or quasi-periodic within two "
-                          "checkpoints of a chaotic one; partly: a chaotic or quasi-periodic attractor occurs",
+# "Near-best" and "the best" test loss: within 2% (a log-ratio of means) of every other setting's.
+LOSS_MARGIN = math.log(1.02)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one claim is judged: the number measured, the unit its interval counts, and the margins."""
+
+    quantity: str
+    unit: str
+    margins: tuple[tuple[str, Margin], ...]  # (part, margin): every part must hold
+
+    def text(self, confidence: float = 0.95, power: float = 0.8) -> str:
+        parts = "; ".join(f"{name}: {m.describe()} ({m.reason})" if name else f"{m.describe()} ({m.reason})"
+                          for name, m in self.margins)
+        return (f"{self.quantity}. Reproduced when its {confidence:.0%} interval lies inside the margin, not "
+                f"reproduced when it lies outside, otherwise inconclusive with the {self.unit} that {power:.0%} "
+                f"power needs. Margin: {parts}")
+
+    def margin(self, part: str = "") -> Margin:
+        return dict(self.margins)[part]
+
+
+_BAND = "the guideline's band |J² − 1| <= 0.15"
+RULES: dict[str, Rule] = {
+    "linear growth": Rule(
+        "the ratio of J²'s slope over the second half of a zero-decay run's ordered checkpoints (χ < 1) from the "
+        "start of the growth law's J² window on (0.3 by default; below it J² rises faster in an initial transient, "
+        "reported beside the verdict) to the slope over the first half, per run with at least 6 such checkpoints; "
+        "mean over runs, t interval",
+        "runs", (("", Margin(0.85, 1.15, "a slope that changes by 15% keeps J² within 0.015 of one straight line "
+                                         "over the path from 0.25 to 1 (the gap is ε·ΔJ²/8), a tenth of "
+                                         f"{_BAND}; EOC-training gives no tolerance")),)),
+    "slope law": Rule(
+        "the exponent p of A ∝ x^p for x = η, 1/(1−α), 1/B, each series alone inside the growth law's validity "
+        "range (least squares in log–log space, t interval)",
+        "runs", (("", Margin(0.95, 1.05, "a unit exponent then mispredicts A by at most 8^0.05 − 1 = 11% up to 8× "
+                                         "the reference rate, inside the calibration's 15% tolerance; EOC-training "
+                                         "gives no tolerance")),)),
+    "collapse": Rule(
+        "per rate shared by two or more (η, α, B) settings without decay: the relative spread (std/mean across "
+        "settings) of J² against τ, over ordered and over chaotic grid points, one value per seed; mean over "
+        "seeds, t interval",
+        "seeds", (("ordered", Margin(-math.inf, 0.05, "two settings within 10% of each other (relative std 5%), "
+                                                f"a third of {_BAND}")),
+                  ("chaotic", Margin(0.05, math.inf, "past the edge the curves part by more than what counts "
+                                                     "as collapsed")))),
+    "optimum at the edge": Rule(
+        "J² of the hidden layer at the best test loss, per zero-decay run that crossed the edge and whose test "
+        "loss rose again before its end (a best at the last checkpoint is not located); mean over runs, t interval",
+        "runs", (("", Margin(0.85, 1.15, f"{_BAND}, the edge as the toolkit uses it; EOC-training says "
+                                         "'close to J = 1' without a number")),)),
+    "chaos hurts": Rule(
+        "the final test loss over the best one, minus 1, per zero-decay run that ended past the edge (J² > 1); "
+        "mean over runs, t interval",
+        "runs", (("", Margin(0.01, math.inf, "a rise of at least 1% of the loss, the least a user would call a "
+                                             "rise; EOC-training shows the rise without a number")),)),
+    "plateaus": Rule(
+        "the decay exponent q of the plateau law J²∞ ∝ wd^−q (saturated runs inside the growth law's range; "
+        "t interval of the least-squares fit)",
+        "runs", (("", Margin(0.0, math.inf, "'falls as the decay grows' is any q > 0")),)),
+    "lambda star": Rule(
+        "per rate, the saturated runs' plateaus at the two grid decays whose means bracket the edge: the "
+        "smaller decay's mean plateau over seeds (t interval) and the larger one's; at a rate without a bracket, "
+        "the slope of log J²∞ on log decay (a rising or flat plateau contradicts the claim; a falling one that "
+        "stops short of the edge asks for more decays)",
+        "seeds", (("above", Margin(1.0, math.inf, "the plateau at the smaller decay lies above the edge")),
+                  ("below", Margin(-math.inf, 1.0, "the plateau at the next larger decay lies below it")),
+                  ("falls", Margin(-math.inf, 0.0, "where no two decays bracket the edge: the plateau must fall "
+                                                   "with the decay (slope of log J²∞ on log decay below 0), else no "
+                                                   "decay can bring it to the edge")))),
+    "best decay at the edge": Rule(
+        "per rate and run length, for the grid decay nearest λ* against every other decay: the difference of "
+        "mean log final test losses (Welch t interval)",
+        "seeds per decay", (("", Margin(-math.inf, LOSS_MARGIN, "'the best' read as within 2% of every other "
+                                                               "decay's final test loss, a difference a user "
+                                                               "would still act on; EOC-training reports means "
+                                                               "over 10 seeds without a test")),)),
+    "guideline": Rule(
+        "per budget trained to its end (experiment=calibrate_guideline): the largest |J² − 1| of the recommended "
+        "run from recommend()'s reach epoch to the budget, per seed (mean, t interval); and the difference of "
+        "mean log test losses at the budget, the recommended decay against every other factor (Welch)",
+        "seeds", (("band", Margin(-math.inf, 0.15, "the guideline's promise itself")),
+                  ("loss", Margin(-math.inf, LOSS_MARGIN, "'near-best': within 2% of every other factor's test "
+                                                         "loss, the margin of 'best decay at the edge'")))),
+    "optimum near s = 1": Rule(
+        "s (M1) at the best test loss, per run of one model; mean over runs, t interval",
+        "seeds", (("", Margin(0.85, 1.15, "the map stretches or shrinks by at most 15% per step at the optimum, "
+                                          "the 15% the training side allows J² around the edge; EOC-optimality "
+                                          "says 's ≈ 1' without a number")),)),
+    "lambda_max = ln s": Rule(
+        "the least-squares slope k of λ_max = k·ln s through the origin over a model's chaotic checkpoints "
+        "(the classifier's label), t interval",
+        "chaotic checkpoints", (("", Margin(0.8, 1.25, "λ_max equals ln s within a factor 1.25 either way; "
+                                                       "EOC-optimality gives no tolerance")),)),
+    "attractor sequence": Rule(
+        "the fraction of a model's runs whose best test loss lies at the (pseudo)periodic–chaotic boundary: the "
+        "best checkpoint periodic or quasi-periodic with a chaotic checkpoint within two, or chaotic with a "
+        "periodic or quasi-periodic one among the two before it (Clopper–Pearson interval)",
+        "runs", (("", Margin(0.5, 1.0, "most runs; EOC-optimality places the optimum at the boundary, 'where "
+                                       "D∞ starts rising from 0', in every run it shows")),)),
 }
 
 
 @dataclass
 class Claim:
-    """One row of the report."""
+    """One row of the report: the claim, our measurement, its verdict and (inconclusive) what would settle it."""
 
     paper: str  # EOC-training, EOC-optimality, or stabilityscope (the guideline, our own claim)
     claim: str
@@ -78,8 +164,30 @@ class Claim:
     source_value: str
     ours: str
     runs: str
-    verdict: str  # reproduced, partly, not reproduced, not run
+    verdict: str  # reproduced, not reproduced, inconclusive, not run
     note: str = ""
+    parts: list[Verdict] = field(default_factory=list)  # the judged intervals behind the verdict
+    needed: Optional[float] = None  # inconclusive: units for 80% power (inf: none suffice; None: unknown)
+
+    @property
+    def settle(self) -> str:
+        """What would settle an inconclusive verdict, in words ('' otherwise)."""
+        if self.verdict != INCONCLUSIVE:
+            return ""
+        unit = RULES[self.rule].unit if self.rule in RULES else "seeds"
+        if self.needed is None:
+            return "more runs of another design (see note)" if self.note else f"unknown (no spread per {unit})"
+        return f"no number of {unit}" if math.isinf(self.needed) else f"about {int(self.needed)} {unit}"
+
+
+def _claim(paper: str, claim: str, rule: str, source: str, ours: str, runs: str, parts: Sequence[Verdict],
+           note: str = "") -> Claim:
+    verdict, needed = combine(parts)
+    return Claim(paper, claim, rule, source, ours, runs, verdict, note, list(parts), needed)
+
+
+def _not_run(paper: str, claim: str, rule: str, source: str, note: str, runs: str = "none") -> Claim:
+    return Claim(paper, claim, rule, source, "—", runs, NOT_RUN, note)
 
 
 @dataclass
@@ -89,128 +197,285 @@ class Reproduction:
     calibration: Optional[Calibration]
     map_runs: list[str]
     notes: list[str] = field(default_factory=list)
+    confidence: float = 0.95
+    power: float = 0.8
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "claims": [asdict(c) for c in self.claims], "rules": RULES,
-                "map_runs": self.map_runs, "notes": self.notes}
-
-
-def _verdict(strong: bool, weak: bool) -> str:
-    return "reproduced" if strong else ("partly" if weak else "not reproduced")
+        claims = [{**asdict(c), "settle": c.settle} for c in self.claims]
+        return jsonable({"source": self.source, "confidence": self.confidence, "power": self.power,
+                          "claims": claims, "rules": {k: r.text(self.confidence, self.power) for k, r in RULES.items()},
+                          "map_runs": self.map_runs, "notes": self.notes})
 
 
 def _fmt(v: float, digits: int = 3) -> str:
     return "—" if not (isinstance(v, (int, float)) and math.isfinite(v)) else f"{v:.{digits}g}"
 
 
-def _training_claims(c: Calibration, confidence: float) -> list[Claim]:
+def _ci(lo: float, hi: float) -> str:
+    return f"({_fmt(lo)}–{_fmt(hi)})"
+
+
+# ------------------------------------------------------------------------------------------ EOC-training
+
+
+def _halves_ratio(curve: Any, j2_from: float, confidence: float) -> float:
+    """J²'s slope over the second half of a run's ordered checkpoints with J² >= ``j2_from`` over the slope over
+    the first half."""
+    keep = curve.ordered & np.isfinite(curve.j2) & (curve.j2 >= j2_from)
+    t, y = curve.epochs[keep], curve.j2[keep]
+    if len(t) < 6:
+        return math.nan
+    half = len(t) // 2
+    early, late = ols(t[:half], y[:half], confidence)["slope"], ols(t[half:], y[half:], confidence)["slope"]
+    return late / early if early > 0 else math.nan
+
+
+def _linear_growth(zero: "pd.DataFrame", curves: Mapping[str, Any], j2_from: float, confidence: float,
+                   power: float) -> Claim:
+    claim, rule = "J² grows linearly in epochs in the ordered phase", "linear growth"
+    ratios = {r: _halves_ratio(curves[r], j2_from, confidence) for r in zero["run"] if r in curves}
+    values = [v for v in ratios.values() if math.isfinite(v)]
+    if not values:
+        return _not_run("EOC-training", claim, rule, "linear", "no zero-decay run with 6 ordered checkpoints: run "
+                        "experiment=calibrate_growth")
+    v = judge_mean(values, RULES[rule].margin(), confidence=confidence, power=power, unit="runs")
+    ours = f"late/early slope ratio {v.estimate:.3f} {_ci(*v.interval)}, range {min(values):.3f}–{max(values):.3f}"
+    if j2_from > 0:  # the initial transient below the window: how far above J²(0) the window's line starts
+        jump = [float(row.A_intercept) - float(curves[row.run].j2[0]) for row in zero.itertuples()
+                if row.run in ratios and math.isfinite(ratios[row.run]) and math.isfinite(row.A_intercept)]
+        if jump:
+            ours += (f"; from J² >= {j2_from:g} (below it an initial transient: the line fitted over the J² window "
+                     f"starts {min(jump):.3f}–{max(jump):.3f} above J² at epoch 0)")
+    return _claim("EOC-training", claim, rule, "linear", ours,
+                  f"{len(values)} zero-decay runs ({len(ratios) - len(values)} with < 6 ordered checkpoints left out)",
+                  [v])
+
+
+def _slope_law(c: Calibration, confidence: float, power: float) -> Claim:
+    claim, rule = "A ≈ C·η/((1−α)B): exponents 1 for η, 1/(1−α), 1/B", "slope law"
+    g = c.growth
+    if not g.series_exponents:
+        return _not_run("EOC-training", claim, rule, "1 each", "run experiment=calibrate_growth")
+    parts, texts = [], []
+    for var, (p, lo, hi, n) in g.series_exponents.items():
+        parts.append(judge(p, (lo, hi), RULES[rule].margin(), n, confidence=confidence, power=power, params=2,
+                           unit="runs", why=var))
+        texts.append(f"{var}: p = {p:.3f} {_ci(lo, hi)}, {n} runs")
+    missing = [v for v in ("lr", "momentum", "batch_size") if v not in g.series_exponents]
+    for var in missing:
+        parts.append(Verdict(INCONCLUSIVE, math.nan, (math.nan, math.nan), RULES[rule].margin(), 0, "runs", None,
+                             power, confidence, f"{var}: no series inside the validity range"))
+    lin = g.form_validity.get("linear") if getattr(g, "form_validity", None) else None
+    law = f"; law: {g.law.describe()}" if g.law else ""
+    lin_text = (f"; the linear law A = k·r/r_ref on its own holds within {g.law.tolerance:.0%} for "
+                f"{lin[0] / REFERENCE_RATE:.3g}×–{lin[1] / REFERENCE_RATE:.3g}×" if lin and g.law else
+                ("; the linear law on its own holds within tolerance on no window" if g.law else ""))
+    return _claim("EOC-training", claim, rule, "1 each", "; ".join(texts) + law + lin_text,
+                  f"{len(g.runs)} zero-decay runs", parts,
+                  f"no series for {', '.join(missing)} inside the validity range" if missing else "")
+
+
+def _collapse_claim(zero: "pd.DataFrame", curves: Mapping[str, Any], confidence: float, power: float) -> Claim:
     from stabilityscope.analysis.scaling import collapse_of
 
-    out: list[Claim] = []
+    claim, rule = "equal η/((1−α)B) collapse against τ when ordered, not when chaotic", "collapse"
+    groups: dict[float, dict[tuple, dict[str, Any]]] = {}
+    for row in zero.itertuples():
+        if row.run in curves:
+            cv = curves[row.run]
+            settings = groups.setdefault(round(math.log(cv.rate), 6), {})
+            settings.setdefault((row.lr, row.momentum, row.batch_size), {})[str(row.seed)] = cv
+    parts, texts, n_runs, chaotic_seen = [], [], 0, False
+    for rk, settings in sorted(groups.items()):
+        if len(settings) < 2:
+            continue
+        seeds = sorted(set.intersection(*(set(v) for v in settings.values())))
+        ordered, chaotic = [], []
+        for s in seeds:  # one curve per setting and seed: the seeds are the replicates of the spread
+            cc = collapse_of([v[s] for v in settings.values()], f"rate {math.exp(rk):.3g}", math.exp(rk))
+            ordered.append(cc.spread_ordered)
+            chaotic.append(cc.spread_chaotic)
+        n_runs += len(seeds) * len(settings)
+        x = f"{math.exp(rk) / REFERENCE_RATE:.3g}×"
+        vo = judge_mean(ordered, RULES[rule].margin("ordered"), confidence=confidence, power=power,
+                        why=f"{x} ordered")
+        parts.append(vo)
+        text = f"{x} ({len(settings)} settings, {len(seeds)} seeds): ordered {_fmt(vo.estimate)} {_ci(*vo.interval)}"
+        if np.isfinite(chaotic).any():
+            chaotic_seen = True
+            vc = judge_mean(chaotic, RULES[rule].margin("chaotic"), confidence=confidence, power=power,
+                            why=f"{x} chaotic")
+            parts.append(vc)
+            text += f", chaotic {_fmt(vc.estimate)} {_ci(*vc.interval)}"
+        else:
+            text += ", never chaotic"
+        texts.append(text)
+    if not parts:
+        return _not_run("EOC-training", claim, rule, "collapse",
+                        "needs runs of one rate with different (η, α, B), e.g. calibrate_growth")
+    note = ""
+    if not chaotic_seen:  # half of the claim untested: it cannot be reproduced in full
+        parts.append(Verdict(INCONCLUSIVE, math.nan, (math.nan, math.nan), RULES[rule].margin("chaotic"), 0, "seeds",
+                             None, power, confidence, "no equal-rate group reached the chaotic phase"))
+        note = "no equal-rate group reached the chaotic phase: the chaotic half is untested"
+    return _claim("EOC-training", claim, rule, "collapse (ordered) / none (chaotic)", "; ".join(texts),
+                  f"{n_runs} runs", parts, note)
+
+
+def _edge_claims(zero: "pd.DataFrame", curves: Mapping[str, Any], confidence: float, power: float) -> list[Claim]:
+    crossed = zero[np.isfinite(zero["J_at_optimal"].astype(float)) & (zero["j2_final"].astype(float) > 1.0)]
+    crossed = crossed[crossed["run"].isin(list(curves))]
+    if not len(crossed):
+        note = "no zero-decay run crossed the edge: run longer or faster (calibrate_growth)"
+        return [_not_run("EOC-training", "the best test loss lies close to J = 1", "optimum at the edge", "J ≈ 1", note),
+                _not_run("EOC-training", "without decay training continues into chaos and the test loss rises",
+                         "chaos hurts", "loss rises", note)]
+    located, j2_opt = [], []
+    for r in crossed["run"]:
+        loss = curves[r].test_loss
+        if np.isfinite(loss).any():
+            best = int(np.nanargmin(loss))
+            if best < len(loss) - 1:  # the loss rose after its best: the optimum is located
+                located.append(r)
+                j2_opt.append(float(curves[r].j2[best]))
+    rule = "optimum at the edge"
+    v = judge_mean(j2_opt, RULES[rule].margin(), confidence=confidence, power=power, unit="runs")
+    edge = _claim("EOC-training", "the best test loss lies close to J = 1", rule, "J ≈ 1",
+                  f"J² = {_fmt(v.estimate)} {_ci(*v.interval)}" if located else "—",
+                  f"{len(located)} zero-decay runs that crossed the edge ({len(crossed) - len(located)} more still "
+                  f"improving at their end, left out)", [v],
+                  "" if located else "every run that crossed the edge was still improving at its end")
+    rise = (crossed["final_test_loss"].astype(float) / crossed["test_loss_min"].astype(float) - 1).to_numpy()
+    rule = "chaos hurts"
+    w = judge_mean(rise, RULES[rule].margin(), confidence=confidence, power=power, unit="runs")
+    hurts = _claim("EOC-training", "without decay training continues into chaos and the test loss rises", rule,
+                   "loss rises", f"final / best test loss − 1 = {_fmt(w.estimate)} {_ci(*w.interval)} "
+                   f"({int((rise > 0.01).sum())} of {len(rise)} runs above 1%)", f"{len(rise)} runs", [w])
+    return [edge, hurts]
+
+
+def _plateaus_claim(c: Calibration, confidence: float, power: float) -> Claim:
+    claim, rule = "J² saturates at a plateau that falls as the decay grows", "plateaus"
+    p = c.plateau
+    if p.law is None:
+        return _not_run("EOC-training", claim, rule, "falls with decay",
+                        "run experiment=calibrate_decay (runs of >= 3 relaxation times)")
+    used = int((p.runs["saturated"] & p.runs["in_growth_range"]).sum())
+    params = 3 if math.isfinite(p.law.s_ci[0]) else 2
+    v = judge(p.law.q, p.law.q_ci, RULES[rule].margin(), used, confidence=confidence, power=power, params=params,
+              unit="runs")
+    rate = (f"rate exponent s = {p.law.s:.3f} {_ci(*p.law.s_ci)}" if math.isfinite(p.law.s_ci[0])
+            else "rate exponent not fitted (saturated runs at one rate)")
+    return _claim("EOC-training", claim, rule, "falls with decay",
+                  f"J²∞ ∝ wd^−q, q = {p.law.q:.3f} {_ci(*p.law.q_ci)}; {rate}",
+                  f"{used} saturated runs inside the growth law's range", [v])
+
+
+def _lambda_star_claim(c: Calibration, confidence: float, power: float) -> Claim:
+    claim, rule = "a decay puts the plateau at the edge (λ*)", "lambda star"
+    p = c.plateau
+    if not len(p.runs):
+        return _not_run("EOC-training", claim, rule, "exists (value not given)", "run experiment=calibrate_decay")
+    parts, texts = [], []
+    inside = set(p.runs.loc[p.runs["in_growth_range"].astype(bool), "rate_key"])
+    outside = sorted(set(p.runs["rate_key"]) - inside)
+    for r in p.lambda_star.itertuples():
+        if r.rate not in inside:  # J² runs away there: no balance of growth and decay to place (the plateau law's rule)
+            continue
+        x = f"{r.rate_x:.3g}×"
+        sat = p.runs[(p.runs["rate_key"] == r.rate) & p.runs["saturated"]]
+        by_wd = {float(wd): g["j2_plateau"].astype(float).to_numpy() for wd, g in sat.groupby("weight_decay")}
+        decays = sorted(by_wd)
+        means = [float(np.nanmean(by_wd[d])) for d in decays]
+        pair = next(((a, b) for a, b, ma, mb in zip(decays, decays[1:], means, means[1:]) if ma > 1.0 >= mb), None)
+        star = f"λ* = {_fmt(r.lambda_star, 4)} {_ci(r.seed_ci_low, r.seed_ci_high)}"
+        if pair is None:
+            parts.append(_no_bracket(sat, decays, means, x, confidence, power))
+            texts.append(f"{x}: not bracketed by saturated runs")
+            continue
+        above = judge_mean(by_wd[pair[0]], RULES[rule].margin("above"), confidence=confidence, power=power,
+                           why=f"{x} plateau at {pair[0]:g}")
+        below = judge_mean(by_wd[pair[1]], RULES[rule].margin("below"), confidence=confidence, power=power,
+                           why=f"{x} plateau at {pair[1]:g}")
+        parts += [above, below]
+        texts.append(f"{x}: {star}; plateau {_fmt(above.estimate)} {_ci(*above.interval)} at {pair[0]:g}, "
+                     f"{_fmt(below.estimate)} {_ci(*below.interval)} at {pair[1]:g}")
+    if not parts:
+        return _not_run("EOC-training", claim, rule, "exists (value not given)", "no decay sweep at any rate")
+    bracketless = [pt.why for pt in parts if pt.margin is RULES[rule].margin("falls")]
+    if outside:
+        bracketless.append(_outside_text(outside))
+    return _claim("EOC-training", claim, rule, "exists (value not given)", "; ".join(texts),
+                  f"{int(p.lambda_star['n_saturated'].sum())} saturated decay runs", parts, "; ".join(bracketless))
+
+
+def _outside_text(rate_keys: Sequence[float]) -> str:
+    return ("rates outside the growth law's validity range left out (J² is not a balance of growth and decay "
+            "there): " + ", ".join(f"{rk / REFERENCE_RATE:.3g}×" for rk in rate_keys))
+
+
+def _no_bracket(sat: "pd.DataFrame", decays: list[float], means: list[float], x: str, confidence: float,
+                power: float) -> Verdict:
+    """A rate whose saturated plateaus do not bracket the edge. λ* cannot exist there when the plateau does not
+    fall with the decay (the slope of log J²∞ on log decay has an interval at or above 0): not reproduced. When it
+    falls, the decays tried simply stop short of the edge: inconclusive, and more decays (not seeds) settle it."""
+    margin = RULES["lambda star"].margin("falls")
+    listed = ", ".join(f"{d:g}: {m:.3g}" for d, m in zip(decays, means)) or "none"
+    if len(decays) < 2 or len(sat) < 3:
+        return Verdict(INCONCLUSIVE, math.nan, (math.nan, math.nan), margin, len(sat), "runs", None, power,
+                       confidence, f"{x}: {len(decays)} saturated decay(s) ({listed}): too few to bracket the edge")
+    fit = ols(np.log(sat["weight_decay"].to_numpy(float)), np.log(sat["j2_plateau"].to_numpy(float)), confidence)
+    v = judge(fit["slope"], (fit["lo"], fit["hi"]), margin, len(sat), confidence=confidence, power=power, params=2,
+              unit="runs", why=f"{x}: slope of log J²∞ on log decay, plateaus {listed}")
+    if v.verdict == REPRODUCED:  # the plateau falls, the grid does not reach the edge
+        return Verdict(INCONCLUSIVE, v.estimate, v.interval, margin, v.n, "runs", None, power, confidence,
+                       f"{x}: the plateau falls with the decay but the decays tried ({listed}) do not bring it across "
+                       f"the edge: extend them")
+    return v
+
+
+def _best_decay_claim(c: Calibration, confidence: float, power: float) -> Claim:
+    claim, rule = "the decay whose plateau is the edge gives the best final test loss", "best decay at the edge"
+    p = c.plateau
+    if not len(p.runs) or not len(p.lambda_star):
+        return _not_run("EOC-training", claim, rule, "best at λ*", "run experiment=calibrate_decay")
+    stars = {float(r.rate): float(r.lambda_star) for r in p.lambda_star.itertuples()}  # keyed by rate_key
+    parts, texts = [], []
+    inside = set(p.runs.loc[p.runs["in_growth_range"].astype(bool), "rate_key"])
+    for (rk, epochs), g in p.runs.groupby(["rate_key", "last_epoch"]):
+        star = stars.get(float(rk), math.nan) if rk in inside else math.nan
+        if not math.isfinite(star) or g["weight_decay"].nunique() < 2:
+            continue
+        logs = {float(wd): np.log(gg["final_test_loss"].astype(float).to_numpy()) for wd, gg in g.groupby("weight_decay")}
+        grid = np.array(sorted(logs))
+        edge = float(grid[np.argmin(np.abs(np.log(grid / star)))])
+        x = f"{rk / REFERENCE_RATE:.3g}× ({epochs:g} epochs)"
+        row = [judge_difference(logs[edge], logs[d], RULES[rule].margin(), confidence=confidence, power=power,
+                                why=f"{x}: {edge:g} against {d:g}") for d in grid if d != edge]
+        parts += row
+        verdict, _ = combine(row)
+        means = "; ".join(f"{d:g}: {math.exp(float(np.mean(logs[d]))):.4f}" for d in grid)
+        worst = max(row, key=lambda v: v.interval[1] if math.isfinite(v.interval[1]) else math.inf)
+        texts.append(f"{x}: nearest λ* {edge:g}; geometric-mean losses {means}; largest log-ratio edge − other "
+                     f"{_fmt(worst.estimate)} {_ci(*worst.interval)} → {verdict}")
+    if not parts:
+        return _not_run("EOC-training", claim, rule, "best at λ*",
+                        "no rate's plateaus bracket the edge, so no decay puts the plateau there", f"{len(p.runs)} decay runs")
+    return _claim("EOC-training", claim, rule, "best at λ*", "; ".join(texts), f"{len(p.runs)} decay runs", parts)
+
+
+def _training_claims(c: Calibration, confidence: float, power: float) -> list[Claim]:
     runs = c.sweep.runs
     zero = runs[(runs["weight_decay"] == 0) & runs["used_in_fits"]]
-    curves = [c.sweep.curves[r] for r in zero["run"] if r in c.sweep.curves]
-    not_run = "run experiment=calibrate_growth"
-    # 1. linear growth in the ordered phase
-    r2 = [ols(cv.epochs[cv.ordered], cv.j2[cv.ordered], confidence)["r2"] for cv in curves if cv.ordered.sum() >= 3]
-    r2 = [v for v in r2 if math.isfinite(v)]
-    if r2:
-        med = float(np.median(r2))
-        out.append(Claim("EOC-training", "J² grows linearly in epochs in the ordered phase", "linear growth", "linear",
-                         f"median R² {med:.4f} (min {min(r2):.4f})", f"{len(r2)} zero-decay runs",
-                         _verdict(med >= 0.98, med >= 0.9)))
-    else:
-        out.append(Claim("EOC-training", "J² grows linearly in epochs in the ordered phase", "linear growth", "linear",
-                         "—", "none", "not run", not_run))
-    # 2. the slope law
-    g = c.growth
-    if g.series_exponents:
-        parts, hits = [], 0
-        for var, (p, lo, hi, n) in g.series_exponents.items():
-            hits += bool(lo <= 1 <= hi)
-            parts.append(f"{var}: p = {p:.3f} ({_fmt(lo)}–{_fmt(hi)}, {n} runs)")
-        law = f"; law: {g.law.describe()}" if g.law else ""
-        out.append(Claim("EOC-training", "A ≈ C·η/((1−α)B): exponents 1 for η, 1/(1−α), 1/B", "slope law", "1 each",
-                         "; ".join(parts) + law, f"{len(g.runs)} zero-decay runs",
-                         _verdict(hits == len(g.series_exponents) == 3, hits >= 1)))
-    else:
-        out.append(Claim("EOC-training", "A ≈ C·η/((1−α)B)", "slope law", "1 each", "—", "none", "not run", not_run))
-    # 3. collapse against τ among runs of one rate with different (η, α, B)
-    groups = {}
-    for cv, row in zip(curves, [zero[zero["run"] == cv.run].iloc[0] for cv in curves]):
-        groups.setdefault(round(math.log(cv.rate), 6), {}).setdefault((row["lr"], row["momentum"], row["batch_size"]),
-                                                                       []).append(cv)
-    spreads = []
-    for rk, settings in groups.items():
-        if len(settings) >= 2:
-            members = [v[0] for v in settings.values()]  # one seed per setting: the seeds' own spread is not the claim
-            cc = collapse_of(members, f"rate {math.exp(rk):.3g}", math.exp(rk))
-            spreads.append((math.exp(rk), cc.spread_ordered, cc.spread_chaotic, len(members)))
-    if spreads:
-        o = [s[1] for s in spreads if math.isfinite(s[1])]
-        ch = [s[2] for s in spreads if math.isfinite(s[2])]
-        mo, mc = (float(np.mean(o)) if o else math.nan), (float(np.mean(ch)) if ch else math.nan)
-        text = "; ".join(f"{r / REFERENCE_RATE:.3g}×: ordered {_fmt(so)}, chaotic {_fmt(sc)} ({n} settings)"
-                         for r, so, sc, n in spreads)
-        strong = math.isfinite(mo) and mo < 0.05 and math.isfinite(mc) and mc > 2 * mo
-        weak = math.isfinite(mo) and math.isfinite(mc) and mo < mc
-        out.append(Claim("EOC-training", "equal η/((1−α)B) collapse against τ when ordered, not when chaotic", "collapse",
-                         "collapse (ordered) / none (chaotic)", text, f"{sum(s[3] for s in spreads)} runs",
-                         _verdict(strong, weak), "" if ch else "no equal-rate group reached the chaotic phase"))
-    else:
-        out.append(Claim("EOC-training", "equal η/((1−α)B) collapse against τ", "collapse", "collapse", "—", "none",
-                         "not run", "needs runs of one rate with different (η, α, B), e.g. calibrate_growth"))
-    # 4. the optimum at the edge, and 5. chaos hurts: zero-decay runs that crossed the edge
-    crossed = zero[np.isfinite(zero["J_at_optimal"].astype(float)) & (zero["j2_final"].astype(float) > 1.0)]
-    if len(crossed):
-        m, lo, hi = t_interval(crossed["J_at_optimal"].to_numpy(float), confidence)
-        out.append(Claim("EOC-training", "the best test loss lies close to J = 1", "optimum at the edge", "J ≈ 1",
-                         f"J = {m:.3f} ({_fmt(lo)}–{_fmt(hi)})", f"{len(crossed)} zero-decay runs that crossed the edge",
-                         _verdict(abs(m - 1) <= 0.15, abs(m - 1) <= 0.3)))
-        worse = (crossed["final_test_loss"].astype(float) > 1.01 * crossed["test_loss_min"].astype(float)).mean()
-        out.append(Claim("EOC-training", "without decay training continues into chaos and the test loss rises",
-                         "chaos hurts", "loss rises", f"{worse:.0%} of the runs end > 1% above their best test loss",
-                         f"{len(crossed)} runs", _verdict(worse == 1.0, worse >= 0.5)))
-    else:
-        for claim, rule in (("the best test loss lies close to J = 1", "optimum at the edge"),
-                            ("test loss rises in the chaotic phase", "chaos hurts")):
-            out.append(Claim("EOC-training", claim, rule, "—", "—", "none", "not run",
-                             "no zero-decay run crossed the edge: run longer or faster (calibrate_growth)"))
-    # 6.–8. weight decay
-    p = c.plateau
-    if p.law is not None:
-        q_lo = p.law.q_ci[0]
-        out.append(Claim("EOC-training", "J² saturates at a plateau that falls as the decay grows", "plateaus",
-                         "falls with decay", f"J²∞ ∝ wd^−q, q = {p.law.q:.3f} ({_fmt(q_lo)}–{_fmt(p.law.q_ci[1])}); " + (
-                             f"rate exponent s = {p.law.s:.3f} ({_fmt(p.law.s_ci[0])}–{_fmt(p.law.s_ci[1])})"
-                             if math.isfinite(p.law.s_ci[0]) else "rate exponent not fitted (saturated runs at one rate)"),
-                         f"{int((p.runs['saturated'] & p.runs['in_growth_range']).sum())} saturated runs inside the growth "
-                         f"law's range",
-                         _verdict(math.isfinite(q_lo) and q_lo > 0, p.law.q > 0)))
-    else:
-        out.append(Claim("EOC-training", "J² plateau falls as the decay grows", "plateaus", "falls", "—", "none",
-                         "not run", "run experiment=calibrate_decay (runs of >= 3 relaxation times)"))
-    if len(p.lambda_star):
-        found = p.lambda_star["lambda_star"].apply(lambda v: math.isfinite(v))
-        text = "; ".join(f"{r.rate_x:.3g}×: {_fmt(r.lambda_star, 4)} ({_fmt(r.seed_ci_low)}–{_fmt(r.seed_ci_high)})"
-                         for r in p.lambda_star.itertuples())
-        out.append(Claim("EOC-training", "a decay puts the plateau at the edge (λ*)", "lambda star",
-                         "exists (value not given)", text, f"{int(p.lambda_star['n_runs'].sum())} decay runs",
-                         _verdict(bool(found.all()), bool(found.any()))))
-    bracketed = p.eoc_claim[np.isfinite(p.eoc_claim["edge_decay"].astype(float))] if len(p.eoc_claim) else p.eoc_claim
-    if len(p.eoc_claim) and not len(bracketed):
-        out.append(Claim("EOC-training", "the decay whose plateau is the edge gives the best final test loss",
-                         "best decay at the edge", "best at λ*", "—", f"{len(p.runs)} decay runs", "not run",
-                         "no rate's plateaus bracket the edge, so no decay puts the plateau there"))
-    elif len(bracketed):
-        ok = [(r.best_decay == r.edge_decay) or (math.isfinite(r.welch_p) and r.welch_p > 0.05)
-              for r in bracketed.itertuples()]
-        text = "; ".join(f"{r.rate_x:.3g}× ({r.epochs:g} epochs): best {r.best_decay:g} ({_fmt(r.best_loss, 4)}), nearest λ* "
-                         f"{r.edge_decay:g} ({_fmt(r.edge_loss, 4)}), p = {_fmt(r.welch_p, 2)}" for r in bracketed.itertuples())
-        out.append(Claim("EOC-training", "the decay whose plateau is the edge gives the best final test loss",
-                         "best decay at the edge", "best at λ*", text, f"{len(p.runs)} decay runs",
-                         _verdict(all(ok), any(ok))))
-    return out
+    curves = c.sweep.curves
+    window = c.sweep.settings.j2_window
+    return [_linear_growth(zero, curves, window[0] if window else 0.0, confidence, power), _slope_law(c, confidence, power),
+            _collapse_claim(zero, curves, confidence, power), *_edge_claims(zero, curves, confidence, power),
+            _plateaus_claim(c, confidence, power), _lambda_star_claim(c, confidence, power),
+            _best_decay_claim(c, confidence, power)]
+
+
+# --------------------------------------------------------------------------------------- the guideline
 
 
 def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidden", laws: Any = None,
@@ -226,8 +491,11 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
     trained for E on settings that ``recommend(E)`` no longer gives are set aside when matching ones exist.
     Columns: the predicted reach epoch (``recommend(E)`` now), the runs' trained length (``trained_epochs``),
     whether the runs reached epoch E, per seed whether |J² − 1| <= ``band`` held from the reach epoch to E
-    (and the largest deviation there), the test losses at epoch E of every factor (mean, std), the
-    verdicts ``holds_band`` and ``loss_within_spread`` and the runs used (``paths``). ``laws``: as
+    (and the largest deviation there: ``max_deviation_after_reach``, and per seed ``deviations``), the test
+    losses at epoch E of every factor (mean, std; per run in ``factor_losses``), the descriptive flags
+    ``holds_band`` (every seed inside the band) and ``loss_within_spread`` (the recommended factor's mean
+    within the seed spread of the best), and the runs used (``paths``). The verdict of the claim is
+    :func:`reproduce`'s rule "guideline", made on ``deviations`` and ``factor_losses``. ``laws``: as
     :func:`recommend` takes them.
     """
     import pandas as pd
@@ -270,6 +538,7 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
             worst.append(dev)
             held.append(bool(after.any()) and dev <= band)
         losses = g.groupby("factor")["final_test_loss"].agg(["mean", "std", "count"])
+        per_factor = {float(f): tuple(float(v) for v in gg["final_test_loss"]) for f, gg in g.groupby("factor")}
         best = float(losses["mean"].idxmin())
         stds = [losses.loc[best, "std"], losses.loc[1.0, "std"] if 1.0 in losses.index else math.nan]
         spread = max((float(v) for v in stds if math.isfinite(v)), default=math.nan)  # NaN: one seed, no spread
@@ -282,6 +551,7 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
                     "recommended_loss": rec_loss, "best_factor": best, "best_loss": float(losses.loc[best, "mean"]),
                     "spread": spread, "loss_within_spread": bool(math.isfinite(rec_loss) and rec_loss - losses.loc[best, "mean"] <= spread),
                     "losses": "; ".join(f"×{f:g}: {m:.4f} ± {sd:.4f}" for f, (m, sd) in losses[["mean", "std"]].iterrows()),
+                    "deviations": tuple(worst), "factor_losses": per_factor,
                     "paths": tuple(g["path"])})
     return pd.DataFrame(out)
 
@@ -334,25 +604,34 @@ def _distinct_runs(table: "pd.DataFrame") -> int:
     return len(set().union(*table["paths"])) if len(table) else 0
 
 
-def _guideline_claim(source: Source) -> Claim:
+def _guideline_claim(source: Source, confidence: float, power: float) -> Claim:
     table = validate_guideline(source)
-    claim = "recommend(E) holds J² within 0.15 of 1 from its reach epoch, at a near-best final test loss"
+    claim, rule = "recommend(E) holds J² within 0.15 of 1 from its reach epoch, at a near-best final test loss", "guideline"
     done = table[table["complete"]] if len(table) else table
     if not len(done):
         note = ("no experiment=calibrate_guideline runs trained to their budget" if not len(table) else
                 f"runs for budgets {', '.join(str(b) for b in table['budget'])} did not train the whole budget (a quick variant)")
-        return Claim("stabilityscope", claim, "guideline", "(ours)", "—", f"{_distinct_runs(table)} runs",
-                     "not run", note)
-    text = "; ".join(f"E = {r.budget}{'' if r.inside_laws else ' (extrapolated)'}"
+        return _not_run("stabilityscope", claim, rule, "(ours)", note, f"{_distinct_runs(table)} runs")
+    parts, texts = [], []
+    for r in done.itertuples():
+        x = f"E = {r.budget}"
+        band = judge_mean(r.deviations, RULES[rule].margin("band"), confidence=confidence, power=power,
+                          why=f"{x}: band")
+        logs = {f: np.log(np.asarray(v, dtype=float)) for f, v in r.factor_losses.items()}
+        loss = [judge_difference(logs[1.0], logs[f], RULES[rule].margin("loss"), confidence=confidence, power=power,
+                                 why=f"{x}: ×1 against ×{f:g}") for f in sorted(logs) if f != 1.0 and 1.0 in logs]
+        parts += [band, *loss]
+        worst = max(loss, key=lambda v: v.interval[1] if math.isfinite(v.interval[1]) else math.inf) if loss else None
+        texts.append(f"{x}{'' if r.inside_laws else ' (extrapolated)'}"
                      f"{f' (read at epoch {r.budget} of {r.trained_epochs}-epoch runs)' if r.trained_epochs > r.budget else ''}"
-                     f": max |J² − 1| after epoch "
-                     f"{r.reach_epoch:.1f} = {_fmt(r.max_deviation_after_reach)}, "
-                     f"final loss {_fmt(r.recommended_loss, 4)} vs best ×{r.best_factor:g} {_fmt(r.best_loss, 4)} "
-                     f"(spread {_fmt(r.spread, 2)})" for r in done.itertuples())
-    band_ok, loss_ok = bool(done["holds_band"].all()), bool(done["loss_within_spread"].all())
+                     f": max |J² − 1| after epoch {r.reach_epoch:.1f} = {_fmt(band.estimate)} {_ci(*band.interval)}; "
+                     f"test loss ×1 {_fmt(r.recommended_loss, 4)} vs best ×{r.best_factor:g} {_fmt(r.best_loss, 4)}"
+                     + (f", largest log-ratio ×1 − other {_fmt(worst.estimate)} {_ci(*worst.interval)}" if worst else ""))
     note = "" if done["settings_match"].all() else "the laws changed since these runs: their settings differ from recommend() now"
-    return Claim("stabilityscope", claim, "guideline", "(ours)", text, f"{_distinct_runs(done)} runs",
-                 _verdict(band_ok and loss_ok, band_ok or loss_ok), note)
+    return _claim("stabilityscope", claim, rule, "(ours)", "; ".join(texts), f"{_distinct_runs(done)} runs", parts, note)
+
+
+# ---------------------------------------------------------------------------------------- EOC-optimality
 
 
 def _map_layer(tr: Any) -> Optional[str]:
@@ -363,7 +642,38 @@ def _map_layer(tr: Any) -> Optional[str]:
     return (model_maps or layers or [None])[0]
 
 
-def _optimality_claims(paths: Sequence[Path], confidence: float) -> tuple[list[Claim], list[str]]:
+ORDERED_CYCLES = ("periodic", "quasi_periodic")  # the (pseudo)periodic side of EOC-optimality's edge
+
+
+def at_boundary(attractors: Sequence[str], best: int, reach: int = 2) -> bool:
+    """Whether checkpoint ``best`` lies at the (pseudo)periodic–chaotic boundary of an attractor sequence:
+    periodic or quasi-periodic with a chaotic checkpoint within ``reach``, or chaotic with a periodic or
+    quasi-periodic one among the ``reach`` before it ('where D∞ starts rising from 0')."""
+    a = list(attractors)
+    if a[best] in ORDERED_CYCLES:
+        return "chaotic" in a[max(0, best - reach): best + reach + 1]
+    if a[best] == "chaotic":
+        return any(x in ORDERED_CYCLES for x in a[max(0, best - reach): best])
+    return False
+
+
+def _line(x: np.ndarray, y: np.ndarray, confidence: float) -> str:
+    """λ_max = a·ln s + b with t intervals of a and b, and the correlation: the regression line the docs quote."""
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0:
+        return "too few points for a line"
+    X = np.column_stack([x, np.ones(n)])
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    res = y - X @ beta
+    se = np.sqrt(np.diag(float(res @ res) / (n - 2) * np.linalg.inv(X.T @ X)))
+    t = t_quantile(confidence, n - 2)
+    r = float(np.corrcoef(x, y)[0, 1])
+    return (f"λ_max = {beta[0]:.3f} {_ci(beta[0] - t * se[0], beta[0] + t * se[0])}·ln s "
+            f"{'+' if beta[1] >= 0 else '−'} {abs(beta[1]):.3f} {_ci(beta[1] - t * se[1], beta[1] + t * se[1])}, "
+            f"correlation {r:.3f}")
+
+
+def _optimality_claims(paths: Sequence[Path], confidence: float, power: float) -> tuple[list[Claim], list[str]]:
     """EOC-optimality's claims, one set per model (an MLP's and a CNN's maps are different maps: their s at
     the optimum is not one population), from every trace that iterated a map."""
     per_model: dict[str, dict[str, list]] = {}
@@ -379,57 +689,73 @@ def _optimality_claims(paths: Sequence[Path], confidence: float) -> tuple[list[C
             att = [str(a) for a in tr.stat(layer, "attractor")]
             name = str((tr.config or {}).get("model", {}).get("name", path.parent.name))
         used.append(f"{path.parent.name} ({name}, layer {layer})")
-        g = per_model.setdefault(name, {"s_opt": [], "pairs": [], "sequences": [], "verdicts_seq": []})
+        g = per_model.setdefault(name, {"s_opt": [], "pairs": [], "positive_other": 0, "sequences": [], "boundary": []})
         best = int(np.nanargmin(loss)) if np.isfinite(loss).any() else None
         if best is not None:
             g["s_opt"].append(s[best])
-        chaotic = (lam > 0) & (s > 0) & np.isfinite(lam)
+            g["boundary"].append(at_boundary(att, best))
+        chaotic = np.array([a == "chaotic" for a in att]) & (s > 0) & np.isfinite(lam)
         g["pairs"] += list(zip(lam[chaotic], np.log(s[chaotic])))
+        g["positive_other"] += int(((lam > 0) & ~chaotic).sum())  # λ_max > 0 but not chaotic (divergent, ...)
         runs_of = [att[0]] + [a for prev, a in zip(att, att[1:]) if a != prev]
         g["sequences"].append(" → ".join(runs_of))
-        if best is not None:
-            near = att[max(0, best - 2): best + 3]
-            strong = att[best] in ("periodic", "quasi_periodic") and "chaotic" in near
-            g["verdicts_seq"].append((strong, any(a in ("chaotic", "quasi_periodic") for a in att)))
     out: list[Claim] = []
     if not used:
         for claim, rule in (("the best test loss lies near s = 1", "optimum near s = 1"),
                             ("λ_max ≈ ln s in the chaotic regime", "lambda_max = ln s"),
-                            ("training drives the map from (pseudo)periodic to the chaotic boundary", "attractor sequence")):
-            out.append(Claim("EOC-optimality", claim, rule, "—", "—", "none", "not run",
-                             "run experiment=eoc_mlp (or eoc_cnn) and pass its run directory"))
+                            ("the edge is the boundary of the (pseudo)periodic and chaotic phases", "attractor sequence")):
+            out.append(_not_run("EOC-optimality", claim, rule, "—", "run experiment=eoc_mlp (or eoc_cnn) and pass its "
+                                                                     "run directory"))
         return out, used
     for name, g in per_model.items():
-        out += _optimality_claims_of(g, f"{len(g['sequences'])} run(s) of {name}", confidence)
+        out += _optimality_claims_of(g, f"{len(g['sequences'])} run(s) of {name}", confidence, power)
     return out, used
 
 
-def _optimality_claims_of(g: Mapping[str, list], runs_text: str, confidence: float) -> list[Claim]:
+def _optimality_claims_of(g: Mapping[str, Any], runs_text: str, confidence: float, power: float) -> list[Claim]:
     """The three claims for one model's runs: s at the optimum, λ_max against ln s, the attractor sequence."""
-    out: list[Claim] = []
-    m, lo, hi = t_interval(np.asarray(g["s_opt"], float), confidence)
-    out.append(Claim("EOC-optimality", "the best test loss lies near s = 1", "optimum near s = 1", "s ≈ 1",
-                     f"s = {m:.3f}" + (f" ({_fmt(lo)}–{_fmt(hi)})" if math.isfinite(lo) else ""), runs_text,
-                     _verdict(abs(m - 1) <= 0.15, abs(m - 1) <= 0.3)))
+    rule = "optimum near s = 1"
+    v = judge_mean(g["s_opt"], RULES[rule].margin(), confidence=confidence, power=power, unit="runs")
+    out = [_claim("EOC-optimality", "the best test loss lies near s = 1", rule, "s ≈ 1",
+                  f"s = {_fmt(v.estimate)}" + (f" {_ci(*v.interval)}" if math.isfinite(v.interval[0]) else ""),
+                  runs_text, [v])]
+    rule = "lambda_max = ln s"
+    other = (f"; {g['positive_other']} more checkpoints with λ_max > 0 are not chaotic (divergent or within the "
+             f"classifier's tolerance) and are left out" if g["positive_other"] else "")
     if g["pairs"]:
-        lam, ln_s = np.array(g["pairs"]).T
+        lam, ln_s = (np.asarray(v, dtype=float) for v in zip(*g["pairs"]))
+        k, lo, hi = origin_slope(ln_s, lam, confidence)
+        w = judge(k, (lo, hi), RULES[rule].margin(), len(lam), confidence=confidence, power=power, params=1,
+                  unit="chaotic checkpoints")
         dev, scale = float(np.median(np.abs(lam - ln_s))), float(np.median(np.abs(ln_s)))
-        out.append(Claim("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", "lambda_max = ln s", "λ_max = ln s",
-                         f"median |λ_max − ln s| = {dev:.3g} against median |ln s| = {scale:.3g} over {len(g['pairs'])} "
-                         f"chaotic checkpoints", runs_text, _verdict(dev <= 0.25 * scale, dev <= 0.5 * scale)))
+        out.append(_claim("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", rule, "λ_max = ln s",
+                          f"k = {k:.3f} {_ci(lo, hi)} over {len(lam)} chaotic checkpoints; {_line(ln_s, lam, confidence)}; "
+                          f"median |λ_max − ln s| = {dev:.3g} against median |ln s| = {scale:.3g}{other}", runs_text, [w]))
     else:
-        out.append(Claim("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", "lambda_max = ln s", "λ_max = ln s",
-                         "no checkpoint with λ_max > 0", runs_text, "not run", "the maps never became chaotic"))
-    seq = g["verdicts_seq"]
-    out.append(Claim("EOC-optimality", "the edge is the boundary of the (pseudo)periodic and chaotic phases",
-                     "attractor sequence", "periodic/quasi-periodic → chaotic", " | ".join(g["sequences"]), runs_text,
-                     _verdict(all(v[0] for v in seq) and bool(seq), any(v[1] for v in seq))))
+        out.append(_not_run("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", rule, "λ_max = ln s",
+                            "no checkpoint the classifier labels chaotic" + other, runs_text))
+    rule = "attractor sequence"
+    hits = int(sum(g["boundary"]))
+    f = judge_fraction(hits, len(g["boundary"]), RULES[rule].margin(), confidence=confidence, power=power)
+    out.append(_claim("EOC-optimality", "the edge is the boundary of the (pseudo)periodic and chaotic phases", rule,
+                      "periodic/quasi-periodic → chaotic, optimum at the boundary",
+                      f"{hits} of {len(g['boundary'])} runs with the optimum at the boundary {_ci(*f.interval)}; "
+                      + " | ".join(g["sequences"]), runs_text, [f]))
     return out
 
 
+# -------------------------------------------------------------------------------------------- the report
+
+
 def reproduce(source: Source, *, layer: str = "hidden", tolerance: float = 0.15, confidence: float = 0.95,
-              n_boot: int = 1000, seed: int = 0) -> Reproduction:
+              power: float = 0.8, n_boot: int = 1000, seed: int = 0,
+              j2_window: Optional[Sequence[float]] = DEFAULT_J2_WINDOW) -> Reproduction:
     """Check the claims (module docstring) on the traces of ``source`` (dirs, globs, or a list).
+
+    Args:
+        confidence: level of every interval a verdict is made on.
+        power: the probability of a decision that an inconclusive verdict's seed count plans for.
+        layer, tolerance, n_boot, seed, j2_window: as :func:`stabilityscope.analysis.calibration.calibrate`.
 
     Raises:
         TraceError: ``source`` matches no trace.
@@ -448,14 +774,14 @@ def reproduce(source: Source, *, layer: str = "hidden", tolerance: float = 0.15,
             canonical.append(path)
         if is_map:
             maps.append(path)
-    cal = calibrate(canonical, layer=layer, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed) \
-        if canonical else None
-    claims = _training_claims(cal, confidence) if cal is not None else [
-        Claim("EOC-training", "the training path and its scaling laws", "slope law", "—", "—", "none", "not run",
-              "no canonical-network SGD runs among the traces: run experiment=calibrate_growth and calibrate_decay")]
-    opt, used = _optimality_claims(maps, confidence)
-    claims.append(_guideline_claim(canonical) if canonical else Claim(
-        "stabilityscope", "recommend(E) holds J² near 1 at a near-best test loss", "guideline", "(ours)", "—", "none",
-        "not run", "run experiment=calibrate_guideline"))
+    cal = calibrate(canonical, layer=layer, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed,
+                    j2_window=j2_window) if canonical else None
+    claims = _training_claims(cal, confidence, power) if cal is not None else [
+        _not_run("EOC-training", "the training path and its scaling laws", "slope law", "—",
+                 "no canonical-network SGD runs among the traces: run experiment=calibrate_growth and calibrate_decay")]
+    opt, used = _optimality_claims(maps, confidence, power)
+    claims.append(_guideline_claim(canonical, confidence, power) if canonical else _not_run(
+        "stabilityscope", "recommend(E) holds J² near 1 at a near-best test loss", "guideline", "(ours)",
+        "run experiment=calibrate_guideline"))
     return Reproduction(str(source) if isinstance(source, (str, Path)) else ", ".join(map(str, source)),
-                        claims + opt, cal, used, notes)
+                        claims + opt, cal, used, notes, confidence, power)

@@ -63,8 +63,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import numpy as np
 
 from stabilityscope.analysis.canonical import CANONICAL_C
-from stabilityscope.analysis.collection import Source, find_traces, flatten_config, run_summary
+from stabilityscope.analysis.collection import Source, find_traces, flatten_config
 from stabilityscope.analysis.decay import EXCLUDED_STATUSES, DecayAnalysis, crossing_decay, decay_analysis
+from stabilityscope.analysis.runs_table import CONFIG_KEYS, RunRecord, read_runs_table, split_sources, trace_sha256
 from stabilityscope.analysis.stats import jsonable, ols
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import config_section, open_trace
@@ -75,7 +76,7 @@ if TYPE_CHECKING:  # pandas and scipy are imported when an analysis is made
 
 __all__ = ["CollapseAnalysis", "CollapseCurves", "CombinedFit", "DecayAnalysis", "FULL_TRAIN_SIZE", "JointFit",
            "PowerLawFit", "RunCurve", "ScalingSettings", "SweepAnalysis", "analyze_sweep", "crossing_decay",
-           "n_train_of"]
+           "n_train_of", "record_from_trace"]
 
 # Training-set sizes of the registered datasets (stabilityscope.training.data.DATASETS), for runs without a subset.
 FULL_TRAIN_SIZE = {"fashion_mnist": 60000, "mnist": 60000, "cifar10": 50000, "abalone": 3133}
@@ -117,6 +118,7 @@ class ScalingSettings:
     ordered_only: bool = True  # ... in the ordered phase only (χ < 1)
     plateau_fraction: float = 0.2  # plateau: mean J² over the last fraction of a run's epochs
     confidence: float = 0.95  # level of the confidence intervals
+    j2_window: Optional[tuple[float, float]] = None  # ... and with J² in this range (None: any); >= 3 checkpoints
 
     def __post_init__(self) -> None:
         if not self.layer:
@@ -128,6 +130,9 @@ class ScalingSettings:
                              f"(0.2 = the last fifth of the epochs).")
         if not (0 < self.confidence < 1):
             raise ValueError(f"confidence={self.confidence!r}: a confidence level lies in (0, 1), e.g. 0.95.")
+        if self.j2_window is not None and not (0 <= self.j2_window[0] < self.j2_window[1]):
+            raise ValueError(f"j2_window={self.j2_window!r}: a range (low, high) of J² with 0 <= low < high, "
+                             f"e.g. (0.3, 0.9).")
 
 
 # ------------------------------------------------------------------------------------- per-run reading
@@ -168,63 +173,112 @@ def _plateau(epochs: np.ndarray, j2: np.ndarray, fraction: float) -> tuple[float
     return float(v[keep].mean()), float(v[keep].std())
 
 
-def _read_run(path: Path, label: str, s: ScalingSettings) -> tuple[dict[str, Any], Optional[RunCurve]]:
-    """One row of the run table and the run's curve (None when the trace lacks the layer or checkpoints)."""
-    nan = math.nan
-    row: dict[str, Any] = {"run": label, "path": str(path), "status": "unreadable", "optimizer": "", "lr": nan,
-                           "momentum": nan, "batch_size": nan, "weight_decay": nan, "keras_l2": nan, "seed": None,
-                           "dataset": "", "n_train": nan, "note": ""}
-    try:
-        tr = open_trace(path)
-    except (TraceError, OSError) as exc:
-        row["note"] = str(exc)
-        return row, None
-    with tr:
+def record_from_trace(path: "str | Path", run: str, layer: str = "hidden", *, commit: str = "",
+                      hash_trace: bool = True) -> RunRecord:
+    """The record of one trace (the trace's own ``commit`` attribute, when it has one, wins over ``commit``).
+
+    Raises:
+        TraceError, OSError: the trace cannot be read.
+    """
+    path = Path(path)
+    with open_trace(path) as tr:
         try:
             cfg = tr.config or {}
         except (KeyError, ValueError, TypeError):  # no or unparsable config attribute
             cfg = {}
         flat = flatten_config(cfg)
-        error = str(tr.attrs.get("error", "") or "")  # why a failed or diverged run ended (stabilityscope.cli.sweep)
-        lr, mom = float(flat.get("optim.lr", nan)), float(flat.get("optim.momentum", 0.0) or 0.0)
-        batch, wd = float(flat.get("train.batch_size", nan)), float(flat.get("optim.weight_decay", 0.0) or 0.0)
-        n = n_train_of(cfg)
-        rate = lr / ((1.0 - mom) * batch)
-        row.update(status=tr.status, optimizer=str(flat.get("optim.name", "")), lr=lr, momentum=mom,
-                   batch_size=int(batch) if batch == batch else batch,
-                   weight_decay=wd, keras_l2=wd / 2, seed=flat.get("train.seed"), dataset=str(flat.get("dataset.name", "")),
-                   n_train=n, rate=rate, rho=rate * n)
-        notes = [error] if error else []
-        if math.isnan(n):
-            notes.append(f"unknown training-set size (dataset {row['dataset']!r} without dataset.train_subset): "
-                         f"c cannot be computed")
-        row["note"] = "; ".join(notes)
-        if len(tr) == 0:
-            row["note"] = "; ".join(notes or ["no checkpoint yet"])
-            return row, None
-        summary = run_summary(tr)
-        row.update({k: summary.get(k, math.nan) for k in ("last_epoch", "optimal_epoch", "test_loss_min",
-                                                          "final_test_loss", "final_test_acc", "best_test_acc")})
-        if s.layer not in tr.layers or "J" not in tr.stats(s.layer):
-            row["note"] = "; ".join(notes + [f"no coupling J recorded for layer {s.layer!r} (this trace records: "
-                                             f"{', '.join(tr.layers) or 'no layer'}); set scaling.layer"])
-            return row, None
-        epochs = tr.epoch_fraction.astype(float)  # fractional under step checkpoints (whole epochs otherwise)
-        j = tr.stat(s.layer, "J").astype(float)
-        chi = tr.stat(s.layer, "chi").astype(float) if "chi" in tr.stats(s.layer) else None
-        activation = str(tr.layer_info(s.layer).get("meanfield_activation") or "tanh")
-        edge = critical_coupling(activation if activation in ("tanh", "relu") else "tanh") ** 2
-        loss = tr.metric("test_loss").astype(float)
-        acc = np.full(len(loss), np.nan) if tr.is_regression else tr.metric("test_acc").astype(float)  # no accuracy
-    curve = RunCurve(label, epochs, j ** 2, chi, loss, acc, rate, wd, n, edge)
+        n = len(tr)
+        has_j = n > 0 and layer in tr.layers and "J" in tr.stats(layer)
+        regression = bool(tr.is_regression) if n else False
+        loss = tr.metric("test_loss").astype(float) if n else np.zeros(0)
+        score = "r2" if regression else "acc"
+        record = RunRecord(
+            run, str(tr.status), {k: flat[k] for k in CONFIG_KEYS if k in flat}, n_train_of(cfg), layer,
+            tuple(tr.layers), str(tr.layer_info(layer).get("meanfield_activation") or "tanh") if has_j else "tanh",
+            tr.checkpoints.astype(np.int64) if n else np.zeros(0, np.int64),
+            tr.epoch_fraction.astype(float) if n else np.zeros(0),
+            tr.stat(layer, "J").astype(float) if has_j else None,
+            tr.stat(layer, "chi").astype(float) if has_j and "chi" in tr.stats(layer) else None,
+            loss, np.full(len(loss), np.nan) if regression else (tr.metric("test_acc").astype(float) if n else np.zeros(0)),
+            float(tr.metric(f"train_{score}")[-1]) if n else math.nan,
+            str(tr.attrs.get("error", "") or ""), str(path), str(tr.attrs.get("commit", "") or commit))
+    if hash_trace:
+        record.trace_sha256 = trace_sha256(path)
+    return record
+
+
+def _read_run(path: Path, label: str, s: ScalingSettings) -> tuple[dict[str, Any], Optional[RunCurve],
+                                                                     Optional[RunRecord]]:
+    """One row of the run table, the run's curve (None when the trace lacks the layer or checkpoints) and
+    its record (None when unreadable)."""
+    try:
+        record = record_from_trace(path, label, s.layer, hash_trace=False)
+    except (TraceError, OSError) as exc:
+        return _unreadable_row(label, str(path), str(exc)), None, None
+    return (*_row_and_curve(record, s), record)
+
+
+def _unreadable_row(label: str, path: str, note: str) -> dict[str, Any]:
+    nan = math.nan
+    return {"run": label, "path": path, "status": "unreadable", "optimizer": "", "lr": nan, "momentum": nan,
+            "batch_size": nan, "weight_decay": nan, "keras_l2": nan, "seed": None, "dataset": "", "n_train": nan,
+            "note": note}
+
+
+def _summary(rec: RunRecord) -> dict[str, Any]:
+    """The run-summary numbers the fits use (as :func:`stabilityscope.analysis.collection.run_summary`)."""
+    loss, acc, epochs = rec.test_loss, rec.test_acc, rec.epoch
+    finite = np.isfinite(loss)
+    best = int(np.nanargmin(np.where(finite, loss, np.nan))) if finite.any() else None
+    return {"last_epoch": int(epochs[-1]), "optimal_epoch": int(epochs[best]) if best is not None else None,
+            "test_loss_min": float(loss[best]) if best is not None else math.nan, "final_test_loss": float(loss[-1]),
+            "final_test_acc": float(acc[-1]), "best_test_acc": float(np.nanmax(acc)) if np.isfinite(acc).any() else math.nan}
+
+
+def _row_and_curve(rec: RunRecord, s: ScalingSettings) -> tuple[dict[str, Any], Optional[RunCurve]]:
+    """One row of the run table and the run's curve from a :class:`RunRecord` (a trace's or a runs table's)."""
+    nan = math.nan
+    row = _unreadable_row(rec.run, rec.path, "")
+    flat = rec.config
+    lr, mom = float(flat.get("optim.lr", nan)), float(flat.get("optim.momentum", 0.0) or 0.0)
+    batch, wd = float(flat.get("train.batch_size", nan)), float(flat.get("optim.weight_decay", 0.0) or 0.0)
+    n = rec.n_train
+    rate = lr / ((1.0 - mom) * batch)
+    row.update(status=rec.status, optimizer=str(flat.get("optim.name", "")), lr=lr, momentum=mom,
+               batch_size=int(batch) if batch == batch else batch,
+               weight_decay=wd, keras_l2=wd / 2, seed=flat.get("train.seed"), dataset=str(flat.get("dataset.name", "")),
+               n_train=n, rate=rate, rho=rate * n)
+    notes = [rec.note] if rec.note else []
+    if math.isnan(n):
+        notes.append(f"unknown training-set size (dataset {row['dataset']!r} without dataset.train_subset): "
+                     f"c cannot be computed")
+    row["note"] = "; ".join(notes)
+    if len(rec.epoch) == 0:
+        row["note"] = "; ".join(notes or ["no checkpoint yet"])
+        return row, None
+    row.update(_summary(rec))
+    if rec.J is None:
+        row["note"] = "; ".join(notes + [f"no coupling J recorded for layer {s.layer!r} (this trace records: "
+                                         f"{', '.join(rec.layers) or 'no layer'}); set scaling.layer"])
+        return row, None
+    epochs = rec.epoch_fraction  # fractional under step checkpoints (whole epochs otherwise)
+    j, chi, loss = rec.J, rec.chi, rec.test_loss
+    activation = rec.activation
+    edge = critical_coupling(activation if activation in ("tanh", "relu") else "tanh") ** 2
+    curve = RunCurve(rec.run, epochs, j ** 2, chi, loss, rec.test_acc, rate, wd, n, edge)
     keep = (epochs <= s.window) & np.isfinite(curve.j2)
     if s.ordered_only:
         keep &= curve.ordered
-    fit = ols(epochs[keep], curve.j2[keep], s.confidence)
+    if s.j2_window is not None:  # a common J² window: every run's slope over the same stretch of the path
+        keep &= (curve.j2 >= s.j2_window[0]) & (curve.j2 <= s.j2_window[1])
+    fit = ols(epochs[keep], curve.j2[keep], s.confidence) if s.j2_window is None or keep.sum() >= 3 else \
+        ols(epochs[:0], epochs[:0], s.confidence)
     best = int(np.nanargmin(np.where(np.isfinite(loss), loss, np.nan))) if np.isfinite(loss).any() else None
     plateau, plateau_std = _plateau(epochs, curve.j2, s.plateau_fraction)
     row.update(
         A=fit["slope"], A_se=fit["slope_se"], A_intercept=fit["intercept"], n_fit=int(keep.sum()),
+        A_j2_from=float(curve.j2[keep].min()) if keep.any() else nan,  # the stretch of J² the slope was fitted on
+        A_j2_to=float(curve.j2[keep].max()) if keep.any() else nan,
         C=fit["slope"] / rate if rate > 0 else nan,  # A·(1−α)B/η
         c=fit["slope"] / (rate * n) if rate > 0 and n > 0 else nan,  # A·(1−α)B/(η·n)
         J_at_optimal=float(j[best]) if best is not None else nan,
@@ -474,6 +528,7 @@ class SweepAnalysis:
     collapse: CollapseAnalysis
     decay: DecayAnalysis
     notes: list[str] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list)  # what the fits read, as a runs table writes it
 
     @property
     def fitted(self) -> "pd.DataFrame":
@@ -544,14 +599,34 @@ def _labels(paths: Sequence[Path]) -> list[str]:
     return [d.relative_to(root).as_posix() or d.name for d in dirs]
 
 
+def _read_source(source: Source, settings: ScalingSettings) -> list[tuple[dict[str, Any], Optional[RunCurve],
+                                                                         Optional[RunRecord]]]:
+    """Rows, curves and records of every run ``source`` names: traces (sweep or run directories, globs) and runs tables
+    (:mod:`stabilityscope.analysis.runs_table`), in the order given.
+
+    Raises:
+        TraceError: ``source`` names neither a trace nor a runs table.
+    """
+    items = [source] if isinstance(source, (str, Path)) or hasattr(source, "path") else list(source)
+    traces, tables = split_sources(items)
+    out = []
+    if traces or not tables:
+        paths = find_traces(traces)
+        out += [_read_run(path, label, settings) for path, label in zip(paths, _labels(paths))]
+    for table in tables:
+        out += [(*_row_and_curve(record, settings), record) for record in read_runs_table(table)]
+    return out
+
+
 def analyze_sweep(source: Source, *, layer: str = "hidden", window: float = 50, ordered_only: bool = True,
                   plateau_fraction: float = 0.2, confidence: float = 0.95, c: Optional[float] = None,
-                  n_boot: int = 1000, seed: int = 0) -> SweepAnalysis:
+                  n_boot: int = 1000, seed: int = 0, j2_window: Optional[Sequence[float]] = None) -> SweepAnalysis:
     """Measure EOC-training's scaling laws and the weight decay λ* on a sweep of runs.
 
     Args:
         source: the runs, as :func:`stabilityscope.analysis.collection.find_traces` takes them: a sweep
-            directory (``checkpoints/multirun/<stamp>``), a glob, a run directory, a list.
+            directory (``checkpoints/multirun/<stamp>``), a glob, a run directory, a list; or a runs table
+            (:mod:`stabilityscope.analysis.runs_table`), alone or in the list.
         layer: the layer whose J² is analysed (the canonical network's square ``hidden`` layer).
         window: the slope A is fitted over checkpoints with epoch <= ``window`` ...
         ordered_only: ... that are in the ordered phase (χ < 1; J < J_c without ``chi``).
@@ -562,6 +637,8 @@ def analyze_sweep(source: Source, *, layer: str = "hidden", window: float = 50, 
             :data:`stabilityscope.analysis.canonical.CANONICAL_C`); a sweep's own measurement wins.
         n_boot: bootstrap samples over seeds for λ*'s interval (0: none).
         seed: of the bootstrap's random numbers.
+        j2_window: (low, high): fit A only over checkpoints with J² in this range, and only when at least
+            3 fall in it (the calibration's common window); None: any J².
 
     Returns:
         A :class:`SweepAnalysis`; ``.to_dict()`` gives JSON-ready values.
@@ -572,17 +649,19 @@ def analyze_sweep(source: Source, *, layer: str = "hidden", window: float = 50, 
     """
     import pandas as pd
 
-    settings = ScalingSettings(layer, window, ordered_only, plateau_fraction, confidence)
+    settings = ScalingSettings(layer, window, ordered_only, plateau_fraction, confidence,
+                               None if j2_window is None else (float(j2_window[0]), float(j2_window[1])))
     if c is not None and not (math.isfinite(c) and c > 0):
         raise ValueError(f"c={c!r}: the growth constant per training example must be a positive number "
                          f"(the canonical one is {CANONICAL_C:.4g}).")
-    paths = find_traces(source)
-    rows, curves = [], {}
-    for path, label in zip(paths, _labels(paths)):
-        row, curve = _read_run(path, label, settings)
+    rows, curves, records = [], {}, []
+    for row, curve, record in _read_source(source, settings):
         rows.append(row)
         if curve is not None:
-            curves[label] = curve
+            curves[row["run"]] = curve
+        if record is not None:
+            records.append(record)
+    paths = rows  # counted by _describe
     runs = pd.DataFrame(rows)
     # natural order of the run names (0, 1, 2, ..., 10), not the string order of their paths
     runs = runs.iloc[sorted(range(len(runs)), key=lambda i: _natural(runs["run"].iloc[i]))].reset_index(drop=True)
@@ -612,7 +691,7 @@ def analyze_sweep(source: Source, *, layer: str = "hidden", window: float = 50, 
                          "linear growth (A underestimated)")
     runs["used_in_fits"] = used
     for r in runs[~np.isfinite(runs["A"].astype(float)) & ~runs["status"].isin(EXCLUDED_STATUSES)].itertuples():
-        notes.append(f"{r.run}: no slope A ({r.note or 'fewer than two ordered checkpoints in the fit window'})")
+        notes.append(f"{r.run}: no slope A ({r.note or 'too few ordered checkpoints in the fit window'})")
     fitted = runs[used]
     power_laws = _power_laws(fitted, confidence)
     joint = _joint_fit(fitted, confidence)
@@ -638,7 +717,7 @@ def analyze_sweep(source: Source, *, layer: str = "hidden", window: float = 50, 
                   if r in curves]
     collapse = _collapse_analysis(fit_curves)
     return SweepAnalysis(_describe(source, len(paths)), settings, runs, curves, power_laws, joint, combined, collapse,
-                         decay, notes + decay.notes)
+                         decay, notes + decay.notes, records)
 
 
 def _describe(source: Source, n: int) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["jsonable", "ols", "t_interval", "t_quantile"]
+__all__ = ["jsonable", "ols", "origin_slope", "t_interval", "t_quantile"]
 
 
 def t_quantile(confidence: float, dof: int) -> float:
@@ -51,6 +51,19 @@ def ols(x: np.ndarray, y: np.ndarray, confidence: float) -> dict[str, float]:
         t = t_quantile(confidence, n - 2)
         out.update(slope_se=se, lo=b - t * se, hi=b + t * se)
     return out
+
+
+def origin_slope(x: np.ndarray, y: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """Least squares y = k·x through the origin: (k, low, high), the t interval with n − 1 degrees of freedom
+    (NaN ends below two points; all NaN when x is all zero)."""
+    n, sxx = len(x), float(np.sum(x * x))
+    if n < 1 or sxx == 0:
+        return math.nan, math.nan, math.nan
+    k = float(np.sum(x * y)) / sxx
+    if n < 2:
+        return k, math.nan, math.nan
+    half = t_quantile(confidence, n - 1) * math.sqrt(float(np.sum((y - k * x) ** 2)) / (n - 1) / sxx)
+    return k, k - half, k + half
 
 
 def jsonable(obj: Any) -> Any:

@@ -12,7 +12,9 @@
 - ``analysis=inspect``: the one-shot inspection table of the composed model (at initialisation, with
   ``model.pretrained=true``, or ``model.checkpoint=<file>``), without training
   (:mod:`stabilityscope.recording.inspect`);
-- ``task=analyze checkpoints=<glob>``: a trace from saved weights (:mod:`stabilityscope.training.replay`).
+- ``task=analyze checkpoints=<glob>``: a trace from saved weights (:mod:`stabilityscope.training.replay`);
+- ``task=atlas runs=<dirs or globs>``: the atlas of runs recorded with ``analysis=atlas``
+  (:mod:`stabilityscope.reports.atlas`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stabilityscope.analysis.calibration import LAWS_DIR
 from stabilityscope.analysis.collection import find_traces
+from stabilityscope.analysis.runs_table import is_runs_table
 from stabilityscope.analysis.scaling import analyze_sweep
 from stabilityscope.config import (RUNS_ALLOWED, SWEEP_ALLOWED, Config, GridAxis, PhaseDiagramConfig, as_options, validate,
                                    value_of)
@@ -99,7 +103,12 @@ def _runs_of(cfg: Config) -> list[str]:
     validate(cfg)  # runs= is set
     runs = cfg.runs
     items = [str(runs)] if isinstance(runs, str) else [str(r) for r in runs]
+    # a packaged calibration by its name (its runs table: what the packaged laws were fitted on), from any directory
+    items = [str(LAWS_DIR / i / "runs.json") if not Path(i).exists() and is_runs_table(LAWS_DIR / i / "runs.json")
+             else i for i in items]
     for item in items:
+        if is_runs_table(item):  # a runs table (runs.json) stands for its runs
+            continue
         try:
             find_traces(item)
         except TraceError:
@@ -116,7 +125,9 @@ def run_calibrate_task(cfg: Config, run_dir: Path) -> Path:
     runs = _runs_of(cfg)
     result = calibrate(runs, layer=str(cfg.scaling.layer), tolerance=float(cfg.calibration.tolerance),
                        plateau_fraction=float(cfg.scaling.plateau_fraction), confidence=float(cfg.scaling.confidence),
-                       n_boot=int(cfg.calibration.n_boot))
+                       n_boot=int(cfg.calibration.n_boot), j2_window=cfg.calibration.window)
+    for record in result.sweep.records:  # the runs table beside laws.json names the code that trained each run
+        record.commit = record.commit or str(cfg.calibration.commit or "")
     path = write_calibration_report(result, run_dir, figures=bool(cfg.figures))
     for line in result.summary():
         log.info(line)
@@ -133,11 +144,27 @@ def run_reproduce_task(cfg: Config, run_dir: Path) -> Path:
     cfg = as_options(cfg, Config)
     runs = _runs_of(cfg)
     result = reproduce(runs, layer=str(cfg.scaling.layer), tolerance=float(cfg.calibration.tolerance),
-                       confidence=float(cfg.scaling.confidence), n_boot=int(cfg.calibration.n_boot))
+                       confidence=float(cfg.scaling.confidence), power=float(cfg.calibration.power),
+                       n_boot=int(cfg.calibration.n_boot), j2_window=cfg.calibration.window)
     path = write_reproduction(result, run_dir, figures=bool(cfg.figures))
     for c in result.claims:
         log.info("%s: %s: %s (%s)", c.paper, c.claim, c.verdict, c.ours)
     log.info("Reproduction report: %s", path.resolve())
+    return path
+
+
+def run_atlas_task(cfg: Config, run_dir: Path) -> Path:
+    """``task=atlas runs=<dirs or globs>``: the atlas of the runs' traces, into atlas.md, atlas.json and figures."""
+    from stabilityscope.analysis.atlas import atlas
+    from stabilityscope.reports.atlas import write_atlas
+
+    cfg = as_options(cfg, Config)
+    result = atlas(_runs_of(cfg), confidence=float(cfg.scaling.confidence))
+    path = write_atlas(result, run_dir, figures=bool(cfg.figures))
+    for row in result.pick_table:
+        log.info("pick %s: %d of %d runs, excess test loss %.3g: %s", row["statistic"], row["picked"], row["runs"],
+                 row["mean_excess_loss"], row["verdict"])
+    log.info("Atlas of %d run(s) in %d families: %s", len(result.runs), len(result.families), path.resolve())
     return path
 
 

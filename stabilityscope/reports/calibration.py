@@ -9,6 +9,8 @@
 - ``calibration.json``: the same numbers (:meth:`Calibration.to_dict`; NaN as null);
 - ``laws.json``: the fitted laws with their provenance, what ``recommend(laws=...)`` reads (when a
   growth law was fitted; without a plateau law the guideline needs a measured λ*);
+- ``runs.json``: the runs table (:mod:`stabilityscope.analysis.runs_table`) the laws were fitted on, from
+  which ``task=calibrate runs=<folder>/runs.json`` rebuilds them without the traces;
 - ``growth_runs.csv`` and ``decay_runs.csv``;
 - ``figures/``: the growth law and the plateau law (PNG and PDF; :mod:`stabilityscope.plots.calibration`).
 """
@@ -22,6 +24,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from stabilityscope.analysis.calibration import REFERENCE_RATE, Calibration
+from stabilityscope.analysis.runs_table import write_runs_table
 from stabilityscope.errors import TraceError
 from stabilityscope.plots.calibration import plot_growth_law, plot_plateau_law
 from stabilityscope.plots.style import save_figure
@@ -63,6 +66,12 @@ def calibration_markdown(c: Calibration, figures: dict[str, Path], skipped: dict
                              f"{f.intercept:.4g} ({ci_text(*f.intercept_ci)})" if form == "affine" else "0",
                              f"{f.rms_log:.3f}", f"{f.aic:.1f}"])
         lines += markdown_table(["form", "fitted on", "runs", "k", "p", "a₀", "RMS log residual", "AIC"], rows)
+    if g.fits_all:
+        tol = g.law.tolerance if g.law else math.nan
+        own = [f"{form} {g.form_validity[form][0] / REFERENCE_RATE:.3g}×–{g.form_validity[form][1] / REFERENCE_RATE:.3g}×"
+               if form in g.form_validity else f"{form} none" for form in g.fits_all]
+        lines += ["", f"Each form's own validity range (the widest window of rates around the reference on which that "
+                      f"form alone, fitted there, puts every run within {tol:.0%}): " + "; ".join(own) + "."]
     if g.series_exponents:
         lines += ["", "Exponents within each series (the other two at the reference; inside the validity range): " +
                   "; ".join(f"{v}: p = {e[0]:.3f} ({ci_text(e[1], e[2])}, {e[3]} runs)" for v, e in g.series_exponents.items()),
@@ -72,9 +81,11 @@ def calibration_markdown(c: Calibration, figures: dict[str, Path], skipped: dict
         rows = []
         for r in g.runs.sort_values("rate").itertuples():
             rows.append([str(r.run), getattr(r, "series", "—"), f"{r.lr:g}", f"{r.momentum:g}", f"{int(r.batch_size)}",
-                         f"{r.rate / REFERENCE_RATE:.3g}×", str(r.seed), fmt_number(r.A_at_n), fmt_number(getattr(r, "A_chaotic", None)),
-                         fmt_number(getattr(r, "ratio_to_law", None), 3)])
-        lines += markdown_table(["run", "series", "η", "α", "B", "rate", "seed", "A", "A past the edge", "A / law"], rows)
+                         f"{r.rate / REFERENCE_RATE:.3g}×", str(r.seed), fmt_number(r.A_at_n),
+                         f"{fmt_number(getattr(r, 'A_j2_from', None), 3)}–{fmt_number(getattr(r, 'A_j2_to', None), 3)}",
+                         fmt_number(getattr(r, "A_chaotic", None)), fmt_number(getattr(r, "ratio_to_law", None), 3)])
+        lines += markdown_table(["run", "series", "η", "α", "B", "rate", "seed", "A", "J² fitted over", "A past the edge",
+                                 "A / law"], rows)
     lines += ["", "## Weight decay: plateaus and λ*", ""]
     if p.law:
         lines += [f"**Law:** {p.law.describe()}; R² = {fmt_number(p.r2, 3)}; q {ci_text(*p.law.q_ci)}, s {ci_text(*p.law.s_ci)}. "
@@ -140,6 +151,8 @@ def write_calibration_report(c: Calibration, out_dir: Union[str, Path], *, figur
     if not c.plateau.runs.empty:
         c.plateau.runs.to_csv(out / "decay_runs.csv", index=False)
     (out / "calibration.json").write_text(json.dumps(c.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if c.sweep.records:  # the runs the laws rest on, enough to rebuild them: task=calibrate runs=<out>/runs.json
+        write_runs_table(c.sweep.records, out / "runs.json", description=f"the runs of task=calibrate on {c.source}")
     if c.growth.law is not None:  # the plateau law may be missing: the guideline then asks for a measured λ*
         c.laws().save(out / "laws.json")
     path = out / "calibration.md"

@@ -12,7 +12,9 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import stabilityscope as ss
+from stabilityscope.analysis.canonical import CANONICAL_RUN
 from stabilityscope.analysis.guideline import CANONICAL_A, CANONICAL_C, CANONICAL_C_EPOCH, Recommendation, recommend
+from stabilityscope.analysis.scaling import analyze_sweep
 
 SIM_RTOL = 1e-9  # ODE integration
 
@@ -27,10 +29,14 @@ def simulate(r: Recommendation, epochs: float, c: float | None = None) -> float:
     return float(sol.y[0, -1])
 
 
-def test_canonical_constants():
-    assert CANONICAL_A == 0.01258
-    assert CANONICAL_C_EPOCH == pytest.approx(10.064)  # A·(1−α)B/η at lr 0.02, momentum 0.5, batch 32
-    assert CANONICAL_C == pytest.approx(1.677e-4, rel=1e-3)  # per example of the 60,000
+def test_canonical_constants_are_rebuilt_from_the_packaged_run():
+    """CANONICAL_A is the canonical run's slope over the ordered checkpoints of its first 50 epochs, rebuilt from the
+    run's packaged series (the constant keeps 4 significant digits); C and c follow from it."""
+    run = analyze_sweep(CANONICAL_RUN, n_boot=0).runs.iloc[0]
+    assert (run.lr, run.momentum, run.batch_size, run.n_train, run.weight_decay) == (0.02, 0.5, 32, 60000, 0.0)
+    assert run.n_fit == 51 and float(f"{run.A:.4g}") == CANONICAL_A
+    assert CANONICAL_C_EPOCH == pytest.approx(CANONICAL_A * (1 - 0.5) * 32 / 0.02, rel=1e-12)  # A·(1−α)B/η
+    assert CANONICAL_C == pytest.approx(CANONICAL_C_EPOCH / 60000, rel=1e-12)  # per example of the 60,000
     r = recommend(100, c=CANONICAL_C)
     assert r.weight_decay == pytest.approx(CANONICAL_C / 2) and r.keras_l2 == pytest.approx(CANONICAL_C / 4)
     assert r.weight_decay_source == "model" and r.plateau == 1.0 and r.model_plateau == pytest.approx(1.0)
