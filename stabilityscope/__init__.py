@@ -93,8 +93,8 @@ from stabilityscope.theory import logistic, meanfield
 from stabilityscope.theory.meanfield import edge_curve, order_parameters, phase_coordinates, phase_label
 from stabilityscope.theory.numerical_phase_diagram import PhaseDiagram, phase_diagram
 from stabilityscope.training.data import load_dataset
+from stabilityscope.version import __version__ as __version__  # the package's version (stabilityscope/version.py)
 
-__version__ = "0.1.0"  # the package's version (pyproject.toml reads it from here); `python -m stabilityscope --version`
 
 # Modules reachable as ``ss.<name>`` and ``from stabilityscope import <name>`` (loaded on first use:
 # plots and reports bring in matplotlib), by their home. ``figures``, ``geometry_figures``,

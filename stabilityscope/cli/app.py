@@ -200,7 +200,7 @@ def precheck_resume(argv: list[str]) -> None:
 def cli() -> None:
     """``python -m stabilityscope``: ``--version``, the checks that must precede Hydra, then the Hydra app."""
     if sys.argv[1:2] in (["--version"], ["-V"]):
-        from stabilityscope import __version__
+        from stabilityscope.version import __version__
 
         print(f"stabilityscope {__version__}")
         return
