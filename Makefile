@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STABILITYSCOPE_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
 export STABILITYSCOPE_DATA
 
-.PHONY: install demo test wheel-check bench coverage clean
+.PHONY: install demo lint test wheel-check bench coverage clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,11 @@ $(VENV)/.installed: pyproject.toml
 # dataset.download=true only downloads when the files are not already in $(STABILITYSCOPE_DATA).
 demo: install
 	$(PY) -m stabilityscope experiment=demo dataset.download=true
+
+# pyflakes, import order, the 120-column lines and the library's docstrings (pyproject.toml [tool.ruff.lint]).
+# `$(VENV)/bin/ruff check --fix .` sorts imports and drops unused ones; long lines and docstrings are fixed by hand.
+lint: install
+	$(VENV)/bin/ruff check .
 
 # Idle OpenMP threads sleep instead of spinning: the suite runs many small torch ops and is
 # often run beside other work on few cores, where spinning threads stall each other.
