@@ -176,14 +176,15 @@ def test_tracker_refuses_a_convolution_and_names_it():
     LayerTracker(conv, records[1:], a)  # the flat Linear alone is fine
 
 
-@pytest.mark.parametrize("cfg,key", [
-    (Config(analysis=AnalysisConfig(geometry_delta=0.5)), "analysis.geometry_delta"),
-    (Config(dataset=DatasetConfig(subsample="random", subsample_fraction=0.0)), "dataset.subsample_fraction"),
-    (Config(dataset=DatasetConfig(subsample="random", subsample_fraction=1.5)), "dataset.subsample_fraction"),
-    (Config(dataset=DatasetConfig(subsample="boundary", subsample_fraction=0.5)), "dataset.subsample_reference")])
-def test_config_bad_values_are_refused(cfg, key):
+@pytest.mark.parametrize("build,key", [
+    (lambda: Config(analysis=AnalysisConfig(geometry_delta=0.5)), "analysis.geometry_delta"),
+    (lambda: Config(dataset=DatasetConfig(subsample="random", subsample_fraction=0.0)), "dataset.subsample_fraction"),
+    (lambda: Config(dataset=DatasetConfig(subsample="random", subsample_fraction=1.5)), "dataset.subsample_fraction"),
+    (lambda: Config(dataset=DatasetConfig(subsample="boundary", subsample_fraction=0.5)),
+     "dataset.subsample_reference")])
+def test_config_bad_values_are_refused(build, key):  # the options refuse them when built
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(cfg)
+        validate(build())
 
 
 def test_two_spirals_and_toy_mlp():
