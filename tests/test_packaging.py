@@ -49,6 +49,6 @@ def test_installed_wheel_runs_the_app_outside_the_checkout(wheel, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["model"]["width"] == 100 and cfg["optim"]["lr"] == 0.02
-    where = subprocess.run([sys.executable, "-c", "import stabilityscope.cli.app as a; print(a.conf_dir())"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True)
+    where = subprocess.run([sys.executable, "-c", "import stabilityscope.cli.app as a; print(a.conf_dir())"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert where.stdout.strip().startswith(str(target))

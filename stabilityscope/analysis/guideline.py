@@ -54,8 +54,14 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 import numpy as np
 
 from stabilityscope.analysis.calibration import REFERENCE_RATE, CalibratedLaws, load_laws, within_range
-from stabilityscope.analysis.canonical import (CANONICAL_A, CANONICAL_BATCH, CANONICAL_C, CANONICAL_C_EPOCH,
-                                               CANONICAL_MOMENTUM, CANONICAL_N_TRAIN)
+from stabilityscope.analysis.canonical import (
+    CANONICAL_A,
+    CANONICAL_BATCH,
+    CANONICAL_C,
+    CANONICAL_C_EPOCH,
+    CANONICAL_MOMENTUM,
+    CANONICAL_N_TRAIN,
+)
 
 if TYPE_CHECKING:
     from stabilityscope.analysis.scaling import SweepAnalysis
@@ -113,15 +119,17 @@ class Recommendation:
         j0 = self.j_init ** 2
         source = {"measured": "the given measured λ*, where a sweep's J² plateau crosses the edge",
                   "calibrated": "λ* of the calibrated plateau law at this rate",
-                  "model": f"the original model's wd* = c/2 with c = {self.c:.4g} per training example"}[self.weight_decay_source]
+                  "model": f"the original model's wd* = c/2 with c = {self.c:.4g} per training "
+                           "example"}[self.weight_decay_source]
         growth = ("the calibrated growth law" if self.growth_source == "calibrated"
                   else f"A = ρc with c = {self.c:.4g} per training example")
         lines = [
-            f"Train {math.ceil(self.epochs_budget)} epochs on {self.n_train} examples with SGD lr {self.lr:.4g}, momentum "
-            f"{self.momentum:g}, batch {self.batch_size} and weight decay {self.weight_decay:.4g} (PyTorch "
+            f"Train {math.ceil(self.epochs_budget)} epochs on {self.n_train} examples with SGD lr {self.lr:.4g}, "
+            f"momentum {self.momentum:g}, batch {self.batch_size} and weight decay {self.weight_decay:.4g} (PyTorch "
             f"optim.weight_decay; Keras L2 λ = {self.keras_l2:.4g}).",
-            f"The decay is {source}: it should hold the hidden layer's J² at the plateau J² = {self.plateau:g}, the edge "
-            f"of chaos, where EOC-training finds the best test loss, instead of letting training carry it into chaos.",
+            f"The decay is {source}: it should hold the hidden layer's J² at the plateau J² = {self.plateau:g}, the "
+            "edge of chaos, where EOC-training finds the best test loss, instead of letting training carry it into "
+            "chaos.",
             f"Predicted ({growth}): J² grows by A = {self.predicted_A:.4g} per epoch at η/((1−α)B) = {self.rate:.4g}, "
             f"so it relaxes from {j0:.3g} to the plateau and is within {self.tolerance:g} of the edge by epoch "
             f"{self.reach_epoch:.1f} ({self.reach_epoch / self.epochs_budget:.0%} of the budget).",
@@ -130,9 +138,9 @@ class Recommendation:
         if self.laws:
             lines.append(f"Laws: {self.laws}.")
         if self.slowest_calibrated_rate:
-            lines.append(f"The budget allows a slower rate than the laws were measured at, so this is the slowest measured "
-                         f"one: the edge comes earlier than {self.reach_fraction:.0%} of the budget, and the rest is spent "
-                         f"at the plateau.")
+            lines.append("The budget allows a slower rate than the laws were measured at, so this is the slowest "
+                         f"measured one: the edge comes earlier than {self.reach_fraction:.0%} of the budget, and the "
+                         "rest is spent at the plateau.")
         if self.extrapolated:
             lines.append("WARNING: this rate lies outside the range the laws were measured on (extrapolate=True); "
                          "the prediction is unchecked there.")
@@ -279,7 +287,8 @@ def _check_arguments(epochs_budget: float, n_train: int, c: Optional[float], wei
                          f"(60000 for Fashion-MNIST, or dataset.train_subset).")
     if c is not None:
         _positive("c", c, f"the growth constant per training example must be a positive number (the canonical one is "
-                          f"{CANONICAL_C:.4g}; a sweep's is analyze_sweep(...).combined.c), or None for the calibrated laws")
+                          f"{CANONICAL_C:.4g}; a sweep's is analyze_sweep(...).combined.c), or None for the calibrated "
+                          "laws")
     if weight_decay_star is not None:
         _positive("weight_decay_star", weight_decay_star, "a measured λ* must be a positive weight decay (PyTorch "
                                                           "convention, 2 × Keras λ), or None for the plateau law")
@@ -287,14 +296,16 @@ def _check_arguments(epochs_budget: float, n_train: int, c: Optional[float], wei
     if tolerance >= 1:
         raise ValueError(f"tolerance={tolerance!r}: must be below 1, otherwise J² = 0 already counts as at the edge.")
     if isinstance(j_init, bool) or not isinstance(j_init, (int, float)) or not math.isfinite(j_init) or j_init < 0:
-        raise ValueError(f"j_init={j_init!r}: the initial coupling J must be a number >= 0 (the canonical init is 0.5).")
+        raise ValueError(f"j_init={j_init!r}: the initial coupling J must be a number >= 0 (the canonical init is "
+                         "0.5).")
     if j_init ** 2 >= 1 - tolerance:
         raise ValueError(f"j_init={j_init!r}: the layer starts with J² = {j_init ** 2:.3g}, already within tolerance "
                          f"{tolerance:g} of the edge or beyond it; the guideline brings an ordered layer (J² < "
                          f"{1 - tolerance:g}) to the edge. Initialise with a smaller J (model.init_J).")
     _positive("reach_fraction", reach_fraction, "the share of the budget spent reaching the edge, in (0, 1]")
     if reach_fraction > 1:
-        raise ValueError(f"reach_fraction={reach_fraction!r}: the edge must be reached within the budget, so at most 1.")
+        raise ValueError(f"reach_fraction={reach_fraction!r}: "
+                         "the edge must be reached within the budget, so at most 1.")
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
         raise ValueError(f"momentum={momentum!r}: SGD momentum α must lie in [0, 1).")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -331,9 +342,10 @@ def _decay_law_in_use(calibrated: Optional[CalibratedLaws], c: Optional[float], 
     """Whether the weight decay comes from the calibrated plateau law; refuses (or, with ``extrapolate``, warns)
     when the laws in use have none and nothing else gives a decay."""
     if weight_decay_star is None and calibrated is not None and calibrated.plateau is None and c is None:
-        message = ("recommend: these calibrated laws have no plateau law (the decay runs did not give one; see the README's "
-                   "calibration section), so no weight decay is calibrated. Pass weight_decay_star=<a measured λ*>, or "
-                   "extrapolate=True for the original model's wd* = c/2 at this rate (measured to misplace the plateau).")
+        message = ("recommend: these calibrated laws have no plateau law (the decay runs did not give one; see the "
+                   "README's calibration section), so no weight decay is calibrated. Pass weight_decay_star=<a "
+                   "measured λ*>, or extrapolate=True for the original model's wd* = c/2 at this rate (measured to "
+                   "misplace the plateau).")
         if not extrapolate:
             raise ValueError(message)
         warnings.warn(message, UserWarning, stacklevel=3)
@@ -385,9 +397,9 @@ def _batch_within(rate: float, momentum: float, batch_size: int, max_lr: float, 
             shortest = log_gap / (reach_fraction * growth.slope(max_lr / (1 - momentum)))
             raise ValueError(
                 f"epochs_budget={epochs_budget!r}: too short to bring J² within {tolerance:g} of the edge by "
-                f"{reach_fraction:.0%} of it: that needs η/((1−α)B) = {rate:.4g}, more than lr {max_lr:g} gives even at "
-                f"batch 1. Allow at least {math.ceil(shortest)} epochs, a larger reach_fraction or tolerance, or raise "
-                f"max_lr.")
+                f"{reach_fraction:.0%} of it: that needs η/((1−α)B) = {rate:.4g}, more than lr {max_lr:g} gives even "
+                f"at batch 1. Allow at least {math.ceil(shortest)} epochs, a larger reach_fraction or tolerance, or "
+                "raise max_lr.")
         batch, lowered = 2 ** int(math.floor(math.log2(largest))), int(batch_size)
         lr = rate * (1 - momentum) * batch
     return lr, batch, lowered

@@ -12,8 +12,9 @@ Checkpoint 0 is the module before training (at ``on_train_start``); checkpoint e
 epochs (every ``every_n_epochs``), taken once the validation of epoch e has ended. Lightning runs that
 validation inside the training epoch, before the epoch's aggregated training metrics exist, so the
 checkpoint is written at ``on_train_epoch_end`` (the weights are the validated ones: no step comes in
-between) with both the validation and the training metrics of epoch e; the sanity check is skipped. The probe inputs (start states of the iterated maps) are the first ``probe_batches``
-batches of the first validation loader: a tensor, or the first element of a tuple/list batch.
+between) with both the validation and the training metrics of epoch e; the sanity check is skipped. The
+probe inputs (start states of the iterated maps) are the first ``probe_batches`` batches of the first
+validation loader: a tensor, or the first element of a tuple/list batch.
 Metrics come from ``trainer.callback_metrics`` (every scalar, under its own name); ``train_loss``,
 ``train_acc``, ``test_loss`` and ``test_acc``, which the figures read, are filled from the logged
 ``train_loss``/``train_acc`` and from ``val_loss``/``val_acc`` when no ``test_*`` is logged (the

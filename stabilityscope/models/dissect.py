@@ -147,7 +147,8 @@ def _is_conv1x1(m: nn.Module) -> bool:
 
 
 def _is_norm(m: nn.Module) -> bool:
-    return "norm" in type(m).__name__.lower() or isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase))
+    return "norm" in type(m).__name__.lower() or isinstance(m, (nn.LayerNorm, nn.GroupNorm,
+                                                                 nn.modules.batchnorm._NormBase))
 
 
 def is_fc_module(m: nn.Module) -> bool:
@@ -492,5 +493,6 @@ def tracked_records(model: nn.Module, model_cfg: Optional[ModelConfig], analysis
         chosen.append(model_map_record(model, layer, tuple(input_shape)))
     if not chosen:
         raise ConfigError(f"analysis.layers={analysis.layers!r} selects no fully connected layer of model "
-                          f"{type(model).__name__} ({model_cfg.name}); its layers are: {', '.join(r.name for r in records)}.")
+                          f"{type(model).__name__} ({model_cfg.name}); its layers are: "
+                          f"{', '.join(r.name for r in records)}.")
     return chosen

@@ -313,7 +313,8 @@ class Recorder:
     def _open_mirrors(self) -> None:
         log = self.logging
         self._mirrors = open_mirrors(self.run_dir, tensorboard=log.tensorboard_dir or log.tensorboard,
-                                     mlflow=log.mlflow_uri or log.mlflow, run_name=self.run_dir.name, params=self.config)
+                                     mlflow=log.mlflow_uri or log.mlflow, run_name=self.run_dir.name,
+                                     params=self.config)
 
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None)

@@ -23,6 +23,7 @@ def _slug(text: str) -> str:
 
 
 def atlas_markdown(a: Atlas, figures: dict[str, Path], base: Path) -> str:
+    """The atlas report's text; figure links relative to ``base``."""
     lines = ["# Atlas: order and chaos of vision networks over training", ""]
     runs = markdown_table(
         ["family", "model", "seed", "checkpoints", "epochs", "best test loss (epoch)", "hours", "trace"],

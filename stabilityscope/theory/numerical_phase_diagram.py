@@ -56,7 +56,6 @@ import torch
 
 from stabilityscope.errors import ConfigError, TraceError
 
-
 __all__ = ["PhaseDiagram", "phase_diagram", "cell_edges", "DEFAULT_STEPS"]
 
 # SCIENCE §1.4: T = 500 for tanh, 100 for ReLU (ReLU is unbounded; longer runs only overflow).

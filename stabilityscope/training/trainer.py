@@ -29,8 +29,9 @@ numbers go into the trace attrs (``mars_*``). A resume loads the trained weights
 A run directory holds ``trace.h5`` (see :mod:`stabilityscope.recording.trace`) and ``state/`` with the
 resumable state of the newest checkpoints (model, optimiser, RNG, tracker, and the epoch's permutation
 when a checkpoint falls inside an epoch; loaded with ``weights_only=True``). Per checkpoint: measure →
-save state (atomic rename) → append to the trace → prune old states, so the newest checkpoint in the trace always has a state on disk. A resume takes the
-newest checkpoint that has both a trace row and a readable state, falling back past a damaged state file.
+save state (atomic rename) → append to the trace → prune old states, so the newest checkpoint in the trace
+always has a state on disk. A resume takes the newest checkpoint that has both a trace row and a readable
+state, falling back past a damaged state file.
 
 While it writes, a run holds its directory's lock (:class:`~stabilityscope.recording.lock.RunLock`): a
 second writer is refused. Ctrl-C (and SIGTERM in the app) stops it at once with status ``interrupted``
@@ -65,8 +66,7 @@ from stabilityscope.models.registry import build_model
 from stabilityscope.models.spline_init import check_spline_init, spline_initialise
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.recorder import ExplainabilityInputs, GeometryInputs, Recorder
-from stabilityscope.recording.trace import (EXPLAINABILITY_METRICS, METRICS, REGRESSION_METRICS, TraceWriter,
-                                            open_trace)
+from stabilityscope.recording.trace import EXPLAINABILITY_METRICS, METRICS, REGRESSION_METRICS, TraceWriter, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory.information import mutual_information, performance_correlation
 from stabilityscope.training.baseline import LinearBaseline, fit_linear_baseline, load_baseline
@@ -80,6 +80,7 @@ EVAL_CHUNK = 8192  # examples per forward pass when evaluating
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device of ``train.device``: ``auto`` is CUDA when present, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -104,7 +105,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     raise ConfigError(f"Unknown optim.name={name!r}; allowed: sgd, adam, adamw.")
 
 
-def learning_rate_schedule(cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> Optional[Callable[[int], float]]:
+def learning_rate_schedule(cfg: OptimConfig, total_steps: int,
+                           steps_per_epoch: int) -> Optional[Callable[[int], float]]:
     """The learning rate before optimiser step s (0-based) of the run, or None for a constant rate.
 
     ``cosine``: linear warm-up over the first w = round(warmup_epochs · steps_per_epoch) steps,
@@ -182,7 +184,8 @@ def checkpoint_metrics(model: nn.Module, data: InMemoryData,
     return dict(zip(METRICS, (train_loss, train_acc, test_loss, test_acc))), predicted
 
 
-def loss_function(data: InMemoryData, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(data: InMemoryData,
+                  label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The training loss of ``data.task``: softmax cross-entropy (classes, with ``label_smoothing``) or mean
     squared error (regression)."""
     if data.task == "regression":
@@ -299,6 +302,7 @@ def saved_state_keys(run_dir: Path, unit: str = "epoch") -> list[int]:
 
 
 def saved_state_epochs(run_dir: Path) -> list[int]:
+    """The epochs of the resumable states kept in ``run_dir``, oldest first."""
     return saved_state_keys(run_dir, "epoch")
 
 
@@ -321,11 +325,13 @@ def save_state(run_dir: Path, run: RunState, model: nn.Module, opt: torch.optim.
 
 
 def prune_states(run_dir: Path, keep: int, unit: str = "epoch") -> None:
+    """Delete all but the newest ``keep`` resumable states."""
     for key in saved_state_keys(run_dir, unit)[:-keep]:
         _state_path(run_dir, key, unit).unlink(missing_ok=True)
 
 
 def load_state(run_dir: Path, key: int, device: torch.device, unit: str = "epoch") -> dict[str, Any]:
+    """The resumable state saved at epoch (or step) ``key``, loaded onto ``device`` (tensors only)."""
     return torch.load(_state_path(run_dir, key, unit), map_location=device, weights_only=True)
 
 

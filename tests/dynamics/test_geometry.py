@@ -44,7 +44,8 @@ def test_three_generic_lines_cut_the_plane_into_seven_regions():
                                                       _grid())) == 6
 
 
-@pytest.mark.parametrize("H,d,expected", [(3, 2, 7), (4, 2, 11), (5, 3, 26), (10, 1, 11), (3, 5, 8), (784, 784, 2 ** 784)])
+@pytest.mark.parametrize("H,d,expected", [(3, 2, 7), (4, 2, 11), (5, 3, 26), (10, 1, 11), (3, 5, 8),
+                                          (784, 784, 2 ** 784)])
 def test_arrangement_bound(H, d, expected):
     assert geo.arrangement_bound(H, d) == expected
     assert geo.log_arrangement_bound(H, d) == pytest.approx(math.log(expected), rel=1e-9)
@@ -66,7 +67,8 @@ def test_signed_distance_is_euclidean():
 @pytest.mark.parametrize("alpha", [0.25, 3.0, 10.0])
 def test_scaling_keeps_hyperplanes_and_shrinks_bands(alpha):
     torch.manual_seed(0)
-    W, b, X = torch.randn(20, 5, dtype=torch.float64), torch.randn(20, dtype=torch.float64), torch.randn(300, 5, dtype=torch.float64)
+    W, b = torch.randn(20, 5, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
+    X = torch.randn(300, 5, dtype=torch.float64)
     assert torch.allclose(geo.signed_distances(alpha * W, alpha * b, X), geo.signed_distances(W, b, X))
     assert torch.equal(geo.activation_patterns(alpha * W, alpha * b, X), geo.activation_patterns(W, b, X))
     for act in ("tanh", "sigmoid"):
