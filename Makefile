@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STABILITYSCOPE_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
 export STABILITYSCOPE_DATA
 
-.PHONY: install demo lint test wheel-check bench coverage clean
+.PHONY: install demo lint test wheel-check docs bench coverage clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,12 @@ test: install
 wheel-check: install
 	PY=$(PY) .ci/wheel_check.sh
 
+# The docs site: docs/_build/html/index.html. Warnings are errors and every cross-reference must resolve
+# (tests/test_docs.py builds it the same way, so `make test` and CI check it too).
+docs: install
+	$(PY) -m sphinx -b html -W --keep-going -n -q docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
 bench: install
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_tracking.py
@@ -53,4 +59,4 @@ coverage: install
 	mkdir -p checkpoints && OMP_NUM_THREADS=1 $(PY) -m stabilityscope.models.coverage --quiet --json checkpoints/coverage.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache docs/_build

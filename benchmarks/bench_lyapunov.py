@@ -1,4 +1,4 @@
-"""Benchmark the Lyapunov machinery of stabilityscope.dynamics.lyapunov (EOC-optimality, SCIENCE.md §2).
+"""Benchmark the Lyapunov machinery of stabilityscope.dynamics.lyapunov (EOC-optimality, docs/science/iterated-maps.md).
 
 0. The machine's limit: the rate of one N×N GEMM, and from it the least time per step of the QR
    method, (2N³ for J·Q + 4/3 N³ for a QR without forming Q) / GEMM rate, against the

@@ -3,7 +3,7 @@ r"""Benchmark: batched phase diagram vs the original per-cell loop, and vs plain
 Measures, in one run and on the same grid, N and T:
 
 1. ``phase_diagram`` (all cells batched; common random numbers: one matmul per step);
-2. the original's per-cell loop in numpy (SCIENCE §1.4: one cell at a time): draw W, iterate both
+2. the original's per-cell loop in numpy (docs/science/mean-field.md: one cell at a time): draw W, iterate both
    trajectories with one matrix-vector product each per step, float64 (numpy's default). For
    large N only ``--loop-cells`` cells (and optionally ``--loop-steps`` steps) are timed and the
    per-cell time is extrapolated; the output says so. ``--loop-tuned`` adds a stronger baseline

@@ -28,7 +28,7 @@ Typical use in a notebook::
     J0, J = ss.phase_coordinates(weight)                      # any matrix or stack of matrices
     u, q, chi = ss.meanfield.order_parameters(0.0, 1.5)       # q = 0.3526, χ = 1.1393
     d = ss.phase_diagram(np.linspace(-2, 3, 51), np.linspace(0.1, 2, 39), n=1000, steps=500)
-    d.separation                                              # (39, 51) asymptotic distance per cell (§1.4)
+    d.separation                                              # (39, 51) asymptotic distance per cell
 
     F = ss.LayerMap(W, b, activation="tanh")                  # x → tanh(Wx + b); ss.ModuleMap(module, shape)
     m = ss.map_measures(F, x0, steps=500)                     # M1–M5, Benettin λ_max, attractor class (EOC-optimality)

@@ -337,6 +337,7 @@ class AnalysisConfig(CheckedOptions):
     depth_inputs: int = 8  # test inputs the depth-wise readings are taken at
     depth_probes: int = 16  # random directions per input for a block's RMS gain (exact below 257 entries)
     depth_vectors: int = 8  # directions propagated through depth for the depth Lyapunov exponents
+    depth_lanczos: int = 10  # Golub–Kahan–Lanczos steps for a block's top gain (0: the largest probed gain)
     block_maps: bool = False  # also iterate each trunk block as a map (M1–M4, λ_max, attractor; traps labelled)
     block_map_inputs: int = 4  # start states of the block maps (the blocks' real inputs on the first test inputs)
     block_map_steps: int = 100  # T of the block maps (a block costs ~N/d times a chain per step)
@@ -361,6 +362,7 @@ class AnalysisConfig(CheckedOptions):
             _require(getattr(self, key) >= 1, f"analysis.{key}", getattr(self, key), "must be a positive integer")
         _require(self.block_map_steps >= 2, "analysis.block_map_steps", self.block_map_steps,
                  "the map needs at least 2 steps")
+        _require(self.depth_lanczos >= 0, "analysis.depth_lanczos", self.depth_lanczos, "must be >= 0 (0: no Lanczos)")
         _require(self.spectrum_k >= 0, "analysis.spectrum_k", self.spectrum_k, "must be >= 0 (0 = off)")
         _require(self.spectrum_inputs >= 1, "analysis.spectrum_inputs", self.spectrum_inputs,
                  "must be a positive integer")

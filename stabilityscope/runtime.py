@@ -22,7 +22,7 @@ torch, and only where the choice is still open:
 - torch was imported before stabilityscope: libgomp has already read the environment, so nothing is
   set (setting it would only mislead); import stabilityscope first, or export the variable.
 
-Child processes (subprocesses, DataLoader workers) inherit the variable. :data:`WAIT_POLICY` says
+Child processes (subprocesses, DataLoader workers) inherit the variable. ``WAIT_POLICY`` says
 which case applied.
 """
 from __future__ import annotations

@@ -39,6 +39,14 @@ def test_defaults_are_the_canonical_case(compose_cfg):
     assert cfg.train.checkpoints.kind.value == "every" and cfg.train.checkpoints.every == 1
 
 
+def test_abalone_brings_the_optimiser_its_results_used(compose_cfg):
+    # Rings is not rescaled: the canonical SGD (lr 0.02) diverges in the first epoch, so the dataset brings Adam
+    cfg = compose_cfg("dataset=abalone", "model=tabular_mlp")
+    assert (cfg.optim.name.value, cfg.optim.lr) == ("adam", 0.001)
+    assert compose_cfg("dataset=abalone", "optim=sgd").optim.name.value == "sgd"  # an explicit choice still wins
+    assert compose_cfg("experiment=spline_abalone").optim.name.value == "adam"
+
+
 def test_data_root_follows_environment(compose_cfg, monkeypatch):
     monkeypatch.setenv("STABILITYSCOPE_DATA", "/somewhere/else")
     assert compose_cfg().dataset.root == "/somewhere/else"

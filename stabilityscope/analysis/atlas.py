@@ -26,7 +26,9 @@ Everything is a function of the traces; :mod:`stabilityscope.reports.atlas` writ
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -51,6 +53,15 @@ _FAMILIES = (("vit", "ViT"), ("deit", "ViT"), ("mixer", "MLP-Mixer"), ("resmlp",
              ("resnet", "ResNet"), ("eoc_mlp", "EOC-optimality MLP"), ("eoc_cnn", "EOC-optimality CNN"),
              ("fmnist_fc", "canonical MLP"))
 REFERENCE_MODELS = ("eoc_mlp", "eoc_cnn", "fmnist_fc")  # the seed models: the atlas's reference rows
+
+
+@contextlib.contextmanager
+def _all_nan_is_nan():
+    """NaN-aware reductions of slices with no finite value give NaN without a RuntimeWarning: a map undefined at
+    every checkpoint of a stage is a result here (left out), not an accident."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
 
 
 def family_of(model_name: str) -> str:
@@ -100,6 +111,9 @@ class AtlasRun:
     readings: list[Reading]
     depth_lambda: np.ndarray  # (C,) the trunk's top depth exponent (NaN without depth-wise readings)
     wall_hours: float
+    # the model map's scale-free gain at its start states and at its orbits' ends (seed models with
+    # analysis.depthwise), beside its s: where the depth-wise reading and EOC-optimality's s are compared
+    map_gains: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def best(self) -> int:
@@ -133,6 +147,7 @@ class Atlas:
     picks: list[Pick]
     pick_table: list[dict[str, Any]]  # one row per statistic, across runs
     notes: list[str] = field(default_factory=list)
+    correspondence: list[dict[str, Any]] = field(default_factory=list)  # s against the depth-wise readings (seeds)
 
     @property
     def families(self) -> list[str]:
@@ -162,6 +177,7 @@ def read_run(path: Path) -> Optional[AtlasRun]:
         blocks = [(layer, str(tr.layer_info(layer).get("module", ""))) for layer in tr.layers
                   if tr.layer_info(layer).get("kind") == "block"]
         readings: list[Reading] = []
+        map_gains: dict[str, np.ndarray] = {}
         depth = np.full(len(tr), np.nan)
         for layer in tr.layers:
             info = tr.layer_info(layer)
@@ -187,7 +203,9 @@ def read_run(path: Path) -> Optional[AtlasRun]:
                     readings.append(Reading(f"{layer} (iterated)", layer, "block_map", index,
                                             tr.stat(layer, "s_mean").astype(float),
                                             tr.stat(layer, "lambda_max").astype(float), att))
-            elif kind in ("chain", "model_map") and "s_mean" in stats:
+            if kind == "model_map" and "gain_rms_input" in stats:
+                map_gains = {k: tr.stat(layer, k).astype(float) for k in ("gain_rms_input", "gain_rms_attractor")}
+            if kind in ("chain", "model_map") and "s_mean" in stats:
                 readings.append(Reading(f"{layer} (iterated)", layer, "chain" if kind == "chain" else "model_map",
                                         block if kind == "chain" else len(blocks),
                                         tr.stat(layer, "s_mean").astype(float),
@@ -196,7 +214,7 @@ def read_run(path: Path) -> Optional[AtlasRun]:
         return AtlasRun(str(path), family_of(model), model, flat.get("train.seed"), model in REFERENCE_MODELS,
                         tr.epoch_fraction.astype(float), tr.metric("test_loss").astype(float),
                         [name for name, _ in blocks], readings, depth,
-                        float(wall[-1]) / 3600 if len(wall) else math.nan)
+                        float(wall[-1]) / 3600 if len(wall) else math.nan, map_gains)
 
 
 # ---------------------------------------------------------------------------------------------- profiles
@@ -215,9 +233,10 @@ def _profile(run: AtlasRun, t: int) -> dict[str, np.ndarray]:
         here = [r for r in run.readings if r.block == i]
         fc = [r for r in here if r.kind == "fc"]
         if fc:
-            out["J (FC, median)"][i] = np.nanmedian([r.J[t] for r in fc])
-            if all(r.chi is not None for r in fc):
-                out["χ (FC, median)"][i] = np.nanmedian([r.chi[t] for r in fc])
+            with _all_nan_is_nan():
+                out["J (FC, median)"][i] = np.nanmedian([r.J[t] for r in fc])
+                if all(r.chi is not None for r in fc):
+                    out["χ (FC, median)"][i] = np.nanmedian([r.chi[t] for r in fc])
         for kind, s_key, l_key in (("chain", "s (iterated chain)", "λ_max (iterated chain)"),
                                    ("block_map", "s (iterated block)", "λ_max (iterated block)"),
                                    ("block_gain", "gain (depth-wise)", "ln gain (depth-wise)")):
@@ -239,7 +258,7 @@ def depth_profiles(runs: Sequence[AtlasRun]) -> dict[str, dict[str, np.ndarray]]
     for name, by_stage in stages.items():
         for stage, rows in by_stage.items():
             if len({len(r) for r in rows}) == 1:
-                with np.errstate(all="ignore"):
+                with _all_nan_is_nan():
                     out.setdefault(name, {})[stage] = np.nanmean(np.vstack(rows), axis=0)
     return out
 
@@ -258,7 +277,8 @@ def _optimum_values(run: AtlasRun) -> dict[str, float]:
     gains = run.of_kind("block_gain")
     out: dict[str, float] = {}
     if gains:
-        out["depth-wise gain, median over blocks"] = float(np.nanmedian([r.s[b] for r in gains]))
+        with _all_nan_is_nan():
+            out["depth-wise gain, median over blocks"] = float(np.nanmedian([r.s[b] for r in gains]))
         out["depth-wise gain, deepest block"] = float(gains[-1].s[b])
         for i, r in enumerate(gains):
             out[f"depth-wise gain, block {i}"] = float(r.s[b])
@@ -321,7 +341,8 @@ def family_claims(family: str, runs: Sequence[AtlasRun], confidence: float = 0.9
     xs, ys = [], []
     for run, gs in gains:
         if gs and np.isfinite(run.depth_lambda).any():
-            mean_log = np.nanmean(np.vstack([np.log(r.s) for r in gs]), axis=0)
+            with _all_nan_is_nan():
+                mean_log = np.nanmean(np.vstack([np.log(r.s) for r in gs]), axis=0)
             ok = np.isfinite(mean_log) & np.isfinite(run.depth_lambda)
             xs += list(mean_log[ok])
             ys += list(run.depth_lambda[ok])
@@ -357,6 +378,39 @@ def at_boundary(attractor: np.ndarray, best: int) -> bool:
     return attractor[best] == "chaotic" and any(a in ordered for a in attractor[max(0, best - 2): best])
 
 
+def correspondence(run: AtlasRun) -> list[dict[str, Any]]:
+    """Where EOC-optimality's s (of the iterated model map, at its orbits' ends) and the depth-wise readings
+    coincide, on a seed model's run: per reading, over the checkpoints where both are defined, the median
+    |ln(reading/s)| and the rank correlation with s."""
+    from scipy.stats import spearmanr
+
+    maps = run.of_kind("model_map")
+    if not maps:
+        return []
+    s = np.where(maps[0].defined, maps[0].s, np.nan)
+    gains = run.of_kind("block_gain")
+    candidates = {"gain of the map at its orbits' ends": run.map_gains.get("gain_rms_attractor"),
+                  "gain of the map at the test inputs": run.map_gains.get("gain_rms_input")}
+    if gains:
+        with _all_nan_is_nan():
+            candidates["depth-wise gain, median over the map's layers"] = np.nanmedian(np.vstack([r.s for r in gains]), 0)
+            candidates["depth-wise gain, product over the map's layers"] = np.exp(np.nansum(np.vstack([np.log(r.s)
+                                                                                                       for r in gains]), 0))
+    rows = []
+    for name, values in candidates.items():
+        if values is None:
+            continue
+        ok = np.isfinite(s) & np.isfinite(values) & (s > 0) & (values > 0)
+        if ok.sum() < 3:
+            continue
+        constant = np.ptp(s[ok]) == 0 or np.ptp(values[ok]) == 0  # no ranking to correlate
+        rho = math.nan if constant else float(spearmanr(s[ok], values[ok]).statistic)
+        rows.append({"run": run.path, "family": run.family, "reading": name, "checkpoints": int(ok.sum()),
+                     "median_abs_log_ratio": float(np.median(np.abs(np.log(values[ok] / s[ok])))),
+                     "rank_correlation": rho})
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------- picks
 
 
@@ -364,7 +418,7 @@ def pick_statistics(run: AtlasRun) -> dict[str, tuple[np.ndarray, float]]:
     """Candidate label-free statistics of one run: name → (value per checkpoint (C,), edge value)."""
     out: dict[str, tuple[np.ndarray, float]] = {}
     fc = run.of_kind("fc")
-    with np.errstate(all="ignore"):
+    with _all_nan_is_nan():
         if fc and all(r.chi is not None for r in fc):
             body = [r for r in fc if 0 <= r.block < len(run.blocks)] or [r for r in fc if r.block != len(run.blocks)]
             if body:
@@ -472,5 +526,6 @@ def atlas(source: Source, *, confidence: float = 0.95, power: float = 0.8) -> At
         if run.best == len(run.epochs) - 1:
             notes.append(f"{Path(run.path).parent.name}: the best test loss is at the last checkpoint: the run did not "
                          f"train past its best, so picks after it cannot be scored")
-    return Atlas(runs, profiles, claims, picks, pick_table(picks, runs, confidence, power), notes)
+    return Atlas(runs, profiles, claims, picks, pick_table(picks, runs, confidence, power), notes,
+                 [row for run in runs for row in correspondence(run)])
 

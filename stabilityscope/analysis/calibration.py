@@ -363,7 +363,8 @@ def fit_growth_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, to
     """
     ok = runs[np.isfinite(runs["A"].astype(float)) & (runs["A"].astype(float) > 0)].copy()
     notes: list[str] = []
-    if len(ok) < 3 or ok["rate"].nunique() < 2:
+    if len(ok) < 3 or ok["rate"].nunique() < 2:  # no law; the report still lists the runs, A at their own n
+        ok["A_at_n"] = ok["A"].astype(float)
         return GrowthCalibration(None, {}, {}, ok, {}, [f"{len(ok)} run(s) with a positive slope at "
                                                         f"{ok['rate'].nunique()} rate(s): a growth law needs >= 3 runs "
                                                         "at >= 2 rates"])

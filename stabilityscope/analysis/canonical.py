@@ -1,6 +1,6 @@
 """The canonical run's measured growth constant, shared by the scaling analysis and the guideline.
 
-A value measured once on the canonical network (EOC-training's reference run) that :mod:`.scaling` compares a
+A value measured once on the canonical network (EOC-training's reference run) that :mod:`~stabilityscope.analysis.scaling` compares a
 sweep's own measurement with and :mod:`.guideline` turns into settings. It lives in its own module so
 that the guideline can build on the scaling analysis without the analysis importing the guideline.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ["CANONICAL_A", "CANONICAL_BATCH", "CANONICAL_C", "CANONICAL_C_EPOCH", "CANONICAL_LR",
            "CANONICAL_MOMENTUM", "CANONICAL_N_TRAIN", "CANONICAL_RUN"]
 
-# The canonical measurement (EOC-training's reference run; docs: the guideline's laws): the 784-784(tanh)-10
+# The canonical measurement (EOC-training's reference run; docs/science/mean-field.md): the 784-784(tanh)-10
 # network on all 60,000 Fashion-MNIST training examples, SGD lr 0.02, momentum 0.5, batch 32, no decay, seed 0.
 # J² of the hidden layer against epoch, fitted over the ordered checkpoints of the first 50 epochs, gives the
 # slope A = 0.01387 per epoch, so C = A·(1−α)B/η = 11.10 per epoch and, per training example (A per epoch

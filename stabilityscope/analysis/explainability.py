@@ -1,7 +1,7 @@
 """How much of a network's performance a linear classifier explains, over training (SGD-complexity).
 
 Nakkiran et al., "SGD on neural networks learns functions of increasing complexity" (arXiv:1905.11604;
-SCIENCE.md §3.1): with F_t the network at checkpoint t and L a linear classifier, the performance
+docs/science/secondary.md): with F_t the network at checkpoint t and L a linear classifier, the performance
 correlation μ_Y(F_t; L) = I(F_t; Y) − I(F_t; Y | L) measures how much of F_t's information about the
 labels L accounts for. The paper's findings: early in training μ ≈ I(F_t; Y) (the network learns
 what a linear model learns), and later I(F_t; Y) keeps rising past I(L; Y) while μ stays near I(L; Y)

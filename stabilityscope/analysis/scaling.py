@@ -1,4 +1,4 @@
-"""Scaling laws of training over a sweep of runs (EOC-training, SCIENCE.md §1.5).
+"""Scaling laws of training over a sweep of runs (EOC-training, docs/science/mean-field.md).
 
 EOC-training trains the canonical 784-784(tanh)-10 network by SGD with momentum and finds that the
 squared coupling J² of the hidden layer grows linearly in epochs while the layer is ordered, with a

@@ -1,7 +1,8 @@
 """Small statistics the analyses share: Student-t quantiles and intervals, least squares with an interval,
 and numbers made JSON-safe.
 
-One home for what :mod:`.scaling`, :mod:`.calibration` and :mod:`.reproduction` all use, so that an
+One home for what :mod:`stabilityscope.analysis.scaling`, :mod:`~stabilityscope.analysis.calibration` and
+:mod:`~stabilityscope.analysis.reproduction` all use, so that an
 interval means the same in each of them.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Tasks: ``task=train`` (default; the canonical EOC-training run unless overridden; with
 ``analysis=describe`` it prints the model's dissection table and tracking cost instead) and
-``task=phase_diagram`` (the numerical phase diagram of SCIENCE.md §1.4), and ``task=report
+``task=phase_diagram`` (the numerical phase diagram of docs/science/mean-field.md), and ``task=report
 trace=<path or glob>`` (figures and a one-page summary of existing traces). Errors that are the user's
 to fix (:class:`~stabilityscope.errors.StabilityscopeError`) print one paragraph and exit non-zero.
 

@@ -221,8 +221,9 @@ def run_inspect_task(cfg: Config, run_dir: Path) -> str:
     head = (f"model {cfg.model.name} ({model_family(cfg.model)}) at its {source}, for {cfg.dataset.name}: "
             f"{len(table)} FC maps")
     text = head + "\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n" + (
-        "square = False: J, J0, χ and the phase locate the layer's mean-field surrogate (SCIENCE.md §1.1); "
-        "s, λ_max and the attractor are the iterated map's (§2), from the first test inputs.")
+        "square = False: J, J0, χ and the phase locate the layer's mean-field surrogate (docs/science/mean-field.md); "
+        "s, λ_max and the attractor are the iterated map's, from the first test inputs "
+        "(docs/science/iterated-maps.md).")
     (run_dir / "inspect.txt").write_text(text + "\n", encoding="utf-8")
     return text
 

@@ -1,4 +1,4 @@
-"""Decision-region geometry of a fully connected layer (FC-geometry, SCIENCE.md §3.3).
+"""Decision-region geometry of a fully connected layer (FC-geometry, docs/science/secondary.md).
 
 Source: E. van den Berg, "Some insights into the geometry and training of neural networks",
 arXiv:1605.00329 (FC-geometry). Its body text was not recovered: the concrete definitions below
@@ -199,7 +199,7 @@ def first_layer_output_gradients(W: torch.Tensor, b: Optional[torch.Tensor], act
 def per_sample_weight_gradients(loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                                 weight: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
                                 chunk: int = 256) -> torch.Tensor:
-    """Per-sample gradients ∂ℓ(weight; x_i, y_i)/∂weight by ``torch.func`` (vmap of grad), (n, *weight.shape).
+    """Per-sample gradients ∂ℓ(weight; x_i, y_i)/∂weight by ``torch.func`` (vmap of grad), ``(n, *weight.shape)``.
 
     Args:
         loss: ``loss(weight, x, y)`` for one sample (x without the batch axis), a scalar; e.g. a
@@ -228,7 +228,7 @@ class LayerGeometry:
 
     @property
     def in_band_counts(self) -> torch.Tensor:
-        """n_k(δ): samples in each unit's band, (H,)."""
+        """The number of samples in each unit's band, n_k(δ), (H,)."""
         return self.in_band.sum(0)
 
     def summary(self) -> dict[str, float]:

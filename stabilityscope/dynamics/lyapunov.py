@@ -1,4 +1,4 @@
-"""Asymptotic measures and Lyapunov exponents of an iterated map (EOC-optimality, SCIENCE.md §2).
+"""Asymptotic measures and Lyapunov exponents of an iterated map (EOC-optimality, docs/science/iterated-maps.md).
 
 Given F: R^N → R^N (:mod:`stabilityscope.dynamics.maps`) and start states x0 (the original: the first 100
 test images), iterate x_{t+1} = F(x_t) for T steps and measure
@@ -9,7 +9,7 @@ test images), iterate x_{t+1} = F(x_t) for T steps and measure
 - M4 ``asymptotic_distance``: mean of d_t over the second half of the orbit (edge: ~0);
 - M5 ``poincare``: the return map (X_t, X_{t+1}), X_t = <x_t, m̂> (dots, closed curve or cloud);
 - the largest Lyapunov exponent by Benettin's renormalised tangent vector, the top-k Lyapunov
-  spectrum by QR re-orthonormalisation (not in the original; SCIENCE.md asks for both), and the
+  spectrum by QR re-orthonormalisation (not in the original; both are ours, docs/science/iterated-maps.md), and the
   attractor class: fixed point, period-L cycle, quasi-periodic torus, chaos, divergence.
 
 Everything is batched over start states B and over stacked maps L, and runs on the states' device.
@@ -279,7 +279,7 @@ class _BlockLength:
     """The block length r of reorthonormalize_every="auto", updated after every QR.
 
     With S = max_j ln(||v_j||/R_jj) over the block just done (all running maps and start states) the
-    estimated error rate per step (:func:`_rounding_estimate`) is e(b) = (b + 1)·sqrt(N)·eps·e^S / b.
+    estimated error rate per step (``_rounding_estimate``) is e(b) = (b + 1)·sqrt(N)·eps·e^S / b.
     Its average over the run must stay ≤ tol, and S fluctuates from block to block on chaotic orbits
     (by ~±3 at N = 784, a factor 20 in e). So r halves when a block's e exceeds tol or the running
     average exceeds tol/2, and doubles after a full block (b = r) whose prediction at 2r, taking
@@ -341,13 +341,14 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
     Windowed quantities use the second half of the orbit, [t_end/2, t_end), with t_end = T (or the
     step of an early stop).
 
-    Estimator caveats:
+    Estimator caveats::
+
         - Finite T and transients: every time average uses only the second half of the orbit; slow
           transients near the edge (critical slowing down) still bias all measures at T = 500.
         - Start states: the original used real test inputs; measures are per start state, and a
           map with several attractors gives different values for different x0.
         - M1 ``s`` is a one-point estimate at x_T. For large random W it equals sqrt(χ) of the
-          mean-field theory (SCIENCE.md §2 consistency check); for a single map it is not an
+          mean-field theory (docs/science/iterated-maps.md consistency check); for a single map it is not an
           exponent, and λ_max ≈ ln s only holds in the chaotic regime (v2's claim).
         - M2 estimates ln |λ_max(P)|/τ of the product P = J_{t_end−1} ⋯ J_a over the window by
           power iteration with renormalisation at every step (never a raw product, which
@@ -395,7 +396,7 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
         lambda_tol: |λ| below this counts as zero for the classification.
 
     Returns:
-        A :class:`MapMeasures`.
+        A :class:`~stabilityscope.dynamics.lyapunov.MapMeasures`.
     """
     if steps < 2:
         raise ValueError(f"steps must be ≥ 2, got {steps}")
@@ -653,10 +654,11 @@ def _jacobian_product_exponent(F: IteratedMap, orbit: dict[int, Tensor], u: Tens
 def classify_attractor(orbit_tail: Tensor, lambda_max: Tensor, *, tol: float = LAMBDA_TOL,
                        max_period: int = MAX_PERIOD, rtol: float = PERIOD_RTOL, atol: float = PERIOD_ATOL,
                        divergent: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Attractor class and cycle length of each orbit (EOC-optimality v2, SCIENCE.md §2).
+    """Attractor class and cycle length of each orbit (EOC-optimality v2, docs/science/iterated-maps.md).
 
     With the mismatch e_L(t) = ||x_{t+L} − x_t|| along the tail and "within tolerance" meaning
-    e_L(t) ≤ atol + rtol·||x_t||, the decision per orbit is:
+    e_L(t) ≤ atol + rtol·||x_t||, the decision per orbit is::
+
         1. divergent: the last state is non-finite or has norm ≥ 1e10 (or ``divergent`` is set);
            drifting: not divergent and no period found (step 2), but along the tail the norm rises
            at >= 90% of the steps and by >= 5% overall at steps that do not shrink (the last step
@@ -823,8 +825,8 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
         transient: steps discarded before averaging (None: T/2).
         reorthonormalize_every: QR every r steps (an int ≥ 1), or "auto" (default): blocks start at
             r = 1 and double or halve after each QR so that the estimated rounding error of the
-            spectrum (``rounding_error``, :func:`_rounding_estimate`) stays within ``rounding_tol``,
-            up to r = 64 (:class:`_BlockLength`). A QR is always done at record steps, at the end of
+            spectrum (``rounding_error``, ``_rounding_estimate``) stays within ``rounding_tol``,
+            up to r = 64 (``_BlockLength``). A QR is always done at record steps, at the end of
             the transient and at the end. The estimate per block is (r + 1)·sqrt(N)·eps·max_j
             ||v_j||/R_jj with ||v_j||/R_jj ≈ e^{r(λ_1 − λ_j)}, so a spread λ_1 − λ_k of D per step
             allows r ≈ ln(tol/(sqrt(N)·eps))/D: r = 2 for most blocks of all 784 exponents of a
@@ -858,7 +860,7 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
             for float64, 1e-5 below it).
 
     Returns:
-        A :class:`LyapunovSpectrum`.
+        A :class:`~stabilityscope.dynamics.lyapunov.LyapunovSpectrum`.
     """
     x, lead = _canonical(F, x0)
     L, B, N = x.shape

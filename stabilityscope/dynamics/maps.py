@@ -1,4 +1,4 @@
-"""Iterated maps F: R^N → R^N built from a network (EOC-optimality, SCIENCE.md §2).
+"""Iterated maps F: R^N → R^N built from a network (EOC-optimality, docs/science/iterated-maps.md).
 
 EOC-optimality reads a trained network, or a piece of it whose output has its input's shape, as a
 discrete-time dynamical system x_{t+1} = F(x_t) and measures its asymptotic behaviour
@@ -10,7 +10,7 @@ discrete-time dynamical system x_{t+1} = F(x_t) and measures its asymptotic beha
   image → image), differentiated with ``torch.func``.
 
 A single non-square layer has no iterated map (its output is not a point of its input space);
-such a layer only gets the mean-field surrogate coordinates of SCIENCE.md §1.1. This rule is
+such a layer only gets the mean-field surrogate coordinates of docs/science/mean-field.md. This rule is
 ours, not the papers'.
 
 Shapes. States are (B, N) for one map (B start states) or (L, B, N) for L stacked maps; a (B, N)
@@ -139,7 +139,7 @@ def _activate(pre: Tensor, activation: Activation) -> tuple[Tensor, Tensor | Non
 class LayerMap(IteratedMap):
     """F(x) = φ(W x + b) for one square layer or a stack of L square layers.
 
-    The Jacobian is diag(φ'(Wx + b))·W in closed form (EOC-optimality; SCIENCE.md §2), so the
+    The Jacobian is diag(φ'(Wx + b))·W in closed form (EOC-optimality; docs/science/iterated-maps.md), so the
     Jacobian-vector product costs one matrix product: J v = φ'(Wx + b) ⊙ (W v). In ``tracked_step``
     the two states and the tangent vectors go through the same product as rows of one matrix.
 
@@ -151,7 +151,7 @@ class LayerMap(IteratedMap):
 
     Raises:
         ValueError: for a non-square weight — a single M×N layer with M ≠ N has no iterated map;
-            use its mean-field surrogate coordinates (SCIENCE.md §1.1) instead.
+            use its mean-field surrogate coordinates (docs/science/mean-field.md) instead.
     """
 
     def __init__(self, weight: Tensor | Sequence[Tensor], bias: Tensor | Sequence[Tensor] | None = None,
@@ -168,7 +168,7 @@ class LayerMap(IteratedMap):
             raise ValueError(
                 f"LayerMap needs a square weight, got {n_out}×{n_in}: a single non-square layer has no "
                 "iterated map (its output is not in its input space); it only has the mean-field "
-                "surrogate coordinates of SCIENCE.md §1.1. Use a chain of layers returning to the "
+                "surrogate coordinates of docs/science/mean-field.md. Use a chain of layers returning to the "
                 "input width (ModuleMap) to iterate it.")
         self.weight = weight  # (N, N) or (L, N, N)
         self.n_maps = weight.shape[0] if weight.dim() == 3 else None
@@ -321,7 +321,7 @@ class ModuleMap(IteratedMap):
     parameters enter detached, so no parameter gradients are ever built.
 
     Args:
-        module: maps (M, *input_shape) to (M, *input_shape); switched to eval mode in place.
+        module: maps ``(M, *input_shape)`` to ``(M, *input_shape)``; switched to eval mode in place.
             States must be on its device and in its dtype.
         input_shape: shape of one input without the batch dimension, e.g. (784,) or (3, 32, 32).
         chunk_size: optional vmap chunk size for ``jvp``/``jacobian`` (bounds memory for large k, B).

@@ -1,4 +1,4 @@
-"""Module maps for tracking: blocks of a large model iterated cheaply (EOC-optimality, SCIENCE.md §2).
+"""Module maps for tracking: blocks of a large model iterated cheaply (EOC-optimality, docs/science/iterated-maps.md).
 
 :class:`ProbedModuleMap` is one module (an MLP block, a model prefix) read as a map, called directly
 rather than through ``functional_call``, with M1 (||∂F||_F) from random probes when N is large. An

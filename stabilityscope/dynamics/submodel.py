@@ -1,4 +1,4 @@
-"""The whole-model map input → a chosen module's output (EOC-optimality, SCIENCE.md §2).
+"""The whole-model map input → a chosen module's output (EOC-optimality, docs/science/iterated-maps.md).
 
 EOC-optimality iterates the sub-network from the network's input to a layer whose output has the
 input's shape (its MLP: input → third Dense layer; its CNNs: input → the 3-filter conv back to

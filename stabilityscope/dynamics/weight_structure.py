@@ -1,4 +1,4 @@
-"""Oscillation–diffusion structure in the weights (EOC-optimality v1, SCIENCE.md §2.1).
+"""Oscillation–diffusion structure in the weights (EOC-optimality v1, docs/science/weight-structure.md).
 
 EOC-optimality v1 says fully connected layers reach the stability transition by "self-adjusting
 an oscillation–diffusion process embedded in the weights". The exact definition was not
@@ -9,7 +9,7 @@ chosen by this project, not a reproduction of the paper's definition:
    unit-variance. The rank-one mean part drives the population mean ``m_{t+1} ≈ φ(J0·m_t)``,
    which for odd φ (tanh) flips sign every step (period 2, "oscillation") when ``J0·φ'(0) < −1``;
    the random part of variance ``J²`` spreads trajectories apart ("diffusion", chaos as J grows;
-   EOC-training's picture, §1.1). See :func:`mean_variance_split`.
+   EOC-training's picture, docs/science/mean-field.md). See :func:`mean_variance_split`.
 2. **Across training** (interpretation 2). The weights as a trajectory ``W(t)`` over checkpoints.
    Diffusion: the mean squared displacement ``MSD(τ) = ⟨||W(t+τ) − W(t)||²_F⟩_t`` and its growth
    exponent (1 = diffusive, 2 = ballistic; EOC-training's ``J² ∝ epoch`` is exactly diffusive
@@ -33,7 +33,7 @@ Conventions: weights use torch's ``(out, in)`` layout, so ``N = fan-in = W.shape
 function is batched over leading dimensions (stacks ``(..., M, N)`` of layers or checkpoints) with
 tensor ops only, and follows the input's device. For a non-square ``M×N`` layer the split of
 reading 1 still applies, but the statistics then describe the *mean-field surrogate* (a random
-square ``N×N`` matrix with the same entry statistics, §1.1), not an iterated map of the layer.
+square ``N×N`` matrix with the same entry statistics, docs/science/mean-field.md), not an iterated map of the layer.
 
 Example::
 
@@ -121,7 +121,7 @@ def _check_square(W: Tensor) -> None:
         raise ValueError(
             f"reading 3 (symmetric/antisymmetric split, eigenvalues) needs square matrices; "
             f"got (..., {W.shape[-2]}, {W.shape[-1]}). Non-square layers have no iterated map "
-            "(SCIENCE.md §2)."
+            "(docs/science/iterated-maps.md)."
         )
 
 
@@ -138,8 +138,8 @@ def _float(W: Tensor) -> Tensor:
 class MeanVarianceSplit:
     """``W = (J0/N)·11ᵀ + (J/√N)·G``: interpretation 1 of EOC-optimality v1. Tensors of shape (...)."""
 
-    J0: Tensor  # mean(W)·N: coupling of the rank-one mean part (§1.1)
-    J: Tensor  # std(W)·√N (population std): strength of the random part (§1.1)
+    J0: Tensor  # mean(W)·N: coupling of the rank-one mean part (docs/science/mean-field.md)
+    J: Tensor  # std(W)·√N (population std): strength of the random part (docs/science/mean-field.md)
     mean_part_norm: Tensor  # ||(J0/N)·11ᵀ||_F = |J0|·√(M/N); rank one, so also its spectral norm
     random_part_norm: Tensor  # ||W − (J0/N)·11ᵀ||_F = J·√M
     mean_to_random_ratio: Tensor  # mean_part_norm / random_part_norm = |J0|/(J·√N); inf/NaN if J = 0
@@ -150,15 +150,15 @@ class MeanVarianceSplit:
 def mean_variance_split(W: Tensor, phi_slope_at_zero: float = 1.0) -> MeanVarianceSplit:
     """Split ``W`` into its rank-one mean part and its random part (an interpretation of v1).
 
-    Interpretation 1 of the oscillation–diffusion claim of EOC-optimality v1 (SCIENCE.md §2.1),
-    using the coordinates of EOC-training (§1.1): ``J0 = mean(W)·N``, ``J = std(W)·√N``.
+    Interpretation 1 of the oscillation–diffusion claim of EOC-optimality v1 (docs/science/weight-structure.md),
+    using the coordinates of EOC-training (docs/science/mean-field.md): ``J0 = mean(W)·N``, ``J = std(W)·√N``.
     The mean part alone gives the population-mean map ``m_{t+1} ≈ φ(J0·m_t)``. Its slope at
     ``m = 0`` is ``J0·φ'(0)``: below −1 the zero mean is unstable with a negative multiplier, so
     for odd φ (tanh) the mean settles on a period-2 orbit that flips sign every step (the
     "oscillation"); between −1 and 0 the flips are damped. The multiplier is the paramagnetic
     (q = 0) linearisation; when the random part is strong (q > 0) the effective slope
     ``J0·⟨φ'(h)⟩`` is smaller in magnitude, so the flag is then optimistic. The phase diagram of
-    §1.3 states the period-2 region as ``J0/J < −1``, which matches at the edge ``J = 1``.
+    docs/science/mean-field.md states the period-2 region as ``J0/J < −1``, which matches at the edge ``J = 1``.
     For non-odd φ (ReLU) the flag has no meaning.
 
     For a non-square ``M×N`` layer the split still holds entrywise, but ``J0``, ``J`` and the
@@ -235,7 +235,8 @@ def mean_squared_displacement(
 ) -> MSDResult:
     """Mean squared displacement of a weight trajectory (an interpretation of v1's "diffusion").
 
-    Interpretation 2 of EOC-optimality v1 (SCIENCE.md §2.1): ``MSD(τ) = ⟨||W(t+τ) − W(t)||²_F⟩_t``,
+    Interpretation 2 of EOC-optimality v1 (docs/science/weight-structure.md):
+    ``MSD(τ) = ⟨||W(t+τ) − W(t)||²_F⟩_t``,
     averaged over all checkpoint pairs whose epochs differ by ``τ``. All pairwise distances come
     from one Gram matmul, ``||W_i − W_j||² = g_ii + g_jj − 2 g_ij``, and are binned by lag with a
     scatter-add: no loop over t or over lags. Cost is ``T²·M·N`` multiply-adds and a ``(T, M·N)``
@@ -488,7 +489,7 @@ class SymAntisymSplit(NamedTuple):
 def symmetric_antisymmetric(W: Tensor) -> SymAntisymSplit:
     """Norms of the symmetric and antisymmetric parts of square ``W`` (an interpretation of v1).
 
-    Interpretation 3 of EOC-optimality v1 (SCIENCE.md §2.1): ``S = (W + Wᵀ)/2`` has a real
+    Interpretation 3 of EOC-optimality v1 (docs/science/weight-structure.md): ``S = (W + Wᵀ)/2`` has a real
     spectrum (relaxation), ``A = (W − Wᵀ)/2`` an imaginary one (rotation). Since
     ``||W||² = ||S||² + ||A||²``, the ratio measures the share of rotation. For i.i.d. entries,
     ``E||S||² / E||A||² = (N+1)/(N−1)`` (the diagonal is all symmetric), so the ratio ≈ 1. The
@@ -750,8 +751,8 @@ def weight_structure_summary(
     Keys (:data:`WEIGHT_STRUCTURE_KEYS`), each a tensor of shape ``W.shape[:-2]`` in ``W``'s float
     dtype:
 
-    - ``j0``: ``mean(W)·N`` (§1.1; same as the phase coordinate J0).
-    - ``j``: ``std(W)·√N``, population std (§1.1).
+    - ``j0``: ``mean(W)·N`` (docs/science/mean-field.md; same as the phase coordinate J0).
+    - ``j``: ``std(W)·√N``, population std (docs/science/mean-field.md).
     - ``mean_part_norm``: ``||(J0/N)·11ᵀ||_F = |J0|·√(M/N)``.
     - ``random_part_norm``: ``||W − (J0/N)·11ᵀ||_F = J·√M``.
     - ``mean_to_random_ratio``: their ratio ``|J0|/(J·√N)`` (inf/NaN when J = 0).
@@ -763,8 +764,8 @@ def weight_structure_summary(
     - ``spectral_norm``: largest singular value (defined for non-square layers too, so kept).
     - ``complex_fraction``: share of eigenvalues with ``|Im λ| > √eps·radius`` (float64 compute).
 
-    For a non-square layer the reading-1 values describe the mean-field surrogate (§1.1) and the
-    reading-3 values other than ``spectral_norm`` are NaN (no iterated map, §2). With
+    For a non-square layer the reading-1 values describe the mean-field surrogate (docs/science/mean-field.md) and the
+    reading-3 values other than ``spectral_norm`` are NaN (no iterated map, docs/science/iterated-maps.md). With
     ``with_spectrum=False`` the eigen/SVD fields are NaN too, saving ≈ 0.4 s per 784×784 matrix.
 
     Args:

@@ -123,5 +123,6 @@ def describe_model(model_options: ModelConfig, analysis: AnalysisConfig, input_s
     ]
     footer = ["", f"total ≈ {_fmt_flops(total)}FLOP per checkpoint ≈ {seconds:.3g} s at this CPU's matmul rate "
               "(a lower bound; see stabilityscope.models.describe)",
-              "square = no: a single non-square layer has only mean-field surrogate coordinates (SCIENCE.md §1.1)."]
+              "square = no: a single non-square layer has only mean-field surrogate coordinates "
+               "(docs/science/mean-field.md)."]
     return "\n".join(header + [table] + footer)

@@ -19,7 +19,7 @@ the next module in registration order is an activation (dropout and identities s
 
 A square layer (fan-in = fan-out) is an iterated map x → φ(Wx + b) (EOC-optimality); a single
 non-square one has only mean-field *surrogate* coordinates: (J0, J) then describe a random square
-N×N matrix with the same entry statistics (SCIENCE.md §1.1). ``record.surrogate`` says which.
+N×N matrix with the same entry statistics (docs/science/mean-field.md). ``record.surrogate`` says which.
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ class LayerRecord:
 
     @property
     def surrogate(self) -> bool:
-        """Non-square FC map: its coordinates describe the mean-field surrogate (SCIENCE.md §1.1)."""
+        """Non-square FC map: its coordinates describe the mean-field surrogate (docs/science/mean-field.md)."""
         return not self.is_map and not self.square
 
     @property

@@ -1,4 +1,4 @@
-"""The networks of EOC-optimality's experiments (SCIENCE.md §2), rebuilt in PyTorch.
+"""The networks of EOC-optimality's experiments (docs/science/iterated-maps.md), rebuilt in PyTorch.
 
 EOC-optimality iterates a *trained* network: it picks the sub-network from the input to a layer
 whose output has the input's shape and reads it as a map F: R^N → R^N. Its two basic models:

@@ -2,8 +2,8 @@
 
 ``model.family`` chooses where ``model.name`` is looked up:
 
-- ``builtin`` (:data:`MODELS`): ``fmnist_fc``, EOC-training's canonical Fashion-MNIST MLP (SCIENCE.md
-  §1.5): 784 → Linear(784, width, bias=False) named ``hidden`` → φ → Linear(width, 10) named ``head``;
+- ``builtin`` (:data:`MODELS`): ``fmnist_fc``, EOC-training's canonical Fashion-MNIST MLP (docs/science/mean-field.md):
+  784 → Linear(784, width, bias=False) named ``hidden`` → φ → Linear(width, 10) named ``head``;
   hidden init Normal(J0/N, J²/N) with N = fan-in (J = 0.5, J0 = 0 by default, the start point
   (J0/J, 1/J) = (0, 2)); head Glorot-uniform with zero bias (Keras' defaults). ``eoc_mlp`` and
   ``eoc_cnn``, EOC-optimality's networks (:mod:`stabilityscope.models.eoc_models`). ``toy_mlp``: d → width(φ,
@@ -50,7 +50,7 @@ class FashionFC(nn.Module):
         self.head = nn.Linear(width, num_classes)
         self.activation = activation
         with torch.no_grad():
-            # W_ij ~ Normal(J0/N, J²/N), N = fan-in: the phase coordinates of §1.1 at init.
+            # W_ij ~ Normal(J0/N, J²/N), N = fan-in: the phase coordinates of docs/science/mean-field.md at init.
             self.hidden.weight.normal_(init_J0 / in_features, init_J / math.sqrt(in_features))
             nn.init.xavier_uniform_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -81,7 +81,7 @@ class ToyMLP(nn.Module):
 class TabularMLP(nn.Module):
     """A fully connected network on flat inputs: d → width (φ) → ... → width (φ) → outputs, with biases.
 
-    Hidden weights ~ Normal(J0/N, J²/N) with N = fan-in (the phase coordinates of SCIENCE.md §1.1 at init;
+    Hidden weights ~ Normal(J0/N, J²/N) with N = fan-in (the phase coordinates of docs/science/mean-field.md at init;
     J = √2, J0 = 0 is He's init and the ReLU edge), biases 0; the head Glorot-uniform with zero bias.
     """
 

@@ -1,4 +1,4 @@
-"""``sgd_cnn``: a small CNN for the SGD-complexity experiments (SCIENCE.md §3.1).
+"""``sgd_cnn``: a small CNN for the SGD-complexity experiments (docs/science/secondary.md).
 
 Nakkiran et al., "SGD on neural networks learns functions of increasing complexity" (NeurIPS 2019,
 arXiv:1905.11604), train small CNNs on CIFAR tasks until the training error is zero and compare the

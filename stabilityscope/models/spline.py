@@ -9,8 +9,10 @@ a linear term is two units, γ·x = γ·relu(x) − γ·relu(−x); β0 is the o
 **Forward pass** (Friedman's Algorithm 2 with the constant as the only parent). Each step adds the
 reflected pair max(0, ±(x_j − t)) (or the linear term x_j) that lowers the residual sum of squares the
 most. Scoring every candidate at once: with Q (n, M) an orthonormal basis of the current terms and R the
-residual (n, p), adding columns a, b lowers the RSS (summed over the p outputs: a shared basis) by
+residual (n, p), adding columns a, b lowers the RSS (summed over the p outputs: a shared basis) by::
+
     ΔRSS = ‖ãᵀR‖²/ãᵀã + ‖b̂ᵀR‖²/b̂ᵀb̂,  ã = (1 − QQᵀ)a,  b̂ = (1 − QQᵀ)b − (ãᵀb/ãᵀã)·ã,
+
 which needs only aᵀR, bᵀR, aᵀa, bᵀb and the running sums ‖Qᵀa‖², ‖Qᵀb‖², (Qᵀa)·(Qᵀb) (aᵀb = 0 for a
 reflected pair). For a hinge, aᵀv = Σ_{x_j > t}(x_j − t)·v is a suffix sum over the knot intervals, so
 all (feature, knot) products of a new column v come from one sparse product (interval indicator and

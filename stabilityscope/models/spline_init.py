@@ -1,6 +1,6 @@
 """Spline-FC's initialisation of a built-in ReLU MLP from a degree-1 MARS fit (``model.init=mars``).
 
-Spline-FC (Mo, Zheng et al., arXiv:2102.06554; SCIENCE.md §3.2) builds an FC ReLU network from a
+Spline-FC (Mo, Zheng et al., arXiv:2102.06554; docs/science/secondary.md) builds an FC ReLU network from a
 continuous piecewise-linear spline fit and trains it by gradient descent. Here: fit degree-1 MARS
 (:func:`~stabilityscope.models.spline.fit_mars`) on the training split (classification: one-hot
 targets, so output c is the spline regression of class c's indicator; regression: the targets),

@@ -18,6 +18,9 @@ from stabilityscope.plots.style import COLORS, EDGE_COLOR, LOSS_COLOR, styled
 __all__ = ["plot_depth_profiles", "plot_map_heatmap"]
 
 _STAGE_STYLE = {"init": ":", "best": "-", "end": "--"}
+# The heat map's colour range: s from e^-1 to e (ln s = ±1); farther from the edge the colour saturates, so the
+# maps near the edge keep their contrast.
+LN_S_RANGE = 1.0
 _PANELS = (  # (title, y label, edge value, [(reading, colour)])
     ("J of the FC layers", "J (median in block)", None, [("J (FC, median)", COLORS[0])]),
     ("χ of the FC layers (mean field)", "χ (median in block)", 1.0, [("χ (FC, median)", COLORS[0])]),
@@ -86,20 +89,17 @@ def plot_map_heatmap(run: AtlasRun) -> Figure:
     height = min(2.0 + 0.11 * len(names), 16.0)
     fig = Figure(figsize=(9.0, height + 1.6), layout="constrained")
     ax, ax_loss = fig.subplots(2, 1, sharex=True, height_ratios=[height, 1.4])
-    finite = z[np.isfinite(z)]
-    span = float(np.nanmax(np.abs(finite))) if finite.size else 1.0
-    cmap = matplotlib.colormaps["RdBu_r"].copy()
-    cmap.set_bad("0.75")
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.75")
     edges = np.concatenate([[run.epochs[0] - 0.5], (run.epochs[1:] + run.epochs[:-1]) / 2, [run.epochs[-1] + 0.5]])
     mesh = ax.pcolormesh(edges, np.arange(len(names) + 1), np.ma.masked_invalid(z), cmap=cmap,
-                         norm=TwoSlopeNorm(0.0, -max(span, 1e-3), max(span, 1e-3)), shading="flat")
+                         norm=TwoSlopeNorm(0.0, -LN_S_RANGE, LN_S_RANGE), shading="flat")
     ax.set_yticks(np.arange(len(names)) + 0.5)
     ax.set_yticklabels(names, fontsize=5 if len(names) > 40 else 7)
     ax.invert_yaxis()
     best = run.epochs[run.best]
     for a in (ax, ax_loss):
         a.axvline(best, color="k", lw=1.2, ls=":")
-    fig.colorbar(mesh, ax=ax, label="ln s  (0: the edge; grey: divergent, drifting or near-identity)")
+    fig.colorbar(mesh, ax=ax, extend="both", label="ln s  (0: the edge; grey: divergent, drifting or near-identity)")
     ax_loss.plot(run.epochs, run.test_loss, color=LOSS_COLOR, marker=".", ms=3)
     ax_loss.set_ylabel("test loss")
     ax_loss.set_xlabel("epoch")

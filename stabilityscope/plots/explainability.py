@@ -1,10 +1,10 @@
 """Figures of SGD-complexity: how much of the network a linear classifier explains, over training.
 
-=========================  ======================================================================
-``plot_explainability``    I(F_t;Y) and μ_Y(F_t;L) with bootstrap bands, the level I(L;Y), and the
-                           explained share μ/I(F_t;Y) with the end of the linear phase
-``plot_complexity_matrix`` μ_Y(F_t;F_s) for every pair of checkpoints (increasing complexity)
-=========================  ======================================================================
+==========================  =====================================================================
+``plot_explainability``     I(F_t;Y) and μ_Y(F_t;L) with bootstrap bands, the level I(L;Y), and the
+                            explained share μ/I(F_t;Y) with the end of the linear phase
+``plot_complexity_matrix``  μ_Y(F_t;F_s) for every pair of checkpoints (increasing complexity)
+==========================  =====================================================================
 """
 from __future__ import annotations
 

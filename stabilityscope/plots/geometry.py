@@ -1,4 +1,5 @@
-"""Figures of decision-region geometry (FC-geometry, SCIENCE.md §3.3; band and gradient share: our instantiation).
+"""Figures of decision-region geometry (FC-geometry, docs/science/secondary.md; band and gradient share:
+our instantiation).
 
 =========================  ======================================================================
 ``plot_geometry``          per FC layer with geometry statistics: mean band half-width c_φ(δ)/‖w_k‖,

@@ -8,7 +8,7 @@
                            as a heatmap with the mean-field edge, written to a PNG
 =========================  ======================================================================
 
-The numerical phase diagram behind the path (:func:`phase_background`, SCIENCE.md §1.4) is computed
+The numerical phase diagram behind the path (:func:`phase_background`, docs/science/mean-field.md) is computed
 once per (activation, grid, N, T, seed) and cached on disk under ``$STABILITYSCOPE_CACHE`` (default
 ``$XDG_CACHE_HOME/stabilityscope`` or ``~/.cache/stabilityscope``). Its default (N = 500, T = 200,
 41 × 25 cells) is a *picture*: finite N and T smear the transition, so the heatmap's boundary lies
@@ -59,7 +59,7 @@ __all__ = ["BackgroundSpec", "cache_dir", "draw_background", "draw_edge", "draw_
 
 @dataclass(frozen=True)
 class BackgroundSpec:
-    """The numerical phase diagram drawn behind training paths (SCIENCE.md §1.4).
+    """The numerical phase diagram drawn behind training paths (docs/science/mean-field.md).
 
     The default costs seconds on 2 CPU cores and is cached; it is a picture, not a measurement:
     at N = 500 and T = 200 the transition is visibly smeared (the original: N = 10,000, T = 500).

@@ -1,9 +1,9 @@
 """Every figure of one run: :func:`draw_figures` writes those a trace supports and says why the others are not drawn.
 
 The figures, by name (:data:`FIGURES`): ``phase_path`` (:mod:`.phase`), ``coupling`` and ``metrics``
-(:mod:`.training`), ``layer_stability``, ``poincare`` and ``eigenvalues`` (:mod:`.stability`),
-``geometry`` (:mod:`.geometry`, when the trace records it: ``analysis.geometry=true``), ``explainability``
-and ``complexity_matrix`` (:mod:`.explainability`, ``analysis.explainability=true``).
+(:mod:`stabilityscope.plots.training`), ``layer_stability``, ``poincare`` and ``eigenvalues`` (:mod:`.stability`),
+``geometry`` (:mod:`stabilityscope.plots.geometry`, when the trace records it: ``analysis.geometry=true``), ``explainability``
+and ``complexity_matrix`` (:mod:`stabilityscope.plots.explainability`, ``analysis.explainability=true``).
 """
 from __future__ import annotations
 

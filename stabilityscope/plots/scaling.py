@@ -337,7 +337,7 @@ def plot_decay_plateau(analysis: SweepAnalysis) -> Figure:
 @styled
 def plot_decay_metrics(analysis: SweepAnalysis) -> Figure:
     """Final and best (minimum) test loss and final and best test accuracy against weight decay
-    (mean ± std over runs), λ* and the model's c/2 marked (SCIENCE.md: the best final test loss is
+    (mean ± std over runs), λ* and the model's c/2 marked (EOC-training: the best final test loss is
     expected near λ*)."""
     a = analysis
     t = _decay_table(a)

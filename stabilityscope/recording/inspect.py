@@ -8,12 +8,12 @@
     table = ss.inspect(model, inputs=x[:16])     # ... and the iterated maps: s, λ_max, attractor
 
 The measurements are the tracker's (:class:`~stabilityscope.recording.tracking.LayerTracker`), taken
-once: J, J0 (SCIENCE.md §1.1; for a non-square layer they locate its mean-field *surrogate*, a random
+once: J, J0 (docs/science/mean-field.md; for a non-square layer they locate its mean-field *surrogate*, a random
 square matrix with the same entry statistics, and ``square`` says so), the mean-field χ and edge
-distance ½ ln χ with the phase label (§1.2–1.3), the spectral radius of square layers (``radius_method``:
+distance ½ ln χ with the phase label (docs/science/mean-field.md), the spectral radius of square layers (``radius_method``:
 ``filtered``, the checked estimate of :func:`~stabilityscope.dynamics.weight_structure.estimate_spectral_radius`,
 relative residual ≤ 1e-3, or ``exact``, the full decomposition where that check failed or N < 256), and with
-``inputs`` the iterated-map measures of square layers, MLP chains and model maps (§2: s = M1,
+``inputs`` the iterated-map measures of square layers, MLP chains and model maps (docs/science/iterated-maps.md: s = M1,
 Benettin λ_max, the attractor class). Layers of equal shape are measured as one stack.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def inspect(model: nn.Module, inputs: Optional[torch.Tensor] = None,
         model_options: the model's :class:`~stabilityscope.config.ModelConfig` (``conv1x1``).
 
     Returns:
-        A pandas DataFrame with the columns of :data:`COLUMNS` (NaN/"" where a measure does not apply).
+        A pandas DataFrame with the columns of ``COLUMNS`` (NaN/"" where a measure does not apply).
     """
     refuse_fsdp1(model, "inspect")
     model = unwrap_model(model)  # DDP, torch.compile, ...: the bare model, under its own layer names

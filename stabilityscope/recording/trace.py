@@ -14,7 +14,7 @@ Schema (version 2)::
                                runs); train_loss, test_loss, train_r2, test_r2 (mse runs: the losses are
                                mean squared errors, also readable as train_mse, test_mse); with
                                analysis.explainability also info_F_Y (+ _low, _high), info_F_Y_given_L,
-                               mu_F_L (+ _low, _high), in bits (SGD-complexity, SCIENCE.md §3.1)
+                               mu_F_L (+ _low, _high), in bits (SGD-complexity, docs/science/secondary.md)
     /layers/<layer>/           attrs: fan_in, fan_out, square, role, activation, surrogate
     /layers/<layer>/<stat>     float64 (n,) J, J0, weight_distance, ...; categorical stats are int8
                                codes whose dataset attr ``labels`` names them (phase, attractor);
@@ -132,7 +132,7 @@ def _growable(group: h5py.Group, name: str, dtype: Any) -> h5py.Dataset:
 
 
 class TraceWriter:
-    """Appends checkpoints to a trace in SWMR mode. Use :meth:`create` or :meth:`reopen`."""
+    """Appends checkpoints to a trace in SWMR mode. Use ``TraceWriter.create`` or ``TraceWriter.reopen``."""
 
     def __init__(self, path: Path, file: h5py.File) -> None:
         self.path, self._f = path, file
@@ -525,7 +525,7 @@ class Trace:
 
     @property
     def baseline(self) -> Optional[dict[str, Any]]:
-        """The linear baseline L (analysis.explainability): its test predictions and fit attrs, or None."""
+        """The linear baseline L of ``analysis.explainability``, with its test predictions and fit attrs; else None."""
         if "baseline/test_predictions" not in self._f:
             return None
         d = self._f["baseline/test_predictions"]

@@ -2,7 +2,7 @@
 
 For every recorded layer, at every checkpoint (the ``analysis`` config group switches the costly parts):
 
-- always: phase coordinates J, J0 (EOC-training, SCIENCE.md §1.1) and ||W(t) − W(0)||_F. For a
+- always: phase coordinates J, J0 (EOC-training, docs/science/mean-field.md) and ||W(t) − W(0)||_F. For a
   non-square layer they locate its mean-field *surrogate* (a random N×N matrix with the same entry
   statistics); the layer's trace group says so (``surrogate = True``);
 - ``meanfield``: χ of the (surrogate) coordinates, the signed edge distance ½·ln χ, the phase label;
@@ -15,7 +15,7 @@ For every recorded layer, at every checkpoint (the ``analysis`` config group swi
   (:mod:`stabilityscope.dynamics.weight_structure`), incl. step displacement and increment cosine;
 - ``eigen`` (square layers): spectral radius / norm, complex fraction and the eigenvalues, all from the full
   decomposition (the layer attribute ``spectral_radius_method`` = ``exact`` says so).
-- ``geometry`` (FC layers with flat inputs; FC-geometry, SCIENCE.md §3.3, *our instantiation*): on a
+- ``geometry`` (FC layers with flat inputs; FC-geometry, docs/science/secondary.md, *our instantiation*): on a
   fixed sample of the first ``geometry_samples`` training inputs, the mean and median transition-band
   half-width c_φ(δ)/‖w_k‖, the mean in-band fraction (ReLU-like units: the active fraction), the share
   of the per-sample squared gradient norm carried by in-band (sample, unit) pairs, the number of
@@ -365,7 +365,7 @@ class LayerTracker:
         modules = [span_module(model, r.span) for r in blocks]
         with unfused_attention(model):
             for r, m, st in zip(blocks, modules, states):
-                rd = block_readings(m, st[: len(x)], probes=a.depth_probes, seed=0)
+                rd = block_readings(m, st[: len(x)], probes=a.depth_probes, lanczos_steps=a.depth_lanczos, seed=0)
                 n = rd.gain_rms.shape[0]
                 out[r.name].update(
                     gain_rms=float(rd.gain_rms.mean()),

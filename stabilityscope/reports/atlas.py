@@ -37,16 +37,31 @@ def atlas_markdown(a: Atlas, figures: dict[str, Path], base: Path) -> str:
               "the margin, *not reproduced* when it lies outside, *inconclusive* otherwise (with the units that would "
               "settle it at 80% power). Maps whose orbit was labelled divergent, drifting or near-identity are left "
               "out of every s and λ_max: they are neither chaos nor the edge.", ""]
+    per_block = [c for c in a.claims if c["map"].startswith("depth-wise gain, block ")]
     lines += markdown_table(
         ["family", "claim", "map", "ours (interval)", "n", "margin", "verdict", "note"],
         [[c["family"], _cell(c["claim"]), _cell(c["map"]),
           f"{fmt_number(c['estimate'], 3)} ({ci_text(*c['interval'])})", f"{c['n']} {c['unit']}", _cell(c["margin"]),
           f"**{c['verdict']}**" + (f", {_needed(c['needed'])}" if c["verdict"] == "inconclusive" else ""),
-          _cell(c["detail"])] for c in a.claims])
+          _cell(c["detail"])] for c in a.claims if c not in per_block])
+    if per_block:
+        lines += ["", "The same claim block by block (depth-wise gain at the best checkpoint, mean over runs):", ""]
+        lines += markdown_table(
+            ["family", "block: gain (verdict)"],
+            [[f, "; ".join(f"{c['map'].rsplit(' ', 1)[-1]}: {fmt_number(c['estimate'], 3)} ({c['verdict']})"
+                           for c in per_block if c["family"] == f)] for f in dict.fromkeys(c["family"] for c in per_block)])
     lines += ["", "Rules and margins:", ""]
     for key in ("optimum near s = 1", "lambda_max = ln s", "attractor sequence"):
         rule = RULES[key]
         lines.append(f"- **{key}**: {_cell(rule.text())}")
+    if a.correspondence:
+        lines += ["", "## Where EOC-optimality's s and the depth-wise readings coincide (seed models)", "",
+                  "s is the iterated model map's M1 at its orbits' ends; each reading is compared with it over the "
+                  "checkpoints where both are defined (the map's chaotic, periodic and quasi-periodic checkpoints).", ""]
+        lines += markdown_table(
+            ["run", "reading", "checkpoints", "median abs. ln(reading / s)", "rank correlation with s"],
+            [[Path(c["run"]).parent.name, c["reading"], str(c["checkpoints"]), fmt_number(c["median_abs_log_ratio"], 3),
+              fmt_number(c["rank_correlation"], 3)] for c in a.correspondence])
     # the label-free pick
     lines += ["", "## A label-free checkpoint pick", "",
               "For each statistic, the first checkpoint where it crosses its edge value (χ = 1, gain = 1, s = 1, "
@@ -117,7 +132,7 @@ def write_atlas(a: Atlas, out_dir: Union[str, Path], *, figures: bool = True) ->
                      "wall_hours": r.wall_hours} for r in a.runs],
            "profiles": {f: {k: {s: v for s, v in st.items()} for k, st in p.items()} for f, p in a.profiles.items()},
            "stages": list(STAGES), "claims": a.claims, "picks": [vars(p) for p in a.picks],
-           "pick_table": a.pick_table, "pick_margin": {"low": PICK_MARGIN.low, "high": PICK_MARGIN.high,
+           "pick_table": a.pick_table, "correspondence": a.correspondence, "pick_margin": {"low": PICK_MARGIN.low, "high": PICK_MARGIN.high,
                                                        "reason": PICK_MARGIN.reason}, "notes": a.notes}
     (out / "atlas.json").write_text(json.dumps(jsonable(doc), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     path = out / "atlas.md"

@@ -56,9 +56,9 @@ CAPTIONS = {
     "coupling": ("Coupling over training",
                  "J² and J0 against epoch; dashed: the linear growth of J² fitted over the ordered part of the first "
                  "50 epochs (EOC-training: slope A ∝ η/((1−α)B)); black: the edge J² = J_c²."),
-    "metrics": ("Loss and accuracy (regression: MSE and R²)",
-                "Train and test cross-entropy (without the decay term) and accuracy; a regression run: mean squared "
-                "error and R² = 1 − SSE/SST. Dotted: the optimal checkpoint (minimum test loss)."),
+    "metrics": ("Loss and accuracy",
+                "Train and test cross-entropy (without the decay term) and accuracy. Dotted: the optimal checkpoint "
+                "(minimum test loss)."),
     "layer_stability": ("Stability of the iterated layer maps",
                         "Per square layer: asymptotic Jacobian norm s (edge s = 1), largest Lyapunov exponent λ_max "
                         "(edge 0) and asymptotic distance D∞ of two nearby orbits (0 when ordered), test loss on "
@@ -85,6 +85,10 @@ CAPTIONS = {
                           "μ_Y(F_t;F_s)/I(F_t;Y): how much of checkpoint t's information about the labels "
                           "checkpoint s explains (1 = all of it); below the diagonal, earlier checkpoints."),
 }
+
+REGRESSION_METRICS_CAPTION = ("Mean squared error and R²",
+                              "Train and test mean squared error (without the decay term) and R² = 1 − SSE/SST. "
+                              "Dotted: the optimal checkpoint (minimum test MSE).")
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -223,7 +227,8 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
     ]
     lines += _geometry_lines(tr, best)
     lines += _explainability_lines(tr)
-    lines += figure_section(figures, skipped, base, CAPTIONS)
+    captions = {**CAPTIONS, "metrics": REGRESSION_METRICS_CAPTION} if tr.is_regression else CAPTIONS
+    lines += figure_section(figures, skipped, base, captions)
     return "\n".join(lines) + "\n"
 
 

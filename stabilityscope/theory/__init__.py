@@ -1,12 +1,13 @@
 """Theory: what a random network with given entry statistics does, before any model is trained.
 
 - :mod:`.meanfield`: phase coordinates (J0, J), the mean-field order parameters (u, q, χ), the
-  phase labels and the edge of chaos (EOC-training, SCIENCE.md §1.1–1.3);
+  phase labels and the edge of chaos (EOC-training, docs/science/mean-field.md);
 - :mod:`.numerical_phase_diagram`: the asymptotic distance of random networks over a grid of
-  (J0/J, 1/J), batched over cells (§1.4);
-- :mod:`.logistic`: the logistic map, the reference picture of order, the edge and chaos (§2.2);
+  (J0/J, 1/J), batched over cells (docs/science/mean-field.md);
+- :mod:`.logistic`: the logistic map, the reference picture of order, the edge and chaos
+  (docs/science/iterated-maps.md);
 - :mod:`.information`: mutual information of discrete predictions and SGD-complexity's performance
-  correlation μ_Y(F; L) (§3.1).
+  correlation μ_Y(F; L) (docs/science/secondary.md).
 
 Layer: the lowest. May use only the base (:mod:`stabilityscope.errors`, :mod:`stabilityscope.config`),
 torch, numpy and scipy.

@@ -1,6 +1,6 @@
 """Information between discrete predictions and labels: how much of a network a linear model explains.
 
-SGD-complexity (Nakkiran et al., arXiv:1905.11604; SCIENCE.md §3.1) compares a classifier F (the
+SGD-complexity (Nakkiran et al., arXiv:1905.11604; docs/science/secondary.md) compares a classifier F (the
 network at a checkpoint) with a simpler one L (a linear classifier) on the test set, through the
 plug-in joint distribution of (F(x), L(x), y) over K classes, in bits::
 

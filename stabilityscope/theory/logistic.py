@@ -1,6 +1,6 @@
 """Logistic-map reference: period doubling, Lyapunov exponent and the information of a cycle.
 
-``x_{t+1} = r x_t (1 - x_t)`` is the textbook route from order to chaos (SCIENCE.md section 2.2,
+``x_{t+1} = r x_t (1 - x_t)`` is the textbook route from order to chaos (docs/science/iterated-maps.md,
 the analogy used by EOC-optimality): period doublings at r = 3, 1 + sqrt 6 ~ 3.449490,
 ~3.544090, ~3.564407, accumulating at r_inf ~ 3.5699456 where the Lyapunov exponent
 ``lambda = <ln |r (1 - 2 x_t)|>`` reaches 0 from below; ``lambda(4) = ln 2``. The number of
@@ -40,7 +40,7 @@ __all__ = [
 ArrayLike = Union[float, np.ndarray, torch.Tensor]
 
 R_INFINITY = 3.5699456  # accumulation point of the period doublings: onset of chaos
-PERIOD_DOUBLINGS = (3.0, 1.0 + math.sqrt(6.0), 3.544090, 3.564407)  # reference r_1..r_4 (SCIENCE.md)
+PERIOD_DOUBLINGS = (3.0, 1.0 + math.sqrt(6.0), 3.544090, 3.564407)  # reference r_1..r_4 (docs/science/iterated-maps.md)
 
 _BLOCK = 1024  # time steps per block when the orbit is stored (one log/abs per block, not per step)
 
@@ -182,7 +182,7 @@ def period_doubling_points(
     Caveat: just below r_k the flip multiplier is close to -1 and the transient decays like
     ``exp(-c (r_k - r) t)``; an orbit that has not settled to within ``tol`` looks doubled, so
     estimates are biased low by about ``ln(1/tol) / (c * transient)``. The defaults keep that
-    below 1e-4 for k <= 4 (tested against the SCIENCE.md values to 1e-3).
+    below 1e-4 for k <= 4 (tested against the reference values above to 1e-3).
 
     Args:
         n_points: how many doublings to locate (r_k crowd towards r_inf like 4.669^-k;

@@ -3,7 +3,7 @@
 A fully connected layer ``W`` (N x N, fan-in N) is read as the coupling matrix of the recurrent
 network ``x_{t+1} = phi(W x_t)``. For ``W_ij ~ Normal(J0/N, J^2/N)`` and large N the pre-activations
 are Gaussian, ``h = J0*u + J*sqrt(q)*z`` with ``z ~ N(0, 1)``, and the dynamics closes on two order
-parameters (EOC-training, SCIENCE.md section 1.2; the same equations as the replica-symmetric
+parameters (EOC-training, docs/science/mean-field.md; the same equations as the replica-symmetric
 Sherrington-Kirkpatrick spin glass with ``beta*J -> J``)::
 
     u   = E_z phi(h)              mean activity (SK magnetisation m)
@@ -34,16 +34,16 @@ nodes cluster at ``z* = -J0*u/(J*sqrt(q))`` (where ``h = 0``), so the spike of `
 grid cells are solved together as arrays; the only Python loops run over iterations.
 
 For a non-square M x N layer ``(J0, J)`` locate the *mean-field surrogate*: a random square N x N
-matrix with the same entry statistics (SCIENCE.md section 1.1).
+matrix with the same entry statistics (docs/science/mean-field.md).
 
 Conventions that are ours (the sources are silent):
 
 * ``edge_distance = 0.5 ln chi``, the mean-field largest Lyapunov exponent (``s^2 ~ chi``).
 * J0 < 0 for odd phi is solved at |J0| (the period-2 orbit); u is its even-step value >= 0.
 * ReLU is positively homogeneous: only ``u/sqrt(q)`` is fixed, so q is reported as 1.
-* Phase rules (:func:`phase_code`): SG if chi > 1; else P2 if the attractor is a 2-cycle;
+* Phase rules (:func:`.phase_code`): SG if chi > 1; else P2 if the attractor is a 2-cycle;
   else F if J0 > 0 and u != 0 (a mean sustained by positive feedback); else P.
-* Cells are assumed large-N; finite N smears every boundary (SCIENCE.md section 1.4).
+* Cells are assumed large-N; finite N smears every boundary (docs/science/mean-field.md).
 """
 
 from __future__ import annotations
@@ -538,7 +538,7 @@ def edge_distance(J0: ArrayLike, J: ArrayLike, activation: Activation = "tanh", 
     """Signed distance to the edge of chaos, ``0.5 * ln chi``.
 
     It is the mean-field estimate of the largest Lyapunov exponent (the normalised Jacobian
-    norm obeys ``s^2 ~ chi``, SCIENCE.md section 2, and ``lambda_max ~ ln s``): 0 on the edge,
+    norm obeys ``s^2 ~ chi``, docs/science/iterated-maps.md, and ``lambda_max ~ ln s``): 0 on the edge,
     > 0 on the chaotic side, < 0 on the ordered side, in nats per step. -inf for J = 0.
     """
     c = chi(J0, J, activation, **kwargs)
@@ -605,7 +605,7 @@ def edge_curve(inv_j: ArrayLike, activation: Activation = "tanh", *, n_bisect: i
         n_bisect: bisection steps (error ~ 2^-n_bisect x bracket).
 
     Returns:
-        An :class:`EdgeCurve`; branches are NaN where there is no crossing (J <= J_c).
+        An :class:`~stabilityscope.theory.meanfield.EdgeCurve`; branches are NaN where there is no crossing (J <= J_c).
     """
     y = _as_array(inv_j).ravel()
     act = _resolve_activation(activation)
@@ -661,7 +661,7 @@ def phase_code(
     max_iter: int = 200,
     n_panels: int = 12,
 ) -> np.ndarray:
-    """Phase of each cell as an index into :data:`PHASES` (-1 where undefined, e.g. NaN input).
+    """Phase of each cell as an index into ``PHASES`` (-1 where undefined, e.g. NaN input).
 
     Rules, applied in order to the solved order parameters (all cells at once):
 
@@ -672,7 +672,7 @@ def phase_code(
     3. J0 > 0 and |u| > 1e-6 -> F (ordered, the mean sustained by positive feedback);
     4. otherwise -> P (ordered; for tanh exactly u = q = 0).
 
-    For tanh these are the SK phases of SCIENCE.md section 1.3. ReLU and non-odd callables
+    For tanh these are the SK phases of docs/science/mean-field.md. ReLU and non-odd callables
     always have u > 0, so for them rule 3 reduces to J0 > 0: our convention, since the SK
     phases do not carry over exactly.
 
@@ -702,7 +702,7 @@ def phase_code(
 def phase_label(
     j0_over_j: ArrayLike, inv_j: ArrayLike, activation: Activation = "tanh", **kwargs
 ) -> np.ndarray:
-    """Phase names ("P", "F", "SG", "P2"; "?" if undefined) for each cell; see :func:`phase_code`."""
+    """Phase names ("P", "F", "SG", "P2"; "?" if undefined) for each cell; see :func:`.phase_code`."""
     code = phase_code(j0_over_j, inv_j, activation, **kwargs)  # kwargs: tol, max_iter, n_panels
     names = np.array(PHASES + ("?",))
     return names[np.where(code < 0, len(PHASES), code)]

@@ -1,4 +1,5 @@
-"""Numerical phase diagram of random recurrent networks: the asymptotic distance (EOC-training §1.4).
+"""Numerical phase diagram of random recurrent networks: the asymptotic distance (EOC-training;
+docs/science/mean-field.md).
 
 For every cell (J0/J, 1/J) of a grid we draw a random coupling matrix W with entries
 Normal(J0/N, J²/N), start two trajectories a distance ~``perturbation`` apart and iterate
@@ -58,7 +59,7 @@ from stabilityscope.errors import ConfigError, TraceError
 
 __all__ = ["PhaseDiagram", "phase_diagram", "cell_edges", "DEFAULT_STEPS"]
 
-# SCIENCE §1.4: T = 500 for tanh, 100 for ReLU (ReLU is unbounded; longer runs only overflow).
+# docs/science/mean-field.md: T = 500 for tanh, 100 for ReLU (ReLU is unbounded; longer runs only overflow).
 DEFAULT_STEPS = {"tanh": 500, "relu": 100}
 # In-place activations; both map the (N, 2, C) state onto itself without allocating.
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -75,7 +76,7 @@ _FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class PhaseDiagram:
-    """The asymptotic-distance phase diagram of random networks (EOC-training §1.4).
+    """The asymptotic-distance phase diagram of random networks (EOC-training; docs/science/mean-field.md).
 
     Arrays are shaped ``(len(inv_j), len(j0_over_j))``: rows are 1/J (y axis), columns J0/J (x axis).
     """
@@ -115,7 +116,7 @@ class PhaseDiagram:
         with h5py.File(path, "w") as f:
             f.attrs["format"] = "stabilityscope.theory.numerical_phase_diagram"
             f.attrs["format_version"] = _FORMAT_VERSION
-            f.attrs["source"] = "EOC-training §1.4 (asymptotic distance)"
+            f.attrs["source"] = "EOC-training (asymptotic distance; docs/science/mean-field.md)"
             for fld in fields(self):
                 value = getattr(self, fld.name)
                 if isinstance(value, np.ndarray):
@@ -167,7 +168,7 @@ def phase_diagram(
     dtype: torch.dtype = torch.float32,
     max_memory_bytes: Optional[int] = None,
 ) -> PhaseDiagram:
-    """Simulate all grid cells at once and measure their asymptotic distance (EOC-training §1.4).
+    """Simulate all grid cells at once and measure their asymptotic distance (EOC-training; docs/science/mean-field.md).
 
     Cell (i, j) has J = 1/inv_j[i] and J0 = j0_over_j[j]·J; W has entries Normal(J0/N, J²/N),
     x0 ~ Normal(0, I_N), x0' = x0 + Normal(0, perturbation²·I_N), and x_{t+1} = φ(W x_t).
@@ -196,13 +197,13 @@ def phase_diagram(
         j0_over_j: x grid, J0/J.
         inv_j: y grid, 1/J; every value must be positive and finite.
         n: Network width N.
-        steps: Iterations T; None takes SCIENCE's T (500 tanh, 100 ReLU).
+        steps: Iterations T; None takes EOC-training's T (500 tanh, 100 ReLU).
         activation: "tanh" or "relu".
         seed: Seed of the torch.Generator on ``device``.
         device: None picks CUDA when available, else CPU.
         sampling: "common" or "independent" (see above).
         perturbation: Per-entry std of the initial offset between the two trajectories.
-        average_fraction: Fraction of the last steps averaged (SCIENCE: 1/5).
+        average_fraction: Fraction of the last steps averaged (EOC-training: 1/5).
         dtype: torch.float32 (default) or torch.float64.
         max_memory_bytes: Memory the simulation may use; None takes half of what is free
             (/proc/meminfo MemAvailable, or torch.cuda.mem_get_info). Sets how many cells

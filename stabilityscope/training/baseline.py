@@ -1,6 +1,6 @@
 """The linear baseline L of SGD-complexity: multinomial logistic regression on the flattened inputs.
 
-SGD-complexity (Nakkiran et al., arXiv:1905.11604; SCIENCE.md §3.1) asks how much of a network's
+SGD-complexity (Nakkiran et al., arXiv:1905.11604; docs/science/secondary.md) asks how much of a network's
 performance a linear classifier explains. L is fitted here on the same training data, with the same
 preprocessing the network sees (flattened), on the data's device:
 

@@ -1,6 +1,6 @@
 """Train K configurations of the canonical network at once: stacked weights, batched matmuls.
 
-EOC-training's results are relations across many runs of one small network (SCIENCE.md §1.5). One
+EOC-training's results are relations across many runs of one small network (docs/science/mean-field.md). One
 run of 784-784-10 at batch 32 keeps two CPU cores busy only a quarter of the time (each step is a
 few small matmuls plus per-op overhead), so K runs that differ only in learning rate, momentum,
 weight decay and seed are trained here as one network with a leading member axis:
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.trace import TraceWriter
 from stabilityscope.training.baseline import LinearBaseline
 from stabilityscope.training.data import InMemoryData, load_dataset, positive_classes
+from stabilityscope.training.progress import Progress
 from stabilityscope.training.stacked import StackedCanonical, stacked_step_obstacle
 from stabilityscope.training.trainer import Run, RunState, resolve_device, run_baseline
 
@@ -205,7 +207,21 @@ class BatchedRuns:
         return active
 
     def _train(self, active: list[Member]) -> list[Member]:
+        """Train the group, with its progress: without a terminal a line at least every 30 s between the
+        checkpoint lines (phase, steps, steps/s, remaining time) and once the group's estimated total time."""
+        steps_per_epoch = math.ceil(len(self.data.x_train) / self.batch_size)
+        last = max((m.epochs for m in active), default=0)
+        terminal = sys.stderr.isatty()  # as tqdm decides for the bar below (disable=None)
+        progress = Progress(f"batched group of {len(self.members)} runs", last * steps_per_epoch, steps_per_epoch,
+                            sorted(set().union(*(m.run.checkpoint_steps for m in self.members))),
+                            emit=(lambda line: None) if terminal else log.info)
+        with progress.heartbeat():
+            return self._train_epochs(active, progress)
+
+    def _train_epochs(self, active: list[Member], progress: Progress) -> list[Member]:
+        progress.checkpoint_started(0)
         active = self._drop(active, {i for i, m in enumerate(active) if not self._checkpoint(m, i)})
+        progress.checkpoint_finished()
         x = self.data.x_train.reshape(len(self.data.x_train), -1)  # (n, D)
         y = self.data.y_train
         n, B = len(x), self.batch_size
@@ -228,18 +244,25 @@ class BatchedRuns:
             leaving: set[int] = set()  # stack rows that leave at the end of this epoch (closed ones keep training)
             for b in range(steps_per_epoch):
                 raise_if_stop_requested()  # a signal's stop that Python could not raise where it arrived
+                step = (epoch - 1) * steps_per_epoch + b + 1
+                progress.chunk_start_at(step - 1)
                 idx = perms[:, b * B:(b + 1) * B]  # (K, B)
                 total += self.stack.step(x[idx], y[idx])
-                step = (epoch - 1) * steps_per_epoch + b + 1
+                progress.chunk_end(step)
                 if step in inside:
                     wall = time.perf_counter() - start
+                    progress.checkpoint_started(step)
                     for i, m in enumerate(active):
                         if i not in leaving and step in steps_of[id(m)]:
                             m.state = RunState(epoch - 1, step, wall)
                             if not self._checkpoint(m, i, perm=perms[i]):
                                 leaving.add(i)
+                    progress.checkpoint_finished()
             wall = time.perf_counter() - start
             finite = torch.isfinite(total).tolist()
+            at_end = any(epoch * steps_per_epoch in steps_of[id(m)] for m in active)
+            if at_end:
+                progress.checkpoint_started(epoch * steps_per_epoch)  # the epoch's end: its checkpoints
             for i, m in enumerate(active):
                 if i in leaving:
                     continue
@@ -255,9 +278,11 @@ class BatchedRuns:
                     self._finish(m, "finished")
                     leaving.add(i)
             checkpointed = [m for m in self.members if m.run.last_checkpoint == epoch]
+            if at_end:
+                progress.checkpoint_finished()
             if bar.disable and checkpointed:
-                log.info(self._progress_line(epoch, last, (wall - logged[1]) / (epoch - logged[0]), checkpointed,
-                                             len(active) - len(leaving)))
+                progress.checkpoint_line(self._progress_line(epoch, last, (wall - logged[1]) / (epoch - logged[0]),
+                                                             checkpointed, len(active) - len(leaving)))
                 logged = (epoch, wall)
             active = self._drop(active, leaving)
             bar.set_postfix({"active": len(active)}, refresh=False)

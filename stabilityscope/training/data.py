@@ -11,10 +11,10 @@ everything else, so a tampered file cannot run code. ``normalize=True`` standard
 with the dataset's published mean and std; :func:`augment_batch` is the usual CIFAR augmentation
 (random crop with padding 4 and horizontal flip), applied per batch on the device during training.
 
-``binarize`` turns a 10-class dataset into a binary task (SGD-complexity, SCIENCE.md §3.1): a set of
-*positive* classes becomes label 1 and every other class label 0 (:func:`binarize_labels`).
+``binarize`` turns a 10-class dataset into a binary task (SGD-complexity, docs/science/secondary.md): a set of
+*positive* classes becomes label 1 and every other class label 0 (``binarize_labels``).
 Abalone (UCI) is the one regression table: ``abalone/abalone.data`` under the root, see
-:func:`load_abalone`. Its :class:`InMemoryData` has ``task="regression"``, float32 targets (n, 1) and
+``load_abalone``. Its :class:`.InMemoryData` has ``task="regression"``, float32 targets (n, 1) and
 ``num_classes = 1`` (the model's output size); every other dataset has ``task="classification"``.
 """
 from __future__ import annotations
@@ -155,8 +155,8 @@ def positive_classes(name: str, rule: Any) -> Optional[tuple[int, ...]]:
     """The sorted original classes that ``rule`` maps to label 1 on dataset ``name`` (None: no rule).
 
     Args:
-        name: a key of :data:`DATASETS`.
-        rule: None (the dataset's own labels), a key of :data:`BINARY_RULES`, or a list of positive classes.
+        name: a key of ``DATASETS``.
+        rule: None (the dataset's own labels), a key of ``BINARY_RULES``, or a list of positive classes.
 
     Raises:
         DataError: a rule that does not fit the dataset: a named rule meant for another dataset, a class
@@ -412,7 +412,7 @@ def load_abalone(spec: TabularDataset, root: Path, train_subset: Optional[int] =
 
 
 def dataset_task(name: str) -> str:
-    """``regression`` for a table of :data:`DATASETS` (Abalone), else ``classification`` (unknown names too:
+    """``regression`` for a table of ``DATASETS`` (Abalone), else ``classification`` (unknown names too:
     loading them fails with the list of datasets)."""
     return "regression" if isinstance(DATASETS.get(name), TabularDataset) else "classification"
 
@@ -425,16 +425,16 @@ def load_dataset(name: str, root: str | Path, *, download: bool = False,
     Subsets take the first n examples of each split (deterministic, the same for every seed).
 
     Args:
-        name: a key of :data:`DATASETS` (``fashion_mnist``, ``mnist``, ``cifar10``, ``toy2d``: generated
+        name: a key of ``DATASETS`` (``fashion_mnist``, ``mnist``, ``cifar10``, ``toy2d``: generated
             two interleaved spirals, 2,000 training and 1,000 test points unless the subsets say otherwise;
-            ``abalone``: the UCI regression table, see :func:`load_abalone`, always standardised).
+            ``abalone``: the UCI regression table, see ``load_abalone``, always standardised).
         root: folder in torchvision's on-disk layout (only read).
         download: fetch missing files with torchvision's downloader (needs internet; writes into root).
         train_subset: keep the first n training examples.
         test_subset: keep the first n test examples.
-        normalize: subtract each channel's mean and divide by its std (:data:`CHANNEL_STATS`).
-        binarize: None (the dataset's labels), a rule of :data:`BINARY_RULES` or a list of positive
-            classes: a binary task with 2 classes (:func:`binarize_labels`; checked before reading files).
+        normalize: subtract each channel's mean and divide by its std (``CHANNEL_STATS``).
+        binarize: None (the dataset's labels), a rule of ``BINARY_RULES`` or a list of positive
+            classes: a binary task with 2 classes (``binarize_labels``; checked before reading files).
     """
     if name not in DATASETS:
         raise DataError(f"Unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}.")

@@ -1,6 +1,6 @@
 """Training on part of the data: a random fraction, or the samples nearest a model's decision boundaries.
 
-FC-geometry (van den Berg, arXiv:1605.00329; SCIENCE.md §3.3) suggests subsampling the training data
+FC-geometry (van den Berg, arXiv:1605.00329; docs/science/secondary.md) suggests subsampling the training data
 by distance to the decision boundaries, since only samples near them carry gradient. The concrete
 rule here is **our instantiation**:
 

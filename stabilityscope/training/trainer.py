@@ -1,4 +1,4 @@
-"""Train a model and record it checkpoint by checkpoint (EOC-training's experiment, SCIENCE.md §1.5).
+"""Train a model and record it checkpoint by checkpoint (EOC-training's experiment, docs/science/mean-field.md).
 
 Data live on the device as tensors; each epoch draws one permutation from a seeded generator and
 slices batches out of it (the last, shorter batch included). The step loop never synchronises with
@@ -36,7 +36,9 @@ state, falling back past a damaged state file.
 While it writes, a run holds its directory's lock (:class:`~stabilityscope.recording.lock.RunLock`): a
 second writer is refused. Ctrl-C (and SIGTERM in the app) stops it at once with status ``interrupted``
 and every completed checkpoint kept (a checkpoint in flight in the worker is finished first). Without a
-terminal (a log file, a batch job) it logs one line per checkpoint instead of drawing a progress bar.
+terminal (a log file, a batch job) it logs one line per checkpoint and, in between, a line at least every
+30 s with its phase, speed and remaining time, instead of drawing a progress bar; after the first steps one
+line states the run's estimated total time (:mod:`stabilityscope.training.progress`).
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory.information import mutual_information, performance_correlation
 from stabilityscope.training.baseline import LinearBaseline, fit_linear_baseline, load_baseline
 from stabilityscope.training.data import InMemoryData, augment_batch, load_dataset
+from stabilityscope.training.progress import Progress
 from stabilityscope.training.schedule import checkpoint_steps, steps_per_epoch
 from stabilityscope.training.stacked import StackedCanonical, stacked_step_obstacle
 from stabilityscope.training.subsample import apply_subsample
@@ -391,6 +394,84 @@ def progress_line(name: str, epoch: int | str, epochs: int, seconds_per_epoch: f
             + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 
 
+class CheckpointQueue:
+    """A run's checkpoints, measured in line or, with the hand-written step on a CPU
+    (:meth:`Run._overlaps_checkpoints`), in a worker thread beside training.
+
+    Beside training, a checkpoint (evaluation, maps, state file, trace row) runs on the model, a snapshot of
+    the stack's weights, while training goes on in the stack: the next checkpoint first waits for it
+    (:meth:`collect`), so they stay in order, and an error in it is raised there. An exception in training
+    (a stop, a divergence) waits for the checkpoint in flight (:meth:`close`), so every checkpoint begun is
+    kept. Checkpoint 0 runs beside the first steps too. Each checkpoint's numbers make one progress line.
+    """
+
+    def __init__(self, run: "Run", stack: Optional[StackedCanonical], progress: Progress, start: RunState) -> None:
+        self.run, self.progress = run, progress
+        overlap = run._overlaps_checkpoints(stack)
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="checkpoint") if overlap else None
+        self.pending: Optional[tuple[Future, RunState, int]] = None
+        self.cores = CoreShare(torch.get_num_threads())
+        if self.worker is not None:
+            self.cores.split()  # until the end of the run (restored in close)
+        self.first_step = start.step
+        self.logged = (start.step, start.wall_time)  # the last checkpoint that logged a line: step, seconds
+
+    def measure(self, run: RunState, perm: Optional[torch.Tensor] = None,
+                generator: Optional[torch.Generator] = None) -> dict[str, float]:
+        """:meth:`Run.checkpoint`, timed for the progress."""
+        self.progress.checkpoint_started(run.step)
+        try:
+            return self.run.checkpoint(run, perm, generator)
+        finally:
+            self.progress.checkpoint_finished()
+
+    def submit(self, run: RunState, step: int, mid_epoch: Optional[torch.Tensor]) -> None:
+        """Measure the checkpoint at ``run`` (``mid_epoch``: the epoch's permutation, inside an epoch)."""
+        if self.worker is None:
+            self.report(run, step, self.measure(run, mid_epoch))
+            return
+        # the shuffle generator as it is now: training draws the next permutation meanwhile
+        shuffle = torch.Generator(device=self.run.generator.device)
+        shuffle.set_state(self.run.generator.get_state())
+        last = step == self.run.total_steps  # training is over: it waits for this one, so it gets every core
+        future = self.worker.submit(self.cores.in_worker(self.measure, last), run, mid_epoch, shuffle)
+        self.pending = (future, run, step)
+
+    def collect(self) -> None:
+        """The checkpoint in flight, finished; its error raised here."""
+        if self.pending is not None:
+            future, done_run, done_step = self.pending
+            try:
+                postfix = future.result()
+            finally:  # a failed checkpoint is done with; one still running (a stop arrived here) is awaited in close
+                if future.done():
+                    self.pending = None
+            self.report(done_run, done_step, postfix)
+
+    def report(self, run: RunState, step: int, postfix: dict[str, float]) -> None:
+        """One checkpoint's progress line; checkpoint 0 (the run's first step) logs none, in line or beside."""
+        if step <= self.first_step:
+            return
+        per_epoch = self.run.steps_per_epoch
+        per_epoch_s = (run.wall_time - self.logged[1]) / max(1e-9, (step - self.logged[0]) / per_epoch)
+        where = run.epoch if step % per_epoch == 0 else f"{step / per_epoch:.3f} (step {step})"
+        shown = {k: v for k, v in postfix.items() if k not in ("train_acc", "train_r2")}
+        self.progress.checkpoint_line(
+            progress_line(self.run.run_dir.name, where, self.run.cfg.train.epochs, per_epoch_s, postfix),
+            ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+        self.logged = (step, run.wall_time)
+
+    def close(self) -> None:
+        """After training, or on its way out with an exception: the checkpoint in flight is finished and kept."""
+        if self.pending is not None:
+            wait([self.pending[0]])
+            if self.pending[0].exception() is not None:  # its own error, besides the one on its way out
+                log.error("the checkpoint at step %d failed too: %s", self.pending[2], self.pending[0].exception())
+        if self.worker is not None:
+            self.worker.shutdown(wait=True)
+            self.cores.restore()
+
+
 class Run:
     """A training run: data, model, optimiser, tracker and trace of one configuration."""
 
@@ -488,6 +569,13 @@ class Run:
         coupling = [(n, s["J"]) for n, s in layer_stats.items() if "J" in s][:2]  # a large model has many
         return {**metrics, **{f"{n}.J": j for n, j in coupling}}
 
+    def _divergence_hint(self) -> str:
+        """What usually makes a regression run diverge, for the error message (empty for classification)."""
+        if self.task != "regression":
+            return ""
+        return (f" Regression targets are not rescaled (dataset {self.cfg.dataset.name!r}): try a smaller "
+                f"optim.lr, or optim=adam (lr 1e-3), which the dataset's preset uses.")
+
     def explainability(self, predicted: torch.Tensor) -> dict[str, float]:
         """SGD-complexity's measures of the model's test predictions against the baseline L (bits, with intervals)."""
         a = self.cfg.analysis
@@ -560,105 +648,63 @@ class Run:
         itself with ``initial_checkpoint``: checkpoint 0 of a new run).
 
         Each epoch draws one permutation; training stops at the next checkpoint step or the epoch's end,
-        whichever comes first (an epoch schedule trains whole epochs, as before step schedules existed).
-        The summed loss is checked for NaN/inf at the end of each epoch and by every checkpoint.
-
-        With the hand-written step on a CPU (:meth:`_overlaps_checkpoints`), a checkpoint (evaluation,
-        maps, state file, trace row) runs in a worker thread on the model, a snapshot of the stack's
-        weights, while training goes on in the stack: the next checkpoint first waits for it, so they
-        stay in order, and an error in it is raised there. An exception in training (a stop, a
-        divergence) waits for the checkpoint in flight, so every checkpoint begun is kept. Checkpoint 0
-        runs beside the first steps too.
+        whichever comes first (an epoch schedule trains whole epochs, as before step schedules existed),
+        and, to say how it goes, every few seconds in between (:meth:`Progress.chunk_stop`; the batches and
+        their order are the same). The summed loss is checked for NaN/inf at the end of each epoch and by
+        every checkpoint. Checkpoints go through a :class:`CheckpointQueue`: in line, or beside training.
         """
-        d, batch = self.data, self.cfg.train.batch_size
-        per_epoch, checkpoints = self.steps_per_epoch, self.checkpoint_steps
         stack = self._stacked_step()
         start = time.perf_counter() - run.wall_time
-        bar = tqdm(total=self.cfg.train.epochs, initial=run.epoch, desc=str(self.run_dir.name), unit="epoch",
-                   dynamic_ncols=True, disable=None)  # None: no bar without a terminal, a log line per checkpoint
-        logged = [run.step, run.wall_time]
-        first_step = run.step
-
-        def report(run: RunState, step: int, postfix: dict[str, float]) -> None:
-            if step <= first_step:  # checkpoint 0 logs no progress line, in line or beside
-                return
-            bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items() if k not in ("train_acc", "train_r2")},
-                            refresh=False)
-            if bar.disable:
-                per_epoch_s = (run.wall_time - logged[1]) / max(1e-9, (step - logged[0]) / per_epoch)
-                where = run.epoch if step % per_epoch == 0 else f"{step / per_epoch:.3f} (step {step})"
-                log.info(progress_line(self.run_dir.name, where, self.cfg.train.epochs, per_epoch_s, postfix))
-                logged[:] = [step, run.wall_time]
-
-        worker = ThreadPoolExecutor(1, thread_name_prefix="checkpoint") if self._overlaps_checkpoints(stack) else None
-        pending: Optional[tuple[Future, RunState, int]] = None
-        cores = CoreShare(torch.get_num_threads())
-        if worker is not None:
-            cores.split()  # until the end of the run (restored in finally)
-
-        def collect() -> None:  # the checkpoint in flight, finished; its error raised here
-            nonlocal pending
-            if pending is not None:
-                future, done_run, done_step = pending
-                try:
-                    postfix = future.result()
-                finally:  # a failed checkpoint is done with; one still running (a stop arrived here) is awaited below
-                    if future.done():
-                        pending = None
-                report(done_run, done_step, postfix)
-
-        def checkpoint_at(run: RunState, step: int, mid_epoch: Optional[torch.Tensor]) -> None:
-            nonlocal pending
-            if worker is None:
-                report(run, step, self.checkpoint(run, perm=mid_epoch))
-                return
-            # the shuffle generator as it is now: training draws the next permutation meanwhile
-            shuffle = torch.Generator(device=self.generator.device)
-            shuffle.set_state(self.generator.get_state())
-            last = step == self.total_steps  # training is over: it waits for this one, so it gets every core
-            pending = (worker.submit(cores.in_worker(self.checkpoint, last), run, mid_epoch, shuffle), run, step)
-
-        perm, loss_sum, step = self._perm, torch.zeros((), device=self.device), run.step
+        bar = tqdm(total=self.total_steps, initial=run.step, desc=str(self.run_dir.name), unit="step",
+                   dynamic_ncols=True, disable=None)  # None: no bar without a terminal, log lines instead
+        progress = Progress(str(self.run_dir.name), self.total_steps, self.steps_per_epoch, self.checkpoint_steps,
+                            start_step=run.step, overlap=self._overlaps_checkpoints(stack),
+                            bar=None if bar.disable else bar, emit=log.info)
+        queue = CheckpointQueue(self, stack, progress, run)
         try:
-            if initial_checkpoint:  # beside training, the model holds the initial weights, the stack its copy
-                checkpoint_at(run, step, None)
-            while step < self.total_steps:
-                epoch, offset = divmod(step, per_epoch)
-                if offset == 0 or perm is None:
-                    perm = torch.randperm(len(d.x_train), generator=self.generator).to(self.device)
-                stop = min(checkpoints[bisect.bisect_right(checkpoints, step)], (epoch + 1) * per_epoch)
-                if stack is None:
-                    loss_sum += train_steps(self.model, self.opt, d.x_train, d.y_train, batch, perm, offset,
-                                            stop - epoch * per_epoch, self.augment, self.loss_fn, self.lr_at,
-                                            epoch * per_epoch)
-                else:
-                    loss_sum += stacked_steps(stack, self._flat_x, d.y_train, batch, perm, offset,
-                                              stop - epoch * per_epoch)
-                step = stop
-                run = RunState(step // per_epoch, step, time.perf_counter() - start)
-                if step % per_epoch == 0:
-                    if not math.isfinite(float(loss_sum)):
-                        raise DivergedError(f"The training loss became {float(loss_sum)} during epoch {run.epoch} "
-                                            f"(optim.lr={self.cfg.optim.lr}); the trace keeps every checkpoint "
-                                            f"before it.")
-                    loss_sum.zero_()
-                    bar.update(1)
-                if step in self.checkpoint_steps or step == self.total_steps:
-                    collect()  # the previous checkpoint reads the model: done before it is overwritten
-                    if stack is not None:
-                        stack.write_member(0, self.model, self.opt, stop)  # the model and SGD state it reads
-                if step in self.checkpoint_steps:
-                    checkpoint_at(run, step, perm if step % per_epoch else None)
-            collect()
+            with progress.heartbeat():
+                if initial_checkpoint:  # beside training, the model holds the initial weights, the stack its copy
+                    queue.submit(run, run.step, None)
+                self._train_steps_to_end(run, stack, queue, progress, start)
+                queue.collect()
         finally:
-            if pending is not None:  # an exception in training: the checkpoint in flight is finished and kept
-                wait([pending[0]])
-                if pending[0].exception() is not None:  # its own error, besides the one on its way out
-                    log.error("the checkpoint at step %d failed too: %s", pending[2], pending[0].exception())
-            if worker is not None:
-                worker.shutdown(wait=True)
-                cores.restore()
+            queue.close()
             bar.close()
+
+    def _train_steps_to_end(self, run: RunState, stack: Optional[StackedCanonical], queue: "CheckpointQueue",
+                            progress: Progress, start: float) -> None:
+        """The loop of :meth:`_train_from`: chunks of steps, the epoch's divergence check, the checkpoints."""
+        d, batch = self.data, self.cfg.train.batch_size
+        per_epoch, checkpoints = self.steps_per_epoch, self.checkpoint_steps
+        perm, loss_sum, step = self._perm, torch.zeros((), device=self.device), run.step
+        while step < self.total_steps:
+            epoch, offset = divmod(step, per_epoch)
+            if offset == 0 or perm is None:
+                perm = torch.randperm(len(d.x_train), generator=self.generator).to(self.device)
+            stop = min(checkpoints[bisect.bisect_right(checkpoints, step)], (epoch + 1) * per_epoch)
+            stop = progress.chunk_stop(step, stop)
+            progress.chunk_start_at(step)
+            if stack is None:
+                loss_sum += train_steps(self.model, self.opt, d.x_train, d.y_train, batch, perm, offset,
+                                        stop - epoch * per_epoch, self.augment, self.loss_fn, self.lr_at,
+                                        epoch * per_epoch)
+            else:
+                loss_sum += stacked_steps(stack, self._flat_x, d.y_train, batch, perm, offset, stop - epoch * per_epoch)
+            step = stop
+            progress.chunk_end(step)
+            run = RunState(step // per_epoch, step, time.perf_counter() - start)
+            if step % per_epoch == 0:
+                if not math.isfinite(float(loss_sum)):
+                    raise DivergedError(f"The training loss became {float(loss_sum)} during epoch {run.epoch} "
+                                        f"(optim.lr={self.cfg.optim.lr}); the trace keeps every checkpoint "
+                                        f"before it.{self._divergence_hint()}")
+                loss_sum.zero_()
+            if step in self.checkpoint_steps or step == self.total_steps:
+                queue.collect()  # the previous checkpoint reads the model: done before it is overwritten
+                if stack is not None:
+                    stack.write_member(0, self.model, self.opt, step)  # the model and SGD state it reads
+            if step in self.checkpoint_steps:
+                queue.submit(run, step, perm if step % per_epoch else None)
 
     def execute(self, resume: bool = False) -> str:
         """Train to ``train.epochs``; returns the final status.

@@ -121,7 +121,7 @@ def _values(text: str) -> list[float]:
     return [float(v) for v in str(text).split(",")]
 
 
-# EOC-training's sweeps (issue 6, SCIENCE.md §1.5): swept key → values, and the fixed (lr, momentum, batch)
+# EOC-training's sweeps (issue 6, docs/science/mean-field.md): swept key → values, and the fixed (lr, momentum, batch)
 PRESETS = {
     "eoc_scaling_lr": ("optim.lr", [0.0005, 0.001, 0.002, 0.003, 0.005, 0.007, 0.01, 0.02, 0.05, 0.1],
                        {"optim.momentum": 0.0, "train.batch_size": 32}),

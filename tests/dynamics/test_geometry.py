@@ -1,4 +1,4 @@
-"""Decision-region geometry (FC-geometry, SCIENCE.md §3.3): analytic cases, invariants, the closed-form
+"""Decision-region geometry (FC-geometry, docs/science/secondary.md): analytic cases, invariants, the closed-form
 gradient share against torch.func, tracking, the toy data set and subsampling."""
 from __future__ import annotations
 

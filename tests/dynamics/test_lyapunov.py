@@ -1,4 +1,4 @@
-"""Lyapunov exponents, M1–M5 and attractor classes against analytic ground truths (SCIENCE.md §2)."""
+"""Lyapunov exponents, M1–M5 and attractor classes against analytic ground truths (docs/science/iterated-maps.md)."""
 from __future__ import annotations
 
 import math
@@ -27,12 +27,12 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*torch.jit.script:FutureWarnin
 
 # tolerances, in one place
 EXACT = 1e-3  # exponents of linear maps (orthogonal, a·Q, diagonal): exact up to rounding/transient
-S_RTOL = 0.03  # M1 against the measured values of SCIENCE.md §2 ("a few %")
+S_RTOL = 0.03  # M1 against the measured values of docs/science/iterated-maps.md ("a few %")
 S_CHI_RTOL = 0.02  # M1 against sqrt(χ) of mean-field theory
 CROSS = 0.015  # λ_max by QR vs Benettin vs M3 (finite-T fluctuation at N = 400, τ ≈ 100-400)
 QR_AGREE = 1e-10  # CholeskyQR2 vs Householder exponents in float64 (rounding only)
 
-# SCIENCE.md §2 consistency check (tanh, J0 = 0, T = 500): J → (measured s, sqrt(χ))
+# docs/science/iterated-maps.md consistency check (tanh, J0 = 0, T = 500): J → (measured s, sqrt(χ))
 S_REFERENCE = {0.5: (0.500, 0.5), 0.9: (0.899, 0.9), 1.5: (1.078, math.sqrt(1.1393)), 2.0: (1.152, math.sqrt(1.3627))}
 
 
@@ -104,7 +104,7 @@ def test_diagonal_map_exponents_are_sorted_log_moduli():
 
 
 def test_s_squared_matches_mean_field_chi():
-    """M1 on random tanh layers, N = 1000, J0 = 0, T = 500: s ≈ SCIENCE.md §2 values, s² ≈ χ."""
+    """M1 on random tanh layers, N = 1000, J0 = 0, T = 500: s ≈ docs/science/iterated-maps.md values, s² ≈ χ."""
     n, js = 1000, list(S_REFERENCE)
     w = torch.stack([torch.randn(n, n, generator=_gen(10 + i)) * j / math.sqrt(n) for i, j in enumerate(js)])
     x0 = torch.randn(4, n, generator=_gen(20))
@@ -194,7 +194,8 @@ def test_classify_attractor_contracting_onto_unresolved_cycle():
 
 
 def _mean_coupling_tanh(n: int, j0: float, j: float, seed: int, dtype=torch.float64) -> LayerMap:
-    """x → tanh(W x), W = (J0/N)·11ᵀ + (J/√N)·G: the mean/variance split of SCIENCE.md §1.1, §2.1."""
+    """x → tanh(W x), W = (J0/N)·11ᵀ + (J/√N)·G: the mean/variance split
+    (docs/science/weight-structure.md)."""
     g = torch.randn(n, n, generator=_gen(seed), dtype=torch.float64)
     w = torch.full((n, n), j0 / n, dtype=torch.float64) + g * j / math.sqrt(n)
     return LayerMap(w.to(dtype))
@@ -222,7 +223,7 @@ def test_sign_flipping_collapse_is_a_fixed_point(dtype):
 
 
 def test_mean_coupling_below_minus_one_is_a_period_2_cycle():
-    """J0/J < −1 (SCIENCE.md §1.3): the mean flips sign every step, m_{t+1} ≈ tanh(J0·m_t), on a stable
+    """J0/J < −1 (docs/science/mean-field.md): the mean flips sign every step, m_{t+1} ≈ tanh(J0·m_t), on a stable
     period-2 cycle {x_a, x_b}. Its exponent is ½ ln |λ_max(∂F(x_b)·∂F(x_a))|, computed here from the two
     cycle points independently of map_measures; M5 shows two dots."""
     n = 100

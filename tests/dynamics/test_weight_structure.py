@@ -1,4 +1,5 @@
-"""Analytic ground truths for the oscillation–diffusion readings (EOC-optimality v1, SCIENCE.md §2.1)."""
+"""Analytic ground truths for the oscillation–diffusion readings (EOC-optimality v1;
+docs/science/weight-structure.md)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ EXACT = 1e-9  # float64 identities
 
 
 def gaussian(M: int, N: int, J0: float, J: float, seed: int, batch: tuple[int, ...] = ()) -> torch.Tensor:
-    """Entries Normal(J0/N, J²/N), float64: the EOC-training random layer (§1.1)."""
+    """Entries Normal(J0/N, J²/N), float64: the EOC-training random layer (docs/science/mean-field.md)."""
     g = torch.Generator().manual_seed(seed)
     return J0 / N + J / math.sqrt(N) * torch.randn(*batch, M, N, generator=g, dtype=torch.float64)
 

@@ -1,4 +1,5 @@
-"""EOC-optimality's models (SCIENCE.md §2), the whole-model map input → layer, and their tracked runs."""
+"""EOC-optimality's models (docs/science/iterated-maps.md), the whole-model map input → layer, and their
+tracked runs."""
 from __future__ import annotations
 
 import math

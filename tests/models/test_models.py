@@ -1,4 +1,4 @@
-"""The canonical network of EOC-training §1.5: structure and initial phase coordinates."""
+"""The canonical network of EOC-training; docs/science/mean-field.md: structure and initial phase coordinates."""
 from __future__ import annotations
 
 import math

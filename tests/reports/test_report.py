@@ -57,6 +57,7 @@ def test_report_has_the_key_numbers_and_every_figure(tmp_path):
     assert "Decision-region geometry: " in text and "analysis.geometry=true" in text  # listed as not drawn
     assert all(p.exists() and p.stat().st_size > 5000 for p in links)
     assert {p.suffix for p in links} == {".png", ".pdf"}
+    assert "### Loss and accuracy\n" in text and "regression" not in text.lower()  # a classification run's caption
 
 
 def test_text_only_report(tmp_path):

@@ -1,4 +1,5 @@
-"""Information measures of SGD-complexity (SCIENCE.md §3.1): analytic values, identities, estimator options."""
+"""Information measures of SGD-complexity (docs/science/secondary.md): analytic values, identities,
+estimator options."""
 from __future__ import annotations
 
 import math
@@ -105,7 +106,7 @@ def test_bad_input_names_the_lengths():
 
 def test_the_bootstrap_intervals_cover_the_population_value_at_about_their_level():
     """Independent errors (F, L each flip a fair-bit Y with probability 0.1): μ = 0.3199 and I(F;Y) = 0.5310 bits
-    (SCIENCE.md §3.1). Over 100 test sets of 1,000 examples the 90% percentile intervals cover both about 90%
+    (docs/science/secondary.md). Over 100 test sets of 1,000 examples the 90% percentile intervals cover both about 90%
     of the time (measured 0.90 and 0.88 over 150 sets); a level far off would show here."""
     rng = np.random.default_rng(0)
     covered_mu = covered_fy = 0

@@ -1,4 +1,4 @@
-"""Logistic-map reference (SCIENCE.md section 2.2): periods, Lyapunov exponents, doublings."""
+"""Logistic-map reference (docs/science/iterated-maps.md): periods, Lyapunov exponents, doublings."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from stabilityscope.theory.logistic import (
 LYAP_LN2_ATOL = 1e-2  # lambda(4) = ln 2 from a finite chaotic time average
 LYAP_EXACT_ATOL = 1e-6  # periodic r: lambda = ln|multiplier| / period exactly
 LYAP_EDGE_ATOL = 1e-2  # lambda(r_inf) -> 0, approached slowly
-DOUBLING_ATOL = 1e-3  # r_k against SCIENCE.md
+DOUBLING_ATOL = 1e-3  # r_k against the reference values (docs/science/iterated-maps.md)
 
 
 def test_detect_period_textbook_values():

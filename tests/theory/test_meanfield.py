@@ -1,4 +1,4 @@
-"""Mean-field theory (SCIENCE.md sections 1.1-1.3): analytic values, independent integrators,
+"""Mean-field theory (docs/science/mean-field.md): analytic values, independent integrators,
 and the spec's sanity table."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from stabilityscope.theory.meanfield import (
 )
 
 # ---- tolerances, in one place -------------------------------------------------------------
-TABLE_ATOL = 1e-3  # SCIENCE.md table is given to 4 digits
+TABLE_ATOL = 1e-3  # the reference table (docs/science/mean-field.md) has 4 digits
 AT_ATOL = 5e-3  # AT point 1/J = 0.5 -> J0/J = 1.220
 EXACT_RTOL = 1e-8  # closed forms (chi = J^2 in P, ReLU J^2/2, ...)
 FIXED_POINT_ATOL = 1e-8  # residual of the fixed-point equations under an independent integrator

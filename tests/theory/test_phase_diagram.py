@@ -1,4 +1,4 @@
-"""Numerical phase diagram (EOC-training §1.4): physics checks with real numbers, on small N.
+"""Numerical phase diagram (EOC-training; docs/science/mean-field.md): physics checks with real numbers, on small N.
 
 Tolerances live in one place (below). N = 300 keeps the file fast on 2 CPU cores; the physics
 checks sit deep inside each phase, where finite N and T do not blur the answer.
