@@ -37,7 +37,7 @@ assert Path(conf_dir(), "config.yaml").is_file() and Path(conf_dir()).is_relativ
 load_laws()  # the packaged calibrated laws travel with the wheel
 print(f"wheel: stabilityscope {stabilityscope.__version__} from {Path(stabilityscope.__file__).parent}")
 PYEOF
-"$W" -m stabilityscope --help > help.txt && grep -q "Configuration groups" help.txt
+"$W" -m stabilityscope --help > help.txt && grep -q "Usage: python -m stabilityscope" help.txt
 [ "$("$W" -m stabilityscope --version)" = "stabilityscope $("$W" -c 'import stabilityscope; print(stabilityscope.__version__)')" ]
 "$W" -m stabilityscope train.epochs=2 dataset.train_subset=2000 dataset.test_subset=500 checkpoint_root="$work/runs"
 run=$(ls -d "$work"/runs/fmnist_fc-fashion_mnist/*/)
