@@ -393,9 +393,9 @@ def correspondence(run: AtlasRun) -> list[dict[str, Any]]:
                   "gain of the map at the test inputs": run.map_gains.get("gain_rms_input")}
     if gains:
         with _all_nan_is_nan():
-            candidates["depth-wise gain, median over the map's layers"] = np.nanmedian(np.vstack([r.s for r in gains]), 0)
-            candidates["depth-wise gain, product over the map's layers"] = np.exp(np.nansum(np.vstack([np.log(r.s)
-                                                                                                       for r in gains]), 0))
+            layer_gains = np.vstack([r.s for r in gains])  # (layers, checkpoints)
+            candidates["depth-wise gain, median over the map's layers"] = np.nanmedian(layer_gains, 0)
+            candidates["depth-wise gain, product over the map's layers"] = np.exp(np.nansum(np.log(layer_gains), 0))
     rows = []
     for name, values in candidates.items():
         if values is None:

@@ -10,11 +10,12 @@
 The measurements are the tracker's (:class:`~stabilityscope.recording.tracking.LayerTracker`), taken
 once: J, J0 (docs/science/mean-field.md; for a non-square layer they locate its mean-field *surrogate*, a random
 square matrix with the same entry statistics, and ``square`` says so), the mean-field χ and edge
-distance ½ ln χ with the phase label (docs/science/mean-field.md), the spectral radius of square layers (``radius_method``:
-``filtered``, the checked estimate of :func:`~stabilityscope.dynamics.weight_structure.estimate_spectral_radius`,
-relative residual ≤ 1e-3, or ``exact``, the full decomposition where that check failed or N < 256), and with
-``inputs`` the iterated-map measures of square layers, MLP chains and model maps (docs/science/iterated-maps.md: s = M1,
-Benettin λ_max, the attractor class). Layers of equal shape are measured as one stack.
+distance ½ ln χ with the phase label (docs/science/mean-field.md), the spectral radius of square layers
+(``radius_method``: ``filtered``, the checked estimate of
+:func:`~stabilityscope.dynamics.weight_structure.estimate_spectral_radius`, relative residual ≤ 1e-3, or
+``exact``, the full decomposition where that check failed or N < 256), and with ``inputs`` the iterated-map
+measures of square layers, MLP chains and model maps (docs/science/iterated-maps.md: s = M1, Benettin
+λ_max, the attractor class). Layers of equal shape are measured as one stack.
 """
 from __future__ import annotations
 
