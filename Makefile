@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STABILITYSCOPE_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
 export STABILITYSCOPE_DATA
 
-.PHONY: install demo test docs bench coverage clean
+.PHONY: install demo lint test wheel-check docs bench coverage clean
 
 install: $(VENV)/.installed
 
@@ -20,10 +20,21 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m stabilityscope experiment=demo dataset.download=true
 
+# pyflakes, import order, the 120-column lines and the library's docstrings (pyproject.toml [tool.ruff.lint]).
+# `$(VENV)/bin/ruff check --fix .` sorts imports and drops unused ones; long lines and docstrings are fixed by hand.
+lint: install
+	$(VENV)/bin/ruff check .
+
 # Idle OpenMP threads sleep instead of spinning: the suite runs many small torch ops and is
 # often run beside other work on few cores, where spinning threads stall each other.
 test: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
+
+# The built wheel works outside the repository: sdist and wheel by `python -m build`, the wheel installed
+# into a fresh environment (borrowing this one's dependencies), then --help, --version, a 2-epoch canonical
+# run on a data subset and task=report on its trace, from a folder outside the checkout (about a minute).
+wheel-check: install
+	PY=$(PY) .ci/wheel_check.sh
 
 # The docs site: docs/_build/html/index.html. Warnings are errors and every cross-reference must resolve
 # (tests/test_docs.py builds it the same way, so `make test` and CI check it too).

@@ -15,8 +15,8 @@ import os
 import time
 
 import torch
-
 from bench_tracking import median_measure_seconds  # benchmarks/ is the script's folder
+
 from stabilityscope.config import AnalysisConfig, OptimConfig
 from stabilityscope.models.dissect import dissect
 from stabilityscope.models.registry import FashionFC

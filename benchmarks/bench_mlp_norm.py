@@ -14,6 +14,8 @@ import argparse
 import time
 
 import stabilityscope  # noqa: F401  first: its OpenMP wait policy applies before torch loads
+
+# isort: split
 import torch
 from timm.layers import Mlp
 
@@ -48,7 +50,8 @@ def main() -> None:
         auto_s, auto = best_seconds(ModuleMap(block, (args.dim,)).jacobian_norm, x, args.repeats)
     rel = float(((closed - auto) / auto).abs().max())
     print(f"MLP {args.dim}→{args.hidden}→{args.dim}, {args.states} states, {args.threads} thread(s): closed form "
-          f"{closed_s:.3f} s, autograd {auto_s:.3f} s, ratio {auto_s / closed_s:.1f}, max relative difference {rel:.1e}")
+          f"{closed_s:.3f} s, autograd {auto_s:.3f} s, ratio {auto_s / closed_s:.1f}, max relative difference "
+          f"{rel:.1e}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def peak_mib() -> float:
 def worker(model: str, data_root: str, steps: int, threads: int) -> None:
     """Time one training step and one standard checkpoint of ``model``; print one JSON line."""
     import stabilityscope as ss  # first: the OpenMP wait policy is set before torch loads
+    # isort: split
 
     import statistics
 

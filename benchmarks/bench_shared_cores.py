@@ -39,15 +39,14 @@ POLICIES = {"spin": {"GOMP_SPINCOUNT": "300000"}, "passive": {}, "short": {"GOMP
             "1 thread": {"GOMP_SPINCOUNT": "300000", "OMP_NUM_THREADS": "1"}}
 COMPETITORS = {"beside spin": {}, "beside passive": {"OMP_WAIT_POLICY": "PASSIVE"}}
 # a training-like torch job: medium matmuls and elementwise ops, many parallel regions per second
-COMPETITOR = ("import torch\n"
-              "a = torch.randn(512, 512); w = torch.randn(512, 512) / 23\n"
-              "while True:\n"
-              "    a = torch.tanh(a @ w) + 0.01 * torch.randn(512, 512)\n")
+COMPETITOR = ("import torch\na = torch.randn(512, 512); w = torch.randn(512, 512) / 23\nwhile True:\n    a = "
+              "torch.tanh(a @ w) + 0.01 * torch.randn(512, 512)\n")
 
 
 def worker(repeats: int) -> None:
     """Time the two workloads in this process and print one JSON line."""
     import stabilityscope as ss  # first: it sets the wait policy before torch loads (unless one is set)
+    # isort: split
 
     import math
 

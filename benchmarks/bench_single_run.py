@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 import stabilityscope  # noqa: F401  first: its OpenMP wait policy (PASSIVE unless set) applies before torch loads
+
+# isort: split
 import torch
 
 from stabilityscope.config import Config, as_options
 from stabilityscope.training.data import load_dataset
 from stabilityscope.training.trainer import Run
-
 
 VARIANTS = {  # name → (train.fast_step, train.overlap_checkpoints)
     "autograd": (False, False),

@@ -85,7 +85,8 @@ def main() -> None:
     ratios = [t / b for t, b in zip(tracked, bare)]
     print(f"torch threads: {torch.get_num_threads()}, examples: {len(x)}, epochs per round: {args.epochs}")
     print(f"bare loop     : {statistics.median(bare):8.1f} steps/s (rounds: {', '.join(f'{v:.1f}' for v in bare)})")
-    print(f"tracked run   : {statistics.median(tracked):8.1f} steps/s (rounds: {', '.join(f'{v:.1f}' for v in tracked)})")
+    print(f"tracked run   : {statistics.median(tracked):8.1f} steps/s (rounds: "
+          f"{', '.join(f'{v:.1f}' for v in tracked)})")
     print(f"throughput ratio tracked/bare: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target >= 0.9")
 

@@ -84,7 +84,8 @@ def bench_dissection(args: argparse.Namespace) -> None:
         rs = [r for r in results if r.library == lib and r.built]
         build = [r.build_seconds for r in rs]
         dis = [r.dissect_seconds for r in rs]
-        print(f"  {lib:11s}: {len(rs)} models, build on meta {sum(build):.0f} s (median {statistics.median(build) * 1e3:.0f} ms), "
+        print(f"  {lib:11s}: {len(rs)} models, build on meta {sum(build):.0f} s (median "
+              f"{statistics.median(build) * 1e3:.0f} ms), "
               f"dissect {sum(dis):.0f} s (median {statistics.median(dis) * 1e3:.0f} ms, max {max(dis):.2f} s)")
 
 

@@ -144,8 +144,9 @@ def main() -> None:
         if len(jobs) == 1:  # a single run, the ordinary trainer, with the preset's own tracking
             cfg = jobs[0]
             steps = math.ceil(len(data.x_train) / cfg.train.batch_size) * cfg.train.epochs
-            n_ckpt = len(checkpoint_epochs(int(cfg.train.epochs), cfg.train.checkpoints.kind, cfg.train.checkpoints.every,
-                                           cfg.train.checkpoints.num, list(cfg.train.checkpoints.epochs)))
+            sched = cfg.train.checkpoints
+            n_ckpt = len(checkpoint_epochs(int(cfg.train.epochs), sched.kind, sched.every, sched.num,
+                                           list(sched.epochs)))
             wall = steps * run_step_seconds(cfg, data) + n_ckpt * checkpoint_seconds(cfg, data)
             sizes = "single run"
         else:

@@ -123,7 +123,8 @@ def timings(device: torch.device, quick: bool, budget_s: float) -> list[tuple[st
     done, spent = 0, 0.0
     block = max(1, len(y) // 20)
     while done < len(y) and spent < budget_s:
-        _, dt = timed(lambda: ss.phase_diagram(x, y[done:done + block], n=n, steps=steps, seed=0, device=device), device)
+        _, dt = timed(lambda: ss.phase_diagram(x, y[done:done + block], n=n, steps=steps, seed=0, device=device),
+                      device)
         done, spent = done + block, spent + dt
     rows.append((f"phase diagram N = {n}, T = {steps}: {done} of {len(y)} rows × {len(x)} cells",
                  f"{spent:.1f} s ({spent / (done * len(x)) * 1e3:.2f} ms per cell)"))

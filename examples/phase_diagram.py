@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import stabilityscope as ss
-from stabilityscope.theory.numerical_phase_diagram import plot_phase_diagram
+from stabilityscope.plots.phase import plot_phase_diagram
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")

@@ -75,24 +75,39 @@ from stabilityscope import runtime  # first of all: the OpenMP wait policy must 
 from stabilityscope.analysis.collection import open_traces, varying_config
 from stabilityscope.analysis.guideline import Recommendation, recommend
 from stabilityscope.analysis.scaling import SweepAnalysis, analyze_sweep
-from stabilityscope.config import AnalysisConfig, Config, DatasetConfig, ModelConfig, OptimConfig, TrainConfig
+from stabilityscope.config import (
+    AnalysisConfig,
+    Config,
+    DatasetConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimConfig,
+    RecordingConfig,
+    StorageConfig,
+    TrainConfig,
+)
 from stabilityscope.dynamics import geometry, weight_structure
-from stabilityscope.dynamics.lyapunov import (ATTRACTORS, classify_attractor, largest_lyapunov, lyapunov_spectrum,
-                                              map_measures)
+from stabilityscope.dynamics.lyapunov import (
+    ATTRACTORS,
+    classify_attractor,
+    largest_lyapunov,
+    lyapunov_spectrum,
+    map_measures,
+)
 from stabilityscope.dynamics.maps import IteratedMap, LayerMap, ModuleMap
 from stabilityscope.errors import ConfigError, DataError, DivergedError, FitError, StabilityscopeError, TraceError
 from stabilityscope.models.dissect import LayerRecord, dissect, select_layers, tracked_records
 from stabilityscope.models.registry import build_model
+from stabilityscope.models.wrappers import unwrap_model
 from stabilityscope.recording.inspect import inspect
-from stabilityscope.recording.recorder import Recorder
+from stabilityscope.recording.recorder import ExplainabilityInputs, GeometryInputs, Recorder
 from stabilityscope.recording.trace import Trace, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory import logistic, meanfield
 from stabilityscope.theory.meanfield import edge_curve, order_parameters, phase_coordinates, phase_label
 from stabilityscope.theory.numerical_phase_diagram import PhaseDiagram, phase_diagram
 from stabilityscope.training.data import load_dataset
-
-__version__ = "0.1.0"
+from stabilityscope.version import __version__ as __version__  # the package's version (stabilityscope/version.py)
 
 # Modules reachable as ``ss.<name>`` and ``from stabilityscope import <name>`` (loaded on first use:
 # plots and reports bring in matplotlib), by their home. ``figures``, ``geometry_figures``,
@@ -129,10 +144,11 @@ def __getattr__(name: str):  # noqa: ANN202 (PEP 562: a module attribute on firs
 __all__ = [
     "ATTRACTORS", "IteratedMap", "LayerMap", "ModuleMap", "PhaseDiagram", "classify_attractor", "largest_lyapunov",
     "geometry", "logistic", "lyapunov_spectrum", "map_measures", "phase_diagram", "weight_structure",
-    "ConfigError", "DataError", "DivergedError", "FitError", "LayerRecord", "StabilityscopeError", "Trace", "TraceError",
-    "build_model", "dissect", "edge_curve", "meanfield", "open_trace", "open_traces", "order_parameters", "phase_coordinates",
-    "phase_label", "varying_config", "select_layers",
+    "ConfigError", "DataError", "DivergedError", "FitError", "LayerRecord", "StabilityscopeError", "Trace",
+    "TraceError", "build_model", "dissect", "edge_curve", "meanfield", "open_trace", "open_traces", "order_parameters",
+    "phase_coordinates", "phase_label", "varying_config", "select_layers",
     "Recommendation", "SweepAnalysis", "analyze_sweep", "recommend",
     "AnalysisConfig", "Config", "DatasetConfig", "LayerTracker", "ModelConfig", "OptimConfig", "TrainConfig",
     "tracked_records", "Recorder", "inspect", "load_dataset", "runtime",
+    "ExplainabilityInputs", "GeometryInputs", "LoggingConfig", "RecordingConfig", "StorageConfig", "unwrap_model",
 ]

@@ -31,6 +31,8 @@ from stabilityscope.errors import ConfigError
 
 
 class Task(str, Enum):
+    """What ``python -m stabilityscope`` does (``task=``)."""
+
     train = "train"
     phase_diagram = "phase_diagram"
     report = "report"  # figures and a one-page summary of existing traces (trace=<path or glob>)
@@ -42,49 +44,67 @@ class Task(str, Enum):
 
 
 class Activation(str, Enum):
+    """The nonlinearity of the built-in networks' hidden layers."""
+
     tanh = "tanh"
     relu = "relu"
 
 
 class OptimName(str, Enum):
+    """The optimiser (``optim.name``)."""
+
     sgd = "sgd"
     adam = "adam"
     adamw = "adamw"  # Adam with decoupled weight decay (Loshchilov & Hutter): w ← w − lr·weight_decay·w
 
 
 class LrSchedule(str, Enum):
+    """The learning rate over a run (``optim.schedule``)."""
+
     constant = "constant"  # optim.lr throughout
     cosine = "cosine"  # linear warm-up over optim.warmup_epochs, then cosine decay to optim.min_lr at the last step
 
 
 class ScheduleKind(str, Enum):
+    """How checkpoints are spaced (``train.checkpoints.kind``)."""
+
     every = "every"  # checkpoint every `every` epochs
     log = "log"  # about `num` log-spaced epochs
     list = "list"  # the explicit `epochs`
 
 
 class CheckpointUnit(str, Enum):
+    """What the checkpoint schedule counts (``train.checkpoints.unit``)."""
+
     epoch = "epoch"  # the schedule counts epochs (a checkpoint at the end of an epoch)
     step = "step"  # the schedule counts optimiser steps (checkpoints inside an epoch, SGD-complexity)
 
 
 class WeightsDtype(str, Enum):
+    """The precision of stored weight matrices (``storage.weights_dtype``)."""
+
     float16 = "float16"
     float32 = "float32"
 
 
 class Subsample(str, Enum):
+    """Which part of the training set a run trains on (``dataset.subsample``)."""
+
     none = "none"  # train on the whole training set
     random = "random"  # a random fraction (seeded by train.seed)
     boundary = "boundary"  # the samples closest to a reference model's decision boundaries (our instantiation)
 
 
 class InitKind(str, Enum):
+    """How the model's weights start (``model.init``)."""
+
     random = "random"  # the model's own random initialisation
     mars = "mars"  # Spline-FC: first hidden layer and head from a degree-1 MARS fit (stabilityscope.models.spline_init)
 
 
 class ModelFamily(str, Enum):
+    """Where ``model.name`` is looked up (``model.family``)."""
+
     builtin = "builtin"  # stabilityscope.models.registry.MODELS
     timm = "timm"  # any timm.list_models() name
     torchvision = "torchvision"  # any torchvision classification model
@@ -129,6 +149,8 @@ class MarsConfig(CheckedOptions):
 
 @dataclass
 class ModelConfig(CheckedOptions):
+    """The network: which model, its width, depth, activation and initialisation (``model``)."""
+
     section: ClassVar[str] = "model"
 
     name: str = "fmnist_fc"  # registry name (builtin) or the library's model name (timm, torchvision)
@@ -144,7 +166,8 @@ class ModelConfig(CheckedOptions):
     input_size: Optional[int] = None  # resize every input to this size (bilinear) before the model; null = as is
     conv1x1: bool = False  # dissection: also treat 1×1 convolutions as fully connected maps
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments (+model.kwargs.k=v)
-    checkpoint: Optional[str] = None  # analysis=inspect: load these saved weights first (state_dict, .ckpt, .safetensors)
+    # analysis=inspect: load these saved weights first (state_dict, .ckpt, .safetensors)
+    checkpoint: Optional[str] = None
     init: InitKind = InitKind.random  # mars: Spline-FC's initialisation from a MARS fit on the training split
     mars: MarsConfig = field(default_factory=MarsConfig)  # the MARS fit of init=mars
 
@@ -159,6 +182,8 @@ class ModelConfig(CheckedOptions):
 
 @dataclass
 class DatasetConfig(CheckedOptions):
+    """The data: which dataset, where, which part of it and how prepared (``dataset``)."""
+
     section: ClassVar[str] = "dataset"
 
     name: str = "fashion_mnist"  # registry name (stabilityscope.training.data.DATASETS)
@@ -179,9 +204,11 @@ class DatasetConfig(CheckedOptions):
     def check(self) -> None:
         for key in ("train_subset", "test_subset"):
             v = getattr(self, key)
-            _require(v is None or v >= 1, f"dataset.{key}", v, "a subset size must be a positive integer (or null for all)")
+            _require(v is None or v >= 1, f"dataset.{key}", v, "a subset size must be a positive integer (or null for "
+                                                               "all)")
         frac = self.subsample_fraction
-        _require(0 < frac <= 1, "dataset.subsample_fraction", frac, "the fraction of training samples kept must lie in (0, 1]")
+        _require(0 < frac <= 1, "dataset.subsample_fraction", frac, "the fraction of training samples kept must lie in "
+                                                                    "(0, 1]")
         _require(value_of(self.subsample) != "boundary" or self.subsample_reference, "dataset.subsample_reference",
                  self.subsample_reference, "dataset.subsample=boundary needs a reference model: a run directory, "
                  "its trace.h5 or a state .pt file of the same model")
@@ -190,12 +217,15 @@ class DatasetConfig(CheckedOptions):
 
 @dataclass
 class OptimConfig(CheckedOptions):
+    """The optimiser and its learning-rate schedule (``optim``)."""
+
     section: ClassVar[str] = "optim"
 
     name: OptimName = OptimName.sgd
     lr: float = 0.02
     momentum: float = 0.5  # SGD only
-    weight_decay: float = 0.0  # PyTorch convention, weight matrices only; Keras L2 λ = weight_decay / 2 (adamw: decoupled)
+    # PyTorch convention, weight matrices only; Keras L2 λ = weight_decay / 2 (adamw: decoupled)
+    weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam and AdamW only
     schedule: LrSchedule = LrSchedule.constant  # the learning rate over the run, set before every optimiser step
     warmup_epochs: float = 0.0  # cosine: epochs of linear warm-up from lr/steps_in_warmup to lr
@@ -212,6 +242,8 @@ class OptimConfig(CheckedOptions):
 
 @dataclass
 class CheckpointSchedule(CheckedOptions):
+    """When checkpoints are taken (``train.checkpoints``)."""
+
     section: ClassVar[str] = "train.checkpoints"
 
     unit: CheckpointUnit = CheckpointUnit.epoch  # what `every`, `num` and the lists count: epochs or steps
@@ -239,12 +271,15 @@ class CheckpointSchedule(CheckedOptions):
 
 @dataclass
 class TrainConfig(CheckedOptions):
+    """The training run: epochs, batch, seed, device, checkpoints, threads (``train``)."""
+
     section: ClassVar[str] = "train"
 
     epochs: int = 10
     batch_size: int = 32
     seed: int = 0
-    label_smoothing: float = 0.0  # of the training loss (classification); test and train metrics stay plain cross-entropy
+    # of the training loss (classification); test and train metrics stay plain cross-entropy
+    label_smoothing: float = 0.0
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
     keep_states: int = 2  # resumable states kept on disk (the newest ones)
@@ -311,7 +346,8 @@ class AnalysisConfig(CheckedOptions):
     geometry: bool = False  # decision-region geometry of FC layers with flat inputs (FC-geometry, ours)
     geometry_delta: float = 0.1  # band threshold δ ∈ (0, ½): the band keeps φ in the inner (1 − 2δ) of its range
     geometry_samples: int = 1000  # the first n training inputs, the fixed sample the geometry is measured on
-    explainability: bool = False  # SGD-complexity: I(F;Y), I(F;Y|L), μ_Y(F;L) against a linear baseline L per checkpoint
+    # SGD-complexity: I(F;Y), I(F;Y|L), μ_Y(F;L) against a linear baseline L per checkpoint
+    explainability: bool = False
     explainability_boot: int = 200  # bootstrap resamples of the test set for the intervals of μ and I(F;Y)
     explainability_confidence: float = 0.95  # level of those intervals
     miller_madow: bool = False  # add the Miller–Madow bias correction to every entropy
@@ -346,6 +382,8 @@ class AnalysisConfig(CheckedOptions):
 
 @dataclass
 class GridAxis(CheckedOptions):
+    """One axis of a grid: ``num`` points from ``start`` to ``stop`` (numpy.linspace)."""
+
     start: float = 0.0
     stop: float = 1.0
     num: int = 11
@@ -353,6 +391,8 @@ class GridAxis(CheckedOptions):
 
 @dataclass
 class PhaseDiagramConfig(CheckedOptions):
+    """``task=phase_diagram``: the numerical phase diagram's grid, network size, steps and sampling."""
+
     section: ClassVar[str] = "phase_diagram"
 
     j0_over_j: GridAxis = field(default_factory=lambda: GridAxis(-2.0, 3.0, 51))
@@ -440,12 +480,14 @@ class ScalingConfig(CheckedOptions):
 
 @dataclass
 class CalibrationConfig(CheckedOptions):
-    """``task=calibrate`` / ``task=reproduce``: how the guideline's laws are fitted (stabilityscope.analysis.calibration)."""
+    """``task=calibrate`` / ``task=reproduce``: how the guideline's laws are fitted
+    (stabilityscope.analysis.calibration)."""
 
     section: ClassVar[str] = "calibration"
     tolerance: float = 0.15  # the growth law's validity range: rates where every run's A is within this of the law
     n_boot: int = 1000  # bootstrap samples over seeds for λ* at each rate
-    j2_window: Optional[list[float]] = field(default_factory=lambda: [0.30, 0.60])  # every run's A over J² in this range
+    # every run's A over J² in this range
+    j2_window: Optional[list[float]] = field(default_factory=lambda: [0.30, 0.60])
     commit: Optional[str] = None  # the code commit that trained the runs, written into runs.json (when traces lack it)
     power: float = 0.8  # task=reproduce: the power an inconclusive verdict's seed count plans for
 
@@ -474,7 +516,8 @@ class GuidelineConfig(CheckedOptions):
     budget: int = 100  # the epoch budget given to recommend()
     decay_factor: float = 1.0  # × the recommended weight decay (the validation sweeps 0.5, 1, 2, 4)
     extrapolate: bool = False  # recommend(..., extrapolate=True): train a budget too short for the calibrated range
-    validate: bool = False  # this run is one of the guideline's validation runs (the calibrate_guideline presets set it)
+    # this run is one of the guideline's validation runs (the calibrate_guideline presets set it)
+    validate: bool = False
 
 
 @dataclass
@@ -489,7 +532,23 @@ class LoggingConfig(CheckedOptions):
 
 
 @dataclass
+class RecordingConfig(CheckedOptions):
+    """What a :class:`~stabilityscope.recording.recorder.Recorder` reads of the options: the app's sections it uses.
+
+    ``Recorder(..., options=...)`` takes these, the measurement options alone (an :class:`AnalysisConfig`,
+    the common case) or the app's whole :class:`Config` (its four sections below are used).
+    """
+
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)  # what is measured at every checkpoint
+    storage: StorageConfig = field(default_factory=StorageConfig)  # full weight matrices in the trace, or not
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # TensorBoard / MLflow mirrors of every scalar
+    model: ModelConfig = field(default_factory=ModelConfig)  # its conv1x1 makes 1×1 convolutions FC maps too
+
+
+@dataclass
 class Config(CheckedOptions):
+    """The app's whole configuration: the task and every section (``conf/config.yaml`` fills it)."""
+
     task: Task = Task.train
     resume: Optional[str] = None  # a run directory to continue (train task)
     figures: bool = True  # draw the run's figures when training ends
@@ -504,7 +563,8 @@ class Config(CheckedOptions):
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     sweep: Optional[str] = None  # task=scaling: a sweep directory (checkpoints/multirun/<stamp>) or a glob of runs
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
-    runs: Any = None  # task=calibrate / reproduce / atlas: run or sweep directories or globs (a string or a list of them)
+    # task=calibrate / reproduce / atlas: run or sweep directories or globs (a string or a list of them)
+    runs: Any = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     guideline: GuidelineConfig = field(default_factory=GuidelineConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
@@ -681,6 +741,25 @@ def as_options(options: Any, cls: type[Options], key: str = "") -> Options:
     kwargs = {name: _convert(options[name], hints[name], f"{key}.{name}" if key else name)
               for name in names if name in options}
     return cls(**kwargs)
+
+
+def recording_options(options: Any) -> RecordingConfig:
+    """The :class:`RecordingConfig` of ``options``: itself; the four sections of a :class:`Config` (or of a
+    DictConfig or mapping of one); or the measurement options alone (an :class:`AnalysisConfig`, a mapping of
+    its fields, or None for the defaults) with the other sections at their defaults."""
+    if isinstance(options, RecordingConfig):
+        return as_options(options, RecordingConfig)
+    if isinstance(options, Config):
+        options = as_options(options, Config)
+        return RecordingConfig(analysis=options.analysis, storage=options.storage, logging=options.logging,
+                               model=options.model)
+    if isinstance(options, Mapping) and "analysis" in options:  # a (Dict)Config of the app or of RecordingConfig
+        keys = [f.name for f in dataclasses.fields(RecordingConfig)]
+        if set(options) <= set(keys):
+            return as_options(options, RecordingConfig)
+        full = as_options(options, Config)
+        return RecordingConfig(analysis=full.analysis, storage=full.storage, logging=full.logging, model=full.model)
+    return RecordingConfig(analysis=as_options(options, AnalysisConfig, "analysis"))
 
 
 def to_container(cfg: Any) -> dict:

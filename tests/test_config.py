@@ -35,7 +35,8 @@ def test_defaults_are_the_canonical_case(compose_cfg):
     assert cfg.model.init_J == 0.5 and cfg.model.init_J0 == 0.0
     assert cfg.dataset.name == "fashion_mnist"
     assert (cfg.optim.name.value, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.02, 0.5, 0.0)
-    assert cfg.train.batch_size == 32 and cfg.train.checkpoints.kind.value == "every" and cfg.train.checkpoints.every == 1
+    assert cfg.train.batch_size == 32
+    assert cfg.train.checkpoints.kind.value == "every" and cfg.train.checkpoints.every == 1
 
 
 def test_abalone_brings_the_optimiser_its_results_used(compose_cfg):

@@ -59,7 +59,8 @@ def test_committed_notebooks_are_stripped_and_use_the_public_api(name):
     assert code and all(not c.outputs and c.execution_count is None for c in code), "strip the outputs"
     source = "\n".join(c.source for c in code)
     imports = re.findall(r"^\s*(?:from|import) (stabilityscope\S*)", source, flags=re.M)
-    assert set(imports) <= {"stabilityscope"}, imports  # `import stabilityscope as ss`, `from stabilityscope import figures`
+    # `import stabilityscope as ss`, `from stabilityscope import figures`
+    assert set(imports) <= {"stabilityscope"}, imports
     assert not re.search(r"\b(?:ss|figures|tr)\._\w", source)  # no private names
     assert "h5py" not in source  # traces are read through open_trace / open_traces
 

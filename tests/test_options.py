@@ -16,9 +16,24 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 import stabilityscope as ss
 from stabilityscope import config
-from stabilityscope.config import (AnalysisConfig, BackgroundConfig, BatchingConfig, CalibrationConfig,
-                                   CheckpointSchedule, Config, DatasetConfig, MarsConfig, ModelConfig, OptimConfig,
-                                   PhaseDiagramConfig, ScalingConfig, StorageConfig, TrainConfig, as_options, validate)
+from stabilityscope.config import (
+    AnalysisConfig,
+    BackgroundConfig,
+    BatchingConfig,
+    CalibrationConfig,
+    CheckpointSchedule,
+    Config,
+    DatasetConfig,
+    MarsConfig,
+    ModelConfig,
+    OptimConfig,
+    PhaseDiagramConfig,
+    ScalingConfig,
+    StorageConfig,
+    TrainConfig,
+    as_options,
+    validate,
+)
 from stabilityscope.errors import ConfigError
 
 SECTIONS = {cls.section: cls for cls in (MarsConfig, ModelConfig, DatasetConfig, OptimConfig, CheckpointSchedule,

@@ -23,6 +23,16 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
+def test_the_version_is_written_once_and_printed(wheel):
+    """pyproject.toml reads stabilityscope.__version__; the wheel carries it; --version prints it."""
+    import stabilityscope
+
+    assert wheel.name.startswith(f"stabilityscope-{stabilityscope.__version__}-")
+    proc = subprocess.run([sys.executable, "-m", "stabilityscope", "--version"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"stabilityscope {stabilityscope.__version__}"
+
+
 def test_wheel_ships_every_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = [f for f in CONF_FILES if f"stabilityscope/conf/{f}" not in names]
@@ -39,6 +49,6 @@ def test_installed_wheel_runs_the_app_outside_the_checkout(wheel, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["model"]["width"] == 100 and cfg["optim"]["lr"] == 0.02
-    where = subprocess.run([sys.executable, "-c", "import stabilityscope.cli.app as a; print(a.conf_dir())"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True)
+    where = subprocess.run([sys.executable, "-c", "import stabilityscope.cli.app as a; print(a.conf_dir())"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert where.stdout.strip().startswith(str(target))

@@ -32,7 +32,8 @@ def synthetic_config(activation: str = "tanh", lr: float = 0.02, weight_decay: f
     return {"task": "train", "resume": None, "figures": True, "trace": None,
             "model": {"name": "fmnist_fc", "width": N, "activation": activation, "init_J": 0.5},
             "dataset": {"name": "fashion_mnist", "root": "/nowhere", "train_subset": train_subset, "test_subset": 200},
-            "optim": {"name": "sgd", "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "betas": [0.9, 0.999]},
+            "optim": {"name": "sgd", "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                      "betas": [0.9, 0.999]},
             "train": {"epochs": epochs, "batch_size": batch_size, "seed": seed},
             "analysis": {"name": analysis, "maps": analysis != "economy", "eigen": analysis != "economy"},
             "checkpoint_root": "/nowhere"}
@@ -81,8 +82,9 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
     hidden_stats = [StatSpec("J"), StatSpec("J0"), StatSpec("weight_distance"), StatSpec("chi"),
                     StatSpec("edge_distance"), StatSpec("phase", PHASES)]
     if maps:
-        hidden_stats += [StatSpec(s) for s in ("s_mean", "s_std", "jacobian_product_exponent", "two_trajectory_exponent",
-                                               "asymptotic_distance", "lambda_max", "period", "map_steps")]
+        hidden_stats += [StatSpec(s) for s in ("s_mean", "s_std", "jacobian_product_exponent",
+                                               "two_trajectory_exponent", "asymptotic_distance", "lambda_max", "period",
+                                               "map_steps")]
         hidden_stats += [StatSpec("attractor", ATTRACTORS), StatSpec("poincare", shape=(STARTS, T_HALF, 2), dtype="f4"),
                          StatSpec("spectral_radius"), StatSpec("eigenvalues", shape=(N, 2), dtype="f4")]
     head_stats = hidden_stats[:6]
@@ -149,7 +151,8 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
                 s_mean=s_map, s_std=0.01, jacobian_product_exponent=lam, two_trajectory_exponent=lam,
                 asymptotic_distance=0.0 if j < 1 else 5.0 * (j - 1), lambda_max=lam, period=period,
                 map_steps=40.0, attractor=ATTRACTORS.index(attractor), poincare=p.astype(np.float32),
-                spectral_radius=float(np.abs(ev).max()), eigenvalues=np.stack([ev.real, ev.imag], -1).astype(np.float32))
+                spectral_radius=float(np.abs(ev).max()),
+                eigenvalues=np.stack([ev.real, ev.imag], -1).astype(np.float32))
             if chain:
                 stats["block"] = {k: v for k, v in stats["hidden"].items()
                                   if k in {st.name for st in layers["block"].stats}}
@@ -176,8 +179,7 @@ def real_trace(root: Path, data_root: Path, name: str, *overrides: str) -> Path:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from stabilityscope.cli.app import conf_dir, register_resolvers
-    from stabilityscope.cli.app import register_configs
+    from stabilityscope.cli.app import conf_dir, register_configs, register_resolvers
     from stabilityscope.training.trainer import Run
 
     register_configs()

@@ -98,6 +98,8 @@ class Reading:
 
 @dataclass
 class AtlasRun:
+    """One atlas run: its family, model and seed, its checkpoints' epochs and test loss, its trunk blocks."""
+
     path: str
     family: str
     model: str
@@ -136,6 +138,9 @@ class Pick:
 
 @dataclass
 class Atlas:
+    """The atlas of a set of runs: per-family depth profiles, EOC-optimality's claims with verdicts, label-free
+    picks."""
+
     runs: list[AtlasRun]
     profiles: dict[str, dict[str, dict[str, np.ndarray]]]  # family → reading → stage → (L,) per block
     claims: list[dict[str, Any]]  # one row per (family, claim, map): the verdict and its numbers
@@ -182,11 +187,13 @@ def read_run(path: Path) -> Optional[AtlasRun]:
             if kind == "depth":
                 depth = tr.stat(layer, "depth_lambda_max").astype(float)
             elif kind in FC_KINDS:
-                J, chi = tr.stat(layer, "J").astype(float), tr.stat(layer, "chi").astype(float) if "chi" in stats else None
+                J = tr.stat(layer, "J").astype(float)
+                chi = tr.stat(layer, "chi").astype(float) if "chi" in stats else None
                 s = np.sqrt(chi) if chi is not None else np.full(len(tr), np.nan)
                 readings.append(Reading(layer, layer, "fc", block, s, np.full(len(tr), np.nan), None, J, chi))
                 if "s_mean" in stats:  # a square FC layer iterated as φ(Wx + b)
-                    readings.append(Reading(f"{layer} (iterated)", layer, "fc_map", block, tr.stat(layer, "s_mean").astype(float),
+                    readings.append(Reading(f"{layer} (iterated)", layer, "fc_map", block,
+                                            tr.stat(layer, "s_mean").astype(float),
                                             tr.stat(layer, "lambda_max").astype(float), att))
             elif kind == "block":
                 index = next(i for i, (name, _) in enumerate(blocks) if name == layer)
@@ -200,7 +207,8 @@ def read_run(path: Path) -> Optional[AtlasRun]:
                 map_gains = {k: tr.stat(layer, k).astype(float) for k in ("gain_rms_input", "gain_rms_attractor")}
             if kind in ("chain", "model_map") and "s_mean" in stats:
                 readings.append(Reading(f"{layer} (iterated)", layer, "chain" if kind == "chain" else "model_map",
-                                        block if kind == "chain" else len(blocks), tr.stat(layer, "s_mean").astype(float),
+                                        block if kind == "chain" else len(blocks),
+                                        tr.stat(layer, "s_mean").astype(float),
                                         tr.stat(layer, "lambda_max").astype(float), att))
         wall = tr.wall_time.astype(float)
         return AtlasRun(str(path), family_of(model), model, flat.get("train.seed"), model in REFERENCE_MODELS,
@@ -289,7 +297,8 @@ def _claim_row(family: str, claim: str, rule: str, map_name: str, verdict: Verdi
             "detail": detail}
 
 
-def family_claims(family: str, runs: Sequence[AtlasRun], confidence: float = 0.95, power: float = 0.8) -> list[dict[str, Any]]:
+def family_claims(family: str, runs: Sequence[AtlasRun], confidence: float = 0.95,
+                  power: float = 0.8) -> list[dict[str, Any]]:
     """EOC-optimality's three claims on one family's runs (see the module docstring)."""
     rows: list[dict[str, Any]] = []
     # 1. the best test loss near s = 1, map by map: one value per run
@@ -384,9 +393,9 @@ def correspondence(run: AtlasRun) -> list[dict[str, Any]]:
                   "gain of the map at the test inputs": run.map_gains.get("gain_rms_input")}
     if gains:
         with _all_nan_is_nan():
-            candidates["depth-wise gain, median over the map's layers"] = np.nanmedian(np.vstack([r.s for r in gains]), 0)
-            candidates["depth-wise gain, product over the map's layers"] = np.exp(np.nansum(np.vstack([np.log(r.s)
-                                                                                                       for r in gains]), 0))
+            layer_gains = np.vstack([r.s for r in gains])  # (layers, checkpoints)
+            candidates["depth-wise gain, median over the map's layers"] = np.nanmedian(layer_gains, 0)
+            candidates["depth-wise gain, product over the map's layers"] = np.exp(np.nansum(np.log(layer_gains), 0))
     rows = []
     for name, values in candidates.items():
         if values is None:

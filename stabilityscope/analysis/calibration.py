@@ -297,7 +297,8 @@ def _fit_form(form: str, x: np.ndarray, A: np.ndarray, confidence: float) -> Opt
         t = t_quantile(confidence, n - 2)
         se0, se1 = math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1])
         k, p, a0, npar = math.exp(beta[0]), float(beta[1]), 0.0, 2
-        kci, pci, aci = (math.exp(beta[0] - t * se0), math.exp(beta[0] + t * se0)), (p - t * se1, p + t * se1), (0.0, 0.0)
+        kci = (math.exp(beta[0] - t * se0), math.exp(beta[0] + t * se0))
+        pci, aci = (p - t * se1, p + t * se1), (0.0, 0.0)
     elif form == "affine":
         if n < 3 or np.ptp(x) == 0:
             return None
@@ -365,8 +366,8 @@ def fit_growth_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, to
     if len(ok) < 3 or ok["rate"].nunique() < 2:  # no law; the report still lists the runs, A at their own n
         ok["A_at_n"] = ok["A"].astype(float)
         return GrowthCalibration(None, {}, {}, ok, {}, [f"{len(ok)} run(s) with a positive slope at "
-                                                          f"{ok['rate'].nunique()} rate(s): a growth law needs >= 3 runs "
-                                                          f"at >= 2 rates"])
+                                                        f"{ok['rate'].nunique()} rate(s): a growth law needs >= 3 runs "
+                                                        "at >= 2 rates"])
     if {"lr", "momentum", "batch_size"} <= set(ok.columns):
         ok["series"] = [_series(r) for r in ok.to_dict("records")]
     ns = ok["n_train"].unique()
@@ -517,7 +518,8 @@ def fit_plateau_law(runs: "pd.DataFrame", *, rate_ref: float = REFERENCE_RATE, w
     law = PlateauLaw(math.exp(beta[0]), float(beta[1]), s, wd_ref, rate_ref,
                      (float(ok["rate"].min()), float(ok["rate"].max())),
                      (float(ok["weight_decay"].min()), float(ok["weight_decay"].max())),
-                     (math.exp(cis[0][0]), math.exp(cis[0][1])), cis[1], cis[2] if vary_rate else nan2, cov, max(dof, 0))
+                     (math.exp(cis[0][0]), math.exp(cis[0][1])), cis[1], cis[2] if vary_rate else nan2, cov,
+                     max(dof, 0))
     return law, r2
 
 
@@ -546,8 +548,8 @@ def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"],
     dec["saturated"] = dec["last_epoch"].astype(float) >= 3 * dec["tau_measured"].astype(float)
     short = dec[~dec["saturated"]]
     if len(short):
-        notes.append(f"{len(short)} of {len(dec)} decay runs lasted less than 3 measured relaxation times (left out of the "
-                     f"plateau law): " + ", ".join(f"{r.run} (wd {r.weight_decay:g}, rate {r.rate:.3g}: "
+        notes.append(f"{len(short)} of {len(dec)} decay runs lasted less than 3 measured relaxation times (left out of "
+                     "the plateau law): " + ", ".join(f"{r.run} (wd {r.weight_decay:g}, rate {r.rate:.3g}: "
                                                     f"{r.last_epoch:g} epochs, τ = {r.tau_measured:.3g})"
                                                     for r in short.itertuples()))
     # the law is fitted inside the growth law's validity range only: beyond it J² runs away and a "plateau"
@@ -556,7 +558,8 @@ def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"],
     outside = dec[~dec["in_growth_range"]]
     if len(outside):
         notes.append(f"{len(outside)} decay runs at rates outside the growth law's validity range (left out of the "
-                     f"plateau law): rates {', '.join(f'{r / REFERENCE_RATE:.3g}×' for r in sorted(outside['rate'].unique()))}")
+                     "plateau law): rates "
+                     f"{', '.join(f'{r / REFERENCE_RATE:.3g}×' for r in sorted(outside['rate'].unique()))}")
     law, r2 = fit_plateau_law(dec[dec["saturated"] & dec["in_growth_range"]], confidence=confidence)
     if law is None:
         notes.append("no plateau law: fewer than 3 saturated runs at 2 or more decays inside the growth law's range")
@@ -569,7 +572,8 @@ def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"],
         star_rows.append({"rate": float(rk), "rate_x": float(rk) / REFERENCE_RATE, "n_runs": len(g),
                           "n_saturated": len(sat), "lambda_star": d.weight_decay_star, "how": d.explanation,
                           "seed_ci_low": d.seed_ci[0], "seed_ci_high": d.seed_ci[1], "boot_ci_low": d.bootstrap_ci[0],
-                          "boot_ci_high": d.bootstrap_ci[1], "law_lambda_star": law.decay_for(float(rk)) if law else math.nan,
+                          "boot_ci_high": d.bootstrap_ci[1],
+                          "law_lambda_star": law.decay_for(float(rk)) if law else math.nan,
                           **_law_interval(law, float(rk), confidence), "model_lambda_star": REFERENCE_WEIGHT_DECAY})
         # EOC-training's claim: the best final test loss at the decay whose plateau is the edge. Final losses
         # compare only between runs trained as long, so one row per (rate, run length).
@@ -589,7 +593,8 @@ def _plateau_calibration(runs: "pd.DataFrame", curves: Mapping[str, "RunCurve"],
             me, le, he = t_interval(by_wd[edge_wd], confidence) if has_edge else (math.nan,) * 3
             claim_rows.append({"rate": float(rk), "rate_x": float(rk) / REFERENCE_RATE, "epochs": float(epochs),
                                "best_decay": float(best), "best_loss": mb, "best_loss_low": lb, "best_loss_high": hb,
-                               "edge_decay": edge_wd, "edge_plateau": float(plateaus[edge_wd]) if has_edge else math.nan,
+                               "edge_decay": edge_wd,
+                               "edge_plateau": float(plateaus[edge_wd]) if has_edge else math.nan,
                                "edge_loss": me, "edge_loss_low": le, "edge_loss_high": he, "welch_p": float(welch),
                                "losses": "; ".join(f"{wd:g}: {means[wd]:.4f}" for wd in sorted(means))})
     return PlateauCalibration(law, dec, pd.DataFrame(star_rows), pd.DataFrame(claim_rows), r2, notes)
@@ -649,15 +654,16 @@ class Calibration:
         lines += [f"growth: {n}" for n in g.notes]
         p = self.plateau
         if p.law:
-            lines.append(f"plateau law: {p.law.describe()} (R² {p.r2:.3f}); q CI {p.law.q_ci[0]:.3f}–{p.law.q_ci[1]:.3f}, "
+            lines.append(f"plateau law: {p.law.describe()} (R² {p.r2:.3f}); q CI "
+                         f"{p.law.q_ci[0]:.3f}–{p.law.q_ci[1]:.3f}, "
                          f"s CI {p.law.s_ci[0]:.3f}–{p.law.s_ci[1]:.3f}")
         for r in p.lambda_star.itertuples() if len(p.lambda_star) else []:
             lines.append(f"λ* at {r.rate_x:.3g}× the reference rate: {r.lambda_star:.4g} (seed CI {r.seed_ci_low:.3g}–"
                          f"{r.seed_ci_high:.3g}); law {r.law_lambda_star:.4g}; model c/2 {r.model_lambda_star:.4g}")
         for r in p.eoc_claim.itertuples() if len(p.eoc_claim) else []:
-            lines.append(f"best final test loss at {r.rate_x:.3g}× after {r.epochs:g} epochs: decay {r.best_decay:g} ({r.best_loss:.4f}); the grid "
-                         f"decay nearest λ* {r.edge_decay:g} (plateau {r.edge_plateau:.3g}): {r.edge_loss:.4f}; Welch p = "
-                         f"{r.welch_p:.3g}")
+            lines.append(f"best final test loss at {r.rate_x:.3g}× after {r.epochs:g} epochs: decay {r.best_decay:g} "
+                         f"({r.best_loss:.4f}); the grid decay nearest λ* {r.edge_decay:g} (plateau "
+                         f"{r.edge_plateau:.3g}): {r.edge_loss:.4f}; Welch p = {r.welch_p:.3g}")
         return lines + self.notes + p.notes
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The canonical run's measured growth constant, shared by the scaling analysis and the guideline.
 
-A value measured once on the canonical network (EOC-training's reference run) that :mod:`~stabilityscope.analysis.scaling` compares a
-sweep's own measurement with and :mod:`.guideline` turns into settings. It lives in its own module so
+A value measured once on the canonical network (EOC-training's reference run) that
+:mod:`~stabilityscope.analysis.scaling` compares a sweep's own measurement with and :mod:`.guideline` turns
+into settings. It lives in its own module so
 that the guideline can build on the scaling analysis without the analysis importing the guideline.
 """
 from __future__ import annotations

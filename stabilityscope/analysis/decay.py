@@ -46,7 +46,8 @@ def crossing_decay(decays: Sequence[float], plateaus: Sequence[float], level: fl
     order = np.argsort(d[keep])
     d, p = d[keep][order], p[keep][order]
     if len(d) < 2:
-        return math.nan, f"{len(d)} weight-decay value(s) with a plateau: at least two are needed to bracket J² = {level:g}"
+        return math.nan, (f"{len(d)} weight-decay value(s) with a plateau: at least two are needed to bracket "
+                          f"J² = {level:g}")
     for i in range(len(d) - 1):
         (d0, d1), (p0, p1) = d[i:i + 2], p[i:i + 2]
         if p0 == level:
@@ -63,13 +64,13 @@ def crossing_decay(decays: Sequence[float], plateaus: Sequence[float], level: fl
     if p[-1] == level:
         return float(d[-1]), f"the plateau at weight decay {d[-1]:g} is J² = {level:g}"
     if (p > level).all():
-        return math.nan, (f"every plateau lies above J² = {level:g} (the largest decay, {d[-1]:g}, gives J²∞ = {p[-1]:.4g}): "
-                          f"extend the sweep to larger weight decay")
+        return math.nan, (f"every plateau lies above J² = {level:g} (the largest decay, {d[-1]:g}, gives J²∞ = "
+                          f"{p[-1]:.4g}): extend the sweep to larger weight decay")
     if d[0] == 0:  # not even the run without decay reached the edge: the runs are too short, not the decays too large
-        return math.nan, (f"every run ends below J² = {level:g}, even without weight decay (J² = {p[0]:.4g} at its last "
-                          f"epochs): train longer, until the zero-decay run passes the edge")
-    return math.nan, (f"every plateau lies below J² = {level:g} (the smallest decay, {d[0]:g}, gives J²∞ = {p[0]:.4g}): "
-                      f"extend the sweep to smaller weight decay (and include 0)")
+        return math.nan, (f"every run ends below J² = {level:g}, even without weight decay (J² = {p[0]:.4g} at its "
+                          "last epochs): train longer, until the zero-decay run passes the edge")
+    return math.nan, (f"every plateau lies below J² = {level:g} (the smallest decay, {d[0]:g}, gives J²∞ = "
+                      f"{p[0]:.4g}): extend the sweep to smaller weight decay (and include 0)")
 
 
 @dataclass
@@ -157,7 +158,8 @@ def decay_analysis(runs: "pd.DataFrame", edge: float, confidence: float, c: floa
     notes = []
     short = table[(table["weight_decay"] > 0) & ~table["saturated"]]
     if len(short):
-        notes.append("runs shorter than 3 relaxation times 1/(2·wd·ρ) (their J² may still be falling toward the plateau): "
+        notes.append("runs shorter than 3 relaxation times 1/(2·wd·ρ) (their J² may still be falling toward the "
+                     "plateau): "
                      + ", ".join(f"wd {r.weight_decay:g} ({r.relaxation_epochs:.0f} epochs per relaxation time)"
                                  for r in short.itertuples()))
     others = [v for v in ("lr", "momentum", "batch_size", "n_train") if ok[v].nunique() > 1]
@@ -166,8 +168,8 @@ def decay_analysis(runs: "pd.DataFrame", edge: float, confidence: float, c: floa
                      f"plateau c/(2·wd) does not depend on them, the time to reach it does)")
     # per seed: each seed's own plateau curve
     per_seed: dict[str, float] = {}
-    pivot = ok.assign(seed=ok["seed"].astype(str)).pivot_table(index="seed", columns="weight_decay", values="j2_plateau",
-                                                               aggfunc="mean")
+    pivot = ok.assign(seed=ok["seed"].astype(str)).pivot_table(index="seed", columns="weight_decay",
+                                                               values="j2_plateau", aggfunc="mean")
     for s, row in pivot.iterrows():
         per_seed[str(s)] = crossing_decay(row.index.to_numpy(dtype=float), row.to_numpy(dtype=float), edge)[0]
     vals = np.array([v for v in per_seed.values() if math.isfinite(v)])
@@ -195,8 +197,10 @@ def decay_analysis(runs: "pd.DataFrame", edge: float, confidence: float, c: floa
         if len(good):
             lo, hi = np.quantile(good, [0.5 - confidence / 2, 0.5 + confidence / 2])
             boot_ci = (float(lo), float(hi))
-    loss_best = table.loc[table["final_test_loss_mean"].idxmin(), "weight_decay"] if table["final_test_loss_mean"].notna().any() else None
-    min_best = table.loc[table["test_loss_min_mean"].idxmin(), "weight_decay"] if table["test_loss_min_mean"].notna().any() else None
+    def lowest(column: str) -> Any:  # the decay with the lowest mean of ``column``, if any is finite
+        return table.loc[table[column].idxmin(), "weight_decay"] if table[column].notna().any() else None
+
+    loss_best, min_best = lowest("final_test_loss_mean"), lowest("test_loss_min_mean")
     return DecayAnalysis(table, edge, star, star / 2, how, per_seed, seed_mean, seed_std, seed_ci, boot_ci, found,
                          c, c_source, c / (2 * edge), c / (4 * edge), None if loss_best is None else float(loss_best),
                          None if min_best is None else float(min_best), notes)

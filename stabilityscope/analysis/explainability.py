@@ -35,8 +35,13 @@ import torch
 
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import EXPLAINABILITY_METRICS, Trace, open_trace
-from stabilityscope.theory.information import (PerformanceCorrelation, conditional_mutual_information,
-                                               information_parts, mutual_information, performance_correlation)
+from stabilityscope.theory.information import (
+    PerformanceCorrelation,
+    conditional_mutual_information,
+    information_parts,
+    mutual_information,
+    performance_correlation,
+)
 
 __all__ = ["ComplexityMatrix", "PerformanceCorrelation", "complexity_matrix", "conditional_mutual_information",
            "considered", "explainability_summary", "explainability_table", "linear_phase_end", "mutual_information",
@@ -91,7 +96,8 @@ def explainability_table(trace: TraceLike) -> dict[str, np.ndarray | float | boo
 
 
 def _tables(f: torch.Tensor, g: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    """Count tables (P, K, K, K) of P prediction pairs (F rows f (P, n), conditioning rows g (P, n)) on labels y (n,)."""
+    """Count tables (P, K, K, K) of P prediction pairs (F rows f (P, n), conditioning rows g (P, n)) on labels
+    y (n,)."""
     p, n = f.shape
     cells = k ** 3
     out = torch.zeros(p * cells, dtype=torch.float64)
@@ -207,7 +213,8 @@ def explainability_summary(trace: TraceLike, threshold: float = 0.9) -> dict[str
             "baseline_converged": table["baseline_converged"], "final_step": int(steps[last]),
             "final_info_F_Y": float(table["info_F_Y"][last]), "final_info_F_Y_low": float(table["info_F_Y_low"][last]),
             "final_info_F_Y_high": float(table["info_F_Y_high"][last]), "final_mu_F_L": float(table["mu_F_L"][last]),
-            "final_mu_F_L_low": float(table["mu_F_L_low"][last]), "final_mu_F_L_high": float(table["mu_F_L_high"][last]),
+            "final_mu_F_L_low": float(table["mu_F_L_low"][last]),
+            "final_mu_F_L_high": float(table["mu_F_L_high"][last]),
             "gap_F_L": float(table["info_F_Y"][last] - i_ly), "mu_minus_L": float(table["mu_F_L"][last] - i_ly),
             "max_mu_F_L": float(np.nanmax(table["mu_F_L"])),
             "max_share": float(np.max(share[read])) if read.any() else None,

@@ -54,8 +54,14 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 import numpy as np
 
 from stabilityscope.analysis.calibration import REFERENCE_RATE, CalibratedLaws, load_laws, within_range
-from stabilityscope.analysis.canonical import (CANONICAL_A, CANONICAL_BATCH, CANONICAL_C, CANONICAL_C_EPOCH,
-                                               CANONICAL_MOMENTUM, CANONICAL_N_TRAIN)
+from stabilityscope.analysis.canonical import (
+    CANONICAL_A,
+    CANONICAL_BATCH,
+    CANONICAL_C,
+    CANONICAL_C_EPOCH,
+    CANONICAL_MOMENTUM,
+    CANONICAL_N_TRAIN,
+)
 
 if TYPE_CHECKING:
     from stabilityscope.analysis.scaling import SweepAnalysis
@@ -113,15 +119,17 @@ class Recommendation:
         j0 = self.j_init ** 2
         source = {"measured": "the given measured λ*, where a sweep's J² plateau crosses the edge",
                   "calibrated": "λ* of the calibrated plateau law at this rate",
-                  "model": f"the original model's wd* = c/2 with c = {self.c:.4g} per training example"}[self.weight_decay_source]
+                  "model": f"the original model's wd* = c/2 with c = {self.c:.4g} per training "
+                           "example"}[self.weight_decay_source]
         growth = ("the calibrated growth law" if self.growth_source == "calibrated"
                   else f"A = ρc with c = {self.c:.4g} per training example")
         lines = [
-            f"Train {math.ceil(self.epochs_budget)} epochs on {self.n_train} examples with SGD lr {self.lr:.4g}, momentum "
-            f"{self.momentum:g}, batch {self.batch_size} and weight decay {self.weight_decay:.4g} (PyTorch "
+            f"Train {math.ceil(self.epochs_budget)} epochs on {self.n_train} examples with SGD lr {self.lr:.4g}, "
+            f"momentum {self.momentum:g}, batch {self.batch_size} and weight decay {self.weight_decay:.4g} (PyTorch "
             f"optim.weight_decay; Keras L2 λ = {self.keras_l2:.4g}).",
-            f"The decay is {source}: it should hold the hidden layer's J² at the plateau J² = {self.plateau:g}, the edge "
-            f"of chaos, where EOC-training finds the best test loss, instead of letting training carry it into chaos.",
+            f"The decay is {source}: it should hold the hidden layer's J² at the plateau J² = {self.plateau:g}, the "
+            "edge of chaos, where EOC-training finds the best test loss, instead of letting training carry it into "
+            "chaos.",
             f"Predicted ({growth}): J² grows by A = {self.predicted_A:.4g} per epoch at η/((1−α)B) = {self.rate:.4g}, "
             f"so it relaxes from {j0:.3g} to the plateau and is within {self.tolerance:g} of the edge by epoch "
             f"{self.reach_epoch:.1f} ({self.reach_epoch / self.epochs_budget:.0%} of the budget).",
@@ -130,9 +138,9 @@ class Recommendation:
         if self.laws:
             lines.append(f"Laws: {self.laws}.")
         if self.slowest_calibrated_rate:
-            lines.append(f"The budget allows a slower rate than the laws were measured at, so this is the slowest measured "
-                         f"one: the edge comes earlier than {self.reach_fraction:.0%} of the budget, and the rest is spent "
-                         f"at the plateau.")
+            lines.append("The budget allows a slower rate than the laws were measured at, so this is the slowest "
+                         f"measured one: the edge comes earlier than {self.reach_fraction:.0%} of the budget, and the "
+                         "rest is spent at the plateau.")
         if self.extrapolated:
             lines.append("WARNING: this rate lies outside the range the laws were measured on (extrapolate=True); "
                          "the prediction is unchecked there.")
@@ -232,13 +240,55 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *,
             gives the shortest budget inside it); or a budget too short to reach the edge at ``max_lr``
             with batch 1 (the message gives the shortest budget that can).
     """
+    _check_arguments(epochs_budget, n_train, c, weight_decay_star, j_init, reach_fraction, tolerance, momentum,
+                     batch_size, max_lr)
+    use_laws = c is None or laws is not None  # a given c alone means the original model throughout
+    calibrated = (laws if isinstance(laws, CalibratedLaws) else load_laws(laws)) if use_laws else None
+    growth = _Growth(c, n_train, calibrated)
+    log_gap = math.log((1 - j_init ** 2) / tolerance)  # 1 − J² must shrink by this many e-folds
+    decay_law = _decay_law_in_use(calibrated, c, weight_decay_star, extrapolate)
+    # the calibrated ranges of the laws in use: growth (unless c is given) and plateau (unless λ* or the model is)
+    ranges: list[tuple[str, tuple[float, float]]] = []
+    if c is None:
+        ranges.append(("growth", calibrated.growth.validity))
+    if decay_law:
+        ranges.append(("plateau", calibrated.plateau.rate_range))
+    A = log_gap / (reach_fraction * epochs_budget)
+    rate, A, extrapolated, slowest = _rate_within(ranges, growth, A, log_gap, epochs_budget, reach_fraction,
+                                                  extrapolate)
+    if weight_decay_star is not None:
+        wd, source = float(weight_decay_star), "measured"
+    elif decay_law:
+        wd, source = calibrated.plateau.decay_for(rate), "calibrated"
+    else:  # the original model's plateau c/(2·wd) = 1, with c the growth per example at this rate
+        wd, source = (c if c is not None else growth.slope(rate) / (rate * n_train)) / 2, "model"
+        extrapolated = extrapolated or c is None
+    lr, batch, lowered = _batch_within(rate, momentum, batch_size, max_lr, growth, log_gap, epochs_budget,
+                                       reach_fraction, tolerance)
+    rho = rate * n_train
+    c_eff = float(c) if c is not None else A / rho  # growth per training example at this rate
+    return Recommendation(
+        epochs_budget=float(epochs_budget), n_train=int(n_train), lr=lr, batch_size=batch, momentum=float(momentum),
+        weight_decay=wd, keras_l2=wd / 2, rho=rho, predicted_A=A, reach_epoch=log_gap / A, plateau=1.0,
+        model_plateau=c_eff / (2 * wd), c=c_eff, j_init=float(j_init), tolerance=float(tolerance),
+        reach_fraction=float(reach_fraction), weight_decay_source=source, batch_lowered_from=lowered,
+        growth_source="given c" if c is not None else "calibrated", extrapolated=extrapolated,
+        laws=_laws_text(calibrated) if calibrated is not None and (c is None or decay_law) else "",
+        slowest_calibrated_rate=slowest)
+
+
+def _check_arguments(epochs_budget: float, n_train: int, c: Optional[float], weight_decay_star: Optional[float],
+                     j_init: float, reach_fraction: float, tolerance: float, momentum: float, batch_size: int,
+                     max_lr: float) -> None:
+    """ValueError naming the first argument of :func:`recommend` out of its range."""
     _positive("epochs_budget", epochs_budget, "the epoch budget must be a positive number of epochs")
     if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or n_train < 1:
         raise ValueError(f"n_train={n_train!r}: the number of training examples must be a positive integer "
                          f"(60000 for Fashion-MNIST, or dataset.train_subset).")
     if c is not None:
         _positive("c", c, f"the growth constant per training example must be a positive number (the canonical one is "
-                          f"{CANONICAL_C:.4g}; a sweep's is analyze_sweep(...).combined.c), or None for the calibrated laws")
+                          f"{CANONICAL_C:.4g}; a sweep's is analyze_sweep(...).combined.c), or None for the calibrated "
+                          "laws")
     if weight_decay_star is not None:
         _positive("weight_decay_star", weight_decay_star, "a measured λ* must be a positive weight decay (PyTorch "
                                                           "convention, 2 × Keras λ), or None for the plateau law")
@@ -246,100 +296,118 @@ def recommend(epochs_budget: float, n_train: int = CANONICAL_N_TRAIN, *,
     if tolerance >= 1:
         raise ValueError(f"tolerance={tolerance!r}: must be below 1, otherwise J² = 0 already counts as at the edge.")
     if isinstance(j_init, bool) or not isinstance(j_init, (int, float)) or not math.isfinite(j_init) or j_init < 0:
-        raise ValueError(f"j_init={j_init!r}: the initial coupling J must be a number >= 0 (the canonical init is 0.5).")
+        raise ValueError(f"j_init={j_init!r}: the initial coupling J must be a number >= 0 (the canonical init is "
+                         "0.5).")
     if j_init ** 2 >= 1 - tolerance:
         raise ValueError(f"j_init={j_init!r}: the layer starts with J² = {j_init ** 2:.3g}, already within tolerance "
                          f"{tolerance:g} of the edge or beyond it; the guideline brings an ordered layer (J² < "
                          f"{1 - tolerance:g}) to the edge. Initialise with a smaller J (model.init_J).")
     _positive("reach_fraction", reach_fraction, "the share of the budget spent reaching the edge, in (0, 1]")
     if reach_fraction > 1:
-        raise ValueError(f"reach_fraction={reach_fraction!r}: the edge must be reached within the budget, so at most 1.")
+        raise ValueError(f"reach_fraction={reach_fraction!r}: "
+                         "the edge must be reached within the budget, so at most 1.")
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
         raise ValueError(f"momentum={momentum!r}: SGD momentum α must lie in [0, 1).")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: the batch size must be a positive integer.")
     _positive("max_lr", max_lr, "the largest learning rate to recommend must be a positive number")
 
-    use_laws = c is None or laws is not None  # a given c alone means the original model throughout
-    calibrated = (laws if isinstance(laws, CalibratedLaws) else load_laws(laws)) if use_laws else None
-    log_gap = math.log((1 - j_init ** 2) / tolerance)  # 1 − J² must shrink by this many e-folds
 
-    def slope(rate: float) -> float:  # A per epoch at this rate
-        return c * rate * n_train if c is not None else float(calibrated.growth.slope(rate, n_train))
+@dataclass
+class _Growth:
+    """The growth of J² per epoch against the rate η/((1−α)B): the original model A = ρc with a given c, else
+    the calibrated growth law."""
 
-    def rate_for(A: float) -> float:
-        return A / (c * n_train) if c is not None else calibrated.growth.rate_for(A, n_train)
+    c: Optional[float]
+    n_train: int
+    calibrated: Optional[CalibratedLaws]
 
-    # the calibrated ranges of the laws in use: growth (unless c is given) and plateau (unless λ* or the model is)
-    ranges: list[tuple[str, tuple[float, float]]] = []
-    if c is None:
-        ranges.append(("growth", calibrated.growth.validity))
-    decay_law = weight_decay_star is None and calibrated is not None and calibrated.plateau is not None
+    def slope(self, rate: float) -> float:
+        """A per epoch at this rate."""
+        if self.c is not None:
+            return self.c * rate * self.n_train
+        return float(self.calibrated.growth.slope(rate, self.n_train))
+
+    def rate_for(self, A: float) -> float:
+        """The rate whose A per epoch is ``A``."""
+        return A / (self.c * self.n_train) if self.c is not None else self.calibrated.growth.rate_for(A, self.n_train)
+
+    def network(self) -> str:
+        """The network the laws were measured on, for messages."""
+        return self.calibrated.provenance.get("network", "the canonical network")
+
+
+def _decay_law_in_use(calibrated: Optional[CalibratedLaws], c: Optional[float], weight_decay_star: Optional[float],
+                      extrapolate: bool) -> bool:
+    """Whether the weight decay comes from the calibrated plateau law; refuses (or, with ``extrapolate``, warns)
+    when the laws in use have none and nothing else gives a decay."""
     if weight_decay_star is None and calibrated is not None and calibrated.plateau is None and c is None:
-        message = ("recommend: these calibrated laws have no plateau law (the decay runs did not give one; see the README's "
-                   "calibration section), so no weight decay is calibrated. Pass weight_decay_star=<a measured λ*>, or "
-                   "extrapolate=True for the original model's wd* = c/2 at this rate (measured to misplace the plateau).")
+        message = ("recommend: these calibrated laws have no plateau law (the decay runs did not give one; see the "
+                   "README's calibration section), so no weight decay is calibrated. Pass weight_decay_star=<a "
+                   "measured λ*>, or extrapolate=True for the original model's wd* = c/2 at this rate (measured to "
+                   "misplace the plateau).")
         if not extrapolate:
             raise ValueError(message)
-        warnings.warn(message, UserWarning, stacklevel=2)
-    if decay_law:
-        ranges.append(("plateau", calibrated.plateau.rate_range))
-    A = log_gap / (reach_fraction * epochs_budget)
-    rate = rate_for(A)
+        warnings.warn(message, UserWarning, stacklevel=3)
+    return weight_decay_star is None and calibrated is not None and calibrated.plateau is not None
+
+
+def _rate_within(ranges: list[tuple[str, tuple[float, float]]], growth: _Growth, A: float, log_gap: float,
+                 epochs_budget: float, reach_fraction: float,
+                 extrapolate: bool) -> tuple[float, float, bool, bool]:
+    """(rate, A, extrapolated, slowest): the rate whose growth A reaches the edge in time, kept inside the laws'
+    calibrated ``ranges`` (a long budget gets the slowest calibrated rate; a short one is refused, or with
+    ``extrapolate`` warned about)."""
+    rate = growth.rate_for(A)
     extrapolated, slowest = False, False
-    if ranges:
-        lo, hi = max(r[1][0] for r in ranges), min(r[1][1] for r in ranges)
-        if lo <= hi and math.isfinite(rate) and rate < lo * (1 - 1e-9):
-            # a budget longer than the calibrated rates need: the slowest calibrated rate reaches the edge
-            # earlier (reach_epoch < reach_fraction·E) and spends the rest at the plateau, inside the laws
-            rate, A, slowest = lo, slope(lo), True
-        if not (math.isfinite(rate) and within_range(rate, (lo, hi))):
-            shown = f"{rate:.4g} ({rate / REFERENCE_RATE:.3g}× the reference 1.25e-3)" if math.isfinite(rate) else "none"
-            inside = (f"budgets of {math.ceil(log_gap / (reach_fraction * slope(hi)))} epochs or more stay inside"
-                      if lo <= hi else "the laws' ranges do not overlap")
-            message = (f"epochs_budget={epochs_budget!r}: reaching the edge by {reach_fraction:.0%} of it needs J² to grow "
-                       f"by A = {A:.4g} per epoch, i.e. η/((1−α)B) = {shown}, outside the calibrated range "
-                       f"{lo:.4g}–{hi:.4g} ({' and '.join(n for n, _ in ranges)} law; measured on "
-                       f"{calibrated.provenance.get('network', 'the canonical network')}); {inside}. Pass "
-                       f"extrapolate=True to get the settings anyway, or calibrate laws for your setting "
-                       f"(task=calibrate) and pass laws=.")
-            if not extrapolate or not math.isfinite(rate):
-                raise ValueError(message)
-            warnings.warn("recommend: " + message, UserWarning, stacklevel=2)
-            extrapolated = True
-    if weight_decay_star is not None:
-        wd, source = float(weight_decay_star), "measured"
-    elif decay_law:
-        wd, source = calibrated.plateau.decay_for(rate), "calibrated"
-    else:  # the original model's plateau c/(2·wd) = 1, with c the growth per example at this rate
-        wd, source = (c if c is not None else slope(rate) / (rate * n_train)) / 2, "model"
-        extrapolated = extrapolated or c is None
+    if not ranges:
+        return rate, A, extrapolated, slowest
+    lo, hi = max(r[1][0] for r in ranges), min(r[1][1] for r in ranges)
+    if lo <= hi and math.isfinite(rate) and rate < lo * (1 - 1e-9):
+        # a budget longer than the calibrated rates need: the slowest calibrated rate reaches the edge
+        # earlier (reach_epoch < reach_fraction·E) and spends the rest at the plateau, inside the laws
+        rate, A, slowest = lo, growth.slope(lo), True
+    if not (math.isfinite(rate) and within_range(rate, (lo, hi))):
+        shown = f"{rate:.4g} ({rate / REFERENCE_RATE:.3g}× the reference 1.25e-3)" if math.isfinite(rate) else "none"
+        inside = (f"budgets of {math.ceil(log_gap / (reach_fraction * growth.slope(hi)))} epochs or more stay inside"
+                  if lo <= hi else "the laws' ranges do not overlap")
+        message = (f"epochs_budget={epochs_budget!r}: reaching the edge by {reach_fraction:.0%} of it needs J² to grow "
+                   f"by A = {A:.4g} per epoch, i.e. η/((1−α)B) = {shown}, outside the calibrated range "
+                   f"{lo:.4g}–{hi:.4g} ({' and '.join(n for n, _ in ranges)} law; measured on "
+                   f"{growth.network()}); {inside}. Pass "
+                   f"extrapolate=True to get the settings anyway, or calibrate laws for your setting "
+                   f"(task=calibrate) and pass laws=.")
+        if not extrapolate or not math.isfinite(rate):
+            raise ValueError(message)
+        warnings.warn("recommend: " + message, UserWarning, stacklevel=3)
+        extrapolated = True
+    return rate, A, extrapolated, slowest
+
+
+def _batch_within(rate: float, momentum: float, batch_size: int, max_lr: float, growth: _Growth, log_gap: float,
+                  epochs_budget: float, reach_fraction: float, tolerance: float) -> tuple[float, int, Optional[int]]:
+    """(lr, batch, the batch it was lowered from or None): η = rate·(1−α)·B, with B halved to powers of two
+    until η <= ``max_lr`` (same η/((1−α)B), same J² curve); refused when even batch 1 needs more."""
     batch, lowered = int(batch_size), None
     lr = rate * (1 - momentum) * batch
     if lr > max_lr:  # a smaller batch at the same η/((1−α)B): same J² curve, smaller η
         largest = max_lr / (rate * (1 - momentum))  # the batch at which η = max_lr
         if largest < 1:
             # the fastest rate max_lr allows at batch 1, and the budget it needs
-            shortest = log_gap / (reach_fraction * slope(max_lr / (1 - momentum)))
+            shortest = log_gap / (reach_fraction * growth.slope(max_lr / (1 - momentum)))
             raise ValueError(
                 f"epochs_budget={epochs_budget!r}: too short to bring J² within {tolerance:g} of the edge by "
-                f"{reach_fraction:.0%} of it: that needs η/((1−α)B) = {rate:.4g}, more than lr {max_lr:g} gives even at "
-                f"batch 1. Allow at least {math.ceil(shortest)} epochs, a larger reach_fraction or tolerance, or raise "
-                f"max_lr.")
+                f"{reach_fraction:.0%} of it: that needs η/((1−α)B) = {rate:.4g}, more than lr {max_lr:g} gives even "
+                f"at batch 1. Allow at least {math.ceil(shortest)} epochs, a larger reach_fraction or tolerance, or "
+                "raise max_lr.")
         batch, lowered = 2 ** int(math.floor(math.log2(largest))), int(batch_size)
         lr = rate * (1 - momentum) * batch
-    rho = rate * n_train
-    c_eff = float(c) if c is not None else A / rho  # growth per training example at this rate
-    laws_text = ""
-    if calibrated is not None and (c is None or decay_law):
-        prov = calibrated.provenance
-        plateau_text = calibrated.plateau.describe() if calibrated.plateau else "none (not calibrated)"
-        laws_text = (f"growth {calibrated.growth.describe()}; plateau {plateau_text}; measured "
-                     f"{prov.get('date', '?')} on {prov.get('network', '?')}, {', '.join(prov.get('dataset', []) or ['?'])}")
-    return Recommendation(
-        epochs_budget=float(epochs_budget), n_train=int(n_train), lr=lr, batch_size=batch, momentum=float(momentum),
-        weight_decay=wd, keras_l2=wd / 2, rho=rho, predicted_A=A, reach_epoch=log_gap / A, plateau=1.0,
-        model_plateau=c_eff / (2 * wd), c=c_eff, j_init=float(j_init), tolerance=float(tolerance),
-        reach_fraction=float(reach_fraction), weight_decay_source=source, batch_lowered_from=lowered,
-        growth_source="given c" if c is not None else "calibrated", extrapolated=extrapolated, laws=laws_text,
-        slowest_calibrated_rate=slowest)
+    return lr, batch, lowered
+
+
+def _laws_text(calibrated: CalibratedLaws) -> str:
+    """The laws in use and where they were measured, for :meth:`Recommendation.explain`."""
+    prov = calibrated.provenance
+    plateau_text = calibrated.plateau.describe() if calibrated.plateau else "none (not calibrated)"
+    return (f"growth {calibrated.growth.describe()}; plateau {plateau_text}; measured "
+            f"{prov.get('date', '?')} on {prov.get('network', '?')}, {', '.join(prov.get('dataset', []) or ['?'])}")

@@ -39,7 +39,8 @@ def opened(trace: TraceLike) -> Iterator[Trace]:
             yield tr
 
 
-def linear_growth_fit(epochs: np.ndarray, j2: np.ndarray, max_epoch: int = 50, edge: float = 1.0) -> tuple[float, float]:
+def linear_growth_fit(epochs: np.ndarray, j2: np.ndarray, max_epoch: int = 50,
+                      edge: float = 1.0) -> tuple[float, float]:
     """Slope A and intercept of J² against epoch over the ordered part (J² < edge) of the first epochs.
 
     EOC-training: J² grows linearly in epochs in the ordered phase. Returns NaNs with fewer than 2 points

@@ -40,8 +40,18 @@ import yaml
 from stabilityscope.analysis.calibration import DEFAULT_J2_WINDOW, REFERENCE_RATE, Calibration, calibrate
 from stabilityscope.analysis.collection import Source, find_traces, flatten_config
 from stabilityscope.analysis.stats import jsonable, ols, origin_slope, t_quantile
-from stabilityscope.analysis.verdicts import (INCONCLUSIVE, NOT_RUN, REPRODUCED, Margin, Verdict, combine, judge,
-                                              judge_difference, judge_fraction, judge_mean)
+from stabilityscope.analysis.verdicts import (
+    INCONCLUSIVE,
+    NOT_RUN,
+    REPRODUCED,
+    Margin,
+    Verdict,
+    combine,
+    judge,
+    judge_difference,
+    judge_fraction,
+    judge_mean,
+)
 from stabilityscope.errors import TraceError
 from stabilityscope.recording.trace import open_trace
 
@@ -192,6 +202,8 @@ def _not_run(paper: str, claim: str, rule: str, source: str, note: str, runs: st
 
 @dataclass
 class Reproduction:
+    """The claims checked on a set of runs, each with its verdict, and the calibration and map runs they came from."""
+
     source: str
     claims: list[Claim]
     calibration: Optional[Calibration]
@@ -327,7 +339,8 @@ def _edge_claims(zero: "pd.DataFrame", curves: Mapping[str, Any], confidence: fl
     crossed = crossed[crossed["run"].isin(list(curves))]
     if not len(crossed):
         note = "no zero-decay run crossed the edge: run longer or faster (calibrate_growth)"
-        return [_not_run("EOC-training", "the best test loss lies close to J = 1", "optimum at the edge", "J ≈ 1", note),
+        return [_not_run("EOC-training", "the best test loss lies close to J = 1", "optimum at the edge", "J ≈ 1",
+                         note),
                 _not_run("EOC-training", "without decay training continues into chaos and the test loss rises",
                          "chaos hurts", "loss rises", note)]
     located, j2_opt = [], []
@@ -446,7 +459,8 @@ def _best_decay_claim(c: Calibration, confidence: float, power: float) -> Claim:
         star = stars.get(float(rk), math.nan) if rk in inside else math.nan
         if not math.isfinite(star) or g["weight_decay"].nunique() < 2:
             continue
-        logs = {float(wd): np.log(gg["final_test_loss"].astype(float).to_numpy()) for wd, gg in g.groupby("weight_decay")}
+        logs = {float(wd): np.log(gg["final_test_loss"].astype(float).to_numpy())
+                for wd, gg in g.groupby("weight_decay")}
         grid = np.array(sorted(logs))
         edge = float(grid[np.argmin(np.abs(np.log(grid / star)))])
         x = f"{rk / REFERENCE_RATE:.3g}× ({epochs:g} epochs)"
@@ -460,7 +474,8 @@ def _best_decay_claim(c: Calibration, confidence: float, power: float) -> Claim:
                      f"{_fmt(worst.estimate)} {_ci(*worst.interval)} → {verdict}")
     if not parts:
         return _not_run("EOC-training", claim, rule, "best at λ*",
-                        "no rate's plateaus bracket the edge, so no decay puts the plateau there", f"{len(p.runs)} decay runs")
+                        "no rate's plateaus bracket the edge, so no decay puts the plateau there",
+                        f"{len(p.runs)} decay runs")
     return _claim("EOC-training", claim, rule, "best at λ*", "; ".join(texts), f"{len(p.runs)} decay runs", parts)
 
 
@@ -469,8 +484,9 @@ def _training_claims(c: Calibration, confidence: float, power: float) -> list[Cl
     zero = runs[(runs["weight_decay"] == 0) & runs["used_in_fits"]]
     curves = c.sweep.curves
     window = c.sweep.settings.j2_window
-    return [_linear_growth(zero, curves, window[0] if window else 0.0, confidence, power), _slope_law(c, confidence, power),
-            _collapse_claim(zero, curves, confidence, power), *_edge_claims(zero, curves, confidence, power),
+    return [_linear_growth(zero, curves, window[0] if window else 0.0, confidence, power),
+            _slope_law(c, confidence, power), _collapse_claim(zero, curves, confidence, power),
+            *_edge_claims(zero, curves, confidence, power),
             _plateaus_claim(c, confidence, power), _lambda_star_claim(c, confidence, power),
             _best_decay_claim(c, confidence, power)]
 
@@ -547,10 +563,14 @@ def validate_guideline(source: Source, *, band: float = 0.15, layer: str = "hidd
         out.append({"budget": int(budget), "trained_epochs": int(g["budget"].max()), "complete": complete,
                     "inside_laws": inside, "runs": len(g), "seeds": int(rec["seed"].nunique()),
                     "reach_epoch": reach, "settings_match": bool(len(rec)) and bool(matching[rec.index].all()),
-                    "holds_band": bool(held) and all(held), "max_deviation_after_reach": float(np.nanmax(worst)) if worst else math.nan,
+                    "holds_band": bool(held) and all(held),
+                    "max_deviation_after_reach": float(np.nanmax(worst)) if worst else math.nan,
                     "recommended_loss": rec_loss, "best_factor": best, "best_loss": float(losses.loc[best, "mean"]),
-                    "spread": spread, "loss_within_spread": bool(math.isfinite(rec_loss) and rec_loss - losses.loc[best, "mean"] <= spread),
-                    "losses": "; ".join(f"×{f:g}: {m:.4f} ± {sd:.4f}" for f, (m, sd) in losses[["mean", "std"]].iterrows()),
+                    "spread": spread,
+                    "loss_within_spread": bool(math.isfinite(rec_loss)
+                                               and rec_loss - losses.loc[best, "mean"] <= spread),
+                    "losses": "; ".join(f"×{f:g}: {m:.4f} ± {sd:.4f}"
+                                        for f, (m, sd) in losses[["mean", "std"]].iterrows()),
                     "deviations": tuple(worst), "factor_losses": per_factor,
                     "paths": tuple(g["path"])})
     return pd.DataFrame(out)
@@ -574,8 +594,8 @@ def _guideline_runs(source: Source, layer: str) -> "pd.DataFrame":
                          "batch_size": int(flat.get("train.batch_size", 0)),
                          "t": tr.epoch_fraction.astype(float), "j2": tr.stat(layer, "J").astype(float) ** 2,
                          "test_loss": tr.metric("test_loss").astype(float)})
-    return pd.DataFrame(rows, columns=["path", "budget", "factor", "seed", "lr", "momentum", "weight_decay", "batch_size",
-                                       "t", "j2", "test_loss"])
+    return pd.DataFrame(rows, columns=["path", "budget", "factor", "seed", "lr", "momentum", "weight_decay",
+                                       "batch_size", "t", "j2", "test_loss"])
 
 
 def _trained_recommended(run: Any, r: Any) -> bool:
@@ -606,11 +626,13 @@ def _distinct_runs(table: "pd.DataFrame") -> int:
 
 def _guideline_claim(source: Source, confidence: float, power: float) -> Claim:
     table = validate_guideline(source)
-    claim, rule = "recommend(E) holds J² within 0.15 of 1 from its reach epoch, at a near-best final test loss", "guideline"
+    claim = "recommend(E) holds J² within 0.15 of 1 from its reach epoch, at a near-best final test loss"
+    rule = "guideline"
     done = table[table["complete"]] if len(table) else table
     if not len(done):
         note = ("no experiment=calibrate_guideline runs trained to their budget" if not len(table) else
-                f"runs for budgets {', '.join(str(b) for b in table['budget'])} did not train the whole budget (a quick variant)")
+                f"runs for budgets {', '.join(str(b) for b in table['budget'])} did not train the whole budget (a "
+                f"quick variant)")
         return _not_run("stabilityscope", claim, rule, "(ours)", note, f"{_distinct_runs(table)} runs")
     parts, texts = [], []
     for r in done.itertuples():
@@ -622,13 +644,16 @@ def _guideline_claim(source: Source, confidence: float, power: float) -> Claim:
                                  why=f"{x}: ×1 against ×{f:g}") for f in sorted(logs) if f != 1.0 and 1.0 in logs]
         parts += [band, *loss]
         worst = max(loss, key=lambda v: v.interval[1] if math.isfinite(v.interval[1]) else math.inf) if loss else None
-        texts.append(f"{x}{'' if r.inside_laws else ' (extrapolated)'}"
-                     f"{f' (read at epoch {r.budget} of {r.trained_epochs}-epoch runs)' if r.trained_epochs > r.budget else ''}"
+        read_at = f" (read at epoch {r.budget} of {r.trained_epochs}-epoch runs)" if r.trained_epochs > r.budget else ""
+        texts.append(f"{x}{'' if r.inside_laws else ' (extrapolated)'}{read_at}"
                      f": max |J² − 1| after epoch {r.reach_epoch:.1f} = {_fmt(band.estimate)} {_ci(*band.interval)}; "
                      f"test loss ×1 {_fmt(r.recommended_loss, 4)} vs best ×{r.best_factor:g} {_fmt(r.best_loss, 4)}"
-                     + (f", largest log-ratio ×1 − other {_fmt(worst.estimate)} {_ci(*worst.interval)}" if worst else ""))
-    note = "" if done["settings_match"].all() else "the laws changed since these runs: their settings differ from recommend() now"
-    return _claim("stabilityscope", claim, rule, "(ours)", "; ".join(texts), f"{_distinct_runs(done)} runs", parts, note)
+                     + (f", largest log-ratio ×1 − other {_fmt(worst.estimate)} {_ci(*worst.interval)}"
+                        if worst else ""))
+    note = ("" if done["settings_match"].all() else
+            "the laws changed since these runs: their settings differ from recommend() now")
+    return _claim("stabilityscope", claim, rule, "(ours)", "; ".join(texts), f"{_distinct_runs(done)} runs", parts,
+                  note)
 
 
 # ---------------------------------------------------------------------------------------- EOC-optimality
@@ -703,7 +728,8 @@ def _optimality_claims(paths: Sequence[Path], confidence: float, power: float) -
     if not used:
         for claim, rule in (("the best test loss lies near s = 1", "optimum near s = 1"),
                             ("λ_max ≈ ln s in the chaotic regime", "lambda_max = ln s"),
-                            ("the edge is the boundary of the (pseudo)periodic and chaotic phases", "attractor sequence")):
+                            ("the edge is the boundary of the (pseudo)periodic and chaotic phases",
+                             "attractor sequence")):
             out.append(_not_run("EOC-optimality", claim, rule, "—", "run experiment=eoc_mlp (or eoc_cnn) and pass its "
                                                                      "run directory"))
         return out, used
@@ -729,8 +755,9 @@ def _optimality_claims_of(g: Mapping[str, Any], runs_text: str, confidence: floa
                   unit="chaotic checkpoints")
         dev, scale = float(np.median(np.abs(lam - ln_s))), float(np.median(np.abs(ln_s)))
         out.append(_claim("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", rule, "λ_max = ln s",
-                          f"k = {k:.3f} {_ci(lo, hi)} over {len(lam)} chaotic checkpoints; {_line(ln_s, lam, confidence)}; "
-                          f"median |λ_max − ln s| = {dev:.3g} against median |ln s| = {scale:.3g}{other}", runs_text, [w]))
+                          f"k = {k:.3f} {_ci(lo, hi)} over {len(lam)} chaotic checkpoints; "
+                          f"{_line(ln_s, lam, confidence)}; median |λ_max − ln s| = {dev:.3g} against median "
+                          f"|ln s| = {scale:.3g}{other}", runs_text, [w]))
     else:
         out.append(_not_run("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", rule, "λ_max = ln s",
                             "no checkpoint the classifier labels chaotic" + other, runs_text))

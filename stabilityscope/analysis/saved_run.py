@@ -33,7 +33,8 @@ def load_run_model(run_dir: Union[str, Path], epoch: Optional[int] = None) -> tu
         states = [p for p in states if int(p.stem.split("_")[1]) == epoch]
     if not states:
         raise TraceError(f"{run_dir} has no saved state" + (f" for epoch {epoch}" if epoch is not None else "") +
-                         f"; states kept: {', '.join(p.stem for p in sorted((run_dir / 'state').glob('*.pt'))) or 'none'}.")
+                         "; states kept: "
+                         f"{', '.join(p.stem for p in sorted((run_dir / 'state').glob('*.pt'))) or 'none'}.")
     input_shape, classes = dataset_info(cfg.dataset.name, cfg.dataset.binarize)
     model = build_model(cfg.model, input_shape, classes)
     model.load_state_dict(torch.load(states[-1], map_location="cpu", weights_only=True)["model"])

@@ -199,7 +199,8 @@ def record_from_trace(path: "str | Path", run: str, layer: str = "hidden", *, co
             tr.epoch_fraction.astype(float) if n else np.zeros(0),
             tr.stat(layer, "J").astype(float) if has_j else None,
             tr.stat(layer, "chi").astype(float) if has_j and "chi" in tr.stats(layer) else None,
-            loss, np.full(len(loss), np.nan) if regression else (tr.metric("test_acc").astype(float) if n else np.zeros(0)),
+            loss,
+            np.full(len(loss), np.nan) if regression else (tr.metric("test_acc").astype(float) if n else np.zeros(0)),
             float(tr.metric(f"train_{score}")[-1]) if n else math.nan,
             str(tr.attrs.get("error", "") or ""), str(path), str(tr.attrs.get("commit", "") or commit))
     if hash_trace:
@@ -232,7 +233,8 @@ def _summary(rec: RunRecord) -> dict[str, Any]:
     best = int(np.nanargmin(np.where(finite, loss, np.nan))) if finite.any() else None
     return {"last_epoch": int(epochs[-1]), "optimal_epoch": int(epochs[best]) if best is not None else None,
             "test_loss_min": float(loss[best]) if best is not None else math.nan, "final_test_loss": float(loss[-1]),
-            "final_test_acc": float(acc[-1]), "best_test_acc": float(np.nanmax(acc)) if np.isfinite(acc).any() else math.nan}
+            "final_test_acc": float(acc[-1]),
+            "best_test_acc": float(np.nanmax(acc)) if np.isfinite(acc).any() else math.nan}
 
 
 def _row_and_curve(rec: RunRecord, s: ScalingSettings) -> tuple[dict[str, Any], Optional[RunCurve]]:
@@ -351,7 +353,8 @@ def _power_laws(fitted: "pd.DataFrame", confidence: float) -> list[PowerLawFit]:
             x = power_law_x(var, g[var].to_numpy())
             A = g["A"].to_numpy(dtype=float)
             fit = ols(np.log(x), np.log(A), confidence)
-            fixed = {k: (float(v) if v == v else None) for k, v in zip(others, key if isinstance(key, tuple) else (key,))}
+            fixed = {k: (float(v) if v == v else None)
+                     for k, v in zip(others, key if isinstance(key, tuple) else (key,))}
             out.append(PowerLawFit(var, VARIABLE_LABELS[var], fixed, len(g), fit["slope"], fit["slope_se"],
                                    (fit["lo"], fit["hi"]), math.exp(fit["intercept"]), fit["r2"],
                                    [float(v) for v in x], [float(v) for v in A]))
@@ -486,8 +489,8 @@ def collapse_of(curves: Sequence[RunCurve], label: str, rate: Optional[float]) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # grid points no run reaches
         ordered = np.nanmean(stab, 0) < 1.0
-    return CollapseCurves(label, rate, curves[0].weight_decay, curves[0].n_train, [c.run for c in curves], tau, j2, loss,
-                          ordered, _spread(j2, ordered), _spread(j2, ~ordered), _spread(loss, ordered),
+    return CollapseCurves(label, rate, curves[0].weight_decay, curves[0].n_train, [c.run for c in curves], tau, j2,
+                          loss, ordered, _spread(j2, ordered), _spread(j2, ~ordered), _spread(loss, ordered),
                           _spread(loss, ~ordered))
 
 
@@ -545,7 +548,8 @@ class SweepAnalysis:
 
     def summary(self) -> list[str]:
         """The key numbers, one line each (what ``task=scaling`` logs)."""
-        lines = [f"{len(self.runs)} runs ({int(self.runs['used_in_fits'].sum())} in the scaling fits) from {self.source}"]
+        lines = [f"{len(self.runs)} runs ({int(self.runs['used_in_fits'].sum())} in the scaling fits) from "
+                 f"{self.source}"]
         cf = self.combined
         if cf:
             pct = f"{cf.confidence:.0%}"
@@ -713,8 +717,8 @@ def analyze_sweep(source: Source, *, layer: str = "hidden", window: float = 50, 
     if edge != 1.0:
         notes.append(f"the layer's edge is J² = {edge:g} (not 1): λ* is where the plateau reaches it, "
                      f"and the model's λ* is c/(2·{edge:g}), not c/2")
-    fit_curves = [curves[r] for r in runs.loc[~runs["status"].isin(EXCLUDED_STATUSES) & (runs["optimizer"] == "sgd"), "run"]
-                  if r in curves]
+    fitted = ~runs["status"].isin(EXCLUDED_STATUSES) & (runs["optimizer"] == "sgd")
+    fit_curves = [curves[r] for r in runs.loc[fitted, "run"] if r in curves]
     collapse = _collapse_analysis(fit_curves)
     return SweepAnalysis(_describe(source, len(paths)), settings, runs, curves, power_laws, joint, combined, collapse,
                          decay, notes + decay.notes, records)

@@ -24,8 +24,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from stabilityscope.config import Config, as_options, validate, value_of
 from stabilityscope.cli.signals import interrupted_exit, stop_on_signals
+from stabilityscope.config import Config, as_options, validate, value_of
 from stabilityscope.errors import ConfigError, StabilityscopeError, TraceError
 from stabilityscope.recording.lock import RunLock
 
@@ -83,6 +83,7 @@ def recommend_resolver(name: str, budget: Any, factor: Any = 1.0, extrapolate: A
 
 
 def register_resolvers() -> None:
+    """Register the app's OmegaConf resolvers (run directory, output subdir, ``ss_recommend``) once."""
     for name, fn in (("ss_run_dir", run_dir_resolver), ("ss_output_subdir", output_subdir_resolver),
                      ("ss_recommend", recommend_resolver)):
         if not OmegaConf.has_resolver(name):
@@ -203,7 +204,12 @@ def precheck_one_resume(value: str) -> None:
 
 
 def cli() -> None:
-    """``python -m stabilityscope``: the checks that must precede Hydra, then the Hydra app."""
+    """``python -m stabilityscope``: ``--version``, the checks that must precede Hydra, then the Hydra app."""
+    if sys.argv[1:2] in (["--version"], ["-V"]):
+        from stabilityscope.version import __version__
+
+        print(f"stabilityscope {__version__}")
+        return
     precheck_resume(sys.argv[1:])
     main()
 
@@ -214,6 +220,7 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def main(cfg: DictConfig) -> Optional[str]:
+    """The Hydra entry point: one job's typed options, its task, and a one-paragraph error for the user's mistakes."""
     from stabilityscope.cli import sweep
 
     hc = HydraConfig.get()

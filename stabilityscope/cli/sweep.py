@@ -166,7 +166,8 @@ def summary(sweep_dir: Path, resumed: Sequence[Path] = ()) -> str:
             status, error = "unreadable", str(exc)
         counts[status] += 1
         lines.append(f"  {name}: {status}" + (f" ({error.splitlines()[0][:200]})" if error else ""))
-    head = f"Sweep {sweep_dir}: {sum(counts.values())} runs, " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    head = (f"Sweep {sweep_dir}: {sum(counts.values())} runs, "
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return "\n".join([head, *lines])
 
 

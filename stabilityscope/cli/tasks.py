@@ -28,8 +28,16 @@ from stabilityscope.analysis.calibration import LAWS_DIR
 from stabilityscope.analysis.collection import find_traces
 from stabilityscope.analysis.runs_table import is_runs_table
 from stabilityscope.analysis.scaling import analyze_sweep
-from stabilityscope.config import (RUNS_ALLOWED, SWEEP_ALLOWED, Config, GridAxis, PhaseDiagramConfig, as_options, validate,
-                                   value_of)
+from stabilityscope.config import (
+    RUNS_ALLOWED,
+    SWEEP_ALLOWED,
+    Config,
+    GridAxis,
+    PhaseDiagramConfig,
+    as_options,
+    validate,
+    value_of,
+)
 from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.models.describe import describe_model
 from stabilityscope.models.registry import build_model, model_family
@@ -86,10 +94,12 @@ def run_scaling_task(cfg: Config, run_dir: Path) -> Path:
     try:
         find_traces(str(sweep))
     except TraceError:
-        raise ConfigError(f"Invalid value sweep={str(sweep)!r}: it matches no trace.h5. Allowed: {SWEEP_ALLOWED}.") from None
+        raise ConfigError(f"Invalid value sweep={str(sweep)!r}: it matches no trace.h5. Allowed: "
+                          f"{SWEEP_ALLOWED}.") from None
     sc = cfg.scaling
-    analysis = analyze_sweep(str(sweep), layer=str(sc.layer), window=float(sc.window), ordered_only=bool(sc.ordered_only),
-                             plateau_fraction=float(sc.plateau_fraction), confidence=float(sc.confidence))
+    analysis = analyze_sweep(str(sweep), layer=str(sc.layer), window=float(sc.window),
+                             ordered_only=bool(sc.ordered_only), plateau_fraction=float(sc.plateau_fraction),
+                             confidence=float(sc.confidence))
     path = write_scaling_report(analysis, run_dir, figures=bool(cfg.figures))
     for line in analysis.summary():
         log.info(line)
@@ -112,7 +122,8 @@ def _runs_of(cfg: Config) -> list[str]:
         try:
             find_traces(item)
         except TraceError:
-            raise ConfigError(f"Invalid value runs={item!r}: it matches no trace.h5. Allowed: {RUNS_ALLOWED}.") from None
+            raise ConfigError(f"Invalid value runs={item!r}: it matches no trace.h5. Allowed: "
+                              f"{RUNS_ALLOWED}.") from None
     return items
 
 

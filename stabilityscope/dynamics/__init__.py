@@ -15,8 +15,14 @@ Layer: above :mod:`stabilityscope.theory`. May use the base and the theory; know
 training, recording, analysis or the command line.
 """
 from stabilityscope.dynamics import geometry, weight_structure
-from stabilityscope.dynamics.lyapunov import (ATTRACTORS, MapMeasures, classify_attractor, largest_lyapunov,
-                                              lyapunov_spectrum, map_measures)
+from stabilityscope.dynamics.lyapunov import (
+                                              ATTRACTORS,
+                                              MapMeasures,
+                                              classify_attractor,
+                                              largest_lyapunov,
+                                              lyapunov_spectrum,
+                                              map_measures,
+)
 from stabilityscope.dynamics.maps import IteratedMap, LayerMap, ModuleMap
 
 __all__ = ["ATTRACTORS", "IteratedMap", "LayerMap", "MapMeasures", "ModuleMap", "classify_attractor",

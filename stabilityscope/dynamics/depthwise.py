@@ -230,8 +230,7 @@ def _top_singular_value(F: _ScaleFree, v0: Tensor, steps: int) -> Tensor:
         b = v.norm(dim=-1)
         V.append(v / b.clamp_min(_TINY)[:, None])
         betas.append(b)
-    k = len(alphas)
-    bidiag = torch.diag_embed(torch.stack(alphas, -1))  # (B, k, k)
+    bidiag = torch.diag_embed(torch.stack(alphas, -1))  # (B, k, k), k = len(alphas)
     if betas:
         bidiag = bidiag + torch.diag_embed(torch.stack(betas, -1), offset=1)
     return torch.linalg.svdvals(bidiag)[:, 0]

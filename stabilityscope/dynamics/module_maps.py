@@ -24,9 +24,9 @@ EXACT_NORM_MAX = 1024  # module maps with N above this estimate M1 with random p
 NORM_PROBES = 64  # probes of that estimate
 _CHUNK = 64  # tangent columns per vmapped jvp
 # Activations applied entry by entry (their Jacobian is diagonal), by class name: torch's and timm's.
-ELEMENTWISE_ACTIVATIONS = frozenset({"ReLU", "ReLU6", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "GELUTanh", "QuickGELU",
-                                     "SiLU", "Swish", "Mish", "Tanh", "Sigmoid", "Hardswish", "HardSwish", "Hardsigmoid",
-                                     "HardSigmoid", "Softplus"})
+ELEMENTWISE_ACTIVATIONS = frozenset({"ReLU", "ReLU6", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "GELUTanh",
+                                     "QuickGELU", "SiLU", "Swish", "Mish", "Tanh", "Sigmoid", "Hardswish", "HardSwish",
+                                     "Hardsigmoid", "HardSigmoid", "Softplus"})
 _TIMM_MLP_PARTS = ("fc1", "act", "drop1", "norm", "fc2", "drop2")  # timm.layers.Mlp.forward's order
 
 

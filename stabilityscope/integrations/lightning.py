@@ -12,14 +12,20 @@ Checkpoint 0 is the module before training (at ``on_train_start``); checkpoint e
 epochs (every ``every_n_epochs``), taken once the validation of epoch e has ended. Lightning runs that
 validation inside the training epoch, before the epoch's aggregated training metrics exist, so the
 checkpoint is written at ``on_train_epoch_end`` (the weights are the validated ones: no step comes in
-between) with both the validation and the training metrics of epoch e; the sanity check is skipped. The probe inputs (start states of the iterated maps) are the first ``probe_batches``
-batches of the first validation loader: a tensor, or the first element of a tuple/list batch.
+between) with both the validation and the training metrics of epoch e; the sanity check is skipped. The
+probe inputs (start states of the iterated maps) are the first ``probe_batches`` batches of the first
+validation loader: a tensor, or the first element of a tuple/list batch.
 Metrics come from ``trainer.callback_metrics`` (every scalar, under its own name); ``train_loss``,
 ``train_acc``, ``test_loss`` and ``test_acc``, which the figures read, are filled from the logged
 ``train_loss``/``train_acc`` and from ``val_loss``/``val_acc`` when no ``test_*`` is logged (the
 validation set then plays the test set's part; say so when you report it). The names are fixed at
 the first recorded validation epoch. The trace closes as ``finished``, or ``failed``/``interrupted``
 with the error when fitting stops on an exception.
+
+Under a distributed strategy (``strategy="ddp"``, also on CPU) every rank holds a Recorder, and only rank
+0's measures and writes: the other ranks return from each checkpoint at once and wait for rank 0 only at
+their next collective, as in any DDP step. The LightningModule is measured as it is, never through the
+strategy's wrapper, so the layer names are the module's own.
 """
 from __future__ import annotations
 
@@ -29,9 +35,9 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from stabilityscope.config import AnalysisConfig
+from stabilityscope.config import recording_options
 from stabilityscope.errors import ConfigError
-from stabilityscope.recording.recorder import Recorder
+from stabilityscope.recording.recorder import Recorder, refuse_moved
 
 try:
     import lightning.pytorch as pl
@@ -68,22 +74,22 @@ class StabilityCallback(pl.Callback):
         run_dir: the run directory (an existing trace there is continued).
         every_n_epochs: record after every n-th validation epoch (and epoch 0 before training).
         probe_batches: validation batches whose inputs are the maps' start states.
-        options: what is measured (:class:`~stabilityscope.config.AnalysisConfig`, a mapping or DictConfig).
+        options: what is measured, as for :class:`~stabilityscope.recording.recorder.Recorder`: an
+            :class:`~stabilityscope.config.AnalysisConfig`, or a :class:`~stabilityscope.config.RecordingConfig`
+            that adds stored weights and the TensorBoard/MLflow mirrors (``logging``).
         probe_inputs: explicit start states instead of validation batches.
         config: stored as the trace's config (default: the module's ``hparams``).
-        tensorboard, mlflow: dashboard mirrors, as for :class:`~stabilityscope.recording.recorder.Recorder`.
     """
 
     def __init__(self, run_dir: str | Path, every_n_epochs: int = 1, probe_batches: int = 1,
-                 options: AnalysisConfig | Mapping[str, Any] | None = None,
-                 probe_inputs: Optional[torch.Tensor] = None, config: Optional[Mapping[str, Any]] = None,
-                 tensorboard: bool | str = False, mlflow: bool | str = False) -> None:
+                 options: Any = None, probe_inputs: Optional[torch.Tensor] = None,
+                 config: Optional[Mapping[str, Any]] = None, **moved: Any) -> None:
+        refuse_moved(moved, "StabilityCallback()")
         if every_n_epochs < 1 or probe_batches < 1:
             raise ConfigError(f"StabilityCallback: every_n_epochs={every_n_epochs} and probe_batches={probe_batches} "
                               f"must be positive integers.")
         self.run_dir, self.every_n_epochs, self.probe_batches = Path(run_dir), every_n_epochs, probe_batches
-        self.options, self.probe_inputs, self.config = options, probe_inputs, config
-        self.mirrors = (tensorboard, mlflow)
+        self.options, self.probe_inputs, self.config = recording_options(options), probe_inputs, config
         self.recorder: Optional[Recorder] = None
         self._warned: set[str] = set()
 
@@ -103,19 +109,17 @@ class StabilityCallback(pl.Callback):
         return torch.cat(xs) if xs else None
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if not trainer.is_global_zero:
-            return
+        # a Recorder on every rank: rank 0's measures and writes, the others' only join an FSDP2 gather
         config = self.config if self.config is not None else dict(getattr(pl_module, "hparams", {}) or {})
-        self.recorder = Recorder(pl_module, self.run_dir, probe_inputs=self._probes(trainer), options=self.options,
-                                 config=config, metrics=tuple(STANDARD_FROM),
-                                 attrs={"model": type(pl_module).__name__, "task": "train"},
-                                 tensorboard=self.mirrors[0], mlflow=self.mirrors[1])
+        probes = self._probes(trainer) if trainer.is_global_zero else None
+        self.recorder = Recorder(pl_module, self.run_dir, probe_inputs=probes, options=self.options,
+                                 config=config, metrics=tuple(STANDARD_FROM))
         if not (self.run_dir / "trace.h5").exists():  # a continued trace already has its checkpoint 0
             self.recorder.checkpoint(0, step=int(trainer.global_step))  # held until the first metrics arrive
 
     # -- checkpoints -------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if self.recorder is None or not trainer.is_global_zero:
+        if self.recorder is None:
             return
         epoch = trainer.current_epoch + 1  # the (current_epoch + 1)-th epoch of training has ended
         if epoch % self.every_n_epochs:

@@ -124,6 +124,7 @@ def sweep(names: Iterable[tuple[str, str]], progress: Optional[Callable[[Coverag
 
 
 def all_names(libraries: Sequence[str] = LIBRARIES, sample: bool = False) -> list[tuple[str, str]]:
+    """(library, model name) of every model to try: all of them, or the CI sample."""
     out = []
     for lib in libraries:
         names = SAMPLE[lib] if sample else (timm_names() if lib == "timm" else torchvision_names())
@@ -150,11 +151,13 @@ def summary(results: Sequence[CoverageResult]) -> str:
         reasons = Counter("no head record" if not r.heads else "head fan-out ≠ num_classes" for r in no_head)
         lines += ["", f"Covered but head not matched ({len(no_head)}): "
                   + ", ".join(f"{k}: {v}" for k, v in reasons.items()),
-                  "  " + ", ".join(f"{r.library}:{r.name}" for r in no_head[:40]) + (" ..." if len(no_head) > 40 else "")]
+                  "  " + ", ".join(f"{r.library}:{r.name}" for r in no_head[:40])
+                  + (" ..." if len(no_head) > 40 else "")]
     return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m stabilityscope.models.coverage``: build and dissect every model; print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", choices=(*LIBRARIES, "all"), default="all")
     parser.add_argument("--sample", action="store_true", help="only the representative CI sample")

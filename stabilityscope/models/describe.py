@@ -113,8 +113,8 @@ def describe_model(model_options: ModelConfig, analysis: AnalysisConfig, input_s
     roles = Counter(r.role for r in records)
     seconds = total / matmul_rate() if total else 0.0
     header = [
-        f"model {model_options.name} ({model_family(model_options)}, {type(model).__name__}, {n_params / 1e6:.3g} M parameters) "
-        f"for {dataset or 'inputs'}: input {tuple(input_shape)}, {num_classes} classes",
+        f"model {model_options.name} ({model_family(model_options)}, {type(model).__name__}, {n_params / 1e6:.3g} M "
+        f"parameters) for {dataset or 'inputs'}: input {tuple(input_shape)}, {num_classes} classes",
         f"recorded maps: {len(records)} (analysis.layers={a.layers!r}): "
         + ", ".join(f"{k} {v}" for k, v in sorted(roles.items())),
         f"tracking per checkpoint: maps={a.maps}, eigen={a.eigen}, n_inputs={a.n_inputs}, steps={a.steps}, "

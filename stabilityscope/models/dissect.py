@@ -36,6 +36,7 @@ from stabilityscope.config import AnalysisConfig, ModelConfig, as_options
 from stabilityscope.dynamics.submodel import prefix_map
 from stabilityscope.errors import ConfigError
 from stabilityscope.models.trunk import find_trunk, trunk_shapes
+from stabilityscope.models.wrappers import refuse_fsdp1, unwrap_model
 
 ROLES = ("head", "mlp_in", "mlp_hidden", "mlp_out", "attn_q", "attn_k", "attn_v", "attn_out", "attn",
          "mlp_block", "model_map", "hidden", "block", "depth")
@@ -119,7 +120,7 @@ class LayerRecord:
         """The (fan_out, fan_in) weight matrix, a view of the model's parameter (not detached)."""
         if self.is_map:
             raise TypeError(f"{self.name} is a {self.kind}: it has no single weight matrix")
-        w = model.get_parameter(self.param or f"{self.name}.weight")
+        w = unwrap_model(model).get_parameter(self.param or f"{self.name}.weight")
         if self.rows is not None:
             w = w[self.rows[0]:self.rows[1]]
         return w.reshape(w.shape[0], -1) if w.dim() != 2 else w  # 1×1 conv (M, N, 1, 1) → (M, N)
@@ -128,7 +129,7 @@ class LayerRecord:
         """The (fan_out,) bias, or None."""
         if not self.bias_param:
             return None
-        b = model.get_parameter(self.bias_param)
+        b = unwrap_model(model).get_parameter(self.bias_param)
         return b[self.rows[0]:self.rows[1]] if self.rows is not None else b
 
 
@@ -146,7 +147,8 @@ def _is_conv1x1(m: nn.Module) -> bool:
 
 
 def _is_norm(m: nn.Module) -> bool:
-    return "norm" in type(m).__name__.lower() or isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase))
+    return "norm" in type(m).__name__.lower() or isinstance(m, (nn.LayerNorm, nn.GroupNorm,
+                                                                 nn.modules.batchnorm._NormBase))
 
 
 def is_fc_module(m: nn.Module) -> bool:
@@ -309,7 +311,12 @@ def dissect(model: nn.Module, *, conv1x1: bool = False, chains: bool = True,
         example_input: a batch the model accepts (e.g. one zero image, also on the meta device). When
             given, "the activation that follows" is read from the order of one forward pass rather
             than from registration order (which misplaces, e.g., squeeze-excitation activations).
+
+    A wrapped model (DDP, DataParallel, ``torch.compile``) is dissected as the bare model inside it, so
+    the names are the bare model's (:func:`~stabilityscope.models.wrappers.unwrap_model`).
     """
+    refuse_fsdp1(model, "dissect")
+    model = unwrap_model(model)
     named = list(model.named_modules())
     modules = dict(named)
     index = {n: i for i, (n, _) in enumerate(named)}
@@ -465,6 +472,7 @@ def tracked_records(model: nn.Module, model_cfg: Optional[ModelConfig], analysis
     """
     model_cfg = as_options(model_cfg, ModelConfig, "model")
     analysis = as_options(analysis, AnalysisConfig, "analysis")
+    model = unwrap_model(model)
     p = next(model.parameters(), None)
     example = None
     if input_shape is not None:  # one forward pass tells which activation follows each layer
@@ -485,5 +493,6 @@ def tracked_records(model: nn.Module, model_cfg: Optional[ModelConfig], analysis
         chosen.append(model_map_record(model, layer, tuple(input_shape)))
     if not chosen:
         raise ConfigError(f"analysis.layers={analysis.layers!r} selects no fully connected layer of model "
-                          f"{type(model).__name__} ({model_cfg.name}); its layers are: {', '.join(r.name for r in records)}.")
+                          f"{type(model).__name__} ({model_cfg.name}); its layers are: "
+                          f"{', '.join(r.name for r in records)}.")
     return chosen

@@ -106,10 +106,12 @@ class EocCNN(nn.Module):
 
 
 def build_eoc_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The registry's ``eoc_mlp``: :class:`EocMLP` on the flattened inputs."""
     return EocMLP(math.prod(input_shape), num_classes, value_of(cfg.activation))
 
 
 def build_eoc_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The registry's ``eoc_cnn``: :class:`EocCNN` on images (C, H, W)."""
     if len(input_shape) != 3:
         raise ConfigError(f"model eoc_cnn takes images (C, H, W); the dataset gives inputs of shape {input_shape}.")
     return EocCNN(tuple(input_shape), num_classes, value_of(cfg.activation))

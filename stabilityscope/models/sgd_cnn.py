@@ -62,6 +62,7 @@ class SgdCNN(nn.Module):
 
 
 def build_sgd_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The registry's ``sgd_cnn`` on images (C, H, W); ``model.kwargs.channels`` sets its width."""
     if len(input_shape) != 3:
         raise ConfigError(f"model sgd_cnn takes images (C, H, W); the dataset gives inputs of shape {input_shape}.")
     unknown = sorted(set(cfg.kwargs) - {"channels"})

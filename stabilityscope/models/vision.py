@@ -39,6 +39,7 @@ SIZE_HINT = ("For small images: model.small_input=true (ResNet-style stems), mod
 
 
 def timm_names() -> list[str]:
+    """Every model name timm knows (``timm.list_models()``)."""
     import timm
 
     return timm.list_models()
@@ -55,9 +56,9 @@ def _unknown(family: str, name: str, names: Sequence[str]) -> ConfigError:
     prefixed = [n for n in names if n.startswith(name)]  # e.g. vit_small → vit_small_patch16_224, ...
     close = list(dict.fromkeys(prefixed[:5] + difflib.get_close_matches(name, names, n=5, cutoff=0.6)))[:8]
     hint = f" Close matches: {', '.join(close)}." if close else ""
-    return ConfigError(f"Unknown {family} model model.name={name!r}.{hint} "
-                       f"List them with {'timm.list_models()' if family == 'timm' else 'torchvision.models.list_models()'}"
-                       f" ({len(names)} names).")
+    return ConfigError(f"Unknown {family} model model.name={name!r}.{hint} List them with "
+                       f"{'timm.list_models()' if family == 'timm' else 'torchvision.models.list_models()'} "
+                       f"({len(names)} names).")
 
 
 @contextlib.contextmanager
@@ -176,7 +177,7 @@ def build_torchvision(name: str, in_chans: int, num_classes: int, size: Optional
 
 def _replace_classifier(model: nn.Module, num_classes: int) -> None:
     """Swap the (pretrained, 1000-class) classifier for a fresh one with ``num_classes`` outputs."""
-    from stabilityscope.models.dissect import is_fc_module, classifier_modules
+    from stabilityscope.models.dissect import classifier_modules, is_fc_module
 
     fc = [n for n, m in model.named_modules() if is_fc_module(m)]
     for name in classifier_modules(model, fc):
@@ -275,7 +276,8 @@ def build_library_model(cfg: ModelConfig, input_shape: Sequence[int], num_classe
         raise ConfigError(f"model={family} needs a model name: pass model.name=<name> (see "
                           f"{'timm.list_models()' if family == 'timm' else 'torchvision.models.list_models()'}).")
     if len(input_shape) != 3:
-        raise ConfigError(f"{family} model {cfg.name!r} takes images (C, H, W); the dataset gives {tuple(input_shape)}.")
+        raise ConfigError(f"{family} model {cfg.name!r} takes images (C, H, W); the dataset gives "
+                          f"{tuple(input_shape)}.")
     c, h, w = (int(s) for s in input_shape)
     kwargs = dict(cfg.kwargs or {})
     size = (cfg.input_size, cfg.input_size) if cfg.input_size else (h, w)

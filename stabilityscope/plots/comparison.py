@@ -16,11 +16,23 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from stabilityscope.analysis.collection import flatten_config, varying_config
-from stabilityscope.analysis.readout import (TraceLike, has_matrix, optimal_index, require_checkpoints, require_matrix,
-                                             run_activation)
+from stabilityscope.analysis.readout import (
+    TraceLike,
+    has_matrix,
+    optimal_index,
+    require_checkpoints,
+    require_matrix,
+    run_activation,
+)
 from stabilityscope.errors import TraceError
-from stabilityscope.plots.phase import (BackgroundSpec, draw_background, draw_edge, draw_path, edge_up_to,
-                                        phase_background)
+from stabilityscope.plots.phase import (
+    BackgroundSpec,
+    draw_background,
+    draw_edge,
+    draw_path,
+    edge_up_to,
+    phase_background,
+)
 from stabilityscope.plots.style import COLORS, EDGE_COLOR, epoch_axis, log_y, styled
 from stabilityscope.recording.trace import Trace, open_trace
 from stabilityscope.theory import numerical_phase_diagram as npd
@@ -86,12 +98,14 @@ def plot_comparison(traces: Sequence[TraceLike], labels: Optional[Sequence[str]]
             if tr is not src:
                 tr.close()
     activation = next(iter(acts)) if len(acts) == 1 else None
-    colors = list(COLORS[:7]) if len(runs) <= 7 else [matplotlib.colormaps["cividis"](v) for v in np.linspace(0, 0.9, len(runs))]
+    colors = (list(COLORS[:7]) if len(runs) <= 7
+              else [matplotlib.colormaps["cividis"](v) for v in np.linspace(0, 0.9, len(runs))])
     fig = Figure(figsize=(15, 5.0), layout="constrained")
     a1, a2, a3 = fig.subplots(1, 3)
     diagram = None
     if activation and (background is True or isinstance(background, BackgroundSpec)):
-        diagram = phase_background(activation, background if isinstance(background, BackgroundSpec) else BackgroundSpec(), cache)
+        spec = background if isinstance(background, BackgroundSpec) else BackgroundSpec()
+        diagram = phase_background(activation, spec, cache)
     elif activation and background not in (False, None, True):
         diagram = background
     y_top = max(2.5, max(float(np.nanmax(r["y"][np.isfinite(r["y"])], initial=0)) for r in runs) * 1.05)

@@ -15,8 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from stabilityscope.analysis.explainability import (complexity_matrix, considered, explainability_table,
-                                                    linear_phase_end)
+from stabilityscope.analysis.explainability import complexity_matrix, considered, explainability_table, linear_phase_end
 from stabilityscope.analysis.readout import TraceLike, checkpoint_axis, opened, require_checkpoints
 from stabilityscope.plots.style import COLORS, EDGE_COLOR, epoch_axis, styled
 
@@ -50,8 +49,8 @@ def plot_explainability(trace: TraceLike, x: Optional[str] = None, threshold: fl
             a1.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
     a1.plot(xs, table["info_F_Y_given_L"], "--", color=COLORS[2], lw=1.2,
             label=r"$I(F_t;Y\,|\,L)$: what $F_t$ knows beyond $L$")
-    a1.axhline(table["info_L_Y"], color=EDGE_COLOR, lw=1, label=f"$I(L;Y)$ = {table['info_L_Y']:.3f} bits "
-                                                                 f"(L: test accuracy {100 * table['baseline_test_acc']:.1f}%)")
+    a1.axhline(table["info_L_Y"], color=EDGE_COLOR, lw=1, label=f"$I(L;Y)$ = {table['info_L_Y']:.3f} bits (L: test "
+                                                                f"accuracy {100 * table['baseline_test_acc']:.1f}%)")
     a1.set_ylabel("bits")
     a1.set_title("Information about the labels, and the part a linear model explains")
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -27,12 +27,26 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import nn
 
-from stabilityscope.analysis.readout import (TraceLike, geometry_layers, layer_label, opened, optimal_index,
-                                             require_checkpoints)
+from stabilityscope.analysis.readout import (
+    TraceLike,
+    geometry_layers,
+    layer_label,
+    opened,
+    optimal_index,
+    require_checkpoints,
+)
 from stabilityscope.analysis.saved_run import load_run_data, load_run_model
 from stabilityscope.dynamics.geometry import GEOMETRY_STATS, band_constant, band_kind, check_delta
 from stabilityscope.errors import ConfigError, TraceError
-from stabilityscope.plots.style import COLORS, EDGE_COLOR, epoch_axis, layer_colors, mark_optimum, optimum_handle, styled
+from stabilityscope.plots.style import (
+    COLORS,
+    EDGE_COLOR,
+    epoch_axis,
+    layer_colors,
+    mark_optimum,
+    optimum_handle,
+    styled,
+)
 from stabilityscope.recording.trace import config_section
 
 # geometry_layers, load_run_model and load_run_data are re-exported: the inputs these figures take
@@ -66,8 +80,8 @@ def plot_geometry(trace: TraceLike, layers: Optional[Sequence[str]] = None) -> F
         epochs, best = tr.checkpoints, optimal_index(tr)
         delta = float(config_section(tr.config, "analysis").get("geometry_delta", 0.1))
         n_samples = config_section(tr.config, "analysis").get("geometry_samples", "?")
-        data = {n: {s: tr.stat(n, s) for s in (*GEOMETRY_STATS, "J")} | {"label": layer_label(tr, n),
-                                                                          "act": str(tr.layer_info(n).get("activation", ""))}
+        data = {n: {s: tr.stat(n, s) for s in (*GEOMETRY_STATS, "J")}
+                | {"label": layer_label(tr, n), "act": str(tr.layer_info(n).get("activation", ""))}
                 for n in layers}
     fig = Figure(figsize=(12, 7.2), layout="constrained")
     axes = fig.subplots(2, 2)

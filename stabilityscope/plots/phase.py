@@ -26,11 +26,26 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from stabilityscope.analysis.readout import (TraceLike, has_matrix, layer_label, opened, optimal_index,
-                                             require_checkpoints, require_matrix, run_activation)
+from stabilityscope.analysis.readout import (
+    TraceLike,
+    has_matrix,
+    layer_label,
+    opened,
+    optimal_index,
+    require_checkpoints,
+    require_matrix,
+    run_activation,
+)
 from stabilityscope.errors import TraceError
-from stabilityscope.plots.style import (BACKGROUND_CMAP, EDGE_COLOR, HALO, SEPARATION_FLOOR, layer_colors, styled,
-                                        thin_legend)
+from stabilityscope.plots.style import (
+    BACKGROUND_CMAP,
+    EDGE_COLOR,
+    HALO,
+    SEPARATION_FLOOR,
+    layer_colors,
+    styled,
+    thin_legend,
+)
 from stabilityscope.recording.trace import Trace
 from stabilityscope.theory import numerical_phase_diagram as npd
 from stabilityscope.theory.meanfield import edge_curve, phase_plane

@@ -2,8 +2,9 @@
 
 The figures, by name (:data:`FIGURES`): ``phase_path`` (:mod:`.phase`), ``coupling`` and ``metrics``
 (:mod:`stabilityscope.plots.training`), ``layer_stability``, ``poincare`` and ``eigenvalues`` (:mod:`.stability`),
-``geometry`` (:mod:`stabilityscope.plots.geometry`, when the trace records it: ``analysis.geometry=true``), ``explainability``
-and ``complexity_matrix`` (:mod:`stabilityscope.plots.explainability`, ``analysis.explainability=true``).
+``geometry`` (:mod:`stabilityscope.plots.geometry`, when the trace records it: ``analysis.geometry=true``),
+``explainability`` and ``complexity_matrix`` (:mod:`stabilityscope.plots.explainability`,
+``analysis.explainability=true``).
 """
 from __future__ import annotations
 

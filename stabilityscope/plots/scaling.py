@@ -65,7 +65,8 @@ def _plain_ticks(axis: Any) -> None:
 
 def _short(fixed: dict[str, Any]) -> str:
     names = {"lr": "η", "momentum": "α", "batch_size": "B", "n_train": "n", "weight_decay": "wd"}
-    return ", ".join(f"{names.get(k, k)} = {v:g}" for k, v in fixed.items() if v is not None and not (k == "weight_decay" and v == 0))
+    return ", ".join(f"{names.get(k, k)} = "
+                     f"{v:g}" for k, v in fixed.items() if v is not None and not (k == "weight_decay" and v == 0))
 
 
 # ----------------------------------------------------------------------------------------- scaling
@@ -174,10 +175,12 @@ def plot_collapse(analysis: SweepAnalysis) -> Figure:
     a1.set_ylabel(r"$J^2$ of layer " + repr(analysis.settings.layer))
     a2.set_ylabel("test loss (log scale)")
     a1.set_title(f"J² against τ; relative spread {col.spread_ordered:.3g} ordered, {col.spread_chaotic:.3g} chaotic")
-    a2.set_title(f"Test loss against τ; spread {col.loss_spread_ordered:.3g} ordered, {col.loss_spread_chaotic:.3g} chaotic")
+    a2.set_title(f"Test loss against τ; spread {col.loss_spread_ordered:.3g} ordered, {col.loss_spread_chaotic:.3g} "
+                 "chaotic")
     handles: list[Any] = []
     if mappable is None:
-        handles += [Line2D([], [], color=h.get_color(), lw=2, label=f"η/((1−α)B) = {k:.4g}") for k, h in sorted(seen.items())]
+        handles += [Line2D([], [], color=h.get_color(), lw=2, label="η/((1−α)B) = "
+                                                                    f"{k:.4g}") for k, h in sorted(seen.items())]
     else:
         fig.colorbar(mappable, ax=a2, label=r"$\eta/((1-\alpha)B)$")
     handles += [Line2D([], [], color=EDGE_COLOR, lw=1.1, label=f"edge of chaos J² = {edge:g}"),
@@ -307,7 +310,8 @@ def plot_decay_plateau(analysis: SweepAnalysis) -> Figure:
     x, zero_at = _decay_positions(t["weight_decay"].to_numpy())
     fig = Figure(figsize=(8.2, 5.4), layout="constrained")
     ax = fig.subplots()
-    runs = a.runs[~a.runs["status"].isin(("failed", "diverged", "unreadable")) & np.isfinite(a.runs["j2_plateau"].astype(float))]
+    runs = a.runs[~a.runs["status"].isin(("failed", "diverged", "unreadable"))
+                  & np.isfinite(a.runs["j2_plateau"].astype(float))]
     rx, _ = _decay_positions(runs["weight_decay"].to_numpy()) if zero_at else (runs["weight_decay"].to_numpy(), None)
     ax.plot(rx, runs["j2_plateau"], ".", color="0.55", ms=5, zorder=2)
     _errorbars(ax, x, t["j2_plateau_mean"], t["j2_plateau_std"], zero_at, color=COLORS[0], ms=6, zorder=3)

@@ -21,11 +21,27 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from stabilityscope.analysis.readout import (EIGEN_OPTION, MAPS_OPTION, TraceLike, checkpoint_axis,
-                                             checkpoint_indices, layers_with, opened, optimal_index,
-                                             require_checkpoints)
-from stabilityscope.plots.style import (COLORS, EDGE_COLOR, LOSS_COLOR, epoch_axis, log_y, mark_optimum,
-                                        optimum_handle, styled)
+from stabilityscope.analysis.readout import (
+    EIGEN_OPTION,
+    MAPS_OPTION,
+    TraceLike,
+    checkpoint_axis,
+    checkpoint_indices,
+    layers_with,
+    opened,
+    optimal_index,
+    require_checkpoints,
+)
+from stabilityscope.plots.style import (
+    COLORS,
+    EDGE_COLOR,
+    LOSS_COLOR,
+    epoch_axis,
+    log_y,
+    mark_optimum,
+    optimum_handle,
+    styled,
+)
 from stabilityscope.recording.trace import Trace
 
 __all__ = ["MAP_PANELS", "MAX_STABILITY_ROWS", "plot_eigenvalues", "plot_layer_stability", "plot_poincare"]

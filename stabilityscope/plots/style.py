@@ -103,7 +103,8 @@ def optimum_handle(epoch: float, x: str = "epoch") -> Line2D:
     return Line2D([], [], color="0.35", ls=":", lw=1.2, label=f"optimal checkpoint (min test loss), {where}")
 
 
-def save_figure(fig: Figure, out_dir: Union[str, Path], stem: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+def save_figure(fig: Figure, out_dir: Union[str, Path], stem: str,
+                formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Write ``fig`` as ``<out_dir>/<stem>.<format>`` for every format; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

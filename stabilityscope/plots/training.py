@@ -13,11 +13,29 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from stabilityscope.analysis.readout import (TraceLike, checkpoint_axis, has_matrix, layer_label, linear_growth_fit,
-                                             opened, optimal_index, require_checkpoints, require_matrix,
-                                             run_activation)
-from stabilityscope.plots.style import (COLORS, EDGE_COLOR, epoch_axis, layer_colors, log_y, mark_optimum,
-                                        optimum_handle, styled, thin_legend)
+from stabilityscope.analysis.readout import (
+    TraceLike,
+    checkpoint_axis,
+    has_matrix,
+    layer_label,
+    linear_growth_fit,
+    opened,
+    optimal_index,
+    require_checkpoints,
+    require_matrix,
+    run_activation,
+)
+from stabilityscope.plots.style import (
+    COLORS,
+    EDGE_COLOR,
+    epoch_axis,
+    layer_colors,
+    log_y,
+    mark_optimum,
+    optimum_handle,
+    styled,
+    thin_legend,
+)
 from stabilityscope.theory.meanfield import critical_coupling
 
 __all__ = ["plot_coupling", "plot_metrics"]

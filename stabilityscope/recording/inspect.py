@@ -10,11 +10,12 @@
 The measurements are the tracker's (:class:`~stabilityscope.recording.tracking.LayerTracker`), taken
 once: J, J0 (docs/science/mean-field.md; for a non-square layer they locate its mean-field *surrogate*, a random
 square matrix with the same entry statistics, and ``square`` says so), the mean-field χ and edge
-distance ½ ln χ with the phase label (docs/science/mean-field.md), the spectral radius of square layers (``radius_method``:
-``filtered``, the checked estimate of :func:`~stabilityscope.dynamics.weight_structure.estimate_spectral_radius`,
-relative residual ≤ 1e-3, or ``exact``, the full decomposition where that check failed or N < 256), and with
-``inputs`` the iterated-map measures of square layers, MLP chains and model maps (docs/science/iterated-maps.md: s = M1,
-Benettin λ_max, the attractor class). Layers of equal shape are measured as one stack.
+distance ½ ln χ with the phase label (docs/science/mean-field.md), the spectral radius of square layers
+(``radius_method``: ``filtered``, the checked estimate of
+:func:`~stabilityscope.dynamics.weight_structure.estimate_spectral_radius`, relative residual ≤ 1e-3, or
+``exact``, the full decomposition where that check failed or N < 256), and with ``inputs`` the iterated-map
+measures of square layers, MLP chains and model maps (docs/science/iterated-maps.md: s = M1, Benettin
+λ_max, the attractor class). Layers of equal shape are measured as one stack.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from stabilityscope.config import AnalysisConfig, ModelConfig, as_options
 from stabilityscope.dynamics.lyapunov import ATTRACTORS
 from stabilityscope.dynamics.weight_structure import RADIUS_METHODS, estimate_spectral_radius
 from stabilityscope.models.dissect import tracked_records
+from stabilityscope.models.wrappers import gathered, refuse_fsdp1, unwrap_model
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory.meanfield import PHASES
 
@@ -41,7 +43,8 @@ def inspect(model: nn.Module, inputs: Optional[torch.Tensor] = None,
     """One row per recorded FC map of ``model`` with its order/chaos state now (see the module docstring).
 
     Args:
-        model: any ``nn.Module`` (timm, torchvision, your own).
+        model: any ``nn.Module`` (timm, torchvision, your own); a DDP or ``torch.compile`` wrapper is read as
+            the bare model inside it; under FSDP2 call it on every rank (they gather the sharded weights).
         inputs: a batch (B, ...) the model takes: start states of the iterated maps (the first
             ``options.n_inputs``); None: only the columns that need no inputs.
         options: :class:`~stabilityscope.config.AnalysisConfig` (``layers``, ``n_inputs``, ``steps``,
@@ -51,6 +54,14 @@ def inspect(model: nn.Module, inputs: Optional[torch.Tensor] = None,
     Returns:
         A pandas DataFrame with the columns of ``COLUMNS`` (NaN/"" where a measure does not apply).
     """
+    refuse_fsdp1(model, "inspect")
+    model = unwrap_model(model)  # DDP, torch.compile, ...: the bare model, under its own layer names
+    with gathered(model, plain_forward=True):  # FSDP2: whole weights (call inspect on every rank)
+        return _table(model, inputs, options, model_options)
+
+
+def _table(model: nn.Module, inputs: Optional[torch.Tensor], options: Any,
+           model_options: Any) -> "pandas.DataFrame":  # noqa: F821
     import pandas as pd
 
     opts = as_options(options, AnalysisConfig, "analysis")

@@ -8,8 +8,8 @@ there is no stale-lock cleanup to get wrong.
 
 The lock is re-entrant within a process where asked for (the app takes it before building the run,
 the trainer again when it starts writing); a :class:`~stabilityscope.recording.recorder.Recorder` takes it
-non-re-entrantly, so a second Recorder on an open run is refused in the same process too. It needs POSIX ``fcntl`` (Linux, macOS); elsewhere it warns once and does
-not lock.
+non-re-entrantly, so a second Recorder on an open run is refused in the same process too. It needs POSIX
+``fcntl`` (Linux, macOS); elsewhere it warns once and does not lock.
 """
 from __future__ import annotations
 

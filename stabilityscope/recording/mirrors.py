@@ -67,7 +67,8 @@ class MlflowMirror(Mirror):
         try:
             import mlflow
         except ImportError as exc:
-            raise ConfigError(f"logging.mlflow=true needs mlflow: pip install 'stabilityscope[mlflow]' ({exc}).") from None
+            raise ConfigError("logging.mlflow=true needs mlflow: pip install 'stabilityscope[mlflow]' "
+                              f"({exc}).") from None
         self.mlflow = mlflow
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)

@@ -27,9 +27,11 @@ atomically with every checkpoint. Leaving the ``with`` block closes the trace as
 ``failed`` (``interrupted`` for Ctrl-C) with the error. The run directory is locked while the Recorder
 is open (one writer per run, :class:`~stabilityscope.recording.lock.RunLock`).
 
-With ``test_labels`` the trace also keeps, at every checkpoint, the model's class for each test example
-(``predictions=`` of :meth:`checkpoint`), so SGD-complexity's information measures against any baseline
-can be computed after the run (:mod:`stabilityscope.analysis.explainability`).
+The less common inputs come grouped: ``options=ss.RecordingConfig(analysis=..., storage=..., logging=...)``
+for stored weights and the TensorBoard/MLflow mirrors, ``explainability=ss.ExplainabilityInputs(test_labels,
+...)`` for SGD-complexity (the trace then keeps, at every checkpoint, the model's class for each test
+example, ``predictions=`` of :meth:`checkpoint`), ``geometry=ss.GeometryInputs(x, y)`` for the
+decision-region geometry.
 
 The app's trainers record through the same object (:class:`~stabilityscope.training.trainer.Run` and
 :class:`~stabilityscope.training.batched.BatchedRuns`): one implementation of checkpoint recording.
@@ -39,6 +41,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -47,15 +50,78 @@ import torch
 import yaml
 from torch import nn
 
-from stabilityscope.config import AnalysisConfig, ModelConfig, StorageConfig, as_options, to_container, value_of
+from stabilityscope.config import recording_options, to_container, value_of
 from stabilityscope.errors import ConfigError, TraceError
-from stabilityscope.models.dissect import LayerRecord, tracked_records
+from stabilityscope.models.dissect import tracked_records
+from stabilityscope.models.wrappers import gathered, process_rank, refuse_fsdp1, unwrap_model
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.mirrors import Mirror, open_mirrors
 from stabilityscope.recording.trace import LOSS_METRICS, PredictionSpec, TraceWriter, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 
 TRACKER_STATE = Path("state") / "recorder.pt"
+
+
+@dataclass
+class ExplainabilityInputs:
+    """What SGD-complexity's measures need besides the model: the test set's labels, and a reference classifier.
+
+    With these the trace keeps, at every checkpoint, the model's class for each test example (the
+    ``predictions=`` of :meth:`Recorder.checkpoint`), so that the information measures against any
+    baseline can be computed after the run (:mod:`stabilityscope.analysis.explainability`).
+
+    Args:
+        test_labels: the test set's labels (n_test,), class indices >= 0.
+        num_classes: the number of classes (default: the largest label + 1).
+        baseline_predictions: a reference classifier's test predictions (n_test,) (the app's linear baseline L).
+        baseline_attrs: what to record about that classifier (test_acc, info_L_Y, converged, ...).
+    """
+
+    test_labels: Any
+    num_classes: Optional[int] = None
+    baseline_predictions: Any = None
+    baseline_attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GeometryInputs:
+    """The fixed training sample on which ``options.geometry`` measures the decision-region geometry (FC-geometry).
+
+    Args:
+        inputs: the sample (n, ...) as the model takes it.
+        labels: its labels (n,).
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+
+# Keywords of the Recorder before its options were grouped, and where each went.
+MOVED_KEYWORDS = {
+    **dict.fromkeys(("test_labels", "num_classes", "baseline_predictions", "baseline_attrs"),
+                    "explainability=ss.ExplainabilityInputs(test_labels, num_classes=..., baseline_predictions=..., "
+                    "baseline_attrs=...)"),
+    **dict.fromkeys(("geometry_inputs", "geometry_labels"), "geometry=ss.GeometryInputs(inputs, labels)"),
+    "tensorboard": "options=ss.RecordingConfig(analysis=..., logging=ss.LoggingConfig(tensorboard=True, "
+                   "tensorboard_dir=...))",
+    "mlflow": "options=ss.RecordingConfig(analysis=..., logging=ss.LoggingConfig(mlflow=True, mlflow_uri=...))",
+    "storage": "options=ss.RecordingConfig(analysis=..., storage=ss.StorageConfig(...))",
+    "model_options": "options=ss.RecordingConfig(analysis=..., model=ss.ModelConfig(...)) (its conv1x1 is what the "
+                     "dissection reads)",
+    "records": "options: ss.AnalysisConfig(layers=<regex>) selects the FC maps, and ss.RecordingConfig(model="
+               "ss.ModelConfig(conv1x1=True)) adds 1×1 convolutions",
+    **dict.fromkeys(("attrs", "lock", "save_tracker_state"), "Recorder.for_app(model, run_dir, attrs=..., lock=..., "
+                    "save_tracker_state=..., ...) (the app's own runs)"),
+}
+
+
+def refuse_moved(keywords: Mapping[str, Any], where: str) -> None:
+    """TypeError for keyword arguments ``where`` does not take, naming the new home of those that moved
+    (:data:`MOVED_KEYWORDS`); the Recorder and the Lightning callback call it with their leftover keywords."""
+    for name in keywords:
+        if name in MOVED_KEYWORDS:
+            raise TypeError(f"{where} no longer takes {name}=; pass {MOVED_KEYWORDS[name]}.")
+        raise TypeError(f"{where} got an unexpected keyword argument {name!r}.")
 
 
 class Recorder:
@@ -66,62 +132,82 @@ class Recorder:
         run_dir: the run directory (created); an existing trace there is continued.
         probe_inputs: a batch of real inputs (B, ...) as the model takes them: the start states of the
             iterated maps (the first ``options.n_inputs`` are used). None: no map statistics.
-        options: what is measured (:class:`~stabilityscope.config.AnalysisConfig`, a mapping or a DictConfig).
+        options: what is measured: an :class:`~stabilityscope.config.AnalysisConfig` (a mapping of its fields
+            or a DictConfig), or a :class:`~stabilityscope.config.RecordingConfig` that adds what is stored
+            (``storage``: full weight matrices), mirrored (``logging``: TensorBoard, MLflow) and how the
+            model is dissected (``model.conv1x1``), or the app's whole :class:`~stabilityscope.config.Config`.
         config: anything describing the run (hyperparameters), stored as the trace's ``config``.
-        metrics: metric names to reserve besides the four standard ones and those of the first checkpoint.
+        metrics: metric names to reserve besides the standard ones and those of the first checkpoint.
         loss: what the losses measure, recorded as the trace's ``loss``: ``cross_entropy`` (standard metrics
             train/test loss and accuracy) or ``mse`` (train/test loss as mean squared errors, train/test R²).
-        records: the FC maps to record (default: ``tracked_records`` of the model under ``options``).
-        model_options: the model's options when it was built by :func:`~stabilityscope.build_model`
-            (``conv1x1`` dissects 1×1 convolutions too).
-        storage: also store full weight matrices (:class:`~stabilityscope.config.StorageConfig`).
-        attrs: extra root attributes of the trace (model and dataset names, seed, ...).
-        tensorboard, mlflow: mirror every scalar to TensorBoard (True: ``run_dir/tensorboard``, or a
-            folder) and to MLflow (True: the active tracking URI, or a URI such as ``sqlite:///mlflow.db``).
-        lock: take the run directory's writer lock now (the app's trainers take it themselves).
-        save_tracker_state: write ``state/recorder.pt`` with every checkpoint (the trainers save the
-            tracker inside their own resumable state instead).
-        geometry_inputs, geometry_labels: the fixed training sample (n, ...) and its labels (n,) on which
-            ``options.geometry`` measures the decision-region geometry (FC-geometry).
-        test_labels: the test set's labels (n_test,): the trace then stores the test predictions given to
-            :meth:`checkpoint` (argmax classes), and ``num_classes`` (default: the largest label + 1).
-        baseline_predictions, baseline_attrs: a reference classifier's test predictions (n_test,) and
-            what to record about it (the app's linear baseline L: test_acc, info_L_Y, converged, ...).
+        explainability: the test labels (and a baseline classifier) of SGD-complexity's measures
+            (:class:`ExplainabilityInputs`).
+        geometry: the training sample of the decision-region geometry (:class:`GeometryInputs`).
+
+    Keywords of earlier versions (``tensorboard=``, ``test_labels=``, ``geometry_inputs=``, ...) raise a
+    TypeError that names their new home.
     """
 
     def __init__(self, model: nn.Module, run_dir: str | Path, probe_inputs: Optional[torch.Tensor] = None,
-                 options: AnalysisConfig | Mapping[str, Any] | None = None,
-                 config: Optional[Mapping[str, Any]] = None, *, metrics: Sequence[str] = (),
-                 records: Optional[list[LayerRecord]] = None, model_options: Optional[ModelConfig] = None,
-                 storage: Optional[StorageConfig] = None, attrs: Optional[Mapping[str, Any]] = None,
-                 tensorboard: bool | str = False, mlflow: bool | str = False, lock: bool = True,
-                 save_tracker_state: bool = True, geometry_inputs: Optional[torch.Tensor] = None,
-                 geometry_labels: Optional[torch.Tensor] = None, test_labels: Optional[Any] = None,
-                 num_classes: Optional[int] = None, baseline_predictions: Optional[Any] = None,
-                 baseline_attrs: Optional[Mapping[str, Any]] = None, loss: str = "cross_entropy") -> None:
+                 options: Any = None, *, config: Optional[Mapping[str, Any]] = None, metrics: Sequence[str] = (),
+                 loss: str = "cross_entropy", explainability: Optional[ExplainabilityInputs] = None,
+                 geometry: Optional[GeometryInputs] = None, **moved: Any) -> None:
+        refuse_moved(moved, "Recorder()")
+        self._setup(model, run_dir, probe_inputs, options, config=config, metrics=metrics, loss=loss,
+                    explainability=explainability, geometry=geometry)
+
+    @classmethod
+    def for_app(cls, model: nn.Module, run_dir: str | Path, probe_inputs: Optional[torch.Tensor] = None,
+                options: Any = None, *, attrs: Optional[Mapping[str, Any]] = None, lock: bool = True,
+                save_tracker_state: bool = True, **kwargs: Any) -> "Recorder":
+        """The Recorder of the app's own runs (its trainers, ``task=analyze``), with what only they set.
+
+        Args:
+            attrs: extra root attributes of the trace (model and dataset names, seed, ...).
+            lock: take the run directory's writer lock now (False: the caller holds it).
+            save_tracker_state: write ``state/recorder.pt`` with every checkpoint (False: the trainers save
+                the tracker inside their own resumable state).
+            kwargs: as for the Recorder itself.
+        """
+        refuse_moved({k: v for k, v in kwargs.items() if k not in ("config", "metrics", "loss", "explainability",
+                                                                  "geometry")}, "Recorder.for_app()")
+        recorder = cls.__new__(cls)
+        recorder._setup(model, run_dir, probe_inputs, options, attrs=attrs, lock=lock,
+                        save_tracker_state=save_tracker_state, **kwargs)
+        return recorder
+
+    def _setup(self, model: nn.Module, run_dir: str | Path, probe_inputs: Optional[torch.Tensor], options: Any, *,
+               config: Optional[Mapping[str, Any]] = None, metrics: Sequence[str] = (), loss: str = "cross_entropy",
+               explainability: Optional[ExplainabilityInputs] = None, geometry: Optional[GeometryInputs] = None,
+               attrs: Optional[Mapping[str, Any]] = None, lock: bool = True, save_tracker_state: bool = True) -> None:
         if loss not in LOSS_METRICS:
             raise ConfigError(f"Recorder: loss={loss!r}; allowed: {', '.join(LOSS_METRICS)} (what train_loss and "
                               f"test_loss measure: classification or regression).")
-        self.model, self.run_dir = model, Path(run_dir)
-        self.options = as_options(options, AnalysisConfig, "analysis")
-        self.storage = as_options(storage, StorageConfig, "storage")
-        self._lock = RunLock(self.run_dir, reentrant=False).acquire() if lock else None
+        recording = recording_options(options)
+        refuse_fsdp1(model, "Recorder")
+        # DDP, torch.compile, ...: measure the bare model, under its own layer names (models/wrappers.py)
+        self.model, self.run_dir = unwrap_model(model), Path(run_dir)
+        self.options, self.storage, self.logging = recording.analysis, recording.storage, recording.logging
+        self.rank = process_rank()  # only rank 0 of a distributed run measures and writes
+        self._lock = RunLock(self.run_dir, reentrant=False).acquire() if lock and self.rank == 0 else None
+        self.tracker: Optional[LayerTracker] = None
         try:
-            probes = self._check_probes(model, probe_inputs, records)
-            if records is None:
-                shape = tuple(probe_inputs.shape[1:]) if probe_inputs is not None else None
-                records = tracked_records(model, as_options(model_options, ModelConfig, "model"), self.options, shape)
-            self.tracker = LayerTracker(model, records, self.options, probe_inputs=probes,
-                                        geometry_inputs=geometry_inputs, geometry_labels=geometry_labels)
+            with gathered(self.model, plain_forward=self.rank == 0):  # FSDP2: every rank joins the gather
+                if self.rank == 0:
+                    probes = self._check_probes(self.model, probe_inputs)
+                    shape = tuple(probe_inputs.shape[1:]) if probe_inputs is not None else None
+                    records = tracked_records(self.model, recording.model, self.options, shape)
+                    self.tracker = LayerTracker(self.model, records, self.options, probe_inputs=probes,
+                                                geometry_inputs=None if geometry is None else geometry.inputs,
+                                                geometry_labels=None if geometry is None else geometry.labels)
         except BaseException:
             self._release()
             raise
         self.config = dict(config or {})
         self.attrs = dict(attrs or {})
-        self.prediction_spec = self._prediction_spec(test_labels, num_classes, baseline_predictions, baseline_attrs)
+        self.prediction_spec = self._prediction_spec(explainability)
         self.loss = loss
         self._declared = list(dict.fromkeys([*LOSS_METRICS[loss], *metrics]))
-        self._mirror_spec = (tensorboard, mlflow)
         self._mirrors: list[Mirror] = []
         self.save_tracker_state = save_tracker_state
         self.writer: Optional[TraceWriter] = None
@@ -136,8 +222,14 @@ class Recorder:
         return self.run_dir / "trace.h5"
 
     @staticmethod
-    def _prediction_spec(test_labels: Any, num_classes: Optional[int], baseline: Any,
-                         baseline_attrs: Optional[Mapping[str, Any]]) -> Optional[PredictionSpec]:
+    def _prediction_spec(inputs: Optional[ExplainabilityInputs]) -> Optional[PredictionSpec]:
+        if inputs is None:
+            return None
+        if not isinstance(inputs, ExplainabilityInputs):
+            raise ConfigError(f"explainability= takes ss.ExplainabilityInputs(test_labels, ...), got "
+                              f"{type(inputs).__name__}.")
+        test_labels, num_classes, baseline = inputs.test_labels, inputs.num_classes, inputs.baseline_predictions
+        baseline_attrs = inputs.baseline_attrs
         if test_labels is None:
             if baseline is not None:
                 raise ConfigError("baseline_predictions need the test_labels they are scored against.")
@@ -157,8 +249,7 @@ class Recorder:
                                   f"one class per test example.")
         return PredictionSpec(labels, k, base, dict(baseline_attrs or {}))
 
-    def _check_probes(self, model: nn.Module, probe_inputs: Optional[torch.Tensor],
-                      records: Optional[list[LayerRecord]]) -> Optional[torch.Tensor]:
+    def _check_probes(self, model: nn.Module, probe_inputs: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         if probe_inputs is None:
             return None
         if not isinstance(probe_inputs, torch.Tensor) or probe_inputs.dim() < 2:
@@ -220,9 +311,10 @@ class Recorder:
         return self.writer
 
     def _open_mirrors(self) -> None:
-        tensorboard, mlflow = self._mirror_spec
-        self._mirrors = open_mirrors(self.run_dir, tensorboard=tensorboard, mlflow=mlflow,
-                                     run_name=self.run_dir.name, params=self.config)
+        log = self.logging
+        self._mirrors = open_mirrors(self.run_dir, tensorboard=log.tensorboard_dir or log.tensorboard,
+                                     mlflow=log.mlflow_uri or log.mlflow, run_name=self.run_dir.name,
+                                     params=self.config)
 
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None)
@@ -251,6 +343,9 @@ class Recorder:
             ConfigError: a non-increasing epoch, a metric name the trace has no place for, or predictions
                 of the wrong length or without ``test_labels``.
         """
+        if self.rank != 0:  # another rank of a distributed run: rank 0 measures and writes
+            with gathered(self.model):  # FSDP2: the all-gather rank 0 measures from needs every rank
+                return {}
         values = {k: _scalar(k, v) for k, v in (metrics or {}).items()}
         step = self.last_step if step is None else int(step)
         wall = self._wall0_offset() if wall_time is None else float(wall_time)
@@ -284,12 +379,9 @@ class Recorder:
         epoch, step = int(epoch), int(step)
         self._check_epoch(epoch, step)
         predictions = self._check_predictions(predictions)
-        layer_stats = self.tracker.measure(self.model)
         if store_weights is None:
             store_weights = self.storage.weights and self.writer.num_checkpoints % self.storage.weights_every == 0
-        weights = None
-        if store_weights and self.storage.weights:
-            weights = self._weight_arrays()
+        layer_stats, weights = self._measure(store_weights and self.storage.weights)
         if before_commit is not None:
             before_commit()
         self.writer.append(epoch=epoch, step=step, wall_time=wall_time, metrics=metrics,
@@ -335,10 +427,7 @@ class Recorder:
         epoch = int(epoch)
         self._check_epoch(epoch, step)
         predictions = self._check_predictions(predictions)
-        layer_stats = self.tracker.measure(self.model)
-        weights = None
-        if self.storage.weights and len(self._held) % self.storage.weights_every == 0:
-            weights = self._weight_arrays()
+        layer_stats, weights = self._measure(self.storage.weights and len(self._held) % self.storage.weights_every == 0)
         if self.save_tracker_state:
             self._save_tracker_state()
         self._held.append(dict(epoch=epoch, step=step, wall_time=wall, layer_stats=layer_stats, weights=weights,
@@ -356,9 +445,13 @@ class Recorder:
                 mirror.log(row["epoch"], metrics, row["layer_stats"])
         self._held = []
 
-    def _weight_arrays(self) -> dict[str, Any]:
-        """Each recorded matrix's weights as a numpy array (storage.weights)."""
-        return {n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()}
+    def _measure(self, store_weights: bool) -> tuple[dict[str, dict[str, Any]], Optional[dict[str, Any]]]:
+        """The layer statistics now, and each recorded matrix's weights as a numpy array when ``store_weights``."""
+        with gathered(self.model, plain_forward=True):  # FSDP2: whole weights (the other ranks join in checkpoint)
+            layer_stats = self.tracker.measure(self.model)
+            weights = ({n: w.cpu().numpy() for n, w in self.tracker.weights(self.model).items()} if store_weights
+                       else None)
+        return layer_stats, weights
 
     # -- the tracker's resumable state -------------------------------------------------------------
     def _save_tracker_state(self) -> None:
@@ -377,6 +470,8 @@ class Recorder:
     # -- closing -----------------------------------------------------------------------------------
     def close(self, status: str = "finished", error: Optional[str] = None) -> None:
         """Close the trace with ``status`` (finished, failed, interrupted, diverged) and release the run."""
+        if self.rank != 0:
+            return
         try:
             if self.writer is None and self._held:  # checkpoints measured before any metric arrived
                 self._create_with_held()

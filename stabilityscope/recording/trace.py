@@ -103,12 +103,15 @@ class PredictionSpec:
 
 @dataclass(frozen=True)
 class LayerSpec:
+    """What the trace stores for one layer: its attributes, its statistics and, when kept, its weight shape."""
+
     attrs: Mapping[str, Any]
     stats: Sequence[StatSpec]
     weight_shape: Optional[tuple[int, int]] = None  # set when full weights are stored
 
 
 def package_versions() -> dict[str, str]:
+    """The versions of Python and of the packages a trace's numbers depend on, for its provenance."""
     names = ("torch", "torchvision", "timm", "numpy", "scipy", "h5py", "hydra-core", "matplotlib", "stabilityscope")
     out = {"python": platform.python_version()}
     for n in names:
@@ -120,6 +123,7 @@ def package_versions() -> dict[str, str]:
 
 
 def now_iso() -> str:
+    """The time now in UTC, ISO 8601 to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 

@@ -48,17 +48,30 @@ import torch.nn.functional as F_
 from torch import nn
 
 from stabilityscope.config import AnalysisConfig, as_options
-from stabilityscope.dynamics.depthwise import (block_readings, depth_lyapunov, span_module, trunk_states,
-                                               unfused_attention)
+from stabilityscope.dynamics.depthwise import (
+    block_readings,
+    depth_lyapunov,
+    span_module,
+    trunk_states,
+    unfused_attention,
+)
 from stabilityscope.dynamics.geometry import GEOMETRY_STATS, layer_geometry
-from stabilityscope.dynamics.lyapunov import (ATTRACTORS, STOP_REASONS, MapMeasures, lyapunov_spectrum, map_measures,
-                                              near_identity, relative_step)
+from stabilityscope.dynamics.lyapunov import (
+    ATTRACTORS,
+    STOP_REASONS,
+    MapMeasures,
+    lyapunov_spectrum,
+    map_measures,
+    near_identity,
+    relative_step,
+)
 from stabilityscope.dynamics.maps import IteratedMap, LayerMap
 from stabilityscope.dynamics.module_maps import ProbedModuleMap
 from stabilityscope.dynamics.submodel import ModelPrefix
 from stabilityscope.dynamics.weight_structure import eigen_summary, online_step_stats, weight_structure_summary
 from stabilityscope.errors import ConfigError
 from stabilityscope.models.dissect import LayerRecord
+from stabilityscope.models.wrappers import unwrap_model
 from stabilityscope.recording.trace import LayerSpec, StatSpec
 from stabilityscope.theory.meanfield import PHASES, edge_distance, order_parameters, phase_code, phase_coordinates
 
@@ -83,7 +96,8 @@ RELU_LIKE = ("relu", "relu6", "leaky_relu", "prelu", "gelu", "gelu_tanh", "quick
              "celu", "softplus", "mish", "hardswish", "star_relu")
 # Elementwise φ for LayerMap beyond its built-in names (derivatives by forward-mode autodiff).
 MAP_FUNCTIONS = {
-    "gelu": F_.gelu, "gelu_tanh": lambda x: F_.gelu(x, approximate="tanh"), "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "gelu": F_.gelu, "gelu_tanh": lambda x: F_.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
     "silu": F_.silu, "relu6": F_.relu6, "leaky_relu": F_.leaky_relu, "elu": F_.elu, "selu": F_.selu, "celu": F_.celu,
     "softplus": F_.softplus, "mish": F_.mish, "hardswish": F_.hardswish, "hardsigmoid": F_.hardsigmoid,
 }
@@ -150,6 +164,7 @@ class LayerTracker:
     def __init__(self, model: nn.Module, records: list[LayerRecord], analysis: AnalysisConfig,
                  probe_inputs: Optional[torch.Tensor] = None, geometry_inputs: Optional[torch.Tensor] = None,
                  geometry_labels: Optional[torch.Tensor] = None) -> None:
+        model = unwrap_model(model)  # DDP, torch.compile, ...: the bare model's layers
         self.records = {r.name: r for r in records}
         self.analysis = as_options(analysis, AnalysisConfig, "analysis")
         self.probe_inputs = probe_inputs  # (B, ...) real test inputs, start states of the maps
@@ -260,6 +275,7 @@ class LayerTracker:
 
     @torch.no_grad()
     def measure(self, model: nn.Module) -> dict[str, dict[str, Any]]:
+        model = unwrap_model(model)  # its forward passes run no wrapper's collective
         was_training = model.training
         grads = [(p, p.requires_grad) for p in model.parameters()]
         model.eval()  # batch norm on running statistics, no dropout: start states do not interact
@@ -288,7 +304,8 @@ class LayerTracker:
                 es = eigen_summary(W, return_eigenvalues=True, dtype=torch.float32)
                 ev = torch.stack([es.eigenvalues.real, es.eigenvalues.imag], -1).float().cpu().numpy()  # (L, N, 2)
                 for i, n in enumerate(names):
-                    out[n].update(spectral_radius=float(es.spectral_radius[i]), spectral_norm=float(es.spectral_norm[i]),
+                    out[n].update(spectral_radius=float(es.spectral_radius[i]),
+                                  spectral_norm=float(es.spectral_norm[i]),
                                   complex_fraction=float(es.complex_fraction[i]), eigenvalues=ev[i])
         if self.analysis.meanfield:
             self._meanfield(out)
@@ -351,8 +368,10 @@ class LayerTracker:
                 rd = block_readings(m, st[: len(x)], probes=a.depth_probes, lanczos_steps=a.depth_lanczos, seed=0)
                 n = rd.gain_rms.shape[0]
                 out[r.name].update(
-                    gain_rms=float(rd.gain_rms.mean()), gain_rms_std=float(rd.gain_rms.std()) if n > 1 else float("nan"),
-                    gain_rms_stderr=float(rd.gain_rms_stderr.square().sum().sqrt() / n), gain_top=float(rd.gain_top.mean()),
+                    gain_rms=float(rd.gain_rms.mean()),
+                    gain_rms_std=float(rd.gain_rms.std()) if n > 1 else float("nan"),
+                    gain_rms_stderr=float(rd.gain_rms_stderr.square().sum().sqrt() / n),
+                    gain_top=float(rd.gain_top.mean()),
                     raw_rms=float(rd.raw_rms.mean()), branch_ratio=float(rd.branch_ratio.mean()),
                     stream_ratio=float(rd.stream_ratio.mean()))
             for name, r in self.records.items():
@@ -434,7 +453,8 @@ class LayerTracker:
                                       *MODEL_MAP_GAINS}
         for spec in self.stat_specs(self.records[name]):
             if spec.name in map_names:
-                out[name][spec.name] = -1 if spec.labels else (np.full(spec.shape, np.nan) if spec.shape else float("nan"))
+                out[name][spec.name] = (-1 if spec.labels else
+                                        np.full(spec.shape, np.nan) if spec.shape else float("nan"))
 
     def _groups(self, key: Any, only: Optional[list[str]] = None) -> list[list[str]]:
         groups: dict[Any, list[str]] = defaultdict(list)
@@ -472,7 +492,8 @@ class LayerTracker:
             for i, n in enumerate(names):
                 out[n].update(chi=float(chi[i]), edge_distance=float(dist[i]), phase=int(codes[i]))
 
-    def _map_stats(self, mm: MapMeasures, n_states: int, i: Optional[int], steps: Optional[int] = None) -> dict[str, Any]:
+    def _map_stats(self, mm: MapMeasures, n_states: int, i: Optional[int],
+                   steps: Optional[int] = None) -> dict[str, Any]:
         """The trace's map statistics of map ``i`` of a stack (None: a single map) run for ``steps`` (default
         analysis.steps)."""
         steps = steps or self.analysis.steps

@@ -23,6 +23,7 @@ def _slug(text: str) -> str:
 
 
 def atlas_markdown(a: Atlas, figures: dict[str, Path], base: Path) -> str:
+    """The atlas report's text; figure links relative to ``base``."""
     lines = ["# Atlas: order and chaos of vision networks over training", ""]
     runs = markdown_table(
         ["family", "model", "seed", "checkpoints", "epochs", "best test loss (epoch)", "hours", "trace"],
@@ -48,7 +49,8 @@ def atlas_markdown(a: Atlas, figures: dict[str, Path], base: Path) -> str:
         lines += markdown_table(
             ["family", "block: gain (verdict)"],
             [[f, "; ".join(f"{c['map'].rsplit(' ', 1)[-1]}: {fmt_number(c['estimate'], 3)} ({c['verdict']})"
-                           for c in per_block if c["family"] == f)] for f in dict.fromkeys(c["family"] for c in per_block)])
+                           for c in per_block if c["family"] == f)]
+             for f in dict.fromkeys(c["family"] for c in per_block)])
     lines += ["", "Rules and margins:", ""]
     for key in ("optimum near s = 1", "lambda_max = ln s", "attractor sequence"):
         rule = RULES[key]
@@ -56,7 +58,8 @@ def atlas_markdown(a: Atlas, figures: dict[str, Path], base: Path) -> str:
     if a.correspondence:
         lines += ["", "## Where EOC-optimality's s and the depth-wise readings coincide (seed models)", "",
                   "s is the iterated model map's M1 at its orbits' ends; each reading is compared with it over the "
-                  "checkpoints where both are defined (the map's chaotic, periodic and quasi-periodic checkpoints).", ""]
+                  "checkpoints where both are defined (the map's chaotic, periodic and quasi-periodic "
+                  "checkpoints).", ""]
         lines += markdown_table(
             ["run", "reading", "checkpoints", "median abs. ln(reading / s)", "rank correlation with s"],
             [[Path(c["run"]).parent.name, c["reading"], str(c["checkpoints"]), fmt_number(c["median_abs_log_ratio"], 3),
@@ -131,8 +134,9 @@ def write_atlas(a: Atlas, out_dir: Union[str, Path], *, figures: bool = True) ->
                      "wall_hours": r.wall_hours} for r in a.runs],
            "profiles": {f: {k: {s: v for s, v in st.items()} for k, st in p.items()} for f, p in a.profiles.items()},
            "stages": list(STAGES), "claims": a.claims, "picks": [vars(p) for p in a.picks],
-           "pick_table": a.pick_table, "correspondence": a.correspondence, "pick_margin": {"low": PICK_MARGIN.low, "high": PICK_MARGIN.high,
-                                                       "reason": PICK_MARGIN.reason}, "notes": a.notes}
+           "pick_table": a.pick_table, "correspondence": a.correspondence,
+           "pick_margin": {"low": PICK_MARGIN.low, "high": PICK_MARGIN.high, "reason": PICK_MARGIN.reason},
+           "notes": a.notes}
     (out / "atlas.json").write_text(json.dumps(jsonable(doc), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     path = out / "atlas.md"
     path.write_text(atlas_markdown(a, drawn, out), encoding="utf-8")

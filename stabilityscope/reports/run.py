@@ -158,7 +158,8 @@ def _growth_line(tr: Trace) -> Optional[str]:
         return None
     layer = layers[0]
     jc2 = critical_coupling(run_activation(tr)) ** 2
-    slope, _ = linear_growth_fit(tr.epoch_fraction, tr.stat(layer, "J") ** 2, edge=jc2)  # fractional under step checkpoints
+    # fractional under step checkpoints
+    slope, _ = linear_growth_fit(tr.epoch_fraction, tr.stat(layer, "J") ** 2, edge=jc2)
     if not math.isfinite(slope):
         return f"| J² growth (`{layer}`) | not fitted: fewer than two ordered checkpoints in the first 50 epochs |"
     return f"| J² growth (`{layer}`, ordered part of the first 50 epochs) | A = {slope:.4g} per epoch |"
@@ -192,7 +193,8 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
         f"# Run report: {tr.attrs.get('model', '?')} on {tr.attrs.get('dataset', '?')}",
         "",
         f"Trace `{tr.path.resolve()}` · status **{tr.status}** · {len(epochs)} checkpoints (epochs "
-        f"{int(epochs[0])}–{int(epochs[-1])})" + (" · the run was still writing when this was made" if tr.status == "running" else ""),
+        f"{int(epochs[0])}–{int(epochs[-1])})" + (" · the run was still writing when this was "
+                                                  "made" if tr.status == "running" else ""),
         "",
         _config_line(cfg),
         "",
@@ -212,7 +214,8 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
         "",
         f"### Layers at the optimal checkpoint (epoch {int(epochs[best])}) and at the end (epoch {int(epochs[-1])})",
         "",
-        "| layer | shape | J | J0 | J/J_c | edge distance ½ ln χ | phase | s | λ_max | final J | final phase | final attractor |",
+        "| layer | shape | J | J0 | J/J_c | edge distance ½ ln χ | phase | s | λ_max | final J | final phase | final "
+        "attractor |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *_layer_rows(tr, best),
         "",
@@ -279,7 +282,8 @@ def _explainability_lines(tr: Trace) -> list[str]:
 
 def _geometry_lines(tr: Trace, best: int) -> list[str]:
     """The decision-region geometry section (traces recorded with analysis.geometry=true), else nothing."""
-    stats = ("band_halfwidth_mean", "in_band_fraction", "gradient_share_in_band", "occupied_patterns", "mean_abs_distance")
+    stats = ("band_halfwidth_mean", "in_band_fraction", "gradient_share_in_band", "occupied_patterns",
+             "mean_abs_distance")
     layers = [n for n in tr.layers if all(s in tr.stats(n) for s in stats)]
     if not layers:
         return []
@@ -290,8 +294,8 @@ def _geometry_lines(tr: Trace, best: int) -> list[str]:
         for label, i in (("start", 0), ("optimal", best), ("end", len(epochs) - 1)):
             v = {s: tr.stat(n, s)[i] for s in stats}
             j = tr.stat(n, "J")[i] if "J" in tr.stats(n) else float("nan")
-            rows.append(f"| {n} | {label} (epoch {int(epochs[i])}) | {_fmt(j * j)} | {_fmt(v['band_halfwidth_mean'])} | "
-                        f"{_fmt(v['in_band_fraction'])} | {_fmt(v['gradient_share_in_band'])} | "
+            rows.append(f"| {n} | {label} (epoch {int(epochs[i])}) | {_fmt(j * j)} | {_fmt(v['band_halfwidth_mean'])} "
+                        f"| {_fmt(v['in_band_fraction'])} | {_fmt(v['gradient_share_in_band'])} | "
                         f"{_fmt(v['occupied_patterns'])} | {_fmt(v['mean_abs_distance'])} |")
     return ["", "## Decision-region geometry (FC-geometry; our instantiation)", "",
             f"On the first {analysis.get('geometry_samples', '?')} training inputs, band threshold "
@@ -409,7 +413,8 @@ def background_from_config(section: BackgroundConfig) -> Union[bool, BackgroundS
     if not section.enabled:
         return False
     return BackgroundSpec(n=int(section.n), steps=int(section.steps), seed=int(section.seed),
-                          j0_over_j=(float(section.j0_over_j.start), float(section.j0_over_j.stop), int(section.j0_over_j.num)),
+                          j0_over_j=(float(section.j0_over_j.start), float(section.j0_over_j.stop),
+                                     int(section.j0_over_j.num)),
                           inv_j=(float(section.inv_j.start), float(section.inv_j.stop), int(section.inv_j.num)))
 
 

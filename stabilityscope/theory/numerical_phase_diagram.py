@@ -57,7 +57,6 @@ import torch
 
 from stabilityscope.errors import ConfigError, TraceError
 
-
 __all__ = ["PhaseDiagram", "phase_diagram", "cell_edges", "DEFAULT_STEPS"]
 
 # docs/science/mean-field.md: T = 500 for tanh, 100 for ReLU (ReLU is unbounded; longer runs only overflow).

@@ -97,6 +97,7 @@ class Member:
 
 
 def last_epoch(members: Sequence[Member]) -> int:
+    """The last epoch any member of a group trains to."""
     return max((m.epochs for m in members), default=0)
 
 

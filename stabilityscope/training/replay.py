@@ -186,13 +186,10 @@ def trace_from_checkpoints(cfg: Config, run_dir: str | Path) -> Path:
     regression = data.task == "regression"
     metric_names = (REGRESSION_METRICS if regression else METRICS) if cfg.evaluate else ()
     lock = RunLock(run_dir)  # re-entrant: the app may hold it already
-    recorder = Recorder(model, run_dir, probe_inputs=data.x_test, options=cfg.analysis, config=to_container(cfg),
-                        model_options=cfg.model, storage=cfg.storage, metrics=metric_names,
-                        attrs={"model": cfg.model.name, "dataset": d.name, "device": str(device), "task": "analyze",
-                               "checkpoint_files": "\n".join(str(s.path) for s in saved)},
-                        tensorboard=cfg.logging.tensorboard_dir or cfg.logging.tensorboard,
-                        mlflow=cfg.logging.mlflow_uri or cfg.logging.mlflow, lock=False,
-                        loss="mse" if regression else "cross_entropy")
+    recorder = Recorder.for_app(model, run_dir, probe_inputs=data.x_test, options=cfg, config=to_container(cfg),
+                                metrics=metric_names, lock=False, loss="mse" if regression else "cross_entropy",
+                                attrs={"model": cfg.model.name, "dataset": d.name, "device": str(device),
+                                       "task": "analyze", "checkpoint_files": "\n".join(str(s.path) for s in saved)})
     with lock, recorder:
         for s, state in zip(saved, fitted):
             model.load_state_dict(state)

@@ -77,7 +77,8 @@ def load_reference(reference: str | Path, model_cfg: ModelConfig, input_shape: t
         for key in ("name", "width", "activation"):
             if key in stored and str(stored[key]) != value_of(getattr(model_cfg, key)):
                 raise ConfigError(f"dataset.subsample_reference={str(reference)!r} is a run of model.{key}="
-                                  f"{stored[key]!r}, but this run has model.{key}={value_of(getattr(model_cfg, key))!r}: "
+                                  f"{stored[key]!r}, but this run has "
+                                  f"model.{key}={value_of(getattr(model_cfg, key))!r}: "
                                   f"the reference must be the same model.")
     payload = torch.load(path, map_location=device, weights_only=True)
     state = payload.get("model", payload) if isinstance(payload, dict) else None

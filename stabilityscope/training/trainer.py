@@ -29,8 +29,9 @@ numbers go into the trace attrs (``mars_*``). A resume loads the trained weights
 A run directory holds ``trace.h5`` (see :mod:`stabilityscope.recording.trace`) and ``state/`` with the
 resumable state of the newest checkpoints (model, optimiser, RNG, tracker, and the epoch's permutation
 when a checkpoint falls inside an epoch; loaded with ``weights_only=True``). Per checkpoint: measure →
-save state (atomic rename) → append to the trace → prune old states, so the newest checkpoint in the trace always has a state on disk. A resume takes the
-newest checkpoint that has both a trace row and a readable state, falling back past a damaged state file.
+save state (atomic rename) → append to the trace → prune old states, so the newest checkpoint in the trace
+always has a state on disk. A resume takes the newest checkpoint that has both a trace row and a readable
+state, falling back past a damaged state file.
 
 While it writes, a run holds its directory's lock (:class:`~stabilityscope.recording.lock.RunLock`): a
 second writer is refused. Ctrl-C (and SIGTERM in the app) stops it at once with status ``interrupted``
@@ -63,13 +64,11 @@ from tqdm.auto import tqdm
 from stabilityscope.config import AnalysisConfig, Config, OptimConfig, as_options, to_container, value_of
 from stabilityscope.errors import ConfigError, DivergedError, TraceError
 from stabilityscope.interrupts import raise_if_stop_requested
-from stabilityscope.models.dissect import tracked_records
 from stabilityscope.models.registry import build_model
 from stabilityscope.models.spline_init import check_spline_init, spline_initialise
 from stabilityscope.recording.lock import RunLock
-from stabilityscope.recording.recorder import Recorder
-from stabilityscope.recording.trace import (EXPLAINABILITY_METRICS, METRICS, REGRESSION_METRICS, TraceWriter,
-                                            open_trace)
+from stabilityscope.recording.recorder import ExplainabilityInputs, GeometryInputs, Recorder
+from stabilityscope.recording.trace import EXPLAINABILITY_METRICS, METRICS, REGRESSION_METRICS, TraceWriter, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory.information import mutual_information, performance_correlation
 from stabilityscope.training.baseline import LinearBaseline, fit_linear_baseline, load_baseline
@@ -84,6 +83,7 @@ EVAL_CHUNK = 8192  # examples per forward pass when evaluating
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device of ``train.device``: ``auto`` is CUDA when present, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -108,7 +108,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     raise ConfigError(f"Unknown optim.name={name!r}; allowed: sgd, adam, adamw.")
 
 
-def learning_rate_schedule(cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> Optional[Callable[[int], float]]:
+def learning_rate_schedule(cfg: OptimConfig, total_steps: int,
+                           steps_per_epoch: int) -> Optional[Callable[[int], float]]:
     """The learning rate before optimiser step s (0-based) of the run, or None for a constant rate.
 
     ``cosine``: linear warm-up over the first w = round(warmup_epochs · steps_per_epoch) steps,
@@ -186,7 +187,8 @@ def checkpoint_metrics(model: nn.Module, data: InMemoryData,
     return dict(zip(METRICS, (train_loss, train_acc, test_loss, test_acc))), predicted
 
 
-def loss_function(data: InMemoryData, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(data: InMemoryData,
+                  label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The training loss of ``data.task``: softmax cross-entropy (classes, with ``label_smoothing``) or mean
     squared error (regression)."""
     if data.task == "regression":
@@ -318,6 +320,7 @@ def resume_step(run_dir: Path, unit: str = "epoch") -> int:
 
 
 def saved_state_epochs(run_dir: Path) -> list[int]:
+    """The epochs of the resumable states kept in ``run_dir``, oldest first."""
     return saved_state_keys(run_dir, "epoch")
 
 
@@ -340,11 +343,13 @@ def save_state(run_dir: Path, run: RunState, model: nn.Module, opt: torch.optim.
 
 
 def prune_states(run_dir: Path, keep: int, unit: str = "epoch") -> None:
+    """Delete all but the newest ``keep`` resumable states."""
     for key in saved_state_keys(run_dir, unit)[:-keep]:
         _state_path(run_dir, key, unit).unlink(missing_ok=True)
 
 
 def load_state(run_dir: Path, key: int, device: torch.device, unit: str = "epoch") -> dict[str, Any]:
+    """The resumable state saved at epoch (or step) ``key``, loaded onto ``device`` (tensors only)."""
     return torch.load(_state_path(run_dir, key, unit), map_location=device, weights_only=True)
 
 
@@ -528,22 +533,18 @@ class Run:
         self.baseline_predictions = base_pred
         classes = data.task == "classification" and not self.data.y_test.is_floating_point() and data.num_classes >= 2
         standard = REGRESSION_METRICS if data.task == "regression" else METRICS
-        records = tracked_records(self.model, cfg.model, cfg.analysis, data.input_shape)
         # the one path of checkpoint recording (the same object a user's own loop uses); the run
         # directory's lock is taken by execute(), and the tracker's state is saved with the run's state
-        self.recorder = Recorder(
-            self.model, self.run_dir, probe_inputs=self.data.x_test, options=cfg.analysis, records=records,
-            config=to_container(cfg), storage=cfg.storage, lock=False, save_tracker_state=False,
-            metrics=standard + (EXPLAINABILITY_METRICS if self.explain else ()),
+        self.recorder = Recorder.for_app(
+            self.model, self.run_dir, probe_inputs=self.data.x_test, options=cfg, config=to_container(cfg),
+            lock=False, save_tracker_state=False, metrics=standard + (EXPLAINABILITY_METRICS if self.explain else ()),
             loss="mse" if data.task == "regression" else "cross_entropy",
             attrs={"seed": int(cfg.train.seed), "model": cfg.model.name, "dataset": cfg.dataset.name,
                    "device": str(self.device), "task": "train", "init": value_of(cfg.model.init), **init_attrs},
-            tensorboard=cfg.logging.tensorboard_dir or cfg.logging.tensorboard,
-            mlflow=cfg.logging.mlflow_uri or cfg.logging.mlflow,
-            geometry_inputs=self.data.x_train[: cfg.analysis.geometry_samples],
-            geometry_labels=self.data.y_train[: cfg.analysis.geometry_samples],
-            test_labels=self.data.y_test if classes else None, num_classes=data.num_classes,
-            baseline_predictions=base_pred, baseline_attrs=base_attrs)
+            geometry=GeometryInputs(self.data.x_train[: cfg.analysis.geometry_samples],
+                                    self.data.y_train[: cfg.analysis.geometry_samples]),
+            explainability=ExplainabilityInputs(self.data.y_test if classes else None, data.num_classes, base_pred,
+                                                base_attrs or {}))
         self.tracker = self.recorder.tracker
         self.steps_per_epoch = steps_per_epoch(len(data.x_train), cfg.train.batch_size)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch

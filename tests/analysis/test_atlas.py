@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stabilityscope.analysis.atlas import (PICK_MARGIN, UNDEFINED, atlas, family_of, first_crossing, read_run)
+from stabilityscope.analysis.atlas import PICK_MARGIN, UNDEFINED, atlas, family_of, first_crossing, read_run
 from stabilityscope.dynamics.lyapunov import ATTRACTORS
 from stabilityscope.recording.trace import LayerSpec, StatSpec, TraceWriter
 from stabilityscope.recording.tracking import BLOCK_STATS, DEPTH_STATS

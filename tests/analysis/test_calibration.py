@@ -1,6 +1,7 @@
 """Calibration of the guideline's laws (stabilityscope.analysis.calibration) and the guideline built on them: each
 fit recovers laws written into synthetic traces, and the guideline's settings, fed into the laws' own dynamics
-(integrated independently), reach the edge when promised. The reproduction report's rules: tests/test_reproduction.py."""
+(integrated independently), reach the edge when promised. The reproduction report's rules:
+tests/analysis/test_reproduction.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,9 +17,19 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import stabilityscope as ss
-from stabilityscope.analysis.calibration import (DEFAULT_LAWS, REFERENCE_RATE, REFERENCE_WEIGHT_DECAY, CalibratedLaws,
-                                                 GrowthLaw, PlateauLaw, calibrate, fit_growth_law, fit_plateau_law,
-                                                 fit_relaxation, load_laws)
+from stabilityscope.analysis.calibration import (
+    DEFAULT_LAWS,
+    REFERENCE_RATE,
+    REFERENCE_WEIGHT_DECAY,
+    CalibratedLaws,
+    GrowthLaw,
+    PlateauLaw,
+    calibrate,
+    fit_growth_law,
+    fit_plateau_law,
+    fit_relaxation,
+    load_laws,
+)
 from stabilityscope.analysis.guideline import recommend
 from stabilityscope.analysis.reproduction import RULES
 from stabilityscope.analysis.runs_table import read_runs_table, write_runs_table
@@ -215,7 +226,8 @@ def test_calibrate_recovers_the_plateau_law_from_saturated_runs_only(calibration
     assert p.law is not None
     assert (p.law.q, p.law.s) == pytest.approx((Q, S), abs=0.03)
     slow = p.runs[p.runs["run"].str.endswith("slow")]
-    assert len(slow) == 1 and not slow["saturated"].iloc[0] and slow["tau_measured"].iloc[0] == pytest.approx(30, rel=0.05)
+    assert len(slow) == 1 and not slow["saturated"].iloc[0]
+    assert slow["tau_measured"].iloc[0] == pytest.approx(30, rel=0.05)
     assert p.runs.loc[~p.runs["run"].str.endswith("slow"), "tau_measured"].to_numpy() == pytest.approx(TAU, rel=0.02)
     for row in p.lambda_star.itertuples():
         x = row.rate / REFERENCE_RATE
@@ -231,8 +243,10 @@ def test_the_eoc_claim_table_finds_the_best_decay_at_lambda_star(calibration):
 
 
 def test_the_eoc_claim_compares_final_losses_of_runs_trained_as_long(calibration_runs, tmp_path):
-    """A longer run at 2× with a far lower final loss is not the best decay of the 20-epoch runs: it gets its own row."""
-    synthetic_trace(tmp_path / "long" / "trace.h5", epochs=40, lr=_lr(2 * REFERENCE_RATE), weight_decay=4 * REFERENCE_WEIGHT_DECAY,
+    """A longer run at 2× with a far lower final loss is not the best decay of the 20-epoch runs: it gets its own
+    row."""
+    synthetic_trace(tmp_path / "long" / "trace.h5", epochs=40, lr=_lr(2 * REFERENCE_RATE),
+                    weight_decay=4 * REFERENCE_WEIGHT_DECAY,
                     train_subset=N_TRAIN, seed=0, analysis="economy", test_loss=lambda e: 0.1 + 0 * np.asarray(e),
                     j2=lambda e: 0.3 + (0.25 - 0.3) * np.exp(-np.asarray(e) / TAU))
     claim = calibrate([calibration_runs, tmp_path], n_boot=20).eoc_claim
@@ -278,7 +292,8 @@ def simulate_laws(r, laws: CalibratedLaws, epochs: float) -> float:
 
 @pytest.fixture(scope="module")
 def synthetic_laws() -> CalibratedLaws:
-    growth = GrowthLaw("power", 0.0126, 0.9, 0.0, REFERENCE_RATE, 60000, (0.1 * REFERENCE_RATE, 10 * REFERENCE_RATE), 0.15)
+    growth = GrowthLaw("power", 0.0126, 0.9, 0.0, REFERENCE_RATE, 60000, (0.1 * REFERENCE_RATE, 10 * REFERENCE_RATE),
+                       0.15)
     plateau = PlateauLaw(K, Q, S, REFERENCE_WEIGHT_DECAY, REFERENCE_RATE, (2 * REFERENCE_RATE, 8 * REFERENCE_RATE),
                          (4e-5, 7e-4))
     return CalibratedLaws(growth, plateau, {"network": "synthetic", "dataset": ["none"], "date": "2026-11-29"})
@@ -384,7 +399,8 @@ def test_a_runs_table_rebuilds_the_calibration_bit_for_bit(calibration_runs, tmp
     from_table = calibrate(table, n_boot=50, j2_window=None)
     fixed = {"date": "-", "source": "-", "command": "-"}
     assert from_table.laws(fixed).to_dict() == from_traces.laws(fixed).to_dict()
-    pd.testing.assert_frame_equal(from_table.sweep.runs.drop(columns="path"), from_traces.sweep.runs.drop(columns="path"))
+    pd.testing.assert_frame_equal(from_table.sweep.runs.drop(columns="path"),
+                                  from_traces.sweep.runs.drop(columns="path"))
     pd.testing.assert_frame_equal(from_table.plateau.lambda_star, from_traces.plateau.lambda_star)
     records = read_runs_table(table)
     assert sorted(r.run for r in records) == sorted(from_traces.sweep.runs["run"])
@@ -400,8 +416,8 @@ def test_a_runs_table_rebuilds_the_calibration_bit_for_bit(calibration_runs, tmp
 def test_task_calibrate_writes_the_table_it_can_be_rebuilt_from(calibration_runs, compose_cfg, tmp_path):
     from stabilityscope.cli.tasks import run_calibrate_task
 
-    run_calibrate_task(compose_cfg("task=calibrate", f"runs={calibration_runs}", "figures=false", "calibration.n_boot=20",
-                                   "calibration.commit=0123abc"), tmp_path / "first")
+    run_calibrate_task(compose_cfg("task=calibrate", f"runs={calibration_runs}", "figures=false",
+                                   "calibration.n_boot=20", "calibration.commit=0123abc"), tmp_path / "first")
     first = json.loads((tmp_path / "first" / "laws.json").read_text())
     assert first["provenance"]["table"] == "runs.json"
     assert {r.commit for r in read_runs_table(tmp_path / "first" / "runs.json")} == {"0123abc"}
@@ -447,8 +463,9 @@ def test_quick_presets_run_through_the_reproduction_report(data_root, tmp_path):
     writes the whole report (and the calibration under it) from them."""
     sweeps = []
     for preset in ("calibrate_growth_quick", "calibrate_decay_quick", "calibrate_guideline_quick"):
-        proc = run_cli("-m", f"experiment={preset}", "figures=false", "report=false", f"checkpoint_root={tmp_path / preset}",
-                       cwd=tmp_path, env={"STABILITYSCOPE_DATA": str(data_root)})
+        proc = run_cli("-m", f"experiment={preset}", "figures=false", "report=false",
+                       f"checkpoint_root={tmp_path / preset}", cwd=tmp_path,
+                       env={"STABILITYSCOPE_DATA": str(data_root)})
         assert proc.returncode == 0, proc.stderr[-3000:]
         (sweep,) = (tmp_path / preset).glob("multirun/*")
         assert len(list(sweep.glob("*/trace.h5"))) == (4 if preset == "calibrate_guideline_quick" else 8)
@@ -502,8 +519,8 @@ def test_guideline_validation_checks_band_and_loss(synthetic_laws, tmp_path):
     # an ordinary run: its config holds the guideline section's defaults too, but it is no validation run
     synthetic_trace(tmp_path / "other" / "trace.h5", epochs=budget, lr=r.lr, weight_decay=r.weight_decay,
                     batch_size=r.batch_size, seed=5, analysis="economy", train_subset=None,
-                    j2=lambda e: 3 + 0 * np.asarray(e), config_extra={"guideline": {"budget": budget, "decay_factor": 1.0,
-                                                                                    "validate": False}})
+                    j2=lambda e: 3 + 0 * np.asarray(e),
+                    config_extra={"guideline": {"budget": budget, "decay_factor": 1.0, "validate": False}})
     table = ss.reproduction.validate_guideline(tmp_path, laws=synthetic_laws)
     (row,) = table.itertuples()
     assert row.runs == 4
@@ -512,7 +529,8 @@ def test_guideline_validation_checks_band_and_loss(synthetic_laws, tmp_path):
     assert row.max_deviation_after_reach == pytest.approx(0.05, rel=0.05)  # tolerance 0.05 at the reach epoch
     assert row.best_factor == 1.0 and row.seeds == 2
     # laws whose λ* moved since the runs: the rows say the settings differ
-    moved = CalibratedLaws(synthetic_laws.growth, dataclasses.replace(synthetic_laws.plateau, K=synthetic_laws.plateau.K * 1.1),
+    moved = CalibratedLaws(synthetic_laws.growth,
+                           dataclasses.replace(synthetic_laws.plateau, K=synthetic_laws.plateau.K * 1.1),
                            synthetic_laws.provenance)
     assert not ss.reproduction.validate_guideline(tmp_path, laws=moved).iloc[0]["settings_match"]
     # a band the run misses at its reach epoch
@@ -527,9 +545,11 @@ def test_a_budget_is_read_from_longer_runs_with_its_settings(synthetic_laws, tmp
     assert r300.slowest_calibrated_rate and (r300.lr, r300.batch_size, r300.weight_decay) == (r400.lr, r400.batch_size,
                                                                                               r400.weight_decay)
     A = r400.predicted_A
-    for i, (factor, plateau, loss) in enumerate([(1.0, 1.0, 0.30), (4.0, 0.4, 0.29), (1.0, 1.0, 0.302), (4.0, 0.4, 0.292)]):
-        synthetic_trace(tmp_path / "long" / str(i) / "trace.h5", epochs=400, lr=r400.lr, weight_decay=r400.weight_decay * factor,
-                        batch_size=r400.batch_size, momentum=r400.momentum, seed=i // 2, analysis="economy", train_subset=None,
+    cases = [(1.0, 1.0, 0.30), (4.0, 0.4, 0.29), (1.0, 1.0, 0.302), (4.0, 0.4, 0.292)]
+    for i, (factor, plateau, loss) in enumerate(cases):
+        synthetic_trace(tmp_path / "long" / str(i) / "trace.h5", epochs=400, lr=r400.lr,
+                        weight_decay=r400.weight_decay * factor, batch_size=r400.batch_size, momentum=r400.momentum,
+                        seed=i // 2, analysis="economy", train_subset=None,
                         j2=lambda e, p=plateau: p + (0.25 - p) * np.exp(-A / p * np.asarray(e)),
                         # × 4 is better until epoch 200, worse after: the two budgets pick different winners
                         test_loss=lambda e, v=loss, f=factor: v + (2e-4 if f == 4.0 else 0.0) * np.asarray(e),

@@ -100,7 +100,8 @@ def _decay_runs(root: Path, plateaus: dict[float, tuple[float, ...]], losses: di
         for seed, p in enumerate(values):
             loss = (losses or {}).get(w, tuple(0.35 + 0.001 * i for i in range(len(values))))[seed]
             synthetic_trace(root / f"w{w:g}_{seed}" / "trace.h5", epochs=20, lr=_lr(x),
-                            weight_decay=w * REFERENCE_WEIGHT_DECAY, train_subset=N_TRAIN, seed=seed, analysis="economy",
+                            weight_decay=w * REFERENCE_WEIGHT_DECAY, train_subset=N_TRAIN, seed=seed,
+                            analysis="economy",
                             j2=lambda e, p=p: p + (0.25 - p) * np.exp(-np.asarray(e, float) / 3.0),
                             test_loss=lambda e, v=loss: v + 0 * np.asarray(e, float))
 
@@ -150,8 +151,9 @@ def guideline(root: Path, case: str) -> None:
         for seed, loss in enumerate(losses):
             p = plateau * (1 + 0.001 * seed)
             synthetic_trace(root / f"x{factor:g}_{seed}" / "trace.h5", epochs=budget, lr=r.lr, momentum=r.momentum,
-                            batch_size=r.batch_size, weight_decay=r.weight_decay * factor, seed=seed, analysis="economy",
-                            train_subset=None, j2=lambda e, p=p: p + (0.25 - p) * np.exp(-A / p * np.asarray(e, float)),
+                            batch_size=r.batch_size, weight_decay=r.weight_decay * factor, seed=seed,
+                            analysis="economy", train_subset=None,
+                            j2=lambda e, p=p: p + (0.25 - p) * np.exp(-A / p * np.asarray(e, float)),
                             test_loss=lambda e, v=loss: v + 0 * np.asarray(e, float),
                             config_extra={"guideline": {"budget": budget, "decay_factor": factor, "validate": True}})
 
@@ -231,14 +233,17 @@ def test_chaos_means_the_classifiers_label(tmp_path):
     """λ_max ≈ ln s uses the checkpoints labelled chaotic only, and says how many others with λ_max > 0 it left."""
     lambda_max_ln_s(tmp_path, "holds")
     (claim,) = [c for c in reproduce(tmp_path, n_boot=0).claims if c.rule == "lambda_max = ln s"]
-    assert "over 8 chaotic checkpoints" in claim.ours and "3 more checkpoints with λ_max > 0 are not chaotic" in claim.ours
+    assert "over 8 chaotic checkpoints" in claim.ours
+    assert "3 more checkpoints with λ_max > 0 are not chaotic" in claim.ours
     assert claim.parts[0].estimate == pytest.approx(1.0, abs=0.01)
     assert "λ_max = " in claim.ours and "correlation" in claim.ours  # the regression line, with its intervals
 
 
 @pytest.mark.parametrize("attractors, best, expected", [
-    (["fixed_point", "periodic", "chaotic"], 1, True), (["periodic", "fixed_point", "fixed_point", "chaotic"], 0, False),
-    (["quasi_periodic", "chaotic"], 1, True), (["fixed_point", "chaotic"], 1, False), (["chaotic", "divergent"], 1, False),
+    (["fixed_point", "periodic", "chaotic"], 1, True),
+    (["periodic", "fixed_point", "fixed_point", "chaotic"], 0, False),
+    (["quasi_periodic", "chaotic"], 1, True), (["fixed_point", "chaotic"], 1, False),
+    (["chaotic", "divergent"], 1, False),
     (["quasi_periodic", "divergent", "chaotic"], 0, True)])
 def test_the_boundary_is_between_pseudo_periodic_and_chaotic(attractors, best, expected):
     assert at_boundary(attractors, best) is expected

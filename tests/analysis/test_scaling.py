@@ -19,11 +19,11 @@ import yaml
 import stabilityscope as ss
 from stabilityscope.analysis.guideline import CANONICAL_C
 from stabilityscope.analysis.scaling import analyze_sweep, crossing_decay
-from stabilityscope.plots.scaling import scaling_figures
-from stabilityscope.reports.scaling import write_scaling_report
 from stabilityscope.cli.tasks import run_scaling_task
 from stabilityscope.errors import ConfigError, TraceError
+from stabilityscope.plots.scaling import scaling_figures
 from stabilityscope.recording.trace import mark_failed
+from stabilityscope.reports.scaling import write_scaling_report
 from tests.conftest import run_cli
 from tests.trace_factory import relaxing_j2, synthetic_config, synthetic_trace
 
@@ -70,7 +70,8 @@ def scaling_sweep(tmp_path_factory) -> Path:
                 job += 1
     synthetic_trace(root / str(job) / "trace.h5", epochs=10, analysis="economy", lr=0.02, batch_size=32,
                     train_subset=N_TRAIN, j2=lambda e: 0.25 + 0.3 * e, status="diverged")
-    # a job that failed before training: a trace with its config and the error, no checkpoints (stabilityscope.cli.sweep)
+    # a job that failed before training: a trace with its config and the error, no checkpoints
+    # (stabilityscope.cli.sweep)
     mark_failed(root / str(job + 1) / "trace.h5", "DataError: no Fashion-MNIST under /nowhere",
                 {"config": yaml.safe_dump(synthetic_config(train_subset=N_TRAIN)), "seed": 0})
     return root

@@ -8,9 +8,23 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from stabilityscope.analysis.verdicts import (INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Margin, Verdict,
-                                              combine, difference_interval, fraction_interval, judge, judge_difference,
-                                              judge_fraction, judge_mean, mean_interval, units_needed)
+from stabilityscope.analysis.verdicts import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    NOT_RUN,
+    REPRODUCED,
+    Margin,
+    Verdict,
+    combine,
+    difference_interval,
+    fraction_interval,
+    judge,
+    judge_difference,
+    judge_fraction,
+    judge_mean,
+    mean_interval,
+    units_needed,
+)
 
 BAND = Margin(0.85, 1.15, "test")
 

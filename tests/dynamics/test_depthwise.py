@@ -11,8 +11,14 @@ import torch
 import torchvision
 from torch import nn
 
-from stabilityscope.dynamics.depthwise import (Span, block_readings, depth_lyapunov, span_module, trunk_states,
-                                               unfused_attention)
+from stabilityscope.dynamics.depthwise import (
+    Span,
+    block_readings,
+    depth_lyapunov,
+    span_module,
+    trunk_states,
+    unfused_attention,
+)
 from stabilityscope.dynamics.lyapunov import ATTRACTORS, classify_attractor, map_measures, near_identity
 from stabilityscope.dynamics.maps import ModuleMap
 from stabilityscope.errors import ConfigError

@@ -44,7 +44,8 @@ def test_three_generic_lines_cut_the_plane_into_seven_regions():
                                                       _grid())) == 6
 
 
-@pytest.mark.parametrize("H,d,expected", [(3, 2, 7), (4, 2, 11), (5, 3, 26), (10, 1, 11), (3, 5, 8), (784, 784, 2 ** 784)])
+@pytest.mark.parametrize("H,d,expected", [(3, 2, 7), (4, 2, 11), (5, 3, 26), (10, 1, 11), (3, 5, 8),
+                                          (784, 784, 2 ** 784)])
 def test_arrangement_bound(H, d, expected):
     assert geo.arrangement_bound(H, d) == expected
     assert geo.log_arrangement_bound(H, d) == pytest.approx(math.log(expected), rel=1e-9)
@@ -66,7 +67,8 @@ def test_signed_distance_is_euclidean():
 @pytest.mark.parametrize("alpha", [0.25, 3.0, 10.0])
 def test_scaling_keeps_hyperplanes_and_shrinks_bands(alpha):
     torch.manual_seed(0)
-    W, b, X = torch.randn(20, 5, dtype=torch.float64), torch.randn(20, dtype=torch.float64), torch.randn(300, 5, dtype=torch.float64)
+    W, b = torch.randn(20, 5, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
+    X = torch.randn(300, 5, dtype=torch.float64)
     assert torch.allclose(geo.signed_distances(alpha * W, alpha * b, X), geo.signed_distances(W, b, X))
     assert torch.equal(geo.activation_patterns(alpha * W, alpha * b, X), geo.activation_patterns(W, b, X))
     for act in ("tanh", "sigmoid"):
@@ -176,14 +178,15 @@ def test_tracker_refuses_a_convolution_and_names_it():
     LayerTracker(conv, records[1:], a)  # the flat Linear alone is fine
 
 
-@pytest.mark.parametrize("cfg,key", [
-    (Config(analysis=AnalysisConfig(geometry_delta=0.5)), "analysis.geometry_delta"),
-    (Config(dataset=DatasetConfig(subsample="random", subsample_fraction=0.0)), "dataset.subsample_fraction"),
-    (Config(dataset=DatasetConfig(subsample="random", subsample_fraction=1.5)), "dataset.subsample_fraction"),
-    (Config(dataset=DatasetConfig(subsample="boundary", subsample_fraction=0.5)), "dataset.subsample_reference")])
-def test_config_bad_values_are_refused(cfg, key):
+@pytest.mark.parametrize("build,key", [
+    (lambda: Config(analysis=AnalysisConfig(geometry_delta=0.5)), "analysis.geometry_delta"),
+    (lambda: Config(dataset=DatasetConfig(subsample="random", subsample_fraction=0.0)), "dataset.subsample_fraction"),
+    (lambda: Config(dataset=DatasetConfig(subsample="random", subsample_fraction=1.5)), "dataset.subsample_fraction"),
+    (lambda: Config(dataset=DatasetConfig(subsample="boundary", subsample_fraction=0.5)),
+     "dataset.subsample_reference")])
+def test_config_bad_values_are_refused(build, key):  # the options refuse them when built
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(cfg)
+        validate(build())
 
 
 def test_two_spirals_and_toy_mlp():

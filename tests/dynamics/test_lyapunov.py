@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from stabilityscope.dynamics import lyapunov
 from stabilityscope.dynamics.lyapunov import (
     ATTRACTORS,
     STOP_REASONS,
@@ -16,7 +17,6 @@ from stabilityscope.dynamics.lyapunov import (
     lyapunov_spectrum,
     map_measures,
 )
-from stabilityscope.dynamics import lyapunov
 from stabilityscope.dynamics.maps import LayerMap
 from stabilityscope.errors import ConfigError
 
@@ -76,11 +76,13 @@ def test_early_stop_keeps_exact_exponents():
         f = LayerMap(a * _orthogonal(8, 0), activation="identity")
         m = map_measures(f, x0, steps=500)
         assert STOP_REASONS[int(m.stop_reason)] == reason and int(m.steps_run) < 80
-        torch.testing.assert_close(m.lyapunov_max, torch.full((2,), math.log(a), dtype=torch.float64), atol=EXACT, rtol=0)
+        torch.testing.assert_close(m.lyapunov_max, torch.full((2,), math.log(a), dtype=torch.float64), atol=EXACT,
+                                   rtol=0)
         torch.testing.assert_close(m.jacobian_product_exponent, m.lyapunov_max, atol=EXACT, rtol=0)
         assert _name(m.attractor) == [attractor] * 2
         spec = lyapunov_spectrum(f, x0, k=3, steps=500)
-        torch.testing.assert_close(spec.exponents, torch.full((2, 3), math.log(a), dtype=torch.float64), atol=EXACT, rtol=0)
+        torch.testing.assert_close(spec.exponents, torch.full((2, 3), math.log(a), dtype=torch.float64), atol=EXACT,
+                                   rtol=0)
 
 
 def test_diagonal_map_exponents_are_sorted_log_moduli():
@@ -322,7 +324,8 @@ def test_poincare_and_shapes():
 def _spectra(f: LayerMap, x0: torch.Tensor, **kw):
     """lyapunov_spectrum by CholeskyQR2 and by Householder QR, same arguments (QR every step unless given)."""
     kw.setdefault("reorthonormalize_every", 1)
-    return (lyapunov_spectrum(f, x0, qr_method="cholesky", **kw), lyapunov_spectrum(f, x0, qr_method="householder", **kw))
+    return (lyapunov_spectrum(f, x0, qr_method="cholesky", **kw),
+            lyapunov_spectrum(f, x0, qr_method="householder", **kw))
 
 
 def _assert_same_spectrum(chol, house, atol=QR_AGREE):
@@ -368,7 +371,8 @@ def test_cholesky_qr2_analytic_exponents(case):
     x0 = torch.randn(3, 8, generator=_gen(1), dtype=torch.float64)
     if case == "diagonal":
         d = torch.tensor([1.2, -1.1, 0.9, 0.7, -0.5, 0.3, 1.05, -0.8], dtype=torch.float64)
-        f, steps, expected = LayerMap(torch.diag(d), activation="identity"), 100, d.abs().log().sort(descending=True).values
+        f, steps = LayerMap(torch.diag(d), activation="identity"), 100
+        expected = d.abs().log().sort(descending=True).values
     else:
         a = 1.0 if case == "orthogonal" else float(case.split("_")[1])
         f, steps, expected = LayerMap(a * _orthogonal(8, 0), activation="identity"), 200 if a == 1.0 else 30, \

@@ -498,7 +498,8 @@ def test_radius_edge_cases() -> None:
     small = gaussian(64, 64, 0.0, 1.0, 12)  # N < FILTER_MIN_N: always the full decomposition
     est = estimate_spectral_radius(small)
     assert RADIUS_METHODS[int(est.method)] == "exact"
-    assert float(est.radius) == pytest.approx(float(torch.linalg.eigvals(small).abs().max()), rel=_top_condition(small)[1] * EXACT32)
+    assert float(est.radius) == pytest.approx(float(torch.linalg.eigvals(small).abs().max()),
+                                              rel=_top_condition(small)[1] * EXACT32)
     W = gaussian(N_FILTER, N_FILTER, 0.0, 1.0, 13, batch=(3,))
     W[1] = 0.0  # a zero matrix: radius 0 (no filter: it has no direction to amplify)
     W[2, 5, 7] = math.nan  # non-finite entries: NaN, never a LAPACK crash

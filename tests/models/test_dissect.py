@@ -56,7 +56,8 @@ def test_torchvision_vit_multihead_attention_and_head():
     assert recs[f"{pre}.self_attention.in_proj.q"].param == f"{pre}.self_attention.in_proj_weight"
     assert recs[f"{pre}.self_attention.in_proj.v"].rows == (1536, 2304)
     assert recs[f"{pre}.self_attention.out_proj"].role == "attn_out"
-    assert (recs[f"{pre}.mlp.0"].role, recs[f"{pre}.mlp.3"].role, recs[f"{pre}.mlp"].kind) == ("mlp_in", "mlp_out", "chain")
+    roles = (recs[f"{pre}.mlp.0"].role, recs[f"{pre}.mlp.3"].role, recs[f"{pre}.mlp"].kind)
+    assert roles == ("mlp_in", "mlp_out", "chain")
     assert recs["heads.head"].role == "head"
 
 
@@ -83,7 +84,8 @@ def test_conv1x1_flag_and_conv_chains():
     model = on_meta(timm.create_model, "convnext_atto")
     assert [r.name for r in dissect(model)] == ["head.fc"]
     recs = _by_name(dissect(model, conv1x1=True))
-    assert recs["stages.0.blocks.0.mlp.fc1"].role == "mlp_in" and recs["stages.0.blocks.0.mlp"].input_shape == (40, 1, 1)
+    assert recs["stages.0.blocks.0.mlp.fc1"].role == "mlp_in"
+    assert recs["stages.0.blocks.0.mlp"].input_shape == (40, 1, 1)
 
 
 def test_chain_is_an_iterated_map_of_its_block():

@@ -23,7 +23,8 @@ TINY = ("dataset.train_subset=256", "dataset.test_subset=64", "train.epochs=1", 
 def test_eoc_mlp_structure_and_keras_init():
     torch.manual_seed(0)
     m = EocMLP()
-    assert [tuple(l.weight.shape) for l in (m.fc1, m.fc2, m.fc3, m.head)] == [(784, 784), (100, 784), (784, 100), (10, 784)]
+    shapes = [tuple(layer.weight.shape) for layer in (m.fc1, m.fc2, m.fc3, m.head)]
+    assert shapes == [(784, 784), (100, 784), (784, 100), (10, 784)]
     bound = math.sqrt(6 / (784 + 100))  # Glorot-uniform, zero biases (Keras)
     assert float(m.fc2.weight.detach().abs().max()) <= bound and float(m.fc2.bias.detach().abs().max()) == 0.0
     assert m(torch.rand(3, 1, 28, 28)).shape == (3, 10)
@@ -64,7 +65,8 @@ def test_prefix_map_errors_name_the_problem():
 
 def test_eoc_mlp_on_fashion_mnist_records_the_map(tmp_path, compose_cfg, data_root):
     cfg = compose_cfg("experiment=eoc_mlp", f"dataset.root={data_root}", *TINY)
-    assert (cfg.optim.name.value, cfg.optim.lr, cfg.train.batch_size, cfg.analysis.map_layer) == ("adam", 1e-3, 32, "act3")
+    settings = (cfg.optim.name.value, cfg.optim.lr, cfg.train.batch_size, cfg.analysis.map_layer)
+    assert settings == ("adam", 1e-3, 32, "act3")
     Run(cfg, tmp_path).execute()
     with open_trace(tmp_path / "trace.h5") as tr:
         assert tr.checkpoints.tolist() == [0, 1] and tr.metric("test_acc")[-1] > 0.3
@@ -83,7 +85,8 @@ def test_eoc_mlp_on_fashion_mnist_records_the_map(tmp_path, compose_cfg, data_ro
 
 def test_eoc_cnn_experiment_and_its_map(compose_cfg):
     cfg = compose_cfg("experiment=eoc_cnn")
-    assert (cfg.model.name, cfg.dataset.name, cfg.dataset.normalize, cfg.analysis.map_layer) == ("eoc_cnn", "cifar10", False, "act5")
+    settings = (cfg.model.name, cfg.dataset.name, cfg.dataset.normalize, cfg.analysis.map_layer)
+    assert settings == ("eoc_cnn", "cifar10", False, "act5")
     from stabilityscope.models.dissect import tracked_records
     from stabilityscope.models.registry import build_model
     from stabilityscope.recording.tracking import LayerTracker

@@ -36,7 +36,8 @@ def test_forward_equals_a_functional_recomputation():
     for conv in (m.conv1, m.conv2, m.conv3):  # conv (padding 1) → φ → 2×2 max-pool
         h = F.max_pool2d(torch.tanh(F.conv2d(h, conv.weight, conv.bias, padding=1)), 2)
     assert h.shape == (4, 128, 4, 4)
-    expected = F.linear(torch.tanh(F.linear(h.reshape(4, -1), m.dense.weight, m.dense.bias)), m.head.weight, m.head.bias)
+    dense = torch.tanh(F.linear(h.reshape(4, -1), m.dense.weight, m.dense.bias))
+    expected = F.linear(dense, m.head.weight, m.head.bias)
     torch.testing.assert_close(m(x), expected)
 
 

@@ -10,8 +10,15 @@ import torch
 import stabilityscope as ss
 from stabilityscope.analysis.collection import run_summary
 from stabilityscope.analysis.init_comparison import InitCurve, compare_inits, comparison_groups, time_to_target
-from stabilityscope.config import (AnalysisConfig, Config, DatasetConfig, MarsConfig, ModelConfig, OptimConfig,
-                                   TrainConfig)
+from stabilityscope.config import (
+    AnalysisConfig,
+    Config,
+    DatasetConfig,
+    MarsConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+)
 from stabilityscope.errors import ConfigError, FitError
 from stabilityscope.models.registry import TabularMLP, build_model
 from stabilityscope.models.spline import fit_mars
@@ -285,7 +292,7 @@ def test_standard_metric_names_by_loss():
     assert METRICS == ("train_loss", "train_acc", "test_loss", "test_acc")
     assert REGRESSION_METRICS == ("train_loss", "test_loss", "train_r2", "test_r2")
     with pytest.raises(ConfigError, match="loss='hinge'"):
-        ss.Recorder(torch.nn.Linear(2, 2), "/nonexistent/never", loss="hinge", lock=False)
+        ss.Recorder(torch.nn.Linear(2, 2), "/nonexistent/never", loss="hinge")
 
 
 # ---------------------------------------------------------------------------------------- the presets
@@ -295,8 +302,8 @@ def test_standard_metric_names_by_loss():
 
 @pytest.mark.parametrize("quick", ["", "_quick"])
 def test_spline_presets_compare_both_inits_with_init_varying_fastest(quick):
-    from stabilityscope.config import validate
     from stabilityscope.config import as_options as options
+    from stabilityscope.config import validate
 
     a = compose_with_hydra(f"experiment=spline_abalone{quick}")
     params = dict(a.hydra.sweeper.params)

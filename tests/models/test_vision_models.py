@@ -34,7 +34,8 @@ def test_cifar10_loads_without_unpickling_objects(data_root):
     norm = load_dataset("cifar10", root, train_subset=2000, test_subset=20, normalize=True)
     mean, std = (torch.tensor(v) for v in CHANNEL_STATS["cifar10"])
     torch.testing.assert_close(norm.x_test, (raw.x_test - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
-    assert norm.x_train.mean((0, 2, 3)).abs().max() < 0.1 and norm.pad_value == pytest.approx(tuple((-mean / std).tolist()))
+    assert norm.x_train.mean((0, 2, 3)).abs().max() < 0.1
+    assert norm.pad_value == pytest.approx(tuple((-mean / std).tolist()))
 
     class Evil:
         def __reduce__(self):

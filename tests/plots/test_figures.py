@@ -12,9 +12,9 @@ import pytest
 import stabilityscope as ss
 from stabilityscope import open_trace
 from stabilityscope import plots as figures
+from stabilityscope.errors import TraceError
 from stabilityscope.plots import BackgroundSpec
 from stabilityscope.theory import numerical_phase_diagram
-from stabilityscope.errors import TraceError
 from tests.trace_factory import synthetic_trace
 
 TINY = BackgroundSpec(n=48, steps=30, j0_over_j=(-2.0, 2.0, 9), inv_j=(0.1, 2.5, 7))

@@ -1,17 +1,21 @@
 """ss.Recorder in a plain PyTorch loop on real data, its continuation, its bad input, and the dashboard mirrors."""
 from __future__ import annotations
 
+import inspect
 import math
+import re
 
+import h5py
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import stabilityscope as ss
-from stabilityscope.reports.run import write_report
 from stabilityscope.config import AnalysisConfig, ModelConfig
 from stabilityscope.errors import ConfigError, RunLockedError
+from stabilityscope.recording.recorder import MOVED_KEYWORDS
+from stabilityscope.reports.run import write_report
 from stabilityscope.training.data import load_dataset
 from stabilityscope.training.trainer import Run
 
@@ -165,8 +169,9 @@ def test_tensorboard_and_mlflow_mirror_every_scalar(tmp_path, data):
     model = canonical()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(0)
-    with ss.Recorder(model, tmp_path / "run", probe_inputs=data.x_test, options=OPTIONS, config={"lr": 0.05},
-                     tensorboard=True, mlflow=uri) as rec:
+    mirrors = ss.LoggingConfig(tensorboard=True, mlflow=True, mlflow_uri=uri)
+    with ss.Recorder(model, tmp_path / "run", probe_inputs=data.x_test,
+                     options=ss.RecordingConfig(analysis=OPTIONS, logging=mirrors), config={"lr": 0.05}) as rec:
         for epoch in range(3):
             if epoch:
                 train_one_epoch(model, opt, data, gen)
@@ -204,3 +209,53 @@ def test_the_apps_logging_options_mirror_a_training_run(tmp_path, data_root):
         np.testing.assert_allclose([e.value for e in events.Scalars("hidden/J")], tr.stat("hidden", "J"), rtol=1e-6)
         np.testing.assert_allclose([e.value for e in events.Scalars("metrics/test_acc")], tr.metric("test_acc"),
                                    rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------- the lean signature
+
+
+def test_the_recorder_keeps_the_common_case_short_and_groups_the_rest():
+    names = list(inspect.signature(ss.Recorder).parameters)
+    assert names[:4] == ["model", "run_dir", "probe_inputs", "options"]
+    assert len([n for n in names if n != "moved"]) <= 9, names
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_KEYWORDS))
+def test_every_old_keyword_fails_naming_its_new_home(tmp_path, old):
+    home = {"tensorboard": "ss.LoggingConfig", "mlflow": "ss.LoggingConfig", "storage": "ss.StorageConfig",
+            "model_options": "ss.RecordingConfig", "records": "ss.AnalysisConfig(layers=", "test_labels":
+            "ss.ExplainabilityInputs", "baseline_predictions": "ss.ExplainabilityInputs", "num_classes":
+            "ss.ExplainabilityInputs", "baseline_attrs": "ss.ExplainabilityInputs", "geometry_inputs":
+            "ss.GeometryInputs", "geometry_labels": "ss.GeometryInputs", "attrs": "Recorder.for_app",
+            "lock": "Recorder.for_app", "save_tracker_state": "Recorder.for_app"}[old]
+    with pytest.raises(TypeError, match=rf"Recorder\(\) no longer takes {old}=; pass .*{re.escape(home)}"):
+        ss.Recorder(canonical(), tmp_path / "run", **{old: True})
+    assert not (tmp_path / "run").exists()  # refused before anything is made
+    with pytest.raises(TypeError, match="unexpected keyword argument 'probes'"):
+        ss.Recorder(canonical(), tmp_path / "run", probes=None)
+
+
+def test_the_grouped_options_reach_the_trace(tmp_path):
+    """Stored weights (RecordingConfig.storage), the geometry sample and the test labels land in the trace."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    x, y = torch.randn(40, 2), torch.randint(0, 3, (40,))
+    options = ss.RecordingConfig(analysis=AnalysisConfig(maps=False, eigen=False, geometry=True, geometry_samples=40),
+                                 storage=ss.StorageConfig(weights=True))
+    with ss.Recorder(model, tmp_path / "run", options=options, geometry=ss.GeometryInputs(x, y),
+                     explainability=ss.ExplainabilityInputs(y[:10], num_classes=3)) as rec:
+        rec.checkpoint(0, metrics={"test_loss": 1.0}, predictions=y[:10])
+    with ss.open_trace(tmp_path / "run") as tr, h5py.File(tmp_path / "run" / "trace.h5", "r") as f:
+        assert np.isfinite(tr.stat("0", "in_band_fraction")).all()
+        np.testing.assert_array_equal(f["weights/0"][0], model[0].weight.detach().numpy())
+        assert tr.predictions.tolist() == [y[:10].tolist()]
+
+
+def test_the_lightning_callback_follows(tmp_path):
+    lightning = pytest.importorskip("stabilityscope.integrations.lightning")
+    assert len(inspect.signature(lightning.StabilityCallback).parameters) <= 7
+    with pytest.raises(TypeError, match=r"StabilityCallback\(\) no longer takes tensorboard=; pass .*ss.LoggingConfig"):
+        lightning.StabilityCallback(tmp_path / "run", tensorboard=True)
+    callback = lightning.StabilityCallback(tmp_path / "run", options=ss.RecordingConfig(
+        logging=ss.LoggingConfig(tensorboard=True)))
+    assert callback.options.logging.tensorboard and callback.options.analysis == AnalysisConfig()

@@ -26,7 +26,8 @@ ATTRS = {"config": yaml.safe_dump({"train": {"epochs": 3}, "model": {"name": "to
 
 def _append(w: TraceWriter, e: int, weights: bool = True) -> None:
     w.append(epoch=e, step=10 * e, wall_time=0.5 * e,
-             metrics={"train_loss": 1.0 / (e + 1), "train_acc": 0.1 * e, "test_loss": 2.0 / (e + 1), "test_acc": 0.05 * e},
+             metrics={"train_loss": 1.0 / (e + 1), "train_acc": 0.1 * e, "test_loss": 2.0 / (e + 1),
+                      "test_acc": 0.05 * e},
              layer_stats={"hidden": {"J": 0.5 + e, "J0": -e, "phase": e % 4}, "head": {"J": 1.0, "J0": 0.0}},
              weights={"hidden": np.full((4, 4), e, np.float32)} if weights else None)
 
@@ -98,7 +99,8 @@ WRITER = textwrap.dedent("""
 def test_sigkill_keeps_every_completed_checkpoint(tmp_path, kill_after):
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = str(tmp_path / "trace.h5")
-    proc = subprocess.Popen([sys.executable, "-c", WRITER.format(repo=repo, path=path)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER.format(repo=repo, path=path)], stdout=subprocess.PIPE,
+                            text=True)
     first = proc.stdout.readline()  # at least one checkpoint is complete
     assert first.strip() == "0"
     time.sleep(kill_after)

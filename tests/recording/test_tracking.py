@@ -54,7 +54,8 @@ def test_head_gets_surrogate_coordinates_only():
     specs = tracker.layer_specs()
     assert specs["head"].attrs["surrogate"] and not specs["hidden"].attrs["surrogate"]
     # the trace says which computation gave each radius: the tracker's full decomposition, none for the head
-    assert specs["hidden"].attrs["spectral_radius_method"] == "exact" and specs["head"].attrs["spectral_radius_method"] == ""
+    assert specs["hidden"].attrs["spectral_radius_method"] == "exact"
+    assert specs["head"].attrs["spectral_radius_method"] == ""
     head_stats = {s.name for s in specs["head"].stats}
     assert {"J", "J0", "chi", "phase"} <= head_stats and "s_mean" not in head_stats and "eigenvalues" not in head_stats
     stats = tracker.measure(model)["head"]
@@ -81,7 +82,8 @@ def test_economy_writes_no_map_statistics(tmp_path):
     model = _network(0.5)
     tracker = _tracker(model, maps=False, eigen=False)
     w = TraceWriter.create(tmp_path / "trace.h5", attrs={"config": "{}"}, layers=tracker.layer_specs())
-    w.append(epoch=0, step=0, wall_time=0.0, metrics=dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc"), 0.0),
+    w.append(epoch=0, step=0, wall_time=0.0,
+             metrics=dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc"), 0.0),
              layer_stats=tracker.measure(model))
     w.close("finished")
     with open_trace(tmp_path / "trace.h5") as tr:
@@ -91,7 +93,8 @@ def test_economy_writes_no_map_statistics(tmp_path):
 
 def test_spectrum_is_recorded_when_asked():
     model = _network(1.5)
-    stats = _tracker(model, spectrum_k=4, spectrum_inputs=2, eigen=False, weight_structure=False).measure(model)["hidden"]
+    tracker = _tracker(model, spectrum_k=4, spectrum_inputs=2, eigen=False, weight_structure=False)
+    stats = tracker.measure(model)["hidden"]
     spec = stats["lyapunov_spectrum"]
     assert spec.shape == (4,) and np.all(np.diff(spec) <= 1e-9) and spec[0] > 0
     assert spec[0] == pytest.approx(stats["lambda_max"], abs=0.05)

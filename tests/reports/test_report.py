@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import stabilityscope as ss
-from stabilityscope.plots import FIGURES, BackgroundSpec
-from stabilityscope.reports.run import write_index, write_report
 from stabilityscope.cli.tasks import run_report_task
 from stabilityscope.errors import ConfigError, TraceError
+from stabilityscope.plots import FIGURES, BackgroundSpec
+from stabilityscope.reports.run import write_index, write_report
 from tests.conftest import run_cli
 from tests.trace_factory import synthetic_trace
 
@@ -74,8 +74,8 @@ def test_empty_trace_has_nothing_to_report(tmp_path):
 
 
 def test_index_compares_runs_and_links_each_report(tmp_path):
-    paths = [synthetic_trace(tmp_path / "sweep" / str(i) / "trace.h5", weight_decay=wd, best_epoch=b, analysis="economy")
-             for i, (wd, b) in enumerate([(0.0, 8), (5e-4, 14)])]
+    paths = [synthetic_trace(tmp_path / "sweep" / str(i) / "trace.h5", weight_decay=wd, best_epoch=b,
+                             analysis="economy") for i, (wd, b) in enumerate([(0.0, 8), (5e-4, 14)])]
     index = write_index(paths, tmp_path / "index", background=False, formats=("png",))  # PDFs: test_figures
     text = index.read_text()
     assert "The runs differ in: `optim.weight_decay`." in text
@@ -119,7 +119,8 @@ def test_training_reports_at_its_end_and_task_report_reads_a_glob(tmp_path, data
 
     other = synthetic_trace(tmp_path / "synthetic" / "7" / "trace.h5", best_epoch=5)
     glob = f"{tmp_path}/*/*/trace.h5"  # the real run and the synthetic one
-    proc = run_cli("task=report", f"trace={glob}", "figures=false", f"checkpoint_root={tmp_path}", cwd=tmp_path, env=env)
+    proc = run_cli("task=report", f"trace={glob}", "figures=false", f"checkpoint_root={tmp_path}", cwd=tmp_path,
+                   env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (index,) = list(tmp_path.glob("report/*/report.md"))
     assert "# Report on 2 runs" in index.read_text()

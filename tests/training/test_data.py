@@ -12,8 +12,15 @@ import torch
 from stabilityscope import open_trace
 from stabilityscope.config import BINARY_RULE_NAMES, Config, as_options, to_container, validate
 from stabilityscope.errors import ConfigError, DataError
-from stabilityscope.training.data import (BINARY_RULES, DATASETS, binarize_labels, dataset_info, load_dataset,
-                                          positive_classes, read_idx)
+from stabilityscope.training.data import (
+    BINARY_RULES,
+    DATASETS,
+    binarize_labels,
+    dataset_info,
+    load_dataset,
+    positive_classes,
+    read_idx,
+)
 
 
 @pytest.mark.parametrize("name,n_train,n_test", [("fashion_mnist", 60000, 10000), ("mnist", 60000, 10000)])
