@@ -19,11 +19,12 @@ member's slice is copied into its model and optimiser and the ordinary checkpoin
 member's ``trace.h5`` and ``state/`` are exactly what a single run writes, and any member resumes on
 its own with ``resume=<run dir>``. Resumed runs batch too (a killed sweep continues as the group it was,
 ``python -m stabilityscope -m resume=<dir>,<dir>,...``): each member restores its own state as a single
-resume does, and members that continue from the same epoch end train as one stack. Members may have different epoch counts and checkpoint schedules,
-in epochs or in steps (they leave the stack when done; a member closed inside an epoch keeps its row
-until the epoch ends, unrecorded); with ``analysis.explainability`` the group fits the linear
-baseline L once and every member is scored against it; a member that diverges or fails is closed with that status and
-dropped while the others continue. A member's ``wall_time`` is the group's, since the group started.
+resume does, and members that continue from the same epoch end train as one stack.
+
+Members may have different epoch counts and checkpoint schedules, in epochs or in steps (they leave the
+stack when done; a member closed inside an epoch keeps its row until the epoch ends, unrecorded); with
+``analysis.explainability`` the group fits the linear baseline L once and every member is scored against
+it; a member that diverges or fails is closed with that status and dropped while the others continue. A member's ``wall_time`` is the group's, since the group started.
 """
 from __future__ import annotations
 
