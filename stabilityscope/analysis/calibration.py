@@ -628,13 +628,16 @@ class Calibration:
                              f"({'; '.join(self.growth.notes) or 'too few runs'}).")
         runs = self.sweep.runs
         ok = runs[~runs["status"].isin(EXCLUDED_STATUSES)]
+        w = self.growth.law.j2_window
+        window = f" calibration.j2_window=[{w[0]:g},{w[1]:g}]" if w else " calibration.j2_window=null"
         prov = {"dataset": sorted(set(ok["dataset"].astype(str))), "n_train": self.growth.law.n_train,
                 "network": "fmnist_fc 784-784(tanh)-10, SGD", "date": datetime.now(timezone.utc).date().isoformat(),
                 "source": self.source, "growth_runs": int(len(self.growth.runs)),
                 "decay_runs": int(len(self.plateau.runs)), "seeds": sorted({str(s) for s in ok["seed"]}),
                 "table": "runs.json",  # written beside laws.json: every run's settings, trace hash and series
-                "command": f"python -m stabilityscope task=calibrate runs={self.source}",
-                "rebuild": "python -m stabilityscope task=calibrate runs=<this folder>/runs.json"}
+                "command": "python -m stabilityscope task=calibrate runs=" + (
+                    f"[{self.source.replace(', ', ',')}]" if ", " in self.source else self.source) + window,
+                "rebuild": "python -m stabilityscope task=calibrate runs=<this folder>/runs.json" + window}
         prov.update(provenance or {})
         return CalibratedLaws(self.growth.law, self.plateau.law, prov)
 

@@ -407,7 +407,9 @@ def _lambda_star_claim(c: Calibration, confidence: float, power: float) -> Claim
         pair = next(((a, b) for a, b, ma, mb in zip(decays, decays[1:], means, means[1:]) if ma > 1.0 >= mb), None)
         star = f"λ* = {_fmt(r.lambda_star, 4)} {_ci(r.seed_ci_low, r.seed_ci_high)}"
         if pair is None:
-            parts.append(_no_bracket(sat, decays, means, x, confidence, power))
+            unsaturated = sorted(set(p.runs.loc[(p.runs["rate_key"] == r.rate) & ~p.runs["saturated"],
+                                                "weight_decay"].astype(float)))
+            parts.append(_no_bracket(sat, decays, means, unsaturated, x, confidence, power))
             texts.append(f"{x}: not bracketed by saturated runs")
             continue
         above = judge_mean(by_wd[pair[0]], RULES[rule].margin("above"), confidence=confidence, power=power,
@@ -431,8 +433,8 @@ def _outside_text(rate_keys: Sequence[float]) -> str:
             "there): " + ", ".join(f"{rk / REFERENCE_RATE:.3g}×" for rk in rate_keys))
 
 
-def _no_bracket(sat: "pd.DataFrame", decays: list[float], means: list[float], x: str, confidence: float,
-                power: float) -> Verdict:
+def _no_bracket(sat: "pd.DataFrame", decays: list[float], means: list[float], unsaturated: list[float], x: str,
+                confidence: float, power: float) -> Verdict:
     """A rate whose saturated plateaus do not bracket the edge. λ* cannot exist there when the plateau does not
     fall with the decay (the slope of log J²∞ on log decay has an interval at or above 0): not reproduced. When it
     falls, the decays tried simply stop short of the edge: inconclusive, and more decays (not seeds) settle it."""
@@ -445,9 +447,13 @@ def _no_bracket(sat: "pd.DataFrame", decays: list[float], means: list[float], x:
     v = judge(fit["slope"], (fit["lo"], fit["hi"]), margin, len(sat), confidence=confidence, power=power, params=2,
               unit="runs", why=f"{x}: slope of log J²∞ on log decay, plateaus {listed}")
     if v.verdict == REPRODUCED:  # the plateau falls, the grid does not reach the edge
+        above = all(m > 1 for m in means)
+        short = [d for d in unsaturated if (d > max(decays) if above else d < min(decays))]
+        fix = (f"the runs at {', '.join(f'{d:g}' for d in short)} did not saturate: run them longer" if short else
+               f"extend the decays {'upwards' if above else 'downwards'}")
         return Verdict(INCONCLUSIVE, v.estimate, v.interval, margin, v.n, "runs", None, power, confidence,
-                       f"{x}: the plateau falls with the decay but the decays tried ({listed}) do not bring it across "
-                       f"the edge: extend them")
+                       f"{x}: the saturated plateaus ({listed}) fall with the decay but lie all "
+                       f"{'above' if above else 'below'} the edge: {fix}")
     return v
 
 
