@@ -16,9 +16,9 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import stabilityscope as ss
-from stabilityscope.analysis.calibration import (DEFAULT_LAWS, REFERENCE_RATE, REFERENCE_WEIGHT_DECAY, CalibratedLaws,
-                                                 GrowthLaw, PlateauLaw, calibrate, fit_growth_law, fit_plateau_law,
-                                                 fit_relaxation, load_laws)
+from stabilityscope.analysis.calibration import (DEFAULT_LAWS, DEFAULT_TABLE, REFERENCE_RATE, REFERENCE_WEIGHT_DECAY,
+                                                 CalibratedLaws, GrowthLaw, PlateauLaw, calibrate, fit_growth_law,
+                                                 fit_plateau_law, fit_relaxation, load_laws)
 from stabilityscope.analysis.guideline import recommend
 from stabilityscope.analysis.reproduction import RULES
 from stabilityscope.analysis.runs_table import read_runs_table, write_runs_table
@@ -337,6 +337,44 @@ def test_the_packaged_laws_pin_the_guideline():
     star = p["wd_ref"] * (p["K"] * (rate / p["rate_ref"]) ** p["s"]) ** (1 / p["q"])
     assert r.weight_decay == pytest.approx(star, rel=1e-9) and r.weight_decay_source == "calibrated"
     assert "fashion_mnist" in r.explain()
+
+
+def test_the_packaged_laws_are_rebuilt_from_their_runs_table():
+    """task=calibrate on the packaged runs table gives the packaged laws. Every discrete outcome is exact: the runs
+    fitted, the form, the validity range (measured rates), which decay runs saturated, the degrees of freedom. The
+    fitted numbers agree to 1e-9 relative, a bound that follows from the method, not from this machine: they are
+    least squares of at most 3 parameters on design matrices with condition number below 1e3 (checked), where a
+    different summation order (another BLAS, another thread count) moves the solution by about cond·n·ε ≈ 1e-11;
+    and no run sits near a threshold that rounding could flip (the 3τ saturation test, the 15% validity band and
+    the AIC choice of form each hold with a margin far above that; checked)."""
+    stored = json.loads(DEFAULT_LAWS.read_text(encoding="utf-8"))
+    prov = stored["provenance"]
+    assert prov["table"] == DEFAULT_TABLE.name and DEFAULT_TABLE.is_file() and "task=calibrate" in prov["command"]
+    c = calibrate(DEFAULT_TABLE, n_boot=0, j2_window=tuple(stored["growth"]["j2_window"]))
+    rebuilt = c.laws().to_dict()
+    for key in ("growth_runs", "decay_runs", "seeds", "dataset", "n_train", "network"):
+        assert rebuilt["provenance"][key] == prov[key], key
+    g, p = rebuilt["growth"], rebuilt["plateau"]
+    assert {k: g[k] for k in ("form", "validity", "rate_ref", "n_train", "tolerance", "j2_window", "intercept")} == \
+        {k: stored["growth"][k] for k in ("form", "validity", "rate_ref", "n_train", "tolerance", "j2_window", "intercept")}
+    assert {k: p[k] for k in ("rate_range", "weight_decay_range", "dof", "wd_ref", "rate_ref")} == \
+        {k: stored["plateau"][k] for k in ("rate_range", "weight_decay_range", "dof", "wd_ref", "rate_ref")}
+    assert (g["k"], g["exponent"]) == pytest.approx((stored["growth"]["k"], stored["growth"]["exponent"]), rel=1e-9)
+    for key in ("K", "q", "s", "K_ci", "q_ci", "s_ci"):
+        assert np.array(p[key], dtype=float) == pytest.approx(np.array(stored["plateau"][key], dtype=float), rel=1e-9), key
+    assert np.array(p["cov"]) == pytest.approx(np.array(stored["plateau"]["cov"]), rel=1e-8, abs=1e-15)
+    # the margins behind "exact": no decision within rounding of its threshold
+    runs = c.plateau.runs[np.isfinite(c.plateau.runs["tau_measured"].astype(float))]
+    gap = (runs["last_epoch"].astype(float) - 3 * runs["tau_measured"].astype(float)).abs() / (3 * runs["tau_measured"])
+    assert (gap > 1e-4).all()
+    ratio = c.growth.runs["ratio_to_law"].astype(float)
+    assert ((ratio - 1).abs() - c.growth.law.tolerance).abs().min() > 1e-6
+    aics = sorted(f.aic for f in c.growth.fits.values())
+    assert aics[1] - aics[0] > 1e-6
+    fitted = runs[runs["saturated"] & runs["in_growth_range"]]
+    X = np.column_stack([np.ones(len(fitted)), np.log(fitted["weight_decay"].astype(float) / p["wd_ref"]),
+                         np.log(fitted["rate"].astype(float) / p["rate_ref"])])  # the plateau law's design
+    assert len(fitted) == p["dof"] + 3 and np.linalg.cond(X) < 1e3
 
 
 def test_a_given_c_restores_the_original_model():
