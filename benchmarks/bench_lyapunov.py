@@ -7,6 +7,8 @@
    ``lyapunov_spectrum`` with its defaults (reflector frame, ``reorthonormalize_every="auto"``),
    with a QR every step, and with CholeskyQR2, against a straightforward numpy loop that forms
    J_t = diag(φ') W and calls np.linalg.qr every step (float64), for the same steps and start frame.
+1s. The short orbit: the same full spectrum over ``--short-steps`` (60) steps with a transient of
+   ``--short-transient`` (20), where fixed costs (the start frame, the first blocks of "auto") weigh most.
 2. The common case: the top k = 32 exponents of 16 start states, against that loop run per start state, and
    the ceiling of any float64 method: the loop's time over that of the products W·x and J·Q as one GEMM.
 3. ``map_measures`` on the canonical tracking case: LayerMap 784×784 tanh, 100 start states,
@@ -20,7 +22,8 @@ ones there; wall time is what a user waits. max |Δλ| compares float64 spectra 
 
 Usage:
     python benchmarks/bench_lyapunov.py [--steps 100] [--device cpu|cuda] [--threads 0] [--repeat 3]
-        [--skip-numpy] [--skip-measures] [--skip-full]
+        [--skip-numpy] [--skip-measures] [--skip-full] [--skip-short] [--short-steps 60] [--short-transient 20]
+    The short-orbit case alone: ... --skip-full --skip-top --skip-measures
     Fair single-thread CPU timing (numpy's BLAS reads OMP/OPENBLAS_NUM_THREADS, torch --threads):
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lyapunov.py --threads 1
 """
@@ -114,6 +117,10 @@ def main() -> None:
     p.add_argument("--skip-numpy", action="store_true")
     p.add_argument("--skip-measures", action="store_true", help="skip part [3]")
     p.add_argument("--skip-full", action="store_true", help="skip part [1] (the full spectrum)")
+    p.add_argument("--skip-short", action="store_true", help="skip part [1s] (the short orbit)")
+    p.add_argument("--skip-top", action="store_true", help="skip part [2] (top 32 of 16 start states)")
+    p.add_argument("--short-steps", type=int, default=60)
+    p.add_argument("--short-transient", type=int, default=20)
     p.add_argument("--repeat", type=int, default=3, help="timed runs per configuration, interleaved")
     args = p.parse_args()
     if args.threads:
@@ -139,9 +146,9 @@ def main() -> None:
     x0 = torch.randn(16, n, generator=gen, dtype=torch.float64)
     maps = {dt: (LayerMap(w.to(dev, dt)), x0.to(dev, dt)) for dt in (torch.float64, torch.float32)}
 
-    def spectrum(dt: torch.dtype, k: int | None, b: int, **kw) -> Callable[[], np.ndarray]:
+    def spectrum(dt: torch.dtype, k: int | None, b: int, T: int, a: int, **kw) -> Callable[[], np.ndarray]:
         f, xs = maps[dt]
-        return lambda: lyapunov_spectrum(f, xs[:b], k=k, steps=steps, transient=transient, **kw)
+        return lambda: lyapunov_spectrum(f, xs[:b], k=k, steps=T, transient=a, **kw)
 
     def explicit(fn: Callable[[], object]) -> Callable[[], object]:
         """fn with the frame always formed as Q (GEMM + geqrf + orgqr), the pre-reflector path."""
@@ -153,18 +160,26 @@ def main() -> None:
                 lyapunov.REFLECTOR_FRAME = saved
         return run
 
-    parts = ((None, 1, f"full spectrum, N = k = {n}, 1 start state"),
-             (32, 16, "top k = 32 exponents, 16 start states"))
-    for k, b, title in parts[1:] if args.skip_full else parts:
+    parts = [("1", None, 1, steps, transient, f"full spectrum, N = k = {n}, 1 start state"),
+             ("1s", None, 1, args.short_steps, args.short_transient, f"short orbit: full spectrum, N = k = {n}, "
+              "1 start state"),
+             ("2", 32, 16, steps, transient, "top k = 32 exponents, 16 start states")]
+    skip = {"1": args.skip_full, "1s": args.skip_short, "2": args.skip_top}
+    for part, k, b, T, a, title in parts:
+        if skip[part]:
+            continue
         kk = n if k is None else k
         # lyapunov_spectrum's start frames (seed 0, float64, CPU): one (N, k) frame per start state
         q0 = torch.linalg.qr(torch.randn(b, n, kk, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
-        raw = {"float64 default (auto)": spectrum(torch.float64, k, b),
-               "float64 QR every step": spectrum(torch.float64, k, b, reorthonormalize_every=1),
-               "float64 QR every step, Q formed": explicit(spectrum(torch.float64, k, b, reorthonormalize_every=1)),
-               "float64 cholesky, QR every step": spectrum(torch.float64, k, b, reorthonormalize_every=1,
+        raw = {"float64 default (auto)": spectrum(torch.float64, k, b, T, a),
+               "float64 QR every step": spectrum(torch.float64, k, b, T, a, reorthonormalize_every=1),
+               "float64 QR every step, Q formed": explicit(spectrum(torch.float64, k, b, T, a,
+                                                                    reorthonormalize_every=1)),
+               "float64 cholesky, QR every step": spectrum(torch.float64, k, b, T, a, reorthonormalize_every=1,
                                                            qr_method="cholesky"),
-               "float32 default (auto)": spectrum(torch.float32, k, b)}
+               "float32 default (auto)": spectrum(torch.float32, k, b, T, a)}
+        if part == "1s":  # the short orbit: the float64 paths only
+            raw = {key: fn for key, fn in raw.items() if key in ("float64 default (auto)", "float64 QR every step")}
         for fn in raw.values():  # warm-up (kernels, allocator)
             fn()
         extra, spectra = {}, {}
@@ -181,13 +196,13 @@ def main() -> None:
         if not args.skip_numpy:
             wn, xn, qn = w.numpy(), x0.numpy(), q0.numpy()
             configs = {"numpy loop, float64, per start state":
-                       lambda: np.stack([numpy_spectrum(wn, xn[i], qn[i], steps, transient) for i in range(b)]),
+                       lambda: np.stack([numpy_spectrum(wn, xn[i], qn[i], T, a) for i in range(b)]),
                        **configs}
-        print(f"\n[{1 if k is None else 2}] {title}, J = 1.5 tanh, {steps} steps (transient {transient}); "
+        print(f"\n[{part}] {title}, J = 1.5 tanh, {T} steps (transient {a}); "
               f"{args.repeat} interleaved runs each")
         spectra, wall, cpu = race(configs, args.repeat, dev)
         base = None if args.skip_numpy else "numpy loop, float64, per start state"
-        report(spectra, wall, cpu, steps, base, None if base is None else spectra[base], extra)
+        report(spectra, wall, cpu, T, base, None if base is None else spectra[base], extra)
         if k is not None and base is not None:
             # the ceiling: every method forms W·x and J·Q each step, the B orbit states and the B·k tangent
             # vectors through the N×N weights: one GEMM at best
@@ -196,7 +211,7 @@ def main() -> None:
             rows @ w64.mT
             runs = [timed(lambda: rows @ w64.mT, dev) for _ in range(7)]
             product = min(r[2] if clock == "CPU time" else r[1] for r in runs)
-            loop = min(cpu[base] if clock == "CPU time" else wall[base]) / steps
+            loop = min(cpu[base] if clock == "CPU time" else wall[base]) / T
             print(f"  ceiling (float64): the products W·x and J·Q alone, one ({b * (k + 1)}, {n})×({n}, {n}) GEMM, "
                   f"take {1e3 * product:.1f} ms per step against the loop's {1e3 * loop:.1f} ms: no float64 "
                   f"method that forms them can exceed {loop / product:.1f}x")

@@ -12,9 +12,13 @@
     - the batched trainer's stacked step at K = 32 and 128, in steps per second against K = 1
       (a single run on the same device);
     - ``lyapunov_spectrum`` (all N exponents, 50 steps) at N = 784 and 4096.
-(c) One table, printed.
+(c) With ``--atlas``: each ``experiment=atlas_<family>_gpu`` preset on the device (the family's usual
+    size and recipe): seconds per training step and per checkpoint of its readings, on CIFAR-10-shaped
+    random inputs, and the predicted hours of a whole run.
+(d) One table, printed.
 
     python benchmarks/gpu_check.py                     # on the first CUDA device, about 5 minutes
+    python benchmarks/gpu_check.py --atlas             # ... and the atlas presets, about 5 more
     python benchmarks/gpu_check.py --device cpu --quick   # the same code paths on the CPU, small sizes
 
 A tolerance is float32 round-off grown through the computation: chaotic orbits separate
@@ -147,11 +151,63 @@ def timings(device: torch.device, quick: bool, budget_s: float) -> list[tuple[st
     return rows
 
 
+ATLAS_FAMILIES = ("vit", "mixer", "resmlp", "convnext", "resnet")
+
+
+def atlas_timings(device: torch.device, steps: int, quick: bool) -> list[tuple[str, str]]:
+    """Each atlas ``_gpu`` preset (``_quick`` with ``quick``) on ``device``: seconds per training step (its
+    model, optimiser, schedule-free, batch size) and per checkpoint (its ``analysis``), on CIFAR-10-shaped
+    random inputs (the data sets do not travel to a lent machine), and the hours a whole run of the preset
+    would take at that rate (a prediction, labelled so)."""
+    from hydra import compose, initialize_config_dir
+
+    from stabilityscope.cli.app import conf_dir, register_configs, register_resolvers
+    from stabilityscope.config import Config, as_options
+    from stabilityscope.training.trainer import build_optimizer
+
+    register_configs()
+    register_resolvers()
+    rows = []
+    for family in ATLAS_FAMILIES:
+        preset = f"atlas_{family}_{'quick' if quick else 'gpu'}"
+        with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+            cfg = as_options(compose("config", overrides=[f"experiment={preset}", f"train.device={device.type}"]),
+                             Config)
+        torch.manual_seed(0)
+        model = ss.build_model(cfg.model, (3, 32, 32), 10).to(device)
+        opt = build_optimizer(model, cfg.optim)
+        b = cfg.train.batch_size
+        x, y = torch.randn(b, 3, 32, 32, device=device), torch.randint(0, 10, (b,), device=device)
+
+        def step() -> None:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        step()  # warm-up (kernels, allocator)
+        _, train_s = timed(lambda: [step() for _ in range(steps)], device)
+        probes = torch.randn(max(cfg.analysis.n_inputs, cfg.analysis.depth_inputs), 3, 32, 32, device=device)
+        records = ss.tracked_records(model, cfg.model, cfg.analysis, (3, 32, 32))
+        tracker = ss.LayerTracker(model, records, cfg.analysis, probe_inputs=probes)
+        tracker.measure(model)  # warm-up
+        _, ckpt_s = timed(lambda: tracker.measure(model), device)
+        per_step = train_s / steps
+        n_train = cfg.dataset.train_subset or 50_000
+        run_steps = cfg.train.epochs * math.ceil(n_train / b)
+        hours = (run_steps * per_step + (cfg.train.epochs + 1) * ckpt_s) / 3600
+        rows.append((preset, f"{per_step:.3g} s/step (batch {b}), {ckpt_s:.3g} s per checkpoint; predicted whole run "
+                             f"({cfg.train.epochs} epochs, {run_steps} steps): {hours:.2g} h"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="small sizes (a check of the script itself)")
     parser.add_argument("--budget-s", type=float, default=150.0, help="seconds for the large phase diagram")
+    parser.add_argument("--atlas", action="store_true", help="also train each atlas _gpu preset briefly (c)")
+    parser.add_argument("--atlas-steps", type=int, default=50, help="optimiser steps per atlas preset")
     args = parser.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -162,6 +218,10 @@ def main() -> None:
     print("\n| timing | result |\n|---|---|")
     for what, result in timings(device, args.quick, args.budget_s):
         print(f"| {what} | {result} |")
+    if args.atlas:
+        print("\n| atlas preset | on the device |\n|---|---|")
+        for what, result in atlas_timings(device, args.atlas_steps, args.quick):
+            print(f"| {what} | {result} |")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class Task(str, Enum):
     analyze = "analyze"  # a trace from saved weights (checkpoints=<glob>), without training
     calibrate = "calibrate"  # the guideline's growth and plateau laws measured on runs (runs=<dirs or globs>)
     reproduce = "reproduce"  # the source papers' headline claims checked on runs (runs=<dirs or globs>)
+    atlas = "atlas"  # order and chaos per family over training, EOC-optimality's claims, label-free picks (runs=...)
 
 
 class Activation(str, Enum):
@@ -301,6 +302,7 @@ class AnalysisConfig(CheckedOptions):
     depth_inputs: int = 8  # test inputs the depth-wise readings are taken at
     depth_probes: int = 16  # random directions per input for a block's RMS gain (exact below 257 entries)
     depth_vectors: int = 8  # directions propagated through depth for the depth Lyapunov exponents
+    depth_lanczos: int = 10  # Golub–Kahan–Lanczos steps for a block's top gain (0: the largest probed gain)
     block_maps: bool = False  # also iterate each trunk block as a map (M1–M4, λ_max, attractor; traps labelled)
     block_map_inputs: int = 4  # start states of the block maps (the blocks' real inputs on the first test inputs)
     block_map_steps: int = 100  # T of the block maps (a block costs ~N/d times a chain per step)
@@ -324,6 +326,7 @@ class AnalysisConfig(CheckedOptions):
             _require(getattr(self, key) >= 1, f"analysis.{key}", getattr(self, key), "must be a positive integer")
         _require(self.block_map_steps >= 2, "analysis.block_map_steps", self.block_map_steps,
                  "the map needs at least 2 steps")
+        _require(self.depth_lanczos >= 0, "analysis.depth_lanczos", self.depth_lanczos, "must be >= 0 (0: no Lanczos)")
         _require(self.spectrum_k >= 0, "analysis.spectrum_k", self.spectrum_k, "must be >= 0 (0 = off)")
         _require(self.spectrum_inputs >= 1, "analysis.spectrum_inputs", self.spectrum_inputs,
                  "must be a positive integer")
@@ -501,7 +504,7 @@ class Config(CheckedOptions):
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     sweep: Optional[str] = None  # task=scaling: a sweep directory (checkpoints/multirun/<stamp>) or a glob of runs
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
-    runs: Any = None  # task=calibrate / reproduce: run or sweep directories or globs (a string or a list of them)
+    runs: Any = None  # task=calibrate / reproduce / atlas: run or sweep directories or globs (a string or a list of them)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     guideline: GuidelineConfig = field(default_factory=GuidelineConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
@@ -603,7 +606,7 @@ def validate(cfg: Config) -> None:
                           f"sweep=<{SWEEP_ALLOWED}>, e.g. sweep=checkpoints/multirun/2026-11-22_12-00-00.")
     runs = cfg.runs
     no_runs = runs is None or runs == "" or (isinstance(runs, (list, tuple)) and not runs)
-    if task in ("calibrate", "reproduce") and no_runs:
+    if task in ("calibrate", "reproduce", "atlas") and no_runs:
         raise ConfigError(f"task={task} needs the runs to analyse: runs={runs!r} is not set. Allowed: {RUNS_ALLOWED}.")
 
 

@@ -26,7 +26,9 @@ Everything is a function of the traces; :mod:`stabilityscope.reports.atlas` writ
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -51,6 +53,15 @@ _FAMILIES = (("vit", "ViT"), ("deit", "ViT"), ("mixer", "MLP-Mixer"), ("resmlp",
              ("resnet", "ResNet"), ("eoc_mlp", "EOC-optimality MLP"), ("eoc_cnn", "EOC-optimality CNN"),
              ("fmnist_fc", "canonical MLP"))
 REFERENCE_MODELS = ("eoc_mlp", "eoc_cnn", "fmnist_fc")  # the seed models: the atlas's reference rows
+
+
+@contextlib.contextmanager
+def _all_nan_is_nan():
+    """NaN-aware reductions of slices with no finite value give NaN without a RuntimeWarning: a map undefined at
+    every checkpoint of a stage is a result here (left out), not an accident."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
 
 
 def family_of(model_name: str) -> str:
@@ -207,9 +218,10 @@ def _profile(run: AtlasRun, t: int) -> dict[str, np.ndarray]:
         here = [r for r in run.readings if r.block == i]
         fc = [r for r in here if r.kind == "fc"]
         if fc:
-            out["J (FC, median)"][i] = np.nanmedian([r.J[t] for r in fc])
-            if all(r.chi is not None for r in fc):
-                out["χ (FC, median)"][i] = np.nanmedian([r.chi[t] for r in fc])
+            with _all_nan_is_nan():
+                out["J (FC, median)"][i] = np.nanmedian([r.J[t] for r in fc])
+                if all(r.chi is not None for r in fc):
+                    out["χ (FC, median)"][i] = np.nanmedian([r.chi[t] for r in fc])
         for kind, s_key, l_key in (("chain", "s (iterated chain)", "λ_max (iterated chain)"),
                                    ("block_map", "s (iterated block)", "λ_max (iterated block)"),
                                    ("block_gain", "gain (depth-wise)", "ln gain (depth-wise)")):
@@ -231,7 +243,7 @@ def depth_profiles(runs: Sequence[AtlasRun]) -> dict[str, dict[str, np.ndarray]]
     for name, by_stage in stages.items():
         for stage, rows in by_stage.items():
             if len({len(r) for r in rows}) == 1:
-                with np.errstate(all="ignore"):
+                with _all_nan_is_nan():
                     out.setdefault(name, {})[stage] = np.nanmean(np.vstack(rows), axis=0)
     return out
 
@@ -250,7 +262,8 @@ def _optimum_values(run: AtlasRun) -> dict[str, float]:
     gains = run.of_kind("block_gain")
     out: dict[str, float] = {}
     if gains:
-        out["depth-wise gain, median over blocks"] = float(np.nanmedian([r.s[b] for r in gains]))
+        with _all_nan_is_nan():
+            out["depth-wise gain, median over blocks"] = float(np.nanmedian([r.s[b] for r in gains]))
         out["depth-wise gain, deepest block"] = float(gains[-1].s[b])
         for i, r in enumerate(gains):
             out[f"depth-wise gain, block {i}"] = float(r.s[b])
@@ -312,7 +325,8 @@ def family_claims(family: str, runs: Sequence[AtlasRun], confidence: float = 0.9
     xs, ys = [], []
     for run, gs in gains:
         if gs and np.isfinite(run.depth_lambda).any():
-            mean_log = np.nanmean(np.vstack([np.log(r.s) for r in gs]), axis=0)
+            with _all_nan_is_nan():
+                mean_log = np.nanmean(np.vstack([np.log(r.s) for r in gs]), axis=0)
             ok = np.isfinite(mean_log) & np.isfinite(run.depth_lambda)
             xs += list(mean_log[ok])
             ys += list(run.depth_lambda[ok])
@@ -329,11 +343,7 @@ def family_claims(family: str, runs: Sequence[AtlasRun], confidence: float = 0.9
         maps = [(run, r) for run in runs for r in run.of_kind(kind) if r.attractor is not None]
         if not maps:
             continue
-        hits = 0
-        for run, r in maps:
-            b, att = run.best, r.attractor
-            near = att[max(0, b - 2): b + 3]
-            hits += bool(att[b] in ("periodic", "quasi_periodic") and "chaotic" in near)
+        hits = sum(at_boundary(r.attractor, run.best) for run, r in maps)
         undefined = sum(int(r.attractor[run.best] in UNDEFINED) for run, r in maps)
         v = judge_fraction(hits, len(maps), RULES[rule].margin(), confidence=confidence, power=power)
         rows.append(_claim_row(family, "the best test loss sits at the boundary of (quasi-)periodic and chaotic "
@@ -343,6 +353,15 @@ def family_claims(family: str, runs: Sequence[AtlasRun], confidence: float = 0.9
     return rows
 
 
+def at_boundary(attractor: np.ndarray, best: int) -> bool:
+    """The reproduction report's boundary rule: the best checkpoint periodic or quasi-periodic with a chaotic
+    checkpoint within two, or chaotic with a periodic or quasi-periodic one among the two before it."""
+    ordered = ("periodic", "quasi_periodic")
+    if attractor[best] in ordered:
+        return "chaotic" in attractor[max(0, best - 2): best + 3]
+    return attractor[best] == "chaotic" and any(a in ordered for a in attractor[max(0, best - 2): best])
+
+
 # ---------------------------------------------------------------------------------------------- picks
 
 
@@ -350,7 +369,7 @@ def pick_statistics(run: AtlasRun) -> dict[str, tuple[np.ndarray, float]]:
     """Candidate label-free statistics of one run: name → (value per checkpoint (C,), edge value)."""
     out: dict[str, tuple[np.ndarray, float]] = {}
     fc = run.of_kind("fc")
-    with np.errstate(all="ignore"):
+    with _all_nan_is_nan():
         if fc and all(r.chi is not None for r in fc):
             body = [r for r in fc if 0 <= r.block < len(run.blocks)] or [r for r in fc if r.block != len(run.blocks)]
             if body:

@@ -156,6 +156,10 @@ def run_task(cfg: Config, run_dir: Path, overrides: list[str]) -> None:
         from stabilityscope.cli.tasks import run_calibrate_task, run_reproduce_task
 
         (run_calibrate_task if task == "calibrate" else run_reproduce_task)(cfg, run_dir)
+    elif task == "atlas":
+        from stabilityscope.cli.tasks import run_atlas_task
+
+        run_atlas_task(cfg, run_dir)
     elif task == "analyze":
         from stabilityscope.cli.tasks import run_analyze_task
 

@@ -12,7 +12,9 @@
 - ``analysis=inspect``: the one-shot inspection table of the composed model (at initialisation, with
   ``model.pretrained=true``, or ``model.checkpoint=<file>``), without training
   (:mod:`stabilityscope.recording.inspect`);
-- ``task=analyze checkpoints=<glob>``: a trace from saved weights (:mod:`stabilityscope.training.replay`).
+- ``task=analyze checkpoints=<glob>``: a trace from saved weights (:mod:`stabilityscope.training.replay`);
+- ``task=atlas runs=<dirs or globs>``: the atlas of runs recorded with ``analysis=atlas``
+  (:mod:`stabilityscope.reports.atlas`).
 """
 from __future__ import annotations
 
@@ -148,6 +150,21 @@ def run_reproduce_task(cfg: Config, run_dir: Path) -> Path:
     for c in result.claims:
         log.info("%s: %s: %s (%s)", c.paper, c.claim, c.verdict, c.ours)
     log.info("Reproduction report: %s", path.resolve())
+    return path
+
+
+def run_atlas_task(cfg: Config, run_dir: Path) -> Path:
+    """``task=atlas runs=<dirs or globs>``: the atlas of the runs' traces, into atlas.md, atlas.json and figures."""
+    from stabilityscope.analysis.atlas import atlas
+    from stabilityscope.reports.atlas import write_atlas
+
+    cfg = as_options(cfg, Config)
+    result = atlas(_runs_of(cfg), confidence=float(cfg.scaling.confidence))
+    path = write_atlas(result, run_dir, figures=bool(cfg.figures))
+    for row in result.pick_table:
+        log.info("pick %s: %d of %d runs, excess test loss %.3g: %s", row["statistic"], row["picked"], row["runs"],
+                 row["mean_excess_loss"], row["verdict"])
+    log.info("Atlas of %d run(s) in %d families: %s", len(result.runs), len(result.families), path.resolve())
     return path
 
 

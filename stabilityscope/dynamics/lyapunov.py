@@ -400,99 +400,172 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
     if steps < 2:
         raise ValueError(f"steps must be ≥ 2, got {steps}")
     x, lead = _canonical(F, x0)  # (L, B, N)
-    L, B, N = x.shape
-    dev, dt = x.device, x.dtype
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    # draws are (B, N) and shared across maps, so stacked and one-at-a-time runs see the same δ
-    delta = torch.randn(B, N, generator=gen, device=dev, dtype=dt) * perturbation
-    v0 = torch.randn(B, N, generator=gen, device=dev, dtype=dt)
-    u0 = torch.randn(B, N, generator=gen, device=dev, dtype=dt)
-    xp = x + delta
-    v = _normalise(v0.expand(L, B, N).unsqueeze(-1))[0]  # (L, B, N, 1) tangent column
-    m = x.mean(1)
-    m_hat = m / m.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(dt).tiny)  # (L, N) Poincaré axis
-
-    f64 = dict(device=dev, dtype=torch.float64)
-    sep = torch.empty(steps + 1, L, B, **f64)  # d_t
-    proj = torch.empty(steps + 1, L, B, **f64)  # X_t = <x_t, m̂>
-    growth = torch.zeros(steps, L, B, **f64)  # ln ||J_t v_t||, v_t unit
-    sep[0] = (xp - x).norm(dim=-1)
-    proj[0] = (x * m_hat[:, None]).sum(-1)
-
-    use_m2 = lyapunov and m2_passes > 0
-    m2_start = steps // 2  # the M2 vector joins the tangent columns here: window [T/2, T)
-    u = _normalise(u0.expand(L, B, N).unsqueeze(-1))[0]  # (L, B, N, 1)
-    m2_log = torch.zeros(L, B, **f64)  # ln ||P u0|| accumulated in the loop
-    n_tail = 2 * max_period
-    active = torch.ones(L, dtype=torch.bool)  # bookkeeping on the CPU: one sync per step
-    steps_run = torch.zeros(L, dtype=torch.int64)
-    stop = torch.zeros(L, dtype=torch.int64)
-    active_dev = active.to(dev)
-    orbit = {0: x}  # x_t kept only while some window or tail may still need it
-    eps = torch.finfo(dt).eps
-
+    run = _TrackedOrbits.start(x, steps, perturbation, seed, lyapunov and m2_passes > 0, 2 * max_period)
     for t in range(steps):
-        with_u = use_m2 and t >= m2_start
-        if lyapunov:
-            fx, fxp, jv = F.tracked_step(x, xp, torch.cat([v, u], -1) if with_u else v)
-            cols, gn = _normalise(jv)
-            v_new = cols[..., :1]
-            growth[t] = gn[..., 0, 0].log()  # (L, B)
-            if with_u:
-                u_new = cols[..., 1:]
-                m2_log += torch.where(active_dev[:, None], gn[..., 0, 1].log().to(torch.float64), 0)
-        else:
-            fx, fxp = F(x), F(xp)
-        converged = torch.zeros(L, dtype=torch.bool)
-        if converge_tol is not None and t >= 1:
-            xn, xpn = x.norm(dim=-1), xp.norm(dim=-1)
-            d_new = (fxp - fx).norm(dim=-1)
-            ok = ((fx - x).norm(dim=-1) <= converge_tol * xn) & ((fxp - xp).norm(dim=-1) <= converge_tol * xpn)
-            ok &= (d_new - sep[t]).abs() <= converge_tol * sep[t] + 8 * eps * (xn + xpn)
-            if lyapunov:
-                ok &= (growth[t] - growth[t - 1]).abs() <= converge_tol
-            converged = ok.all(-1).cpu()
-        if bool(active.all()):
-            x, xp = fx, fxp
-            if lyapunov:
-                v = v_new
-                u = u_new if with_u else u
-        else:  # stopped maps stay frozen at their last state
-            a3 = active_dev[:, None, None]
-            x, xp = torch.where(a3, fx, x), torch.where(a3, fxp, xp)
-            if lyapunov:
-                v = torch.where(a3[..., None], v_new, v)
-                u = torch.where(a3[..., None], u_new, u) if with_u else u
-        sep[t + 1] = (xp - x).norm(dim=-1)
-        proj[t + 1] = (x * m_hat[:, None]).sum(-1)
-        orbit[t + 1] = x
-
-        code = _norm_stop(x).cpu()
-        code = torch.where((code == 0) & converged, 3, code)
-        newly = active & (code > 0)
-        steps_run = torch.where(active, t + 1, steps_run)
-        if bool(newly.any()):
-            stop = torch.where(newly, code, stop)
-            active = active & ~newly
-            active_dev = active.to(dev)
-        # drop states no window (from s_l/2) or tail (last n_tail) can still need
-        t_end_if = torch.where(active | (stop == 3), steps, steps_run)
-        need = torch.minimum(t_end_if // 2 if use_m2 else steps_run, steps_run - n_tail + 1)
-        need = torch.where(active, torch.minimum(torch.tensor((t + 1) // 2 if use_m2 else t + 1), need), need)
-        keep_from = int(need.clamp_min(0).min())
-        for old in [i for i in orbit if i < keep_from]:
-            del orbit[old]
-        if not bool(active.any()):
+        run.advance(F, t, lyapunov, converge_tol)
+        if not bool(run.active.any()):
             break
 
-    # ---- time averages over each map's window [a, t_end) ------------------------------------
-    t_end = torch.where((stop == 0) | (stop == 3), steps, steps_run)  # (L,)
+    t_end = torch.where((run.stop == 0) | (run.stop == 3), steps, run.steps_run)  # (L,) end of each window
+    m3, m4, poincare, lam, sep_full = _window_averages(run, t_end, lyapunov)
+    m2 = _m2_estimate(F, run, t_end, m2_passes) if run.use_m2 else torch.full_like(m3, float("nan"))
+    s = F.jacobian_norm(run.x).to(torch.float64) / math.sqrt(run.x.shape[-1])  # M1 at x_T (frozen at a stop)
+    orbit_tail = _orbit_tail(run.orbit, run.steps_run, run.n_tail)  # (L, B, n_tail, N)
+    divergent = (run.stop == 1).to(x.device)[:, None].expand(m3.shape)
+    codes, periods = classify_attractor(orbit_tail, lam if lyapunov else m3, tol=lambda_tol,
+                                        max_period=max_period, divergent=divergent)
+
+    def out(t: Tensor) -> Tensor:
+        return t.reshape(*lead, *t.shape[1:])
+
+    return MapMeasures(
+        s=out(s), jacobian_product_exponent=out(m2), two_trajectory_exponent=out(m3),
+        asymptotic_distance=out(m4), poincare=out(poincare), lyapunov_max=out(lam),
+        attractor=out(codes), period=out(periods), separation=out(sep_full.permute(1, 2, 0)),
+        orbit_tail=out(orbit_tail), steps_run=run.steps_run.reshape(lead), stop_reason=run.stop.reshape(lead),
+        steps=steps, perturbation=perturbation, seed=seed)
+
+
+@dataclass
+class _TrackedOrbits:
+    """The loop state of :func:`map_measures`: the reference orbit x_t, its perturbed twin x'_t, the
+    Benettin tangent column v and (from T/2) the M2 column u of L maps × B start states, with the
+    per-step records d_t, X_t and ln ||J_t v_t|| and the early-stop bookkeeping (on the CPU: one sync
+    per step)."""
+
+    x: Tensor  # (L, B, N) x_t
+    xp: Tensor  # (L, B, N) x'_t
+    v: Tensor  # (L, B, N, 1) unit Benettin vector
+    u: Tensor  # (L, B, N, 1) unit M2 vector (joins the tangent columns at m2_start)
+    u0: Tensor  # (B, N) the M2 start draw (replayed passes restart from it)
+    m_hat: Tensor  # (L, N) Poincaré axis: the normalised mean start state
+    sep: Tensor  # (T + 1, L, B) d_t, float64
+    proj: Tensor  # (T + 1, L, B) X_t = <x_t, m̂>, float64
+    growth: Tensor  # (T, L, B) ln ||J_t v_t||, float64
+    m2_log: Tensor  # (L, B) ln ||P u0|| accumulated in the loop, float64
+    orbit: dict[int, Tensor]  # x_t, kept only while some window or tail may still need it
+    active: Tensor  # (L,) bool, CPU
+    active_dev: Tensor  # the same on the states' device
+    steps_run: Tensor  # (L,) int64, CPU
+    stop: Tensor  # (L,) index into STOP_REASONS, CPU
+    steps: int
+    use_m2: bool
+    m2_start: int  # the M2 vector joins here: window [T/2, T)
+    n_tail: int
+
+    @classmethod
+    def start(cls, x: Tensor, steps: int, perturbation: float, seed: int, use_m2: bool,
+              n_tail: int) -> "_TrackedOrbits":
+        L, B, N = x.shape
+        dev, dt = x.device, x.dtype
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        # draws are (B, N) and shared across maps, so stacked and one-at-a-time runs see the same δ
+        delta = torch.randn(B, N, generator=gen, device=dev, dtype=dt) * perturbation
+        v0 = torch.randn(B, N, generator=gen, device=dev, dtype=dt)
+        u0 = torch.randn(B, N, generator=gen, device=dev, dtype=dt)
+        xp = x + delta
+        m = x.mean(1)
+        m_hat = m / m.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(dt).tiny)  # (L, N)
+        f64 = dict(device=dev, dtype=torch.float64)
+        sep = torch.empty(steps + 1, L, B, **f64)
+        proj = torch.empty(steps + 1, L, B, **f64)
+        sep[0] = (xp - x).norm(dim=-1)
+        proj[0] = (x * m_hat[:, None]).sum(-1)
+        active = torch.ones(L, dtype=torch.bool)
+        return cls(x=x, xp=xp, v=_normalise(v0.expand(L, B, N).unsqueeze(-1))[0],
+                   u=_normalise(u0.expand(L, B, N).unsqueeze(-1))[0], u0=u0, m_hat=m_hat, sep=sep, proj=proj,
+                   growth=torch.zeros(steps, L, B, **f64), m2_log=torch.zeros(L, B, **f64), orbit={0: x},
+                   active=active, active_dev=active.to(dev), steps_run=torch.zeros(L, dtype=torch.int64),
+                   stop=torch.zeros(L, dtype=torch.int64), steps=steps, use_m2=use_m2, m2_start=steps // 2,
+                   n_tail=n_tail)
+
+    def advance(self, F: IteratedMap, t: int, lyapunov: bool, converge_tol: float | None) -> None:
+        """Step t → t + 1 of every running map: states, tangent columns, records, stops, orbit pruning."""
+        with_u = self.use_m2 and t >= self.m2_start
+        v_new = u_new = None
+        if lyapunov:
+            fx, fxp, jv = F.tracked_step(self.x, self.xp, torch.cat([self.v, self.u], -1) if with_u else self.v)
+            cols, gn = _normalise(jv)
+            v_new = cols[..., :1]
+            self.growth[t] = gn[..., 0, 0].log()  # (L, B)
+            if with_u:
+                u_new = cols[..., 1:]
+                self.m2_log += torch.where(self.active_dev[:, None], gn[..., 0, 1].log().to(torch.float64), 0)
+        else:
+            fx, fxp = F(self.x), F(self.xp)
+        converged = self._converged(t, fx, fxp, lyapunov, converge_tol)
+        self._move(fx, fxp, v_new, u_new if with_u else None, lyapunov)
+        self.sep[t + 1] = (self.xp - self.x).norm(dim=-1)
+        self.proj[t + 1] = (self.x * self.m_hat[:, None]).sum(-1)
+        self.orbit[t + 1] = self.x
+        self._update_stops(t, converged)
+        self._prune_orbit(t)
+
+    def _converged(self, t: int, fx: Tensor, fxp: Tensor, lyapunov: bool, converge_tol: float | None) -> Tensor:
+        """(L,) CPU bool: every orbit of the map has reached a fixed point to ``converge_tol``."""
+        L = fx.shape[0]
+        if converge_tol is None or t < 1:
+            return torch.zeros(L, dtype=torch.bool)
+        x, xp = self.x, self.xp
+        eps = torch.finfo(x.dtype).eps
+        xn, xpn = x.norm(dim=-1), xp.norm(dim=-1)
+        d_new = (fxp - fx).norm(dim=-1)
+        ok = ((fx - x).norm(dim=-1) <= converge_tol * xn) & ((fxp - xp).norm(dim=-1) <= converge_tol * xpn)
+        ok &= (d_new - self.sep[t]).abs() <= converge_tol * self.sep[t] + 8 * eps * (xn + xpn)
+        if lyapunov:
+            ok &= (self.growth[t] - self.growth[t - 1]).abs() <= converge_tol
+        return ok.all(-1).cpu()
+
+    def _move(self, fx: Tensor, fxp: Tensor, v_new: Tensor | None, u_new: Tensor | None, lyapunov: bool) -> None:
+        """Take the new states and tangent columns; stopped maps stay frozen at their last state."""
+        if bool(self.active.all()):
+            self.x, self.xp = fx, fxp
+            if lyapunov:
+                self.v = v_new
+                self.u = u_new if u_new is not None else self.u
+            return
+        a3 = self.active_dev[:, None, None]
+        self.x, self.xp = torch.where(a3, fx, self.x), torch.where(a3, fxp, self.xp)
+        if lyapunov:
+            self.v = torch.where(a3[..., None], v_new, self.v)
+            self.u = torch.where(a3[..., None], u_new, self.u) if u_new is not None else self.u
+
+    def _update_stops(self, t: int, converged: Tensor) -> None:
+        """Stop the maps whose mean norm left [1e-10, 1e10] (or became non-finite) or that converged."""
+        code = _norm_stop(self.x).cpu()
+        code = torch.where((code == 0) & converged, 3, code)
+        newly = self.active & (code > 0)
+        self.steps_run = torch.where(self.active, t + 1, self.steps_run)
+        if bool(newly.any()):
+            self.stop = torch.where(newly, code, self.stop)
+            self.active = self.active & ~newly
+            self.active_dev = self.active.to(self.x.device)
+
+    def _prune_orbit(self, t: int) -> None:
+        """Drop the states no window (from s_l/2) or tail (the last n_tail) can still need."""
+        active, steps_run = self.active, self.steps_run
+        t_end_if = torch.where(active | (self.stop == 3), self.steps, steps_run)
+        need = torch.minimum(t_end_if // 2 if self.use_m2 else steps_run, steps_run - self.n_tail + 1)
+        need = torch.where(active, torch.minimum(torch.tensor((t + 1) // 2 if self.use_m2 else t + 1), need), need)
+        keep_from = int(need.clamp_min(0).min())
+        for old in [i for i in self.orbit if i < keep_from]:
+            del self.orbit[old]
+
+
+def _window_averages(run: _TrackedOrbits, t_end: Tensor, lyapunov: bool
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """M3, M4, M5, Benettin λ_max over each map's window [t_end/2, t_end), and d_t for t = 0..T.
+
+    Converged maps: the summands after the stop equal their last values (exact extrapolation).
+    Returns (m3 (L, B), m4 (L, B), poincare (L, B, n_t, 2), λ_max (L, B), separation (T + 1, L, B)).
+    """
+    steps, (_, L, B) = run.steps, run.sep.shape
+    dev = run.x.device
     a = t_end // 2
-    last = steps_run.to(dev)
+    last = run.steps_run.to(dev)
     ts = torch.arange(steps + 1, device=dev)[:, None]  # (T+1, 1)
-    # converged maps: the summands after the stop equal their last values (exact extrapolation)
-    sep_full = sep.gather(0, torch.minimum(ts, last).unsqueeze(-1).expand(-1, -1, B))  # (T+1, L, B)
-    proj_full = proj.gather(0, torch.minimum(ts, last).unsqueeze(-1).expand(-1, -1, B))
+    sep_full = run.sep.gather(0, torch.minimum(ts, last).unsqueeze(-1).expand(-1, -1, B))  # (T+1, L, B)
+    proj_full = run.proj.gather(0, torch.minimum(ts, last).unsqueeze(-1).expand(-1, -1, B))
     t_end_d, a_d = t_end.to(dev), a.to(dev)
     in_window = (ts >= a_d) & (ts < t_end_d)  # (T+1, L)
     count = (t_end_d - a_d).to(torch.float64)[:, None]  # (L, 1)
@@ -511,41 +584,27 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
     poincare = torch.stack([x_t, x_t1], -1).masked_fill(~valid[..., None, None], float("nan"))
     poincare = poincare.permute(1, 2, 0, 3)  # (L, B, n_t, 2)
 
-    nan = torch.full((L, B), float("nan"), **f64)
-    lam = nan
+    lam = torch.full((L, B), float("nan"), device=dev, dtype=torch.float64)
     if lyapunov:
-        g_full = growth.gather(0, torch.minimum(ts[:-1], last - 1).unsqueeze(-1).expand(-1, -1, B))
+        g_full = run.growth.gather(0, torch.minimum(ts[:-1], last - 1).unsqueeze(-1).expand(-1, -1, B))
         lam = torch.where(in_window[:-1, :, None], g_full, 0).sum(0) / count
+    return m3, m4, poincare, lam, sep_full
 
-    m2 = nan
-    if use_m2:
-        # completed maps: pass 1 ran in the loop; stopped maps (own window) replay every pass
-        replay = stop != 0
-        m2 = m2_log / (steps - m2_start)
-        if m2_passes > 1 or bool(replay.any()):
-            u_start = torch.where(replay.to(dev)[:, None, None, None],
-                                  _normalise(u0.expand(L, B, N).unsqueeze(-1))[0], u)
-            passes = torch.where(replay, m2_passes, m2_passes - 1)
-            m2 = torch.where(passes.to(dev)[:, None] > 0,
-                             _jacobian_product_exponent(F, orbit, u_start, passes, a, t_end, steps_run), m2)
 
-    s = F.jacobian_norm(x).to(torch.float64) / math.sqrt(N)  # M1 at x_T (frozen at an early stop)
-
-    orbit_tail = _orbit_tail(orbit, steps_run, n_tail)  # (L, B, n_tail, N)
-
-    divergent = (stop == 1).to(dev)[:, None].expand(L, B)
-    codes, periods = classify_attractor(orbit_tail, lam if lyapunov else m3, tol=lambda_tol,
-                                        max_period=max_period, divergent=divergent)
-
-    def out(t: Tensor) -> Tensor:
-        return t.reshape(*lead, *t.shape[1:])
-
-    return MapMeasures(
-        s=out(s), jacobian_product_exponent=out(m2), two_trajectory_exponent=out(m3),
-        asymptotic_distance=out(m4), poincare=out(poincare), lyapunov_max=out(lam),
-        attractor=out(codes), period=out(periods), separation=out(sep_full.permute(1, 2, 0)),
-        orbit_tail=out(orbit_tail), steps_run=steps_run.reshape(lead), stop_reason=stop.reshape(lead),
-        steps=steps, perturbation=perturbation, seed=seed)
+def _m2_estimate(F: IteratedMap, run: _TrackedOrbits, t_end: Tensor, m2_passes: int) -> Tensor:
+    """M2 (L, B): pass 1 ran in the loop for completed maps; stopped maps (own window) replay every pass."""
+    L, B, N = run.x.shape
+    dev = run.x.device
+    replay = run.stop != 0
+    m2 = run.m2_log / (run.steps - run.m2_start)
+    if m2_passes > 1 or bool(replay.any()):
+        u_start = torch.where(replay.to(dev)[:, None, None, None],
+                              _normalise(run.u0.expand(L, B, N).unsqueeze(-1))[0], run.u)
+        passes = torch.where(replay, m2_passes, m2_passes - 1)
+        m2 = torch.where(passes.to(dev)[:, None] > 0,
+                         _jacobian_product_exponent(F, run.orbit, u_start, passes, t_end // 2, t_end, run.steps_run),
+                         m2)
+    return m2
 
 
 def _orbit_tail(orbit: dict[int, Tensor], steps_run: Tensor, n_tail: int) -> Tensor:
@@ -803,6 +862,39 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
     """
     x, lead = _canonical(F, x0)
     L, B, N = x.shape
+    k, transient, r, auto, grid = _spectrum_schedule(N, k, steps, transient, reorthonormalize_every, qr_method,
+                                                     record_every)
+    dt = x.dtype
+    tol = (ROUNDING_TOL if dt == torch.float64 else ROUNDING_TOL_LOW) if rounding_tol is None else rounding_tol
+    if not tol > 0:
+        raise ConfigError(f"rounding_tol must be > 0, got {rounding_tol!r}")
+    method = _resolve_qr_method(qr_method, x.device, reorthonormalize_every)
+    run = _FrameRun.start(x, k, seed, method, r, _BlockLength(tol, N, dt) if auto else None, transient)
+    grid_set = set(grid)
+    for t in range(steps):
+        run.advance(F, t, grid_set)
+        if not bool(run.active.any()):
+            break
+
+    exps, rounding, trace = _spectrum_averages(run, steps, transient, grid)
+    n_limited = int(run.limited.any(dim=(0, 1)).sum())
+    if n_limited:
+        floor = math.exp(_rounding_floor(dt, N))
+        warnings.warn(f"lyapunov_spectrum: the weakest {n_limited} of the {k} exponents reached the {dt} rounding "
+                      f"floor (per-step contraction relative to the leading direction below eps·sqrt(N) = "
+                      f"{floor:.2g}); they are bounded by precision, not measured."
+                      + (" Use float64 states and weights for them." if dt != torch.float64 else ""),
+                      RuntimeWarning, stacklevel=2)
+    return LyapunovSpectrum(
+        exponents=exps.reshape(*lead, B, k), trace=trace.reshape(*lead, *trace.shape[1:]),
+        trace_steps=torch.tensor(grid), steps=steps, transient=transient,
+        steps_run=run.steps_run.reshape(lead), stop_reason=run.stop.reshape(lead),
+        rounding_error=rounding.reshape(*lead, B), qr_steps=run.qr_steps)
+
+
+def _spectrum_schedule(N: int, k: int | None, steps: int, transient: int | None, reorthonormalize_every: int | str,
+                       qr_method: str, record_every: int | None) -> tuple[int, int, int, bool, list[int]]:
+    """Validated options of :func:`lyapunov_spectrum`: (k, transient, first r, auto, sorted record grid)."""
     k = N if k is None else int(k)
     if not 1 <= k <= N:
         raise ConfigError(f"k must be in [1, N={N}], got {k}")
@@ -819,71 +911,117 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
     if record_every is None:  # records force a QR: with a fixed r they fall on its multiples
         record_every = max(1, steps // 25) if auto else r * max(1, steps // (100 * r))
     grid = sorted(set(range(0, steps + 1, int(record_every))) | {transient, steps})
-    grid_set = set(grid)
+    return k, transient, r, auto, grid
 
-    dev, dt = x.device, x.dtype
-    tol = (ROUNDING_TOL if dt == torch.float64 else ROUNDING_TOL_LOW) if rounding_tol is None else rounding_tol
-    if not tol > 0:
-        raise ConfigError(f"rounding_tol must be > 0, got {rounding_tol!r}")
-    method = _resolve_qr_method(qr_method, dev, reorthonormalize_every)
-    control = _BlockLength(tol, N, dt)
-    reflect = method == "householder" and k >= 2 and k >= REFLECTOR_FRAME * N
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    q0 = torch.linalg.qr(torch.randn(B, N, k, generator=gen, device=dev, dtype=dt))[0]
-    q = q0.expand(L, B, N, k)  # (L, B, N, k) orthonormal columns, or un-normalised inside a block
-    reflectors = None  # the frame as geqrf's (w, tau) instead of q, for wide Householder frames
-    f64 = dict(device=dev, dtype=torch.float64)
-    c = torch.zeros(L, B, k, **f64)  # running Σ ln |R_ii|
-    err = torch.zeros(L, B, k, **f64)  # running Σ of the blocks' rounding estimates
-    snaps = {0: (c, err)}
-    # Householder QR resolves R_ii only down to ~eps·sqrt(N)·R_11: below that a direction's ln R_ii is
-    # rounding, not dynamics. Record which exponents reach that floor after the transient.
-    floor = math.log(torch.finfo(dt).eps * math.sqrt(N))
-    limited = torch.zeros(L, B, k, device=dev, dtype=torch.bool)
-    active = torch.ones(L, dtype=torch.bool)
-    active_dev = active.to(dev)
-    steps_run = torch.zeros(L, dtype=torch.int64)
-    stop = torch.zeros(L, dtype=torch.int64)
-    block, qr_steps = 0, 0  # steps since the last QR, QRs done
 
-    for t in range(steps):
-        if reflectors is None:
-            fx, jq = F.jvp(x, q)  # (L, B, N), (L, B, N, k)
+def _rounding_floor(dtype: torch.dtype, n: int) -> float:
+    """ln(eps·sqrt(N)): Householder QR resolves R_ii only down to ~eps·sqrt(N)·R_11; below that a
+    direction's ln R_ii is rounding, not dynamics."""
+    return math.log(torch.finfo(dtype).eps * math.sqrt(n))
+
+
+@dataclass
+class _FrameRun:
+    """The loop state of :func:`lyapunov_spectrum`: states x_t of L maps × B start states, their tangent
+    frame (explicit columns q, or geqrf's reflectors for wide Householder frames), the running sums of
+    ln |R_ii| and of the blocks' rounding estimates, their snapshots at the record steps, and the
+    early-stop bookkeeping (on the CPU)."""
+
+    x: Tensor  # (L, B, N)
+    q: Tensor | None  # (L, B, N, k) orthonormal columns, or un-normalised inside a block
+    reflectors: tuple[Tensor, Tensor] | None  # the frame as geqrf's (w, tau), for wide Householder frames
+    c: Tensor  # (L, B, k) running Σ ln |R_ii|, float64
+    err: Tensor  # (L, B, k) running Σ of the blocks' rounding estimates, float64
+    snaps: dict[int, tuple[Tensor, Tensor]]  # (c, err) at the record steps
+    limited: Tensor  # (L, B, k) bool: reached the rounding floor after the transient
+    active: Tensor  # (L,) bool, CPU
+    active_dev: Tensor
+    steps_run: Tensor  # (L,) int64, CPU
+    stop: Tensor  # (L,) index into STOP_REASONS, CPU
+    method: str  # resolved qr_method
+    reflect: bool  # keep Householder frames as reflectors (k ≥ REFLECTOR_FRAME·N)
+    r: int  # the current block length
+    control: _BlockLength | None  # adapts r under reorthonormalize_every="auto"
+    transient: int
+    floor: float  # _rounding_floor
+    block: int = 0  # steps since the last QR
+    qr_steps: int = 0  # QRs done
+
+    @classmethod
+    def start(cls, x: Tensor, k: int, seed: int, method: str, r: int, control: _BlockLength | None,
+              transient: int) -> "_FrameRun":
+        L, B, N = x.shape
+        dev, dt = x.device, x.dtype
+        reflect = method == "householder" and k >= 2 and k >= REFLECTOR_FRAME * N
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        h0, tau0 = torch.geqrf(torch.randn(B, N, k, generator=gen, device=dev, dtype=dt))
+        # the start frame too stays as reflectors on the reflector path, which so skips its orgqr (4/3 N³ at
+        # k = N, a fixed cost that weighs on short orbits); Q0 is the matrix torch.linalg.qr returns (geqrf +
+        # orgqr), and the explicit frame is formed only where it is used
+        reflectors = (h0.expand(L, B, N, k), tau0.expand(L, B, k)) if reflect else None
+        q = None if reflect else torch.linalg.householder_product(h0, tau0).expand(L, B, N, k)
+        f64 = dict(device=dev, dtype=torch.float64)
+        c, err = torch.zeros(L, B, k, **f64), torch.zeros(L, B, k, **f64)
+        active = torch.ones(L, dtype=torch.bool)
+        return cls(x=x, q=q, reflectors=reflectors, c=c, err=err, snaps={0: (c, err)},
+                   limited=torch.zeros(L, B, k, device=dev, dtype=torch.bool), active=active,
+                   active_dev=active.to(dev), steps_run=torch.zeros(L, dtype=torch.int64),
+                   stop=torch.zeros(L, dtype=torch.int64), method=method, reflect=reflect, r=r, control=control,
+                   transient=transient, floor=_rounding_floor(dt, N))
+
+    def advance(self, F: IteratedMap, t: int, grid: set[int]) -> None:
+        """Step t → t + 1: J·frame, a QR where a block ends (length r, a record step or a new stop)."""
+        if self.reflectors is None:
+            fx, jq = F.jvp(self.x, self.q)  # (L, B, N), (L, B, N, k)
         else:
-            fx, jq = F.jvp_reflectors(x, *reflectors)
-        block += 1
+            fx, jq = F.jvp_reflectors(self.x, *self.reflectors)
+        self.block += 1
         code = _norm_stop(fx).cpu()
-        newly = active & (code > 0)
+        newly = self.active & (code > 0)
         t1 = t + 1
-        if block >= r or t1 in grid_set or bool(newly.any()):
-            log_v = jq.norm(dim=-2).double().log()  # ln ||v_j||, (L, B, k)
-            if k == 1:  # R_11 = ||v_1||
-                (q, _), reflectors, log_r = _normalise(jq), None, log_v
-            else:
-                q, reflectors, log_r = _reorthonormalise(jq, method, reflect)  # log_r (L, B, k)
-                if t1 > transient:
-                    # an exactly singular direction (ln R_ii = −inf) is dynamics, not rounding
-                    limited |= active_dev[:, None, None] & ((log_r - log_r[..., :1]) < floor) & log_r.isfinite()
-            live = active_dev[:, None, None]
-            c = c + torch.where(live, log_r, 0)
-            err = err + torch.where(live, _rounding_estimate(log_r, log_v, block, N, dt), 0)
-            if auto:
-                r = control.update(block, log_v, log_r, active_dev)
-            block, qr_steps = 0, qr_steps + 1
+        if self.block >= self.r or t1 in grid or bool(newly.any()):
+            self._reorthonormalise(jq, t1)
         else:
-            q, reflectors = jq, None
-        x = fx if bool(active.all()) else torch.where(active_dev[:, None, None], fx, x)  # stopped maps stay frozen
-        steps_run = torch.where(active, t1, steps_run)
+            self.q, self.reflectors = jq, None
+        active, active_dev = self.active, self.active_dev  # stopped maps stay frozen
+        self.x = fx if bool(active.all()) else torch.where(active_dev[:, None, None], fx, self.x)
+        self.steps_run = torch.where(active, t1, self.steps_run)
         if bool(newly.any()):
-            stop = torch.where(newly, code, stop)
-            active = active & ~newly
-            active_dev = active.to(dev)
-        if t1 in grid_set:
-            snaps[t1] = (c, err)
-        if not bool(active.any()):
-            break
+            self.stop = torch.where(newly, code, self.stop)
+            self.active = active & ~newly
+            self.active_dev = self.active.to(fx.device)
+        if t1 in grid:
+            self.snaps[t1] = (self.c, self.err)
 
-    t_end = torch.where(stop == 0, steps, steps_run)
+    def _reorthonormalise(self, jq: Tensor, t1: int) -> None:
+        """End a block: the new frame, Σ ln |R_ii|, the rounding estimate and the next r."""
+        k, N = jq.shape[-1], jq.shape[-2]
+        log_v = jq.norm(dim=-2).double().log()  # ln ||v_j||, (L, B, k)
+        live = self.active_dev[:, None, None]
+        if k == 1:  # R_11 = ||v_1||
+            (self.q, _), self.reflectors, log_r = _normalise(jq), None, log_v
+        else:
+            self.q, self.reflectors, log_r = _reorthonormalise(jq, self.method, self.reflect)  # log_r (L, B, k)
+            if t1 > self.transient:
+                # an exactly singular direction (ln R_ii = −inf) is dynamics, not rounding
+                self.limited |= live & ((log_r - log_r[..., :1]) < self.floor) & log_r.isfinite()
+        self.c = self.c + torch.where(live, log_r, 0)
+        self.err = self.err + torch.where(live, _rounding_estimate(log_r, log_v, self.block, N, jq.dtype), 0)
+        if self.control is not None:
+            self.r = self.control.update(self.block, log_v, log_r, self.active_dev)
+        self.block, self.qr_steps = 0, self.qr_steps + 1
+
+
+def _spectrum_averages(run: _FrameRun, steps: int, transient: int, grid: list[int]
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+    """Sorted exponents (L, B, k), rounding estimates (L, B) and the trace (L, B, n_records, k).
+
+    Each map averages over [a, t_end): a = the transient, or for an early-stopped map min(transient, g)
+    with g the last record step ≤ t_end/2.
+    """
+    c, snaps, stop = run.c, run.snaps, run.stop
+    L, dev = c.shape[0], c.device
+    t_end = torch.where(stop == 0, steps, run.steps_run)
     starts = []
     for l in range(L):
         te = int(t_end[l])
@@ -900,14 +1038,7 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
     exps = exps.gather(-1, _descending_order(exps))
     # per-direction estimates, time-averaged; their max over the spectrum bounds every exponent: rounding
     # moves error between neighbouring directions, so one direction's own estimate does not bound it
-    rounding = ((err - err_start) / span).amax(-1)
-    n_limited = int(limited.any(dim=(0, 1)).sum())
-    if n_limited:
-        warnings.warn(f"lyapunov_spectrum: the weakest {n_limited} of the {k} exponents reached the {dt} rounding "
-                      f"floor (per-step contraction relative to the leading direction below eps·sqrt(N) = "
-                      f"{math.exp(floor):.2g}); they are bounded by precision, not measured."
-                      + (" Use float64 states and weights for them." if dt != torch.float64 else ""),
-                      RuntimeWarning, stacklevel=2)
+    rounding = ((run.err - err_start) / span).amax(-1)
 
     records = []
     for g in grid:
@@ -918,13 +1049,7 @@ def lyapunov_spectrum(F: IteratedMap, x0: Tensor, k: int | None = None, steps: i
         else:
             est = torch.full_like(c, float("nan"))
         records.append(_sort_descending(est))
-    trace = torch.stack(records, dim=2)  # (L, B, n_records, k)
-
-    return LyapunovSpectrum(
-        exponents=exps.reshape(*lead, B, k), trace=trace.reshape(*lead, *trace.shape[1:]),
-        trace_steps=torch.tensor(grid), steps=steps, transient=transient,
-        steps_run=steps_run.reshape(lead), stop_reason=stop.reshape(lead),
-        rounding_error=rounding.reshape(*lead, B), qr_steps=qr_steps)
+    return exps, rounding, torch.stack(records, dim=2)
 
 
 def largest_lyapunov(F: IteratedMap, x0: Tensor, steps: int = 500, transient: int | None = None, *,

@@ -78,6 +78,10 @@ __all__ = [
     "online_step_stats",
     "symmetric_antisymmetric",
     "eigen_summary",
+    "spectral_radius",
+    "estimate_spectral_radius",
+    "SpectralRadius",
+    "RADIUS_METHODS",
     "weight_structure_summary",
 ]
 
@@ -430,7 +434,7 @@ def oscillation_of_mean(J0_series: Tensor) -> MeanOscillation:
 def online_step_stats(
     W_t: Tensor,
     W_prev: Tensor | None,
-    W_init: Tensor,
+    W_init: Tensor | None,
     prev_increment: Tensor | None,
 ) -> dict[str, Tensor]:
     """Trajectory statistics for one training step/checkpoint, without storing the trajectory.
@@ -444,7 +448,7 @@ def online_step_stats(
     Args:
         W_t: current weights ``(..., M, N)``.
         W_prev: previous checkpoint, or None at the first one.
-        W_init: initial weights ``W(0)``.
+        W_init: initial weights ``W(0)``, or None (``displacement_from_init`` is then NaN).
         prev_increment: ``W_prev − W_prevprev``, or None when not yet available.
 
     Returns:
@@ -457,7 +461,7 @@ def online_step_stats(
     W_t = _float(W_t)
     batch = W_t.shape[:-2]
     nan = torch.full(batch, torch.nan, dtype=W_t.dtype, device=W_t.device)
-    out = {"displacement_from_init": torch.linalg.matrix_norm(W_t - W_init)}
+    out = {"displacement_from_init": nan.clone() if W_init is None else torch.linalg.matrix_norm(W_t - W_init)}
     if W_prev is None:
         out["step_displacement"] = nan
         out["increment_cosine"] = nan.clone()
@@ -559,13 +563,25 @@ def eigen_summary(
     eig = torch.where(finite[..., None], eig, torch.full_like(eig, complex(math.nan, math.nan)))
     radius = eig.abs().amax(-1)  # (...)
     is_complex = eig.imag.abs() > tol * radius.unsqueeze(-1)  # (..., N)
-    norm2 = torch.linalg.matrix_norm(Wc, ord=2).masked_fill(~finite, math.nan)  # largest singular value
+    norm2 = _spectral_norm(Wc).masked_fill(~finite, math.nan)  # largest singular value
     return EigenSummary(
         spectral_radius=radius.to(out_dtype),
         spectral_norm=norm2.to(out_dtype),
         complex_fraction=is_complex.to(out_dtype).mean(-1).masked_fill(~finite, math.nan),
         eigenvalues=eig if return_eigenvalues else None,
     )
+
+
+def _spectral_norm(W: Tensor) -> Tensor:
+    """σ_max(W) = sqrt(λ_max(WᵀW)) of square W (..., N, N), by eigvalsh of the Gram matrix.
+
+    About half the cost of singular values (one GEMM, a symmetric tridiagonal reduction and its
+    eigenvalues: 31 against 60 ms for 784×784 in float32). Squaring the condition number harms only the
+    small singular values: forming WᵀW moves λ_max by at most ~N·eps·σ_max² and eigvalsh adds
+    eps·σ_max², so σ_max is relatively accurate to ≲ N·eps/2 (≈ 2e-5 in float32 at N = 784, typically
+    sqrt(N)·eps), against eps for the SVD.
+    """
+    return torch.linalg.eigvalsh(W.mT @ W)[..., -1].clamp_min(0).sqrt()
 
 
 def spectral_radius(W: Tensor, dtype: torch.dtype | None = torch.float32) -> Tensor:
@@ -581,6 +597,142 @@ def spectral_radius(W: Tensor, dtype: torch.dtype | None = torch.float32) -> Ten
     finite = Wc.isfinite().all(-1).all(-1)  # LAPACK's geev crashes on NaN/inf (see eigen_summary)
     radius = torch.linalg.eigvals(torch.where(finite[..., None, None], Wc, 0)).abs().amax(-1)
     return radius.masked_fill(~finite, math.nan).to(W.dtype)
+
+
+#: Which computation produced a spectral radius (the trace's layer attribute and inspect's ``radius_method``):
+#: ``exact`` the full eigendecomposition (LAPACK geev), ``filtered`` the checked filtered Rayleigh–Ritz
+#: estimate of :func:`estimate_spectral_radius`.
+RADIUS_METHODS: tuple[str, ...] = ("exact", "filtered")
+RADIUS_RTOL = 1e-3  # default accepted relative residual of a filtered radius (its stated accuracy, see below)
+FILTER_MIN_N = 256  # below this N the full decomposition is cheap (≲ 10 ms) and is always used
+FILTER_SQUARINGS = (6, 8)  # the filter A^m, m = 2^J: checked after J = 6 squarings, then after 8
+FILTER_BLOCK = 32  # p: columns of the filtered block
+FILTER_KRYLOV = 2  # s: block-Krylov steps A·K, A²·K added to the filtered block before Rayleigh–Ritz
+
+
+class SpectralRadius(NamedTuple):
+    """A spectral radius and how it was obtained; unpacks as ``radius, method, residual``."""
+
+    radius: Tensor  # (...) max |λ(W)|, in W's float dtype; NaN for a matrix with non-finite entries
+    method: Tensor  # (...) int64 index into RADIUS_METHODS
+    residual: Tensor  # (...) relative residual ||W x − θ x|| / (|θ| ||x||) of the accepted estimate; NaN if exact
+
+
+def _orthonormal(X: Tensor) -> Tensor:
+    """An orthonormal basis of the columns of X (..., N, k), k ≤ N (Householder QR, reduced)."""
+    return torch.linalg.qr(X)[0]
+
+
+def _filtered_ritz(A: Tensor, B: Tensor, omega: Tensor, krylov: int) -> tuple[Tensor, Tensor]:
+    """The largest-modulus Ritz value of A on span{B Ω, A B Ω, …, A^s B Ω} and its relative residual.
+
+    A, B (L, N, N) float; Ω (N, p). Returns |θ| (L,) and ||A x − θ x|| / (|θ| ||x||) (L,), float64.
+    The residual comes from A V (already formed for H = Vᵀ A V): r = (A V) y − θ V y, so it costs
+    no extra product with A.
+    """
+    K = _orthonormal(B @ omega)  # (L, N, p): the filter's dominant directions
+    blocks = [K]
+    for _ in range(krylov):
+        blocks.append(A @ blocks[-1])
+    V = _orthonormal(torch.cat(blocks, -1))  # (L, N, k), k = p·(s + 1)
+    AV = A @ V  # (L, N, k)
+    H = (V.mT @ AV).double()  # (L, k, k) Rayleigh quotient
+    theta, Y = torch.linalg.eig(H)  # (L, k), (L, k, k) complex128
+    top = theta.abs().argmax(-1)  # (L,)
+    th = theta.gather(-1, top[:, None])[:, 0]  # (L,)
+    y = Y.gather(-1, top[:, None, None].expand(-1, Y.shape[-2], 1))  # (L, k, 1), unit norm
+    Vc, AVc = V.double().to(y.dtype), AV.double().to(y.dtype)
+    r = AVc @ y - th[:, None, None] * (Vc @ y)  # (L, N, 1)
+    return th.abs(), r.norm(dim=(-2, -1)) / (th.abs() * y.norm(dim=(-2, -1))).clamp_min(torch.finfo(torch.float64).tiny)
+
+
+def estimate_spectral_radius(W: Tensor, rtol: float = RADIUS_RTOL, method: str = "auto",
+                             dtype: torch.dtype = torch.float32, seed: int = 0) -> SpectralRadius:
+    """``max |λ(W)|`` of square ``W`` (..., N, N), by a checked filtered estimate or the full decomposition.
+
+    ``method="exact"`` takes every eigenvalue (LAPACK geev, :func:`spectral_radius`). ``"auto"``
+    (default) does so for N < ``FILTER_MIN_N`` and otherwise first tries a filtered estimate, batched
+    over the stack:
+
+    1. **Filter**: ``B = (W/||W||)^m``, ``m = 2^J``, by J repeated squarings, each renormalised (GEMMs
+       only). Directions with ``|λ| < ρ`` shrink against the top one by ``(|λ|/ρ)^m``: z^m is the
+       optimal polynomial filter for a spectrum filling a disc (the circular law of random layers),
+       where Krylov methods (Arnoldi/ARPACK) gain nothing and converge to *an* eigenvalue near the
+       circle, not necessarily the largest: ARPACK with k = 1 was off by up to 2.4% on ViT-B layers.
+    2. **Rayleigh–Ritz** on ``span{B Ω, W B Ω, W² B Ω}`` (Ω a seeded Gaussian N×p block, p = 64):
+       the largest-modulus eigenvalue θ of ``Vᵀ W V`` (V an orthonormal basis) and its Ritz vector x.
+    3. **Check**: the relative residual ``η = ||W x − θ x|| / (|θ| ||x||)``. θ is an exact eigenvalue
+       of ``W − r xᵀ/||x||²``, a matrix within ``η·|θ|`` of W (backward error), so θ is within
+       ``κ(λ)·η·|θ|`` of an eigenvalue λ of W to first order, κ(λ) = 1/|yᴴx| its condition number
+       (exactly, for any θ, when W is normal: Bauer–Fike). θ is accepted when ``η ≤ rtol``, after
+       J = 6 squarings or else after J = 8; the rest falls back to the full decomposition.
+
+    Stated accuracy: ``|ρ̂ − |λ|| ≤ κ(λ)·rtol·ρ̂`` to first order for the eigenvalue λ found; that λ is
+    the largest because the filter has amplified it by ``(|λ|/|λ'|)^m`` over any λ' outside the
+    subspace, so a larger λ' would dominate ``B Ω`` (unless Ω is nearly orthogonal to its left
+    eigenvector, probability ~0 for a Gaussian block of 64 columns). This is an argument, not a
+    bound: the tests measure the error against the full decomposition on random (Ginibre) matrices,
+    crowded normal spectra, triangular, rotation-block and low-rank-plus-noise matrices.
+    The full decomposition itself is accurate to ``κ(λ)·eps·||W||``.
+
+    Cost (N = 768, float32, one core): each squaring is one 2N³ GEMM (≈ 6 ms here), the Rayleigh–Ritz
+    step a few thin products and a 192×192 eigenproblem; against ≈ 0.18 s for geev. Where the check
+    fails (a unitary-like spectrum with all |λ| equal, ties the filter cannot separate: the cyclic
+    permutation; a defective or highly non-normal top) the full decomposition is paid on top.
+
+    Args:
+        W: square weights ``(..., N, N)``.
+        rtol: accepted relative residual η (the stated accuracy for well-conditioned eigenvalues).
+        method: "auto" (filtered where N ≥ FILTER_MIN_N, checked, with fall-back) or "exact".
+        dtype: compute dtype of the filter and of the full decomposition (float32: GEMM speed; the
+            residual floor is then ~sqrt(N)·eps32·||W||/ρ ≈ 1e-5, below the default rtol).
+        seed: seeds Ω.
+
+    Returns:
+        :class:`SpectralRadius` of tensors with shape ``W.shape[:-2]``.
+    """
+    if method not in ("auto", "exact"):
+        raise ValueError(f"method must be 'auto' or 'exact', got {method!r}")
+    if not rtol > 0:
+        raise ValueError(f"rtol must be > 0, got {rtol!r}")
+    _check_square(W)
+    W = _float(W)
+    lead, N = W.shape[:-2], W.shape[-1]
+    A = W.to(dtype).reshape(-1, N, N)  # (L, N, N)
+    L = A.shape[0]
+    finite = A.isfinite().all(-1).all(-1)  # LAPACK's geev crashes on NaN/inf (see eigen_summary)
+    A = torch.where(finite[:, None, None], A, 0)
+    radius = torch.full((L,), math.nan, dtype=torch.float64, device=A.device)
+    residual = radius.clone()
+    filtered = torch.zeros(L, dtype=torch.bool, device=A.device)
+    if method == "auto" and N >= FILTER_MIN_N:
+        scale = torch.linalg.matrix_norm(A)  # (L,) Frobenius
+        todo = (finite & (scale > 0)).nonzero()[:, 0]  # a zero matrix goes to geev (radius 0)
+        if len(todo):
+            gen = torch.Generator(device=A.device).manual_seed(seed)
+            omega = torch.randn(N, FILTER_BLOCK, generator=gen, device=A.device, dtype=dtype)
+            Ai = A[todo]
+            B = Ai / scale[todo, None, None]
+            done = 0
+            for J in FILTER_SQUARINGS:
+                for _ in range(J - done):
+                    B = B @ B
+                    B = B / torch.linalg.matrix_norm(B).clamp_min(torch.finfo(dtype).tiny)[:, None, None]
+                done = J
+                est, eta = _filtered_ritz(Ai, B, omega, FILTER_KRYLOV)
+                ok = (eta <= rtol) & est.isfinite()
+                idx = todo[ok]
+                radius[idx], residual[idx], filtered[idx] = est[ok], eta[ok], True
+                keep = ~ok
+                todo, Ai, B = todo[keep], Ai[keep], B[keep]
+                if not len(todo):
+                    break
+    rest = (~filtered).nonzero()[:, 0]
+    if len(rest):
+        radius[rest] = torch.linalg.eigvals(A[rest]).abs().amax(-1).double()
+    radius = radius.masked_fill(~finite, math.nan).to(W.dtype).reshape(lead)
+    return SpectralRadius(radius=radius, method=filtered.to(torch.int64).reshape(lead),
+                          residual=residual.to(W.dtype).reshape(lead))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -652,9 +804,11 @@ def weight_structure_summary(
             spectral_norm=es.spectral_norm,
             complex_fraction=es.complex_fraction,
         )
-    else:
+    elif with_spectrum:
         finite = W.isfinite().all(-1).all(-1)  # gesdd crashes on NaN/inf (see eigen_summary)
         norm2 = (torch.linalg.matrix_norm(torch.where(finite[..., None, None], W, 0).to(torch.float64), ord=2)
-                 .masked_fill(~finite, math.nan).to(dt) if with_spectrum else nan.clone())
+                 .masked_fill(~finite, math.nan).to(dt))
         out.update(spectral_radius=nan.clone(), spectral_norm=norm2, complex_fraction=nan.clone())
+    else:
+        out.update(spectral_radius=nan.clone(), spectral_norm=nan.clone(), complex_fraction=nan.clone())
     return {k: out[k] for k in WEIGHT_STRUCTURE_KEYS}

@@ -13,7 +13,8 @@ For every recorded layer, at every checkpoint (the ``analysis`` config group swi
   averaged over the first ``spectrum_inputs`` start states;
 - ``weight_structure``: the oscillation–diffusion diagnostics, *interpretations* of EOC-optimality v1
   (:mod:`stabilityscope.dynamics.weight_structure`), incl. step displacement and increment cosine;
-- ``eigen`` (square layers): spectral radius / norm, complex fraction and the eigenvalues.
+- ``eigen`` (square layers): spectral radius / norm, complex fraction and the eigenvalues, all from the full
+  decomposition (the layer attribute ``spectral_radius_method`` = ``exact`` says so).
 - ``geometry`` (FC layers with flat inputs; FC-geometry, SCIENCE.md §3.3, *our instantiation*): on a
   fixed sample of the first ``geometry_samples`` training inputs, the mean and median transition-band
   half-width c_φ(δ)/‖w_k‖, the mean in-band fraction (ReLU-like units: the active fraction), the share
@@ -225,7 +226,10 @@ class LayerTracker:
             attrs = {"fan_in": r.fan_in, "fan_out": r.fan_out, "square": r.square, "role": r.role,
                      "activation": r.activation or "", "surrogate": r.surrogate, "kind": r.kind,
                      "module": r.owner, "meanfield_activation": "" if r.is_map else meanfield_activation(r),
-                     "map_activation": map_activation(r) if (r.square or r.is_map) else ""}
+                     "map_activation": map_activation(r) if (r.square or r.is_map) else "",
+                     # which computation gave the spectral_radius stat (RADIUS_METHODS): the tracker takes every
+                     # eigenvalue. Traces written before this attribute hold geev radii too; "" = no radius
+                     "spectral_radius_method": "exact" if self.analysis.eigen and r.square and not r.is_map else ""}
             if r.is_map:
                 attrs["input_shape"] = list(r.input_shape)
             if r.span:
@@ -274,9 +278,9 @@ class LayerTracker:
         for names in self._groups(lambda r: r.shape, only=list(self.matrices)):
             W = torch.stack([weights[n] for n in names])  # (L, M, N)
             j0, j = phase_coordinates(W)
-            dist = torch.linalg.matrix_norm(W - torch.stack([self.initial[n] for n in names]))
-            for i, n in enumerate(names):
-                out[n].update(J=float(j[i]), J0=float(j0[i]), weight_distance=float(dist[i]))
+            for i, n in enumerate(names):  # ||W(t) − W(0)|| per layer: no stacked copy of the W(0)s
+                dist = torch.linalg.matrix_norm(weights[n] - self.initial[n])
+                out[n].update(J=float(j[i]), J0=float(j0[i]), weight_distance=float(dist))
             if self.analysis.weight_structure:
                 self._structure(names, W, out)
             if self.analysis.eigen and W.shape[-1] == W.shape[-2]:
@@ -344,7 +348,7 @@ class LayerTracker:
         modules = [span_module(model, r.span) for r in blocks]
         with unfused_attention(model):
             for r, m, st in zip(blocks, modules, states):
-                rd = block_readings(m, st[: len(x)], probes=a.depth_probes, seed=0)
+                rd = block_readings(m, st[: len(x)], probes=a.depth_probes, lanczos_steps=a.depth_lanczos, seed=0)
                 n = rd.gain_rms.shape[0]
                 out[r.name].update(
                     gain_rms=float(rd.gain_rms.mean()), gain_rms_std=float(rd.gain_rms.std()) if n > 1 else float("nan"),
@@ -445,8 +449,8 @@ class LayerTracker:
         prev = [self.previous.get(n) for n in names]
         step = {"step_displacement": [float("nan")] * len(names), "increment_cosine": [float("nan")] * len(names)}
         for i, n in enumerate(names):
-            if prev[i] is not None:
-                online = online_step_stats(W64[i], prev[i], self.initial[n].double(), self.previous_increment.get(n))
+            if prev[i] is not None:  # (||W(t) − W(0)|| is the weight_distance stat: no W(0) here)
+                online = online_step_stats(W64[i], prev[i], None, self.previous_increment.get(n))
                 step["step_displacement"][i] = float(online["step_displacement"])
                 step["increment_cosine"][i] = float(online["increment_cosine"])
                 self.previous_increment[n] = W64[i] - prev[i]

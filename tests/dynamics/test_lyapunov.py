@@ -469,6 +469,22 @@ def test_fast_paths_equal_the_plain_loop(k):
         assert (spec.rounding_error <= lyapunov.ROUNDING_TOL).all()
 
 
+@pytest.mark.parametrize("k", [None, 6])
+def test_short_orbit_equals_the_plain_loop(k):
+    """The short orbit of the benchmark (60 steps, transient 20), where the start frame is kept as
+    reflectors (no orgqr): the plain loop's exponents to 1e-8, by default and with a QR every step."""
+    n, b, steps, transient = 48, 2, 60, 20
+    f = _random_tanh(n, 2.0, seed=23)
+    x0 = torch.randn(b, n, generator=_gen(24), dtype=torch.float64)
+    kk = n if k is None else k
+    q0 = torch.linalg.qr(torch.randn(b, n, kk, generator=_gen(0), dtype=torch.float64))[0]  # the library's frame
+    ref = _numpy_loop(f.weight, x0, q0, steps, transient)
+    assert ref[:, 0].min() > 0.02  # chaotic
+    for r in ("auto", 1):
+        spec = lyapunov_spectrum(f, x0, k=k, steps=steps, transient=transient, reorthonormalize_every=r)
+        torch.testing.assert_close(spec.exponents, ref, atol=LOOP_AGREE, rtol=0)
+
+
 def test_rounding_estimate_covers_the_error_of_long_blocks():
     """Longer blocks lose the weak directions to rounding, and rounding_error says by how much: against
     QR every step, no exponent of a J = 3 tanh map moves by more than the two runs' estimates, and at

@@ -10,10 +10,13 @@ import torch
 
 from stabilityscope.dynamics.weight_structure import (
     ONLINE_STEP_KEYS,
+    RADIUS_METHODS,
+    RADIUS_RTOL,
     WEIGHT_STRUCTURE_KEYS,
     diffusion_exponent,
     displacement_from_init,
     eigen_summary,
+    estimate_spectral_radius,
     increment_autocorrelation,
     mean_squared_displacement,
     mean_variance_split,
@@ -362,3 +365,157 @@ def test_oscillating_mean_from_weights() -> None:
     traj = W0 + sign * (0.8 / N) * torch.ones(N, N, dtype=torch.float64)
     J0 = mean_variance_split(traj).J0
     assert float(oscillation_of_mean(J0).sign_change_fraction) == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The checked filtered spectral radius (estimate_spectral_radius) against exactly known radii
+# ---------------------------------------------------------------------------------------------
+
+N_FILTER = 320  # ≥ FILTER_MIN_N, so "auto" tries the filter; small enough for float64 eig in the test
+EXACT32 = N_FILTER * torch.finfo(torch.float32).eps  # float32 geev: backward error ≲ N·eps·||W|| (LAPACK)
+
+
+def _orthogonal(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+
+
+def _normal_with_eigenvalues(moduli: torch.Tensor, angles: torch.Tensor, seed: int) -> torch.Tensor:
+    """Q·blockdiag(r_i R(θ_i))·Qᵀ: a real normal matrix with eigenvalues r_i e^{±iθ_i}, (2n, 2n) float64."""
+    n = len(moduli)
+    D = torch.zeros(2 * n, 2 * n, dtype=torch.float64)
+    c, s = moduli * torch.cos(angles), moduli * torch.sin(angles)
+    i = torch.arange(n) * 2
+    D[i, i], D[i + 1, i + 1], D[i, i + 1], D[i + 1, i] = c, c, -s, s
+    Q = _orthogonal(2 * n, seed)
+    return Q @ D @ Q.T
+
+
+def _top_condition(A: torch.Tensor) -> tuple[float, float]:
+    """ρ(A) and the condition number 1/|yᴴx| of the eigenvalue that sets it (float64, unit x, y)."""
+    lam, X = torch.linalg.eig(A)
+    mu, Y = torch.linalg.eig(A.mT)  # left eigenvectors: eigenvectors of Aᵀ at the conjugate eigenvalue
+    i = int(lam.abs().argmax())
+    j = int((mu - lam[i].conj()).abs().argmin())
+    x, y = X[:, i] / X[:, i].norm(), Y[:, j] / Y[:, j].norm()
+    return float(lam.abs().max()), 1.0 / float((y.conj() @ x).abs())
+
+
+def _assert_within_stated_accuracy(A: torch.Tensor, est, rtol: float) -> None:
+    """The documented guarantee: a filtered value is within κ(λ)·η·ρ̂ of the top eigenvalue (first order;
+    a factor 2 covers the second-order term and float32 rounding), η ≤ rtol; an exact one is geev's."""
+    rho, kappa = _top_condition(A)
+    got = float(est.radius)
+    if int(est.method) == RADIUS_METHODS.index("filtered"):
+        eta = float(est.residual)
+        assert eta <= rtol
+        assert abs(got - rho) <= 2 * kappa * eta * got + 1e-6 * rho
+    else:
+        assert math.isnan(float(est.residual))
+        assert got == pytest.approx(rho, rel=kappa * EXACT32)  # float32 geev of a float64 matrix
+
+
+@pytest.mark.parametrize("J, seed", [(0.5, 0), (1.0, 1), (1.5, 2), (2.0, 3)])
+def test_filtered_radius_of_random_matrices(J: float, seed: int) -> None:
+    # Ginibre: the top of the spectrum is crowded near the circle |λ| = J (ARPACK k = 1 was 2.4% off)
+    W = gaussian(N_FILTER, N_FILTER, 0.0, J, seed)
+    est = estimate_spectral_radius(W)
+    assert RADIUS_METHODS[int(est.method)] == "filtered"  # converges here: the fast path is exercised
+    _assert_within_stated_accuracy(W, est, RADIUS_RTOL)
+    assert float(est.radius) == pytest.approx(float(torch.linalg.eigvals(W).abs().max()), rel=RADIUS_RTOL)
+
+
+def test_filtered_radius_batched_equals_one_at_a_time() -> None:
+    W = gaussian(N_FILTER, N_FILTER, 0.3, 1.2, 7, batch=(3,))
+    est = estimate_spectral_radius(W)
+    for i in range(3):
+        one = estimate_spectral_radius(W[i])
+        assert int(one.method) == int(est.method[i])
+        assert float(one.radius) == pytest.approx(float(est.radius[i]), rel=1e-6)
+
+
+def test_filtered_radius_of_a_crowded_normal_spectrum() -> None:
+    # 160 complex pairs with moduli in [0.999, 1], one exactly 1: normal, so any accepted θ is within η·θ
+    # of an eigenvalue (Bauer–Fike, κ = 1) and the stated accuracy is a bound
+    g = torch.Generator().manual_seed(3)
+    moduli = 0.999 + 0.001 * torch.rand(N_FILTER // 2, generator=g, dtype=torch.float64)
+    moduli[17] = 1.0
+    angles = math.pi * torch.rand(N_FILTER // 2, generator=g, dtype=torch.float64)
+    est = estimate_spectral_radius(_normal_with_eigenvalues(moduli, angles, 4))
+    assert abs(float(est.radius) - 1.0) <= RADIUS_RTOL
+
+
+def test_filtered_radius_of_rotation_blocks_with_set_radii() -> None:
+    # a rotation-block spectrum well below the top pair r = 1.3 at angle 0.7: the filter isolates it
+    g = torch.Generator().manual_seed(5)
+    moduli = 0.2 + 0.9 * torch.rand(N_FILTER // 2, generator=g, dtype=torch.float64)  # ≤ 1.1
+    moduli[0] = 1.3
+    angles = math.pi * torch.rand(N_FILTER // 2, generator=g, dtype=torch.float64)
+    angles[0] = 0.7
+    W = _normal_with_eigenvalues(moduli, angles, 6)
+    est = estimate_spectral_radius(W)
+    assert RADIUS_METHODS[int(est.method)] == "filtered"
+    assert float(est.radius) == pytest.approx(1.3, rel=float(est.residual) + 1e-6)
+
+
+def test_filtered_radius_of_low_rank_plus_noise() -> None:
+    # a trained-like layer: a random bulk (J = 0.5) and a rank-one outlier u vᵀ with eigenvalue vᵀu = 2
+    g = torch.Generator().manual_seed(8)
+    u = torch.randn(N_FILTER, 1, generator=g, dtype=torch.float64)
+    v = 2.0 * u / float(u.T @ u)
+    W = gaussian(N_FILTER, N_FILTER, 0.0, 0.5, 9) + u @ v.T
+    est = estimate_spectral_radius(W)
+    assert RADIUS_METHODS[int(est.method)] == "filtered"
+    _assert_within_stated_accuracy(W, est, RADIUS_RTOL)
+
+
+def test_radius_of_triangular_matrices_is_the_largest_diagonal_entry() -> None:
+    # eigenvalues = the diagonal exactly; a random strictly upper part makes them badly conditioned
+    g = torch.Generator().manual_seed(10)
+    d = 0.8 * (2 * torch.rand(N_FILTER, generator=g, dtype=torch.float64) - 1)
+    d[123] = -0.95
+    W = torch.diag(d) + torch.triu(torch.randn(N_FILTER, N_FILTER, generator=g, dtype=torch.float64), 1) * 0.02
+    est = estimate_spectral_radius(W)
+    if RADIUS_METHODS[int(est.method)] == "filtered":
+        _assert_within_stated_accuracy(W, est, RADIUS_RTOL)
+    else:  # Hessenberg QR on a triangular matrix deflates at once: the diagonal, rounded to float32
+        assert float(est.radius) == pytest.approx(0.95, rel=torch.finfo(torch.float32).eps)
+
+
+def test_radius_falls_back_to_the_full_decomposition_where_the_check_fails() -> None:
+    # the cyclic permutation: all N eigenvalues are roots of unity, |λ| = 1, so no power separates them;
+    # Ritz values of a non-invariant subspace lie inside the circle with large residuals: fall back
+    P = torch.roll(torch.eye(N_FILTER, dtype=torch.float64), 1, dims=0)
+    G = gaussian(N_FILTER, N_FILTER, 0.0, 1.0, 11)
+    est = estimate_spectral_radius(torch.stack([P, G]))
+    assert [RADIUS_METHODS[int(m)] for m in est.method] == ["exact", "filtered"]
+    assert float(est.radius[0]) == pytest.approx(1.0, rel=EXACT32)  # normal: κ = 1
+    assert math.isnan(float(est.residual[0])) and float(est.residual[1]) <= RADIUS_RTOL
+
+
+def test_radius_edge_cases() -> None:
+    small = gaussian(64, 64, 0.0, 1.0, 12)  # N < FILTER_MIN_N: always the full decomposition
+    est = estimate_spectral_radius(small)
+    assert RADIUS_METHODS[int(est.method)] == "exact"
+    assert float(est.radius) == pytest.approx(float(torch.linalg.eigvals(small).abs().max()), rel=_top_condition(small)[1] * EXACT32)
+    W = gaussian(N_FILTER, N_FILTER, 0.0, 1.0, 13, batch=(3,))
+    W[1] = 0.0  # a zero matrix: radius 0 (no filter: it has no direction to amplify)
+    W[2, 5, 7] = math.nan  # non-finite entries: NaN, never a LAPACK crash
+    est = estimate_spectral_radius(W)
+    assert float(est.radius[1]) == 0.0 and math.isnan(float(est.radius[2]))
+    assert est.radius.dtype == torch.float64 and est.radius.shape == (3,)
+    exact = estimate_spectral_radius(W[0], method="exact")
+    assert RADIUS_METHODS[int(exact.method)] == "exact"
+    assert float(exact.radius) == pytest.approx(float(est.radius[0]), rel=RADIUS_RTOL)
+    with pytest.raises(ValueError, match="method"):
+        estimate_spectral_radius(W, method="arnoldi")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spectral_norm_from_the_gram_matrix_equals_the_largest_singular_value(dtype: torch.dtype) -> None:
+    """eigen_summary's σ_max from eigvalsh(WᵀW) is within its stated N·eps/2 of the SVD's (a non-normal W
+    with a mean part, so σ_max is well above the spectral radius)."""
+    W = gaussian(300, 300, 2.0, 1.0, seed=14)
+    es = eigen_summary(W.to(dtype), dtype=None)
+    want = float(torch.linalg.svdvals(W)[0])
+    assert float(es.spectral_norm) == pytest.approx(want, rel=300 * torch.finfo(dtype).eps / 2)

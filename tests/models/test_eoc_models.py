@@ -152,6 +152,29 @@ def test_mlp_block_jacobian_norm_equals_autograd(build, states):
     torch.testing.assert_close(closed, ModuleMap(block, (d,)).jacobian_norm(x), rtol=1e-10, atol=0)
 
 
+@pytest.mark.parametrize("build", [
+    lambda: _timm_mlp(12, 48),
+    lambda: nn.Sequential(nn.Linear(10, 30), nn.Tanh(), nn.Dropout(0.2), nn.Linear(30, 10)),
+    lambda: nn.Sequential(nn.Linear(10, 30, bias=False), nn.SiLU(), nn.Linear(30, 10, bias=False)),
+])
+def test_mlp_block_steps_and_jvp_equal_autodiff(build):
+    """The closed-form steps of an MLP block (states and tangent columns through W1 and W2 as one matrix
+    each) equal F and forward-mode autodiff's J·v of the module, in float64."""
+    from stabilityscope.dynamics.maps import ModuleMap
+    from stabilityscope.dynamics.module_maps import ProbedModuleMap
+
+    torch.manual_seed(0)
+    block = build().double().eval()
+    d = block[0].in_features if isinstance(block, nn.Sequential) else block.fc1.in_features
+    x, x2 = torch.randn(2, 5, d, dtype=torch.float64)
+    v = torch.randn(5, d, 3, dtype=torch.float64)
+    closed, auto = ProbedModuleMap(block, (d,)), ModuleMap(block, (d,))
+    assert closed._mlp() is not None
+    for got, want in zip(closed.tracked_step(x, x2, v), (block(x), block(x2), auto.jvp(x, v)[1])):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(closed.jvp(x, v)[1], auto.jvp(x, v)[1], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("block", [
     nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 8)),  # a norm between
     nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8), nn.GELU()),  # an activation after

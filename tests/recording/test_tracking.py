@@ -53,6 +53,8 @@ def test_head_gets_surrogate_coordinates_only():
     tracker = _tracker(model)
     specs = tracker.layer_specs()
     assert specs["head"].attrs["surrogate"] and not specs["hidden"].attrs["surrogate"]
+    # the trace says which computation gave each radius: the tracker's full decomposition, none for the head
+    assert specs["hidden"].attrs["spectral_radius_method"] == "exact" and specs["head"].attrs["spectral_radius_method"] == ""
     head_stats = {s.name for s in specs["head"].stats}
     assert {"J", "J0", "chi", "phase"} <= head_stats and "s_mean" not in head_stats and "eigenvalues" not in head_stats
     stats = tracker.measure(model)["head"]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import stabilityscope as ss
 from stabilityscope.config import AnalysisConfig, ModelConfig
+from stabilityscope.dynamics.weight_structure import RADIUS_RTOL
 from stabilityscope.errors import ConfigError
 from stabilityscope.training.data import load_dataset
 from stabilityscope.training.replay import load_weights, ordered_checkpoints
@@ -112,8 +113,12 @@ def test_inspect_gives_one_row_per_fc_map_with_the_trackers_numbers(data_root):
     assert hidden["phase"] == "P" and hidden["attractor"] == "fixed_point" and 0.3 < hidden["s"] < 0.7
     radius = float(torch.linalg.eigvals(model.hidden.weight.detach().double()).abs().max())
     assert hidden["spectral_radius"] == pytest.approx(radius, rel=1e-4)
+    # 784 ≥ FILTER_MIN_N: the checked filtered estimate, within its stated accuracy (relative residual
+    # ≤ RADIUS_RTOL; κ ≈ 1 at the edge of a random layer's spectrum) of the full decomposition
+    assert hidden["radius_method"] == "filtered" and abs(hidden["spectral_radius"] - radius) <= RADIUS_RTOL * radius
     head = table.set_index("name").loc["head"]
     assert not head["square"] and np.isnan(head["spectral_radius"]) and np.isnan(head["s"])
+    assert head["radius_method"] == ""
     quick = ss.inspect(model)  # no inputs: no map columns
     assert np.isnan(quick["s"]).all() and quick["J"].tolist() == pytest.approx(table["J"].tolist())
 
