@@ -343,7 +343,8 @@ def _edge_claims(zero: "pd.DataFrame", curves: Mapping[str, Any], validity: Opti
     if not len(crossed):
         note = "; ".join(v for v in ("no zero-decay run crossed the edge inside the growth law's validity range: run "
                                      "longer or faster (calibrate_growth)", left_out) if v)
-        return [_not_run("EOC-training", "the best test loss lies close to J = 1", "optimum at the edge", "J ≈ 1", note),
+        return [_not_run("EOC-training", "the best test loss lies close to J = 1", "optimum at the edge", "J ≈ 1",
+                         note),
                 _not_run("EOC-training", "without decay training continues into chaos and the test loss rises",
                          "chaos hurts", "loss rises", note)]
     located, j2_opt = [], []
@@ -469,7 +470,8 @@ def _best_decay_claim(c: Calibration, confidence: float, power: float) -> Claim:
         star = stars.get(float(rk), math.nan) if rk in inside else math.nan
         if not math.isfinite(star) or g["weight_decay"].nunique() < 2:
             continue
-        logs = {float(wd): np.log(gg["final_test_loss"].astype(float).to_numpy()) for wd, gg in g.groupby("weight_decay")}
+        logs = {float(wd): np.log(gg["final_test_loss"].astype(float).to_numpy())
+                for wd, gg in g.groupby("weight_decay")}
         grid = np.array(sorted(logs))
         edge = float(grid[np.argmin(np.abs(np.log(grid / star)))])
         x = f"{rk / REFERENCE_RATE:.3g}× ({epochs:g} epochs)"
@@ -483,7 +485,8 @@ def _best_decay_claim(c: Calibration, confidence: float, power: float) -> Claim:
                      f"{_fmt(worst.estimate)} {_ci(*worst.interval)} → {verdict}")
     if not parts:
         return _not_run("EOC-training", claim, rule, "best at λ*",
-                        "no rate's plateaus bracket the edge, so no decay puts the plateau there", f"{len(p.runs)} decay runs")
+                        "no rate's plateaus bracket the edge, so no decay puts the plateau there",
+                        f"{len(p.runs)} decay runs")
     return _claim("EOC-training", claim, rule, "best at λ*", "; ".join(texts), f"{len(p.runs)} decay runs", parts)
 
 
@@ -496,7 +499,8 @@ def _training_claims(c: Calibration, confidence: float, power: float) -> list[Cl
                 & runs["run"].isin(list(curves))]
     window = c.sweep.settings.j2_window
     validity = c.growth.law.validity if c.growth.law is not None else None
-    return [_linear_growth(zero, curves, window[0] if window else 0.0, confidence, power), _slope_law(c, confidence, power),
+    return [_linear_growth(zero, curves, window[0] if window else 0.0, confidence, power),
+            _slope_law(c, confidence, power),
             _collapse_claim(zero, curves, validity, confidence, power),
             *_edge_claims(zero, curves, validity, confidence, power),
             _plateaus_claim(c, confidence, power), _lambda_star_claim(c, confidence, power),
@@ -634,7 +638,8 @@ def _distinct_runs(table: "pd.DataFrame") -> int:
 
 def _guideline_claim(source: Source, confidence: float, power: float) -> Claim:
     table = validate_guideline(source)
-    claim, rule = "recommend(E) holds J² within 0.15 of 1 from its reach epoch, at a near-best final test loss", "guideline"
+    claim = "recommend(E) holds J² within 0.15 of 1 from its reach epoch, at a near-best final test loss"
+    rule = "guideline"
     done = table[table["complete"]] if len(table) else table
     if not len(done):
         note = ("no experiment=calibrate_guideline runs trained to their budget" if not len(table) else
@@ -654,9 +659,11 @@ def _guideline_claim(source: Source, confidence: float, power: float) -> Claim:
                      f"{f' (read at epoch {r.budget} of {r.trained_epochs}-epoch runs)' if r.trained_epochs > r.budget else ''}"
                      f": max |J² − 1| after epoch {r.reach_epoch:.1f} = {_fmt(band.estimate)} {_ci(*band.interval)}; "
                      f"test loss ×1 {_fmt(r.recommended_loss, 4)} vs best ×{r.best_factor:g} {_fmt(r.best_loss, 4)}"
-                     + (f", largest log-ratio ×1 − other {_fmt(worst.estimate)} {_ci(*worst.interval)}" if worst else ""))
+                     + (f", largest log-ratio ×1 − other {_fmt(worst.estimate)} {_ci(*worst.interval)}"
+                        if worst else ""))
     note = "" if done["settings_match"].all() else "the laws changed since these runs: their settings differ from recommend() now"
-    return _claim("stabilityscope", claim, rule, "(ours)", "; ".join(texts), f"{_distinct_runs(done)} runs", parts, note)
+    return _claim("stabilityscope", claim, rule, "(ours)", "; ".join(texts), f"{_distinct_runs(done)} runs", parts,
+                  note)
 
 
 # ---------------------------------------------------------------------------------------- EOC-optimality
@@ -731,7 +738,8 @@ def _optimality_claims(paths: Sequence[Path], confidence: float, power: float) -
     if not used:
         for claim, rule in (("the best test loss lies near s = 1", "optimum near s = 1"),
                             ("λ_max ≈ ln s in the chaotic regime", "lambda_max = ln s"),
-                            ("the edge is the boundary of the (pseudo)periodic and chaotic phases", "attractor sequence")):
+                            ("the edge is the boundary of the (pseudo)periodic and chaotic phases",
+                             "attractor sequence")):
             out.append(_not_run("EOC-optimality", claim, rule, "—", "run experiment=eoc_mlp (or eoc_cnn) and pass its "
                                                                      "run directory"))
         return out, used
@@ -757,8 +765,9 @@ def _optimality_claims_of(g: Mapping[str, Any], runs_text: str, confidence: floa
                   unit="chaotic checkpoints")
         dev, scale = float(np.median(np.abs(lam - ln_s))), float(np.median(np.abs(ln_s)))
         out.append(_claim("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", rule, "λ_max = ln s",
-                          f"k = {k:.3f} {_ci(lo, hi)} over {len(lam)} chaotic checkpoints; {_line(ln_s, lam, confidence)}; "
-                          f"median |λ_max − ln s| = {dev:.3g} against median |ln s| = {scale:.3g}{other}", runs_text, [w]))
+                          f"k = {k:.3f} {_ci(lo, hi)} over {len(lam)} chaotic checkpoints; "
+                          f"{_line(ln_s, lam, confidence)}; median |λ_max − ln s| = {dev:.3g} against median "
+                          f"|ln s| = {scale:.3g}{other}", runs_text, [w]))
     else:
         out.append(_not_run("EOC-optimality", "λ_max ≈ ln s in the chaotic regime", rule, "λ_max = ln s",
                             "no checkpoint the classifier labels chaotic" + other, runs_text))

@@ -6,7 +6,8 @@ checkpoints: the epoch, J of one layer, its mean-field χ and the test loss (wit
 **runs table** holds exactly those, with where they came from (the trace's SHA-256 and the commit
 of the code that trained it), so that a fit can be rebuilt without the traces, bit for bit:
 ``analyze_sweep``, ``calibrate`` and ``task=calibrate runs=<table>`` accept a table wherever they
-accept runs (:func:`stabilityscope.analysis.scaling.record_from_trace` reads a trace's record). ``task=calibrate`` writes one (``runs.json``) beside every ``laws.json``, and the
+accept runs (:func:`stabilityscope.analysis.scaling.record_from_trace` reads a trace's record).
+``task=calibrate`` writes one (``runs.json``) beside every ``laws.json``, and the
 packaged laws ship with the table they were fitted on.
 
 Format (JSON, one run per line so that diffs are per run)::

@@ -199,7 +199,8 @@ def record_from_trace(path: "str | Path", run: str, layer: str = "hidden", *, co
             tr.epoch_fraction.astype(float) if n else np.zeros(0),
             tr.stat(layer, "J").astype(float) if has_j else None,
             tr.stat(layer, "chi").astype(float) if has_j and "chi" in tr.stats(layer) else None,
-            loss, np.full(len(loss), np.nan) if regression else (tr.metric("test_acc").astype(float) if n else np.zeros(0)),
+            loss,
+            np.full(len(loss), np.nan) if regression else (tr.metric("test_acc").astype(float) if n else np.zeros(0)),
             float(tr.metric(f"train_{score}")[-1]) if n else math.nan,
             str(tr.attrs.get("error", "") or ""), str(path), str(tr.attrs.get("commit", "") or commit))
     if hash_trace:
@@ -232,7 +233,8 @@ def _summary(rec: RunRecord) -> dict[str, Any]:
     best = int(np.nanargmin(np.where(finite, loss, np.nan))) if finite.any() else None
     return {"last_epoch": int(epochs[-1]), "optimal_epoch": int(epochs[best]) if best is not None else None,
             "test_loss_min": float(loss[best]) if best is not None else math.nan, "final_test_loss": float(loss[-1]),
-            "final_test_acc": float(acc[-1]), "best_test_acc": float(np.nanmax(acc)) if np.isfinite(acc).any() else math.nan}
+            "final_test_acc": float(acc[-1]),
+            "best_test_acc": float(np.nanmax(acc)) if np.isfinite(acc).any() else math.nan}
 
 
 def _row_and_curve(rec: RunRecord, s: ScalingSettings) -> tuple[dict[str, Any], Optional[RunCurve]]:

@@ -28,10 +28,10 @@ def reproduction_markdown(r: Reproduction) -> str:
     """The report's text: the verdict counts, one table row per claim, the rules, the judged intervals, the notes."""
     counts = {v: sum(c.verdict == v for c in r.claims) for v in VERDICTS}
     lines = ["# Reproduction report", "", f"Runs: `{r.source}`.", "",
-             "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + f". Each verdict follows the rule listed "
-             f"below the table: a {r.confidence:.0%} interval against a margin fixed in advance. 'Source' is the value "
-             f"the paper states; 'to settle' is what {r.power:.0%} power would need for an inconclusive verdict, if the "
-             f"present estimate and spread hold.", "",
+             "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + f". Each verdict follows the rule "
+             f"listed below the table: a {r.confidence:.0%} interval against a margin fixed in advance. 'Source' is "
+             f"the value the paper states; 'to settle' is what {r.power:.0%} power would need for an inconclusive "
+             f"verdict, if the present estimate and spread hold.", "",
              "| paper | claim | source | ours (interval) | margin | runs | verdict | to settle | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c in r.claims:
@@ -58,7 +58,8 @@ def write_reproduction(r: Reproduction, out_dir: Union[str, Path], *, figures: b
     out.mkdir(parents=True, exist_ok=True)
     if r.calibration is not None:
         write_calibration_report(r.calibration, out / "calibration", figures=figures)
-    (out / "reproduction.json").write_text(json.dumps(r.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "reproduction.json").write_text(json.dumps(r.to_dict(), indent=2, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
     path = out / "reproduction.md"
     path.write_text(reproduction_markdown(r), encoding="utf-8")
     return path
