@@ -1,6 +1,7 @@
 """Calibration of the guideline's laws (stabilityscope.analysis.calibration) and the guideline built on them: each
 fit recovers laws written into synthetic traces, and the guideline's settings, fed into the laws' own dynamics
-(integrated independently), reach the edge when promised. The reproduction report's rules: tests/test_reproduction.py."""
+(integrated independently), reach the edge when promised. The reproduction report's rules:
+tests/analysis/test_reproduction.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -355,13 +356,14 @@ def test_the_packaged_laws_are_rebuilt_from_their_runs_table():
     for key in ("growth_runs", "decay_runs", "seeds", "dataset", "n_train", "network"):
         assert rebuilt["provenance"][key] == prov[key], key
     g, p = rebuilt["growth"], rebuilt["plateau"]
-    assert {k: g[k] for k in ("form", "validity", "rate_ref", "n_train", "tolerance", "j2_window", "intercept")} == \
-        {k: stored["growth"][k] for k in ("form", "validity", "rate_ref", "n_train", "tolerance", "j2_window", "intercept")}
-    assert {k: p[k] for k in ("rate_range", "weight_decay_range", "dof", "wd_ref", "rate_ref")} == \
-        {k: stored["plateau"][k] for k in ("rate_range", "weight_decay_range", "dof", "wd_ref", "rate_ref")}
+    exact_growth = ("form", "validity", "rate_ref", "n_train", "tolerance", "j2_window", "intercept")
+    exact_plateau = ("rate_range", "weight_decay_range", "dof", "wd_ref", "rate_ref")
+    assert {k: g[k] for k in exact_growth} == {k: stored["growth"][k] for k in exact_growth}
+    assert {k: p[k] for k in exact_plateau} == {k: stored["plateau"][k] for k in exact_plateau}
     assert (g["k"], g["exponent"]) == pytest.approx((stored["growth"]["k"], stored["growth"]["exponent"]), rel=1e-9)
     for key in ("K", "q", "s", "K_ci", "q_ci", "s_ci"):
-        assert np.array(p[key], dtype=float) == pytest.approx(np.array(stored["plateau"][key], dtype=float), rel=1e-9), key
+        want = np.array(stored["plateau"][key], dtype=float)
+        assert np.array(p[key], dtype=float) == pytest.approx(want, rel=1e-9), key
     assert np.array(p["cov"]) == pytest.approx(np.array(stored["plateau"]["cov"]), rel=1e-8, abs=1e-15)
     # the margins behind "exact": no decision within rounding of its threshold
     runs = c.plateau.runs[np.isfinite(c.plateau.runs["tau_measured"].astype(float))]
@@ -422,7 +424,8 @@ def test_a_runs_table_rebuilds_the_calibration_bit_for_bit(calibration_runs, tmp
     from_table = calibrate(table, n_boot=50, j2_window=None)
     fixed = {"date": "-", "source": "-", "command": "-"}
     assert from_table.laws(fixed).to_dict() == from_traces.laws(fixed).to_dict()
-    pd.testing.assert_frame_equal(from_table.sweep.runs.drop(columns="path"), from_traces.sweep.runs.drop(columns="path"))
+    pd.testing.assert_frame_equal(from_table.sweep.runs.drop(columns="path"),
+                                  from_traces.sweep.runs.drop(columns="path"))
     pd.testing.assert_frame_equal(from_table.plateau.lambda_star, from_traces.plateau.lambda_star)
     records = read_runs_table(table)
     assert sorted(r.run for r in records) == sorted(from_traces.sweep.runs["run"])
@@ -438,8 +441,8 @@ def test_a_runs_table_rebuilds_the_calibration_bit_for_bit(calibration_runs, tmp
 def test_task_calibrate_writes_the_table_it_can_be_rebuilt_from(calibration_runs, compose_cfg, tmp_path):
     from stabilityscope.cli.tasks import run_calibrate_task
 
-    run_calibrate_task(compose_cfg("task=calibrate", f"runs={calibration_runs}", "figures=false", "calibration.n_boot=20",
-                                   "calibration.commit=0123abc"), tmp_path / "first")
+    run_calibrate_task(compose_cfg("task=calibrate", f"runs={calibration_runs}", "figures=false",
+                                   "calibration.n_boot=20", "calibration.commit=0123abc"), tmp_path / "first")
     first = json.loads((tmp_path / "first" / "laws.json").read_text())
     assert first["provenance"]["table"] == "runs.json"
     assert {r.commit for r in read_runs_table(tmp_path / "first" / "runs.json")} == {"0123abc"}
