@@ -39,6 +39,13 @@ def test_wheel_ships_every_config(wheel):
     assert not missing and "stabilityscope/conf/config.yaml" in names
 
 
+def test_wheel_ships_the_packaged_calibration(wheel):
+    """The laws recommend() reads, the runs table they were fitted on and the canonical run's table."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    folder = "stabilityscope/analysis/laws/fmnist_fc-fashion_mnist/"
+    assert {folder + name for name in ("laws.json", "runs.json", "canonical.runs.json")} <= names
+
+
 def test_installed_wheel_runs_the_app_outside_the_checkout(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],

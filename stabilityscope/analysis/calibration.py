@@ -7,9 +7,9 @@ and ``experiment=calibrate_decay``) instead of assuming them:
 1. **growth**: the slope A of J² per epoch in the ordered part against the rate r = η/((1−α)B),
    each run's A fitted over one **common window of J²** (``j2_window``, default 0.30–0.60, at least 3
    checkpoints in it): J² rises faster than the later line in a transient right after initialisation
-   (measured on the calibration sweep: the line over the window starts 0.01–0.03 above J²(0) = 0.25), and
-   a fit over each run's whole ordered part weighs that transient by how little of the path a run
-   covers, up to 14% at 0.25× against 2% at 4× (a bias that bends the exponent). The window starts above
+   (measured on the calibration sweep: the line over the window starts 0.015–0.055 above J²(0) = 0.25),
+   and a fit over each run's whole ordered part weighs that transient by how little of the path a run
+   covers: A comes out 14% high at 0.25×, 2% at 1×–8× (a bias that bends the exponent). The window starts above
    the transient and ends well before the edge; runs that do not reach 3 checkpoints in it have no A
    (the slowest and the fastest rates). The law is fitted in three forms, each a hypothesis:
 
@@ -634,13 +634,16 @@ class Calibration:
                              f"({'; '.join(self.growth.notes) or 'too few runs'}).")
         runs = self.sweep.runs
         ok = runs[~runs["status"].isin(EXCLUDED_STATUSES)]
+        w = self.growth.law.j2_window
+        window = f" calibration.j2_window=[{w[0]:g},{w[1]:g}]" if w else " calibration.j2_window=null"
         prov = {"dataset": sorted(set(ok["dataset"].astype(str))), "n_train": self.growth.law.n_train,
                 "network": "fmnist_fc 784-784(tanh)-10, SGD", "date": datetime.now(timezone.utc).date().isoformat(),
                 "source": self.source, "growth_runs": int(len(self.growth.runs)),
                 "decay_runs": int(len(self.plateau.runs)), "seeds": sorted({str(s) for s in ok["seed"]}),
                 "table": "runs.json",  # written beside laws.json: every run's settings, trace hash and series
-                "command": f"python -m stabilityscope task=calibrate runs={self.source}",
-                "rebuild": "python -m stabilityscope task=calibrate runs=<this folder>/runs.json"}
+                "command": "python -m stabilityscope task=calibrate runs=" + (
+                    f"[{self.source.replace(', ', ',')}]" if ", " in self.source else self.source) + window,
+                "rebuild": "python -m stabilityscope task=calibrate runs=<this folder>/runs.json" + window}
         prov.update(provenance or {})
         return CalibratedLaws(self.growth.law, self.plateau.law, prov)
 

@@ -37,8 +37,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import numpy as np
 import yaml
 
-from stabilityscope.analysis.calibration import DEFAULT_J2_WINDOW, REFERENCE_RATE, Calibration, calibrate
+from stabilityscope.analysis.calibration import DEFAULT_J2_WINDOW, REFERENCE_RATE, Calibration, calibrate, within_range
 from stabilityscope.analysis.collection import Source, find_traces, flatten_config
+from stabilityscope.analysis.decay import EXCLUDED_STATUSES
+from stabilityscope.analysis.runs_table import split_sources
 from stabilityscope.analysis.stats import jsonable, ols, origin_slope, t_quantile
 from stabilityscope.analysis.verdicts import (
     INCONCLUSIVE,
@@ -108,13 +110,14 @@ RULES: dict[str, Rule] = {
                   ("chaotic", Margin(0.05, math.inf, "past the edge the curves part by more than what counts "
                                                      "as collapsed")))),
     "optimum at the edge": Rule(
-        "J² of the hidden layer at the best test loss, per zero-decay run that crossed the edge and whose test "
-        "loss rose again before its end (a best at the last checkpoint is not located); mean over runs, t interval",
+        "J² of the hidden layer at the best test loss, per zero-decay run inside the growth law's validity range "
+        "that crossed the edge and whose test loss rose again before its end (a best at the last checkpoint is not "
+        "located); mean over runs, t interval",
         "runs", (("", Margin(0.85, 1.15, f"{_BAND}, the edge as the toolkit uses it; EOC-training says "
                                          "'close to J = 1' without a number")),)),
     "chaos hurts": Rule(
-        "the final test loss over the best one, minus 1, per zero-decay run that ended past the edge (J² > 1); "
-        "mean over runs, t interval",
+        "the final test loss over the best one, minus 1, per zero-decay run inside the growth law's validity range "
+        "that ended past the edge (J² > 1); mean over runs, t interval",
         "runs", (("", Margin(0.01, math.inf, "a rise of at least 1% of the loss, the least a user would call a "
                                              "rise; EOC-training shows the rise without a number")),)),
     "plateaus": Rule(
@@ -287,7 +290,8 @@ def _slope_law(c: Calibration, confidence: float, power: float) -> Claim:
                   f"no series for {', '.join(missing)} inside the validity range" if missing else "")
 
 
-def _collapse_claim(zero: "pd.DataFrame", curves: Mapping[str, Any], confidence: float, power: float) -> Claim:
+def _collapse_claim(zero: "pd.DataFrame", curves: Mapping[str, Any], validity: Optional[tuple[float, float]],
+                    confidence: float, power: float) -> Claim:
     from stabilityscope.analysis.scaling import collapse_of
 
     claim, rule = "equal η/((1−α)B) collapse against τ when ordered, not when chaotic", "collapse"
@@ -325,20 +329,31 @@ def _collapse_claim(zero: "pd.DataFrame", curves: Mapping[str, Any], confidence:
     if not parts:
         return _not_run("EOC-training", claim, rule, "collapse",
                         "needs runs of one rate with different (η, α, B), e.g. calibrate_growth")
-    note = ""
+    tested = [math.exp(rk) for rk, settings in groups.items() if len(settings) >= 2]
+    note = "" if not validity or any(within_range(r, validity) for r in tested) else \
+        "no rate inside the growth law's validity range has two settings: the claim is tested only outside it"
     if not chaotic_seen:  # half of the claim untested: it cannot be reproduced in full
         parts.append(Verdict(INCONCLUSIVE, math.nan, (math.nan, math.nan), RULES[rule].margin("chaotic"), 0, "seeds",
                              None, power, confidence, "no equal-rate group reached the chaotic phase"))
-        note = "no equal-rate group reached the chaotic phase: the chaotic half is untested"
+        note = "; ".join(t for t in (note, "no equal-rate group reached the chaotic phase: the chaotic half is "
+                                           "untested") if t)
     return _claim("EOC-training", claim, rule, "collapse (ordered) / none (chaotic)", "; ".join(texts),
                   f"{n_runs} runs", parts, note)
 
 
-def _edge_claims(zero: "pd.DataFrame", curves: Mapping[str, Any], confidence: float, power: float) -> list[Claim]:
+def _edge_claims(zero: "pd.DataFrame", curves: Mapping[str, Any], validity: Optional[tuple[float, float]],
+                 confidence: float, power: float) -> list[Claim]:
     crossed = zero[np.isfinite(zero["J_at_optimal"].astype(float)) & (zero["j2_final"].astype(float) > 1.0)]
     crossed = crossed[crossed["run"].isin(list(curves))]
+    outside = crossed[~within_range(crossed["rate"].astype(float), validity)] if validity else crossed.iloc[:0]
+    crossed = crossed.drop(outside.index)
+    left_out = (f"{len(outside)} runs that crossed at rates outside the growth law's validity range left out (J² runs "
+                f"away there within a few checkpoints): " + ", ".join(sorted({f"{r / REFERENCE_RATE:.3g}×" for r in
+                                                                             outside["rate"].astype(float)}))
+                if len(outside) else "")
     if not len(crossed):
-        note = "no zero-decay run crossed the edge: run longer or faster (calibrate_growth)"
+        note = "; ".join(v for v in ("no zero-decay run crossed the edge inside the growth law's validity range: run "
+                                     "longer or faster (calibrate_growth)", left_out) if v)
         return [_not_run("EOC-training", "the best test loss lies close to J = 1", "optimum at the edge", "J ≈ 1",
                          note),
                 _not_run("EOC-training", "without decay training continues into chaos and the test loss rises",
@@ -357,13 +372,14 @@ def _edge_claims(zero: "pd.DataFrame", curves: Mapping[str, Any], confidence: fl
                   f"J² = {_fmt(v.estimate)} {_ci(*v.interval)}" if located else "—",
                   f"{len(located)} zero-decay runs that crossed the edge ({len(crossed) - len(located)} more still "
                   f"improving at their end, left out)", [v],
-                  "" if located else "every run that crossed the edge was still improving at its end")
+                  "; ".join(t for t in ("" if located else "every run that crossed the edge was still improving at its "
+                                                           "end", left_out) if t))
     rise = (crossed["final_test_loss"].astype(float) / crossed["test_loss_min"].astype(float) - 1).to_numpy()
     rule = "chaos hurts"
     w = judge_mean(rise, RULES[rule].margin(), confidence=confidence, power=power, unit="runs")
     hurts = _claim("EOC-training", "without decay training continues into chaos and the test loss rises", rule,
                    "loss rises", f"final / best test loss − 1 = {_fmt(w.estimate)} {_ci(*w.interval)} "
-                   f"({int((rise > 0.01).sum())} of {len(rise)} runs above 1%)", f"{len(rise)} runs", [w])
+                   f"({int((rise > 0.01).sum())} of {len(rise)} runs above 1%)", f"{len(rise)} runs", [w], left_out)
     return [edge, hurts]
 
 
@@ -403,7 +419,9 @@ def _lambda_star_claim(c: Calibration, confidence: float, power: float) -> Claim
         pair = next(((a, b) for a, b, ma, mb in zip(decays, decays[1:], means, means[1:]) if ma > 1.0 >= mb), None)
         star = f"λ* = {_fmt(r.lambda_star, 4)} {_ci(r.seed_ci_low, r.seed_ci_high)}"
         if pair is None:
-            parts.append(_no_bracket(sat, decays, means, x, confidence, power))
+            unsaturated = sorted(set(p.runs.loc[(p.runs["rate_key"] == r.rate) & ~p.runs["saturated"],
+                                                "weight_decay"].astype(float)))
+            parts.append(_no_bracket(sat, decays, means, unsaturated, x, confidence, power))
             texts.append(f"{x}: not bracketed by saturated runs")
             continue
         above = judge_mean(by_wd[pair[0]], RULES[rule].margin("above"), confidence=confidence, power=power,
@@ -427,8 +445,8 @@ def _outside_text(rate_keys: Sequence[float]) -> str:
             "there): " + ", ".join(f"{rk / REFERENCE_RATE:.3g}×" for rk in rate_keys))
 
 
-def _no_bracket(sat: "pd.DataFrame", decays: list[float], means: list[float], x: str, confidence: float,
-                power: float) -> Verdict:
+def _no_bracket(sat: "pd.DataFrame", decays: list[float], means: list[float], unsaturated: list[float], x: str,
+                confidence: float, power: float) -> Verdict:
     """A rate whose saturated plateaus do not bracket the edge. λ* cannot exist there when the plateau does not
     fall with the decay (the slope of log J²∞ on log decay has an interval at or above 0): not reproduced. When it
     falls, the decays tried simply stop short of the edge: inconclusive, and more decays (not seeds) settle it."""
@@ -441,9 +459,13 @@ def _no_bracket(sat: "pd.DataFrame", decays: list[float], means: list[float], x:
     v = judge(fit["slope"], (fit["lo"], fit["hi"]), margin, len(sat), confidence=confidence, power=power, params=2,
               unit="runs", why=f"{x}: slope of log J²∞ on log decay, plateaus {listed}")
     if v.verdict == REPRODUCED:  # the plateau falls, the grid does not reach the edge
+        above = all(m > 1 for m in means)
+        short = [d for d in unsaturated if (d > max(decays) if above else d < min(decays))]
+        fix = (f"the runs at {', '.join(f'{d:g}' for d in short)} did not saturate: run them longer" if short else
+               f"extend the decays {'upwards' if above else 'downwards'}")
         return Verdict(INCONCLUSIVE, v.estimate, v.interval, margin, v.n, "runs", None, power, confidence,
-                       f"{x}: the plateau falls with the decay but the decays tried ({listed}) do not bring it across "
-                       f"the edge: extend them")
+                       f"{x}: the saturated plateaus ({listed}) fall with the decay but lie all "
+                       f"{'above' if above else 'below'} the edge: {fix}")
     return v
 
 
@@ -481,12 +503,17 @@ def _best_decay_claim(c: Calibration, confidence: float, power: float) -> Claim:
 
 def _training_claims(c: Calibration, confidence: float, power: float) -> list[Claim]:
     runs = c.sweep.runs
-    zero = runs[(runs["weight_decay"] == 0) & runs["used_in_fits"]]
     curves = c.sweep.curves
+    # every SGD run without decay that has a curve: the claims about the path do not need its slope A (the fastest
+    # and slowest rates have none inside the growth law's J² window, and the fastest are the ones that cross the edge)
+    zero = runs[(runs["weight_decay"] == 0) & ~runs["status"].isin(EXCLUDED_STATUSES) & (runs["optimizer"] == "sgd")
+                & runs["run"].isin(list(curves))]
     window = c.sweep.settings.j2_window
+    validity = c.growth.law.validity if c.growth.law is not None else None
     return [_linear_growth(zero, curves, window[0] if window else 0.0, confidence, power),
-            _slope_law(c, confidence, power), _collapse_claim(zero, curves, confidence, power),
-            *_edge_claims(zero, curves, confidence, power),
+            _slope_law(c, confidence, power),
+            _collapse_claim(zero, curves, validity, confidence, power),
+            *_edge_claims(zero, curves, validity, confidence, power),
             _plateaus_claim(c, confidence, power), _lambda_star_claim(c, confidence, power),
             _best_decay_claim(c, confidence, power)]
 
@@ -777,7 +804,10 @@ def _optimality_claims_of(g: Mapping[str, Any], runs_text: str, confidence: floa
 def reproduce(source: Source, *, layer: str = "hidden", tolerance: float = 0.15, confidence: float = 0.95,
               power: float = 0.8, n_boot: int = 1000, seed: int = 0,
               j2_window: Optional[Sequence[float]] = DEFAULT_J2_WINDOW) -> Reproduction:
-    """Check the claims (module docstring) on the traces of ``source`` (dirs, globs, or a list).
+    """Check the claims (module docstring) on the traces of ``source`` (dirs, globs, runs tables, or a list).
+
+    A runs table (:mod:`stabilityscope.analysis.runs_table`; a packaged one such as the canonical laws') gives the
+    training claims without its traces; EOC-optimality's and the guideline's claims need the traces.
 
     Args:
         confidence: level of every interval a verdict is made on.
@@ -787,8 +817,11 @@ def reproduce(source: Source, *, layer: str = "hidden", tolerance: float = 0.15,
     Raises:
         TraceError: ``source`` matches no trace.
     """
-    paths = find_traces(source)
-    canonical, maps, notes = [], [], []
+    items = [source] if isinstance(source, (str, Path)) or hasattr(source, "path") else list(source)
+    traces, tables = split_sources(items)
+    paths = find_traces(traces) if traces else []
+    canonical: list[Any] = []
+    maps, notes = [], []
     for path in paths:
         try:
             with open_trace(path) as tr:
@@ -801,8 +834,9 @@ def reproduce(source: Source, *, layer: str = "hidden", tolerance: float = 0.15,
             canonical.append(path)
         if is_map:
             maps.append(path)
-    cal = calibrate(canonical, layer=layer, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed,
-                    j2_window=j2_window) if canonical else None
+    # runs tables hold canonical-network runs (their series, not their maps or guideline settings)
+    cal = calibrate(canonical + tables, layer=layer, tolerance=tolerance, confidence=confidence, n_boot=n_boot,
+                    seed=seed, j2_window=j2_window) if canonical or tables else None
     claims = _training_claims(cal, confidence, power) if cal is not None else [
         _not_run("EOC-training", "the training path and its scaling laws", "slope law", "—",
                  "no canonical-network SGD runs among the traces: run experiment=calibrate_growth and calibrate_decay")]

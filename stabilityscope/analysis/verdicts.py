@@ -110,8 +110,9 @@ class Verdict:
         """One sentence: the verdict, the interval against the margin, and (inconclusive) what would settle it."""
         f = (lambda v: "—" if not math.isfinite(v) else f"{v:.{digits}g}")
         lo, hi = self.interval
+        unit = self.unit[:-1] if self.n == 1 and self.unit.endswith("s") else self.unit
         text = (f"{self.verdict}: {f(self.estimate)} ({self.confidence:.0%} interval {f(lo)}–{f(hi)}, {self.n} "
-                f"{self.unit}) against the margin {self.margin.describe(digits)}")
+                f"{unit}) against the margin {self.margin.describe(digits)}")
         if self.verdict == INCONCLUSIVE:
             text += "; " + _needed_text(self.needed, self.unit, self.power)
         return text + (f" ({self.why})" if self.why else "")
@@ -263,7 +264,7 @@ def judge(estimate: float, interval: tuple[float, float], margin: Margin, n: int
     lo, hi = (float(v) for v in interval)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return Verdict(INCONCLUSIVE, float(estimate), (lo, hi), margin, int(n), unit, None, power, confidence,
-                       why or f"no interval from {n} {unit}")
+                       why or f"no interval from {n} of them")
     if lo > hi:
         raise ValueError(f"interval={interval!r}: its low end lies above its high end.")
     if margin.contains(lo, hi):

@@ -28,15 +28,10 @@ def reproduction_markdown(r: Reproduction) -> str:
     """The report's text: the verdict counts, one table row per claim, the rules, the judged intervals, the notes."""
     counts = {v: sum(c.verdict == v for c in r.claims) for v in VERDICTS}
     lines = ["# Reproduction report", "", f"Runs: `{r.source}`.", "",
-             "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ". Each verdict follows the rule "
-                                                                               "listed below the table: a "
-                                                                               f"{r.confidence:.0%} interval against a "
-                                                                               "margin fixed in advance. 'Source' is "
-                                                                               "the value the paper states; 'to "
-                                                                               f"settle' is what {r.power:.0%} power "
-                                                                               "would need for an inconclusive "
-                                                                               "verdict, if the present estimate and "
-                                                                               "spread hold.", "",
+             "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + f". Each verdict follows the rule "
+             f"listed below the table: a {r.confidence:.0%} interval against a margin fixed in advance. 'Source' is "
+             f"the value the paper states; 'to settle' is what {r.power:.0%} power would need for an inconclusive "
+             f"verdict, if the present estimate and spread hold.", "",
              "| paper | claim | source | ours (interval) | margin | runs | verdict | to settle | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c in r.claims:

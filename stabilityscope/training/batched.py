@@ -24,7 +24,8 @@ resume does, and members that continue from the same epoch end train as one stac
 Members may have different epoch counts and checkpoint schedules, in epochs or in steps (they leave the
 stack when done; a member closed inside an epoch keeps its row until the epoch ends, unrecorded); with
 ``analysis.explainability`` the group fits the linear baseline L once and every member is scored against
-it; a member that diverges or fails is closed with that status and dropped while the others continue. A member's ``wall_time`` is the group's, since the group started.
+it; a member that diverges or fails is closed with that status and dropped while the others continue. A
+member's ``wall_time`` is the group's, since the group started (a resumed member adds its time before).
 """
 from __future__ import annotations
 
