@@ -53,6 +53,9 @@ Typical use in a notebook::
 
     with ss.Recorder(model, "runs/my_run", probe_inputs=x_test[:16]) as rec:   # your own training loop
         rec.checkpoint(epoch, step=step, metrics={"test_loss": loss})          # same trace.h5 as the app
+    ctl = ss.EdgeController(model, opt, ss.ControlConfig(statistic="chi"), steps_per_epoch=len(loader))
+    ctl.step()                                                # after opt.step(): the decay that holds χ at 1
+    ss.pick_checkpoint(tr).epoch                              # label-free: where χ first reached the edge
     ss.inspect(model, inputs=x_test[:16])                     # one table: where each FC map sits now
 
     ss.explainability.explainability_table(tr)                # SGD-complexity: I(F;Y), μ_Y(F;L) vs a linear L
@@ -64,7 +67,8 @@ Typical use in a notebook::
 
 The implementation lives in sub-packages, lowest first: :mod:`~stabilityscope.theory`,
 :mod:`~stabilityscope.dynamics`, :mod:`~stabilityscope.models`, :mod:`~stabilityscope.recording`,
-:mod:`~stabilityscope.training`, :mod:`~stabilityscope.integrations`, :mod:`~stabilityscope.analysis`
+:mod:`~stabilityscope.control` (the weight-decay controller), :mod:`~stabilityscope.training`,
+:mod:`~stabilityscope.integrations`, :mod:`~stabilityscope.analysis`
 (computations), :mod:`~stabilityscope.plots` (figures), :mod:`~stabilityscope.reports` (Markdown reports)
 and :mod:`~stabilityscope.cli` (the Hydra app, ``python -m stabilityscope --help``); each uses only those
 before it.
@@ -73,7 +77,10 @@ from stabilityscope import runtime  # first of all: the OpenMP wait policy must 
 from stabilityscope.analysis.collection import open_traces, varying_config
 from stabilityscope.analysis.guideline import Recommendation, recommend
 from stabilityscope.analysis.scaling import SweepAnalysis, analyze_sweep
-from stabilityscope.config import AnalysisConfig, Config, DatasetConfig, ModelConfig, OptimConfig, TrainConfig
+from stabilityscope.analysis.pick import CheckpointPick, pick_checkpoint
+from stabilityscope.config import (AnalysisConfig, Config, ControlConfig, DatasetConfig, ModelConfig, OptimConfig,
+                                   TrainConfig)
+from stabilityscope.control import EdgeController
 from stabilityscope.dynamics import geometry, weight_structure
 from stabilityscope.dynamics.lyapunov import (ATTRACTORS, classify_attractor, largest_lyapunov, lyapunov_spectrum,
                                               map_measures)
@@ -110,6 +117,7 @@ _MODULES = {
     "information": "stabilityscope.theory.information", "dissect": "stabilityscope.models.dissect",
     "spline": "stabilityscope.models.spline", "spline_init": "stabilityscope.models.spline_init",
     "trace": "stabilityscope.recording.trace", "tracking": "stabilityscope.recording.tracking",
+    "control": "stabilityscope.control", "pick": "stabilityscope.analysis.pick",
 }
 
 
@@ -132,4 +140,5 @@ __all__ = [
     "Recommendation", "SweepAnalysis", "analyze_sweep", "recommend",
     "AnalysisConfig", "Config", "DatasetConfig", "LayerTracker", "ModelConfig", "OptimConfig", "TrainConfig",
     "tracked_records", "Recorder", "inspect", "load_dataset", "runtime",
+    "CheckpointPick", "ControlConfig", "EdgeController", "pick_checkpoint",
 ]

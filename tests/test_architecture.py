@@ -22,7 +22,7 @@ from stabilityscope.config import AnalysisConfig, Config, ModelConfig, as_option
 PACKAGE = Path(ss.__file__).resolve().parent
 
 # Lowest first. The base modules are used by every layer; the facade (__init__, __main__) sits on top.
-LAYERS = ("base", "theory", "dynamics", "models", "recording", "training", "integrations", "analysis", "plots",
+LAYERS = ("base", "theory", "dynamics", "models", "recording", "control", "training", "integrations", "analysis", "plots",
           "reports", "cli", "facade")
 BASE = {"errors", "config", "interrupts", "runtime"}
 HYDRA = ("hydra", "omegaconf")

@@ -3,7 +3,8 @@
 The figures, by name (:data:`FIGURES`): ``phase_path`` (:mod:`.phase`), ``coupling`` and ``metrics``
 (:mod:`.training`), ``layer_stability``, ``poincare`` and ``eigenvalues`` (:mod:`.stability`),
 ``geometry`` (:mod:`.geometry`, when the trace records it: ``analysis.geometry=true``), ``explainability``
-and ``complexity_matrix`` (:mod:`.explainability`, ``analysis.explainability=true``).
+and ``complexity_matrix`` (:mod:`.explainability`, ``analysis.explainability=true``), ``control``
+(:mod:`.control`, a run trained with ``train.control=edge``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 
 from stabilityscope.analysis.readout import TraceLike, opened, require_checkpoints
 from stabilityscope.errors import TraceError
+from stabilityscope.plots.control import plot_control
 from stabilityscope.plots.explainability import plot_complexity_matrix, plot_explainability
 from stabilityscope.plots.geometry import plot_geometry
 from stabilityscope.plots.phase import BackgroundSpec, plot_phase_path
@@ -25,7 +27,7 @@ from stabilityscope.recording.trace import Trace
 __all__ = ["FIGURES", "draw_figures", "training_figures"]
 
 FIGURES = ("phase_path", "coupling", "metrics", "layer_stability", "poincare", "eigenvalues", "geometry",
-           "explainability", "complexity_matrix")
+           "explainability", "complexity_matrix", "control")
 
 
 def _with_baseline(tr: Trace, plot: Callable[[Trace], Figure]) -> Figure:
@@ -59,6 +61,7 @@ def draw_figures(trace: TraceLike, out_dir: Union[str, Path], *,
             "geometry": lambda: plot_geometry(tr),
             "explainability": lambda: plot_explainability(tr),
             "complexity_matrix": lambda: _with_baseline(tr, plot_complexity_matrix),
+            "control": lambda: plot_control(tr),
         }
         for name in FIGURES:
             try:

@@ -61,6 +61,7 @@ def batching_obstacle(cfg: Config) -> Optional[str]:
         (cfg.resume is None, "a resumed run"),
         (not cfg.analysis.describe, "analysis=describe"),
         (value_of(cfg.dataset.subsample) == "none", f"dataset.subsample={value_of(cfg.dataset.subsample)}"),
+        (value_of(cfg.train.control) == "none", "train.control=edge (each run sets its own decay)"),
     )
     for ok, reason in checks:
         if not ok:
