@@ -17,13 +17,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 import stabilityscope as ss
 from stabilityscope import config
 from stabilityscope.config import (AnalysisConfig, BackgroundConfig, BatchingConfig, CalibrationConfig,
-                                   CheckpointSchedule, Config, DatasetConfig, MarsConfig, ModelConfig, OptimConfig,
-                                   PhaseDiagramConfig, ScalingConfig, StorageConfig, TrainConfig, as_options, validate)
+                                   CheckpointSchedule, Config, ControlConfig, DatasetConfig, MarsConfig, ModelConfig,
+                                   OptimConfig, PhaseDiagramConfig, ScalingConfig, StorageConfig, TrainConfig, as_options,
+                                   validate)
 from stabilityscope.errors import ConfigError
 
 SECTIONS = {cls.section: cls for cls in (MarsConfig, ModelConfig, DatasetConfig, OptimConfig, CheckpointSchedule,
                                          TrainConfig, StorageConfig, AnalysisConfig, PhaseDiagramConfig,
-                                         BackgroundConfig, BatchingConfig, ScalingConfig, CalibrationConfig)}
+                                         BackgroundConfig, BatchingConfig, ScalingConfig, CalibrationConfig,
+                                         ControlConfig)}
 
 # (overrides, the key the error names); several overrides belong to one section
 CASES = [
@@ -75,6 +77,13 @@ CASES = [
     (["scaling.layer=''"], "scaling.layer"), (["scaling.window=0"], "scaling.window"),
     (["scaling.plateau_fraction=0"], "scaling.plateau_fraction"), (["scaling.confidence=1.0"], "scaling.confidence"),
     (["calibration.tolerance=0"], "calibration.tolerance"), (["calibration.n_boot=-1"], "calibration.n_boot"),
+    (["control.every=0"], "control.every"), (["control.decay_min=0"], "control.decay_min"),
+    (["control.decay_min=0.5", "control.decay_max=0.1"], "control.decay_min"),
+    (["control.decay_init=2.0"], "control.decay_init"), (["control.target=0"], "control.target"),
+    (["control.target=inf"], "control.target"), (["control.proportional_gain=-1"], "control.proportional_gain"),
+    (["control.integral_gain=nan"], "control.integral_gain"), (["control.max_step=0"], "control.max_step"),
+    (["control.smoothing=1.0"], "control.smoothing"), (["control.probe_inputs=0"], "control.probe_inputs"),
+    (["control.probes=0"], "control.probes"), (["control.layers='(hidden'"], "control.layers"),
 ]
 
 
@@ -104,7 +113,8 @@ def from_python(overrides: list[str]) -> object:
 
 def _as_field(cls: type, name: str, value: object) -> object:
     """``value`` as OmegaConf stores it in the field: a float field holds a float."""
-    return float(value) if typing.get_type_hints(cls)[name] is float else value
+    hint = typing.get_type_hints(cls)[name]
+    return float(value) if hint is float or (hint == typing.Optional[float] and value is not None) else value
 
 
 @pytest.mark.parametrize("overrides,key", CASES, ids=[" ".join(o) for o, _ in CASES])

@@ -199,8 +199,9 @@ def test_the_controller_holds_j2_near_its_target_where_the_uncontrolled_run_runs
             return tr.stat("hidden", "J") ** 2
 
     free, held = run("none", "free"), run("edge", "held")
-    assert free[-1] > 5
-    assert np.all(np.abs(np.log(held[3:] / 0.27)) < 0.3)  # from epoch 3 on within 30% of the target
+    assert free[-1] > 10 * 0.27  # uncontrolled: ten times the target and still growing
+    assert free[-1] > free[-2] > free[-3]
+    assert np.all(np.abs(np.log(held[4:] / 0.27)) < 0.3)  # from epoch 4 on within 30% of the target
 
 
 # -------------------------------------------------------------------------------------------- a plain loop
