@@ -201,7 +201,9 @@ def test_the_controller_holds_j2_near_its_target_where_the_uncontrolled_run_runs
     free, held = run("none", "free"), run("edge", "held")
     assert free[-1] > 10 * 0.27  # uncontrolled: ten times the target and still growing
     assert free[-1] > free[-2] > free[-3]
-    assert np.all(np.abs(np.log(held[4:] / 0.27)) < 0.3)  # from epoch 4 on within 30% of the target
+    # from epoch 4 on within a factor e^0.5 of the target (seen: within e^±0.23; at this lr J² moves ±30% between
+    # updates, and another thread count rounds differently)
+    assert np.all(np.abs(np.log(held[4:] / 0.27)) < 0.5)
 
 
 # -------------------------------------------------------------------------------------------- a plain loop
