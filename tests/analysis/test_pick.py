@@ -52,7 +52,7 @@ def test_a_statistic_that_never_reaches_its_edge_picks_nothing(tmp_path):
 def test_unknown_rules_say_what_the_run_offers(trace):
     with pytest.raises(ConfigError, match="has nothing to read.*this run offers: chi, chi_head"):
         ss.pick_checkpoint(trace, rule="gain")
-    with pytest.raises(ConfigError, match="records no layer 'nope'; it has: hidden, head"):
+    with pytest.raises(ConfigError, match="records no layer 'nope'; it has: head, hidden"):
         ss.pick_checkpoint(trace, rule="J:nope")
     with pytest.raises(ConfigError, match="has no edge value"):
         ss.pick_checkpoint(trace, rule="J0:hidden")
