@@ -8,10 +8,10 @@ the steps it sits between. Three statistics, each the same quantity a checkpoint
   J_c², the J at which χ = 1 when J0 = 0 (1 for tanh, 2 for ReLU and the ReLU-like activations whose
   mean-field surrogate is ReLU's). One pass over the weights.
 - ``chi``: the mean-field stability χ = J²·E φ'(h)² of the map's (J0, J) (EOC-training; the edge is
-  χ = 1), solved by :func:`stabilityscope.theory.meanfield.order_parameters` for all maps at once.
-  It equals J² in the ordered paramagnetic phase of tanh (J0 = 0, J < 1) and departs from it where
-  J0 ≠ 0 or J > 1. Both are exact functions of the weights: the values a checkpoint records, to
-  float64 rounding.
+  χ = 1), solved by :func:`stabilityscope.theory.meanfield.order_parameters` for all maps at once;
+  in tanh's paramagnetic phase (J < 1, |J0| < 1: u = q = 0) it is J² exactly and is returned as such,
+  without the solve. It departs from J² where |J0| ≥ 1 or J > 1. Both are exact functions of the
+  weights: the values a checkpoint records, to the solver's tolerance.
 - ``gain``: the scale-free RMS gain of trunk blocks (:mod:`stabilityscope.dynamics.depthwise`) at the
   real activations of a few test inputs, from a few random tangent directions per input (no Lanczos
   steps): an unbiased estimate of the checkpoint's ``gain_rms`` whose standard error falls as
@@ -100,9 +100,15 @@ class WeightStatistic(EdgeStatistic):
         if self.name == "J2":
             return j * j
         out = np.empty(len(self.records))
+        # tanh's paramagnetic phase (J < 1, |J0| < 1): the fixed point u = q = 0 is the attractor, so χ = J²·tanh'(0)²
+        # = J² exactly, without the fixed-point solve (which slows down near J = 1, where the controller works)
+        tanh = np.array([a == "tanh" for a in self.activations])
+        para = tanh & (j < 1) & (np.abs(j0) < 1)
+        out[para] = j[para] ** 2
         for act in set(self.activations):
-            idx = [i for i, a in enumerate(self.activations) if a == act]
-            out[idx] = order_parameters(j0[idx], j[idx], act)[2]
+            idx = [i for i, a in enumerate(self.activations) if a == act and not para[i]]
+            if idx:
+                out[idx] = order_parameters(j0[idx], j[idx], act)[2]
         return out
 
     def parameters(self, model: nn.Module) -> list[list[torch.Tensor]]:

@@ -264,3 +264,21 @@ def test_a_controller_attached_to_a_trace_made_without_one_is_refused(tmp_path, 
         rec.checkpoint(0, metrics={"test_loss": 1.0})
         with pytest.raises(TraceError, match="was created without a controller: attach it before the first"):
             rec.attach_controller(ss.EdgeController(model, opt, steps_per_epoch=5))
+
+
+# ------------------------------------------------------------------------------ the command line, figure, report
+def test_the_app_trains_a_controlled_run_and_its_report_shows_the_controller(tmp_path, data_root):
+    from tests.conftest import run_cli
+
+    proc = run_cli("experiment=debug", "dataset.train_subset=500", "dataset.test_subset=100", "analysis=economy",
+                   "train.epochs=2", "train.control=edge", "control.statistic=J2", "control.every=4",
+                   "control.target=0.26", "optim.lr=0.3", "phase_background.enabled=false", "pick=J:hidden",
+                   f"checkpoint_root={tmp_path}", cwd=tmp_path, env={"STABILITYSCOPE_DATA": str(data_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = [p.parent for p in tmp_path.glob("*/*/trace.h5")]
+    with ss.open_trace(run_dir) as tr:
+        assert tr.control.step.tolist() == list(range(4, 33, 4)) and tr.config["train"]["control"] == "edge"
+    report = (run_dir / "report.md").read_text()
+    assert "### Weight decay held at the edge" in report and "every 4 steps (8 updates)" in report
+    assert "| label-free pick (rule `J:hidden`" in report
+    assert (run_dir / "figures" / "control.png").exists() and "figures/control.png" in report

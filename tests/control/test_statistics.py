@@ -133,3 +133,16 @@ def test_bad_selections_name_what_there_is(canonical):
         edge_statistic(model, "s")
     assert isinstance(edge_statistic(model, "auto", probe_inputs=x), WeightStatistic)
     assert math.isclose(edge_statistic(model, "auto", probe_inputs=x).edges[0], 1.0)
+
+
+@pytest.mark.parametrize("J0, J", [(0.0, 0.999), (0.5, 0.95), (-0.9, 0.5), (0.0, 1.3), (1.2, 0.8)])
+def test_chi_in_and_out_of_the_paramagnetic_phase_is_the_mean_field_solution(J0, J):
+    n = 200
+    z = torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    z = (z - z.mean()) / z.std(unbiased=False)
+    model = torch.nn.Sequential(torch.nn.Linear(n, n, bias=False), torch.nn.Tanh(), torch.nn.Linear(n, 3)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(J0 / n + J / math.sqrt(n) * z)
+    stat = edge_statistic(model, "chi", "^0$")
+    expected = float(ss.order_parameters(J0, J)[2])  # the solver, from u = q = 1 (slow near J = 1)
+    assert stat.read(model)[0] == pytest.approx(expected, rel=1e-9)
