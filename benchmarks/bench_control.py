@@ -11,7 +11,9 @@ Two networks, each at the settings its controlled experiment trains with:
 
 Prints seconds (medians over repeats) and two ratios per statistic: one reading against one training step,
 and the controller's overhead per training step at its update interval (reading / (every × step)), the
-number the 2% budget applies to. Ratios only mean something within one run (the same machine and load).
+number the 2% budget applies to. The steps and the readings are timed in turn, round after round, and each
+ratio is the median over rounds of the ratio within a round: a machine whose load changes during the run
+moves both sides of a ratio alike. Ratios only mean something within one run.
 
     python benchmarks/bench_control.py [--repeats 5] [--every-canonical 100] [--every-convnext 79]
 """
@@ -41,22 +43,34 @@ def composed(*overrides: str) -> Config:
         return as_options(compose(config_name="config", overrides=list(overrides)), Config)
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, per: int = 1) -> float:
-    """Median wall seconds of ``fn`` over ``repeats`` calls (after one warm-up), divided by ``per``."""
-    fn()
-    times = []
+def paired(step: Callable[[], object], per: int, readings: dict[str, Callable[[], object]],
+           repeats: int) -> tuple[float, dict[str, tuple[float, float]]]:
+    """Round-robin timing: each round times ``step`` (``per`` training steps) and then every reading once.
+
+    Returns the median seconds of one step, and per reading (median seconds, median over rounds of
+    reading seconds / step seconds in the same round).
+    """
+    step()
+    for fn in readings.values():
+        fn()
+    steps, times = [], {k: [] for k in readings}
     for _ in range(repeats):
         t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) / per
+        step()
+        steps.append((time.perf_counter() - t) / per)
+        for k, fn in readings.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    ratios = {k: (statistics.median(v), statistics.median(r / s for r, s in zip(v, steps))) for k, v in times.items()}
+    return statistics.median(steps), ratios
 
 
-def report(name: str, step_s: float, readings: dict[str, float], every: int) -> None:
-    print(f"\n{name}: one training step {1e3 * step_s:.3f} ms; controller update every {every} steps")
-    print(f"  {'statistic':<34} {'ms per reading':>15} {'reading / step':>15} {'overhead per step':>18}")
-    for stat, s in readings.items():
-        print(f"  {stat:<34} {1e3 * s:>15.3f} {s / step_s:>15.4f} {s / (every * step_s):>17.4%}")
+def report(name: str, step_s: float, readings: dict[str, tuple[float, float]], every: int) -> None:
+    print(f"\n{name}: one training step {1e3 * step_s:.3f} ms (median); controller update every {every} steps")
+    print(f"  {'statistic':<40} {'ms per reading':>15} {'reading / step':>15} {'overhead per step':>18}")
+    for stat, (s, ratio) in readings.items():
+        print(f"  {stat:<40} {1e3 * s:>15.3f} {ratio:>15.4f} {ratio / every:>17.4%}")
 
 
 def canonical(root: str, repeats: int, every: int) -> None:
@@ -68,17 +82,19 @@ def canonical(root: str, repeats: int, every: int) -> None:
     x, y = data.x_train.reshape(len(data.x_train), -1), data.y_train
     stack = StackedCanonical([model], [cfg.optim.lr], [cfg.optim.momentum], [1e-4], torch.device("cpu"))
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    n = 100  # steps per timing
-    hand = median_seconds(lambda: [stack.step(x[perm[32 * b:32 * (b + 1)]].unsqueeze(0), y[perm[32 * b:32 * (b + 1)]].unsqueeze(0))
-                                   for b in range(n)], repeats, n)
-    auto = median_seconds(lambda: train_steps(model, opt, data.x_train, y, 32, perm, 0, n), repeats, n)
+    n = 50  # steps per round
     weights = stack.matrices(0)
-    readings = {}
-    for stat in ("J2", "chi"):
-        reader = edge_statistic(model, stat, "hidden", probe_inputs=data.x_test[:1])
-        readings[f"{stat} of hidden (from the weights)"] = median_seconds(lambda: reader.read(model, weights), repeats * 4)
-    report("canonical network, hand-written SGD step (the app's)", hand, readings, every)
-    report("canonical network, autograd + torch.optim.SGD", auto, readings, every)
+    readers = {stat: edge_statistic(model, stat, "hidden", probe_inputs=data.x_test[:1]) for stat in ("J2", "chi")}
+    readings = {f"{stat} of hidden (from the weights)": (lambda r=r: r.read(model, weights)) for stat, r in readers.items()}
+
+    def hand() -> None:
+        for b in range(n):
+            idx = perm[32 * b:32 * (b + 1)]
+            stack.step(x[idx].unsqueeze(0), y[idx].unsqueeze(0))
+
+    report("canonical network, hand-written SGD step (the app's)", *paired(hand, n, readings, repeats), every)
+    auto = lambda: train_steps(model, opt, data.x_train, y, 32, perm, 0, n)  # noqa: E731
+    report("canonical network, autograd + torch.optim.SGD", *paired(auto, n, readings, repeats), every)
 
 
 def convnext(root: str, repeats: int, every: int) -> None:
@@ -92,17 +108,16 @@ def convnext(root: str, repeats: int, every: int) -> None:
     augment = functools.partial(augment_batch, generator=gen, pad_value=data.pad_value)
     loss_fn = loss_function(data, cfg.train.label_smoothing)
     perm = torch.randperm(len(data.x_train), generator=gen)
-    n = 4
-    step = median_seconds(lambda: train_steps(model, opt, data.x_train, data.y_train, cfg.train.batch_size, perm, 0, n,
-                                              augment, loss_fn), repeats, n)
+    n = 2  # steps per round
     c = cfg.control
-    readings = {}
     chi = edge_statistic(model, "chi", probe_inputs=data.x_test[:1], conv1x1=cfg.model.conv1x1)
-    readings[f"chi of {len(chi.maps)} FC maps (from the weights)"] = median_seconds(lambda: chi.read(model), repeats)
     gain = edge_statistic(model, "gain", probe_inputs=data.x_test[: c.probe_inputs], probes=c.probes)
-    readings[f"gain of {len(gain.maps)} blocks ({c.probe_inputs} inputs x {c.probes} dirs)"] = \
-        median_seconds(lambda: gain.read(model), repeats)
-    report(f"ConvNeXt (experiment=atlas_convnext), AdamW, batch {cfg.train.batch_size}", step, readings, every)
+    readings = {f"chi of {len(chi.maps)} FC maps (from the weights)": lambda: chi.read(model),
+                f"gain of {len(gain.maps)} blocks ({c.probe_inputs} inputs x {c.probes} dirs)": lambda: gain.read(model)}
+    step = lambda: train_steps(model, opt, data.x_train, data.y_train, cfg.train.batch_size, perm, 0, n,  # noqa: E731
+                               augment, loss_fn)
+    report(f"ConvNeXt (experiment=atlas_convnext), AdamW, batch {cfg.train.batch_size}", *paired(step, n, readings, repeats),
+           every)
 
 
 def main() -> None:

@@ -195,6 +195,7 @@ class DatasetConfig(CheckedOptions):
     # classes 5–9 → 1); vehicles_vs_animals (CIFAR-10: airplane, automobile, ship, truck → 1, 40% of the
     # examples); or a list of positive classes, e.g. [0,1,8,9]. Any: OmegaConf takes a string or a list.
     binarize: Any = None
+    validation: int = 0  # hold out the last n training examples: val_loss, val_acc at every checkpoint (early stopping)
 
     def check(self) -> None:
         for key in ("train_subset", "test_subset"):
@@ -206,6 +207,8 @@ class DatasetConfig(CheckedOptions):
                  self.subsample_reference, "dataset.subsample=boundary needs a reference model: a run directory, "
                  "its trace.h5 or a state .pt file of the same model")
         _check_binarize(self.binarize)
+        _require(self.validation >= 0, "dataset.validation", self.validation,
+                 "a number of training examples held out for validation, >= 0 (0: none)")
 
 
 @dataclass

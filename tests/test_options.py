@@ -36,7 +36,7 @@ CASES = [
     (["dataset.subsample_fraction=0"], "dataset.subsample_fraction"),
     (["dataset.subsample_fraction=1.5"], "dataset.subsample_fraction"),
     (["dataset.subsample=boundary"], "dataset.subsample_reference"),
-    (["dataset.binarize=greater_than_5"], "dataset.binarize"), (["dataset.binarize=[1,1]"], "dataset.binarize"),
+    (["dataset.validation=-1"], "dataset.validation"), (["dataset.binarize=greater_than_5"], "dataset.binarize"), (["dataset.binarize=[1,1]"], "dataset.binarize"),
     (["optim.lr=0"], "optim.lr"), (["optim.lr=-0.1"], "optim.lr"), (["optim.lr=nan"], "optim.lr"),
     (["optim.lr=inf"], "optim.lr"), (["optim.momentum=1.0"], "optim.momentum"),
     (["optim.momentum=-0.1"], "optim.momentum"), (["optim.weight_decay=-1e-4"], "optim.weight_decay"),

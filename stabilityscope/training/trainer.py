@@ -72,13 +72,15 @@ from stabilityscope.recording.trace import (EXPLAINABILITY_METRICS, METRICS, REG
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory.information import mutual_information, performance_correlation
 from stabilityscope.training.baseline import LinearBaseline, fit_linear_baseline, load_baseline
-from stabilityscope.training.data import InMemoryData, augment_batch, load_dataset
+from stabilityscope.training.data import InMemoryData, augment_batch, hold_out, load_dataset
 from stabilityscope.training.schedule import checkpoint_steps, steps_per_epoch
 from stabilityscope.training.stacked import StackedCanonical, stacked_step_obstacle
 from stabilityscope.training.subsample import apply_subsample
 
 log = logging.getLogger(__name__)
 EVAL_CHUNK = 8192  # examples per forward pass when evaluating
+# dataset.validation: the held-out training examples' loss and accuracy (regression: MSE and R²)
+VALIDATION_METRICS = {"classification": ("val_loss", "val_acc"), "regression": ("val_loss", "val_r2")}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -404,6 +406,10 @@ class Run:
         data = data or load_dataset(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download,
                                     train_subset=cfg.dataset.train_subset, test_subset=cfg.dataset.test_subset,
                                     normalize=cfg.dataset.normalize, binarize=cfg.dataset.binarize)
+        self.validation: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # dataset.validation: (x, y) held out
+        if cfg.dataset.validation:
+            data, (x_val, y_val) = hold_out(data, cfg.dataset.validation)
+            self.validation = (x_val.to(self.device), y_val.to(self.device))
         data = apply_subsample(data, cfg.dataset, cfg.model, cfg.train.seed, self.device)  # before any training
         torch.manual_seed(cfg.train.seed)  # after the subsample's reference model: the same init with or without
         self.data = data.to(self.device)
@@ -442,7 +448,8 @@ class Run:
         self.recorder = Recorder(
             self.model, self.run_dir, probe_inputs=self.data.x_test, options=cfg.analysis, records=records,
             config=to_container(cfg), storage=cfg.storage, lock=False, save_tracker_state=False,
-            metrics=standard + (EXPLAINABILITY_METRICS if self.explain else ()),
+            metrics=standard + (EXPLAINABILITY_METRICS if self.explain else ())
+            + (VALIDATION_METRICS[data.task] if self.validation is not None else ()),
             loss="mse" if data.task == "regression" else "cross_entropy",
             attrs={"seed": int(cfg.train.seed), "model": cfg.model.name, "dataset": cfg.dataset.name,
                    "device": str(self.device), "task": "train", "init": value_of(cfg.model.init), **init_attrs},
@@ -500,6 +507,9 @@ class Run:
         train_loss, test_loss = metrics["train_loss"], metrics["test_loss"]
         if self.explain:
             metrics.update(self.explainability(predicted))
+        if self.validation is not None:
+            score = evaluate_regression if self.task == "regression" else evaluate
+            metrics.update(zip(VALIDATION_METRICS[self.task], score(self.model, *self.validation)))
         layer_stats = self.recorder.record(
             run.epoch, run.step, run.wall_time, metrics, store_weights=run.step in self.weight_steps,
             epoch_fraction=run.step / self.steps_per_epoch,
