@@ -55,6 +55,9 @@ Typical use in a notebook::
 
     with ss.Recorder(model, "runs/my_run", probe_inputs=x_test[:16]) as rec:   # your own training loop
         rec.checkpoint(epoch, step=step, metrics={"test_loss": loss})          # same trace.h5 as the app
+    ctl = ss.EdgeController(model, opt, ss.ControlConfig(statistic="chi"), steps_per_epoch=len(loader))
+    ctl.step()                                                # after opt.step(): the decay that holds χ at 1
+    ss.pick_checkpoint(tr).epoch                              # label-free: where χ first reached the edge
     ss.inspect(model, inputs=x_test[:16])                     # one table: where each FC map sits now
 
     ss.explainability.explainability_table(tr)                # SGD-complexity: I(F;Y), μ_Y(F;L) vs a linear L
@@ -66,7 +69,8 @@ Typical use in a notebook::
 
 The implementation lives in sub-packages, lowest first: :mod:`~stabilityscope.theory`,
 :mod:`~stabilityscope.dynamics`, :mod:`~stabilityscope.models`, :mod:`~stabilityscope.recording`,
-:mod:`~stabilityscope.training`, :mod:`~stabilityscope.integrations`, :mod:`~stabilityscope.analysis`
+:mod:`~stabilityscope.control` (the weight-decay controller), :mod:`~stabilityscope.training`,
+:mod:`~stabilityscope.integrations`, :mod:`~stabilityscope.analysis`
 (computations), :mod:`~stabilityscope.plots` (figures), :mod:`~stabilityscope.reports` (Markdown reports)
 and :mod:`~stabilityscope.cli` (the Hydra app, ``python -m stabilityscope --help``); each uses only those
 before it.
@@ -74,10 +78,12 @@ before it.
 from stabilityscope import runtime  # first of all: the OpenMP wait policy must be set before torch loads
 from stabilityscope.analysis.collection import open_traces, varying_config
 from stabilityscope.analysis.guideline import Recommendation, recommend
+from stabilityscope.analysis.pick import CheckpointPick, pick_checkpoint
 from stabilityscope.analysis.scaling import SweepAnalysis, analyze_sweep
 from stabilityscope.config import (
     AnalysisConfig,
     Config,
+    ControlConfig,
     DatasetConfig,
     LoggingConfig,
     ModelConfig,
@@ -86,6 +92,7 @@ from stabilityscope.config import (
     StorageConfig,
     TrainConfig,
 )
+from stabilityscope.control import EdgeController
 from stabilityscope.dynamics import geometry, weight_structure
 from stabilityscope.dynamics.lyapunov import (
     ATTRACTORS,
@@ -128,6 +135,7 @@ _MODULES = {
     "information": "stabilityscope.theory.information", "dissect": "stabilityscope.models.dissect",
     "spline": "stabilityscope.models.spline", "spline_init": "stabilityscope.models.spline_init",
     "trace": "stabilityscope.recording.trace", "tracking": "stabilityscope.recording.tracking",
+    "control": "stabilityscope.control", "pick": "stabilityscope.analysis.pick",
 }
 
 
@@ -151,4 +159,5 @@ __all__ = [
     "AnalysisConfig", "Config", "DatasetConfig", "LayerTracker", "ModelConfig", "OptimConfig", "TrainConfig",
     "tracked_records", "Recorder", "inspect", "load_dataset", "runtime",
     "ExplainabilityInputs", "GeometryInputs", "LoggingConfig", "RecordingConfig", "StorageConfig", "unwrap_model",
+    "CheckpointPick", "ControlConfig", "EdgeController", "pick_checkpoint",
 ]

@@ -19,8 +19,10 @@ regulariser ``λ·Σw²`` (used by EOC-training) has gradient ``2λw``, so ``wei
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -100,6 +102,30 @@ class InitKind(str, Enum):
 
     random = "random"  # the model's own random initialisation
     mars = "mars"  # Spline-FC: first hidden layer and head from a degree-1 MARS fit (stabilityscope.models.spline_init)
+
+
+class ControlMode(str, Enum):
+    """train.control: how the weight decay is set during training."""
+
+    none = "none"  # optim.weight_decay throughout
+    edge = "edge"  # an EdgeController sets the decay of the controlled maps' parameter groups (options: control.*)
+
+
+class EdgeStatistic(str, Enum):
+    """control.statistic: what the controller holds at its edge value."""
+
+    auto = "auto"  # the model's default: χ of the FC maps below the head (the canonical network: its hidden layer)
+    J2 = "J2"  # J² = N·var(W) of FC maps, from the weights (edge J_c²: 1 for tanh, 2 for ReLU)
+    chi = "chi"  # mean-field χ of each FC map's (J0, J), from the weights (edge 1)
+    gain = "gain"  # scale-free RMS gain of trunk blocks at real inputs, from a few random directions (edge 1)
+
+
+class Combine(str, Enum):
+    """control.combine: how one parameter group's maps make its error."""
+
+    median = "median"  # a parameter group's error: the median over its maps of ln(S/S*)
+    mean = "mean"  # ... their mean
+    max = "max"  # ... their largest: no map of the group is let past the target
 
 
 class ModelFamily(str, Enum):
@@ -200,6 +226,7 @@ class DatasetConfig(CheckedOptions):
     # classes 5–9 → 1); vehicles_vs_animals (CIFAR-10: airplane, automobile, ship, truck → 1, 40% of the
     # examples); or a list of positive classes, e.g. [0,1,8,9]. Any: OmegaConf takes a string or a list.
     binarize: Any = None
+    validation: int = 0  # hold out the last n training examples: val_loss, val_acc at every checkpoint (early stopping)
 
     def check(self) -> None:
         for key in ("train_subset", "test_subset"):
@@ -213,6 +240,8 @@ class DatasetConfig(CheckedOptions):
                  self.subsample_reference, "dataset.subsample=boundary needs a reference model: a run directory, "
                  "its trace.h5 or a state .pt file of the same model")
         _check_binarize(self.binarize)
+        _require(self.validation >= 0, "dataset.validation", self.validation,
+                 "a number of training examples held out for validation, >= 0 (0: none)")
 
 
 @dataclass
@@ -287,6 +316,7 @@ class TrainConfig(CheckedOptions):
     fast_step: bool = True  # fmnist_fc + SGD: train through the hand-written SGD step (training.stacked), not autograd
     overlap_checkpoints: bool = True  # with fast_step on a CPU: a checkpoint runs in a thread (on half the
     # torch threads, training on the other half: trainer.CoreShare) while training goes on
+    control: ControlMode = ControlMode.none  # edge: the weight decay held at the edge in closed loop (control.*)
 
     def check(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, "the number of epochs must be a positive integer")
@@ -298,6 +328,60 @@ class TrainConfig(CheckedOptions):
         dev = str(self.device)
         _require(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev,
                  "allowed: auto, cpu, cuda, cuda:N")
+
+
+@dataclass
+class ControlConfig(CheckedOptions):
+    """The weight-decay controller of ``train.control=edge`` (:class:`stabilityscope.control.EdgeController`).
+
+    Every ``every`` optimiser steps it reads a cheap edge statistic S of the chosen maps and sets the weight
+    decay λ of the parameter groups that hold them by a bounded PI step on ln λ (the docs' guide "Holding the
+    edge: the weight-decay controller" states the law): with e = ln(S/S*) combined over a group's maps,
+    Δ ln λ = k_p·(e − e_prev) + k_i·e·Δt (Δt in epochs), at most ``max_step`` in size, λ kept in
+    [``decay_min``, ``decay_max``]. λ is in the optimiser's own convention (PyTorch's; AdamW's decoupled).
+    """
+
+    section: ClassVar[str] = "control"
+    statistic: EdgeStatistic = EdgeStatistic.auto  # what is held at the edge (auto: see EdgeStatistic)
+    layers: Optional[str] = None  # the maps read: a regex on FC map names (J2, chi) or trunk block modules (gain);
+    # null: every FC map but the head (J2, chi), every trunk block (gain)
+    target: Optional[float] = None  # S*: null = the statistic's edge value (χ = 1, gain = 1, J² = J_c²)
+    combine: Combine = Combine.median  # one decay per parameter group, driven by this over the group's maps
+    every: int = 100  # optimiser steps between two updates
+    decay_min: float = 1.0e-6  # bounds of λ (> 0: the law steps ln λ)
+    decay_max: float = 1.0
+    decay_init: Optional[float] = None  # λ before the first update (null: decay_min)
+    proportional_gain: float = 10.0  # k_p: Δ ln λ per unit change of ln(S/S*) between two updates
+    integral_gain: float = 100.0  # k_i: Δ ln λ per epoch per unit of ln(S/S*)
+    max_step: float = 0.5  # the largest |Δ ln λ| of one update (a factor e^0.5 ≈ 1.65)
+    smoothing: float = 0.0  # e filtered as e_f ← smoothing·e_f + (1 − smoothing)·e (0: none; noisy statistics)
+    probe_inputs: int = 4  # gain: test inputs the blocks are read at
+    # gain: random directions per input (the RMS gain's estimate; its noise falls as 1/√(inputs·probes))
+    probes: int = 4
+
+    def check(self) -> None:
+        _require(self.every >= 1, "control.every", self.every, "a positive number of optimiser steps")
+        _require(0 < self.decay_min < self.decay_max, "control.decay_min", self.decay_min,
+                 f"the bounds must satisfy 0 < control.decay_min < control.decay_max (= {self.decay_max}): the "
+                 f"law steps ln λ, so the smallest decay is positive; choose it far below the decay the edge "
+                 f"needs (the default 1e-6 is 100 times below the canonical network's)")
+        _require(self.decay_init is None or self.decay_min <= self.decay_init <= self.decay_max,
+                 "control.decay_init", self.decay_init, f"within [control.decay_min, control.decay_max] = "
+                 f"[{self.decay_min}, {self.decay_max}], or null for decay_min")
+        _require(self.target is None or (self.target > 0 and math.isfinite(self.target)), "control.target",
+                 self.target, "a positive finite value of the statistic, or null for its edge value")
+        for key in ("proportional_gain", "integral_gain", "max_step"):
+            v = getattr(self, key)
+            _require(v >= 0 and math.isfinite(v), f"control.{key}", v, "a finite number >= 0")
+        _require(self.max_step > 0, "control.max_step", self.max_step, "must be > 0 (0 would never move λ)")
+        _require(0 <= self.smoothing < 1, "control.smoothing", self.smoothing, "must lie in [0, 1)")
+        _require(self.probe_inputs >= 1, "control.probe_inputs", self.probe_inputs, "must be a positive integer")
+        _require(self.probes >= 1, "control.probes", self.probes, "must be a positive integer")
+        if self.layers is not None:
+            try:
+                re.compile(self.layers)
+            except re.error as exc:
+                _require(False, "control.layers", self.layers, f"a regular expression ({exc})")
 
 
 @dataclass
@@ -573,6 +657,8 @@ class Config(CheckedOptions):
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # dashboard mirrors
     checkpoints: Optional[str] = None  # task=analyze: saved weights, a glob (quoted), a folder or a file
     evaluate: bool = False  # task=analyze: also compute the four metrics on the dataset at every checkpoint
+    control: ControlConfig = field(default_factory=ControlConfig)  # train.control=edge: the weight-decay controller
+    pick: str = "auto"  # reports: the label-free checkpoint pick's rule (ss.pick_checkpoint), e.g. chi, gain, J:hidden
 
 
 def value_of(option: Any) -> str:

@@ -22,8 +22,8 @@ from stabilityscope.config import AnalysisConfig, Config, ModelConfig, as_option
 PACKAGE = Path(ss.__file__).resolve().parent
 
 # Lowest first. The base modules are used by every layer; the facade (__init__, __main__) sits on top.
-LAYERS = ("base", "theory", "dynamics", "models", "recording", "training", "integrations", "analysis", "plots",
-          "reports", "cli", "facade")
+LAYERS = ("base", "theory", "dynamics", "models", "recording", "control", "training", "integrations", "analysis",
+          "plots", "reports", "cli", "facade")
 BASE = {"errors", "config", "interrupts", "runtime", "version"}
 HYDRA = ("hydra", "omegaconf")
 # Old module paths kept as deprecated aliases of their new homes (they import upward, by design, and warn).

@@ -23,6 +23,7 @@ from stabilityscope.config import (
     CalibrationConfig,
     CheckpointSchedule,
     Config,
+    ControlConfig,
     DatasetConfig,
     MarsConfig,
     ModelConfig,
@@ -38,7 +39,8 @@ from stabilityscope.errors import ConfigError
 
 SECTIONS = {cls.section: cls for cls in (MarsConfig, ModelConfig, DatasetConfig, OptimConfig, CheckpointSchedule,
                                          TrainConfig, StorageConfig, AnalysisConfig, PhaseDiagramConfig,
-                                         BackgroundConfig, BatchingConfig, ScalingConfig, CalibrationConfig)}
+                                         BackgroundConfig, BatchingConfig, ScalingConfig, CalibrationConfig,
+                                         ControlConfig)}
 
 # (overrides, the key the error names); several overrides belong to one section
 CASES = [
@@ -49,7 +51,8 @@ CASES = [
     (["dataset.subsample_fraction=0"], "dataset.subsample_fraction"),
     (["dataset.subsample_fraction=1.5"], "dataset.subsample_fraction"),
     (["dataset.subsample=boundary"], "dataset.subsample_reference"),
-    (["dataset.binarize=greater_than_5"], "dataset.binarize"), (["dataset.binarize=[1,1]"], "dataset.binarize"),
+    (["dataset.validation=-1"], "dataset.validation"), (["dataset.binarize=greater_than_5"], "dataset.binarize"),
+    (["dataset.binarize=[1,1]"], "dataset.binarize"),
     (["optim.lr=0"], "optim.lr"), (["optim.lr=-0.1"], "optim.lr"), (["optim.lr=nan"], "optim.lr"),
     (["optim.lr=inf"], "optim.lr"), (["optim.momentum=1.0"], "optim.momentum"),
     (["optim.momentum=-0.1"], "optim.momentum"), (["optim.weight_decay=-1e-4"], "optim.weight_decay"),
@@ -71,6 +74,7 @@ CASES = [
     (["analysis.depth_vectors=0"], "analysis.depth_vectors"),
     (["analysis.block_map_inputs=0"], "analysis.block_map_inputs"),
     (["analysis.block_map_steps=1"], "analysis.block_map_steps"),
+    (["analysis.depth_lanczos=-1"], "analysis.depth_lanczos"),
     (["analysis.spectrum_k=-1"], "analysis.spectrum_k"), (["analysis.spectrum_inputs=0"], "analysis.spectrum_inputs"),
     (["analysis.geometry_delta=0.5"], "analysis.geometry_delta"),
     (["analysis.geometry_samples=0"], "analysis.geometry_samples"),
@@ -91,6 +95,13 @@ CASES = [
     (["scaling.plateau_fraction=0"], "scaling.plateau_fraction"), (["scaling.confidence=1.0"], "scaling.confidence"),
     (["calibration.tolerance=0"], "calibration.tolerance"), (["calibration.n_boot=-1"], "calibration.n_boot"),
     (["calibration.j2_window=[0.6,0.3]"], "calibration.j2_window"), (["calibration.power=1.0"], "calibration.power"),
+    (["control.every=0"], "control.every"), (["control.decay_min=0"], "control.decay_min"),
+    (["control.decay_min=0.5", "control.decay_max=0.1"], "control.decay_min"),
+    (["control.decay_init=2.0"], "control.decay_init"), (["control.target=0"], "control.target"),
+    (["control.target=inf"], "control.target"), (["control.proportional_gain=-1"], "control.proportional_gain"),
+    (["control.integral_gain=nan"], "control.integral_gain"), (["control.max_step=0"], "control.max_step"),
+    (["control.smoothing=1.0"], "control.smoothing"), (["control.probe_inputs=0"], "control.probe_inputs"),
+    (["control.probes=0"], "control.probes"), (["control.layers='(hidden'"], "control.layers"),
 ]
 
 
@@ -120,7 +131,8 @@ def from_python(overrides: list[str]) -> object:
 
 def _as_field(cls: type, name: str, value: object) -> object:
     """``value`` as OmegaConf stores it in the field: a float field holds a float."""
-    return float(value) if typing.get_type_hints(cls)[name] is float else value
+    hint = typing.get_type_hints(cls)[name]
+    return float(value) if hint is float or (hint == typing.Optional[float] and value is not None) else value
 
 
 @pytest.mark.parametrize("overrides,key", CASES, ids=[" ".join(o) for o, _ in CASES])

@@ -233,10 +233,12 @@ def main(cfg: DictConfig) -> Optional[str]:
         if not multirun and sweep.sweep_params(hc):
             raise ConfigError(f"This config defines a sweep (hydra.sweeper.params: {sweep.sweep_params(hc)}), "
                               f"which runs only in multirun mode: add -m (python -m stabilityscope -m ...).")
+        queued = options
         if multirun and options.resume is not None:  # -m resume=<dir>,<dir>: each job continues its own run
             run_dir = Path(options.resume)
             sweep.resumed_runs.append(run_dir)
-        if multirun and sweep.defer(options, run_dir, hc):
+            queued = resumed_config(run_dir, list(hc.overrides.task))  # its stored config decides its group
+        if multirun and sweep.defer(queued, run_dir, hc):
             return "queued"  # trained in a batched group when Hydra has launched every job
         run_task(options, run_dir, list(hc.overrides.task))
         return "done"

@@ -66,19 +66,13 @@ def _batching_here(hydra_cfg: Any) -> bool:
 def defer(cfg: Config, run_dir: Path, hydra_cfg: Any) -> bool:
     """Leave this sweep job for a batched group (True), or let it run now (False).
 
-    Called by the app for every multirun job; the config is validated first, so a bad value still
-    fails its own job at once.
+    Called by the app for every multirun job (a resumed job with its stored config, ``run_dir`` the resumed
+    run); the config is validated first, so a bad value still fails its own job at once.
     """
     from stabilityscope.config import validate
     from stabilityscope.training.batched import batching_obstacle
 
-    if not cfg.batching.enabled or not _batching_here(hydra_cfg):
-        return False
-    if cfg.resume is not None:  # a resumed sweep job: its stored config decides (run_dir is the resumed run)
-        from stabilityscope.cli.app import resumed_config
-
-        cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task))
-    if batching_obstacle(cfg) is not None:
+    if not cfg.batching.enabled or not _batching_here(hydra_cfg) or batching_obstacle(cfg) is not None:
         return False
     validate(cfg)
     _pending.append((cfg, run_dir))

@@ -3,8 +3,8 @@
 - ``task=phase_diagram``: the numerical phase diagram as ``phase_diagram.h5`` (separation, u, q0 per
   cell with N, T, seed and sampling) and ``phase_diagram.png`` (log-scale heatmap, theoretical edge
   overlaid);
-- ``task=report trace=<path or glob>``: the report(s) of existing traces
-  (:mod:`stabilityscope.reports.run`);
+- ``task=report trace=<path or glob>``: the report(s) of existing traces (:mod:`stabilityscope.reports.run`),
+  with the label-free checkpoint pick of rule ``pick=`` (default ``auto``; :func:`stabilityscope.pick_checkpoint`);
 - ``task=scaling sweep=<dir or glob>``: the scaling laws of a sweep
   (:mod:`stabilityscope.reports.scaling`);
 - ``analysis=describe``: the dissection table of the composed model, without training
@@ -76,11 +76,17 @@ def run_phase_diagram_task(cfg: PhaseDiagramConfig, run_dir: Path) -> tuple[Path
 
 def run_report_task(cfg: Config, run_dir: Path) -> Path:
     """``task=report trace=<path or glob>``: the report(s) of existing traces into ``run_dir``."""
+    from stabilityscope.analysis.pick import PICK_RULES
+
     cfg = as_options(cfg, Config)
     validate(cfg)  # trace= is set
+    rule = str(cfg.pick)
+    if rule != "auto" and rule not in PICK_RULES and rule not in PICK_RULES.values() and ":" not in rule:
+        raise ConfigError(f"Invalid value pick={rule!r}: allowed: auto, {', '.join(PICK_RULES)}, or <stat>:<layer> "
+                          f"(e.g. J:hidden, chi:hidden, gain_rms:block:blocks.3).")
     paths = find_traces(str(cfg.trace))
     options = dict(figures=bool(cfg.figures), background=background_from_config(cfg.phase_background),
-                   cache=cfg.phase_background.cache_dir)
+                   cache=cfg.phase_background.cache_dir, pick=str(cfg.pick))
     path = write_report(paths[0], run_dir, **options) if len(paths) == 1 else write_index(paths, run_dir, **options)
     log.info("Report on %d run(s): %s", len(paths), path.resolve())
     return path

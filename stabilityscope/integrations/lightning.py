@@ -26,16 +26,25 @@ Under a distributed strategy (``strategy="ddp"``, also on CPU) every rank holds 
 0's measures and writes: the other ranks return from each checkpoint at once and wait for rank 0 only at
 their next collective, as in any DDP step. The LightningModule is measured as it is, never through the
 strategy's wrapper, so the layer names are the module's own.
+
+With ``control=ss.ControlConfig(...)`` the callback also holds the edge in closed loop: an
+:class:`~stabilityscope.control.EdgeController` on the module and its first optimiser acts after every
+``control.every`` optimiser steps (``trainer.global_step``), its updates go into the trace, and its state
+into Lightning's checkpoints (``state_dict``), so ``trainer.fit(..., ckpt_path=...)`` continues with the
+decay the interrupted fit had. The law's time unit is an epoch of optimiser steps (the training batches
+over ``accumulate_grad_batches``).
 """
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 
-from stabilityscope.config import recording_options
+from stabilityscope.config import ControlConfig, as_options, recording_options, value_of
+from stabilityscope.control.controller import EdgeController
 from stabilityscope.errors import ConfigError
 from stabilityscope.recording.recorder import Recorder, refuse_moved
 
@@ -79,11 +88,13 @@ class StabilityCallback(pl.Callback):
             that adds stored weights and the TensorBoard/MLflow mirrors (``logging``).
         probe_inputs: explicit start states instead of validation batches.
         config: stored as the trace's config (default: the module's ``hparams``).
+        control: hold the edge with an :class:`~stabilityscope.control.EdgeController`
+            (:class:`~stabilityscope.config.ControlConfig` or a mapping of its fields); None: no control.
     """
 
     def __init__(self, run_dir: str | Path, every_n_epochs: int = 1, probe_batches: int = 1,
                  options: Any = None, probe_inputs: Optional[torch.Tensor] = None,
-                 config: Optional[Mapping[str, Any]] = None, **moved: Any) -> None:
+                 config: Optional[Mapping[str, Any]] = None, control: Any = None, **moved: Any) -> None:
         refuse_moved(moved, "StabilityCallback()")
         if every_n_epochs < 1 or probe_batches < 1:
             raise ConfigError(f"StabilityCallback: every_n_epochs={every_n_epochs} and probe_batches={probe_batches} "
@@ -92,6 +103,9 @@ class StabilityCallback(pl.Callback):
         self.options, self.probe_inputs, self.config = recording_options(options), probe_inputs, config
         self.recorder: Optional[Recorder] = None
         self._warned: set[str] = set()
+        self.control = None if control is None else as_options(control, ControlConfig, "control")
+        self.controller: Optional[EdgeController] = None
+        self._control_state: Optional[dict[str, Any]] = None  # from a Lightning checkpoint, until the controller exists
 
     # -- set-up ------------------------------------------------------------------------------------
     def _probes(self, trainer: "pl.Trainer") -> Optional[torch.Tensor]:
@@ -114,8 +128,47 @@ class StabilityCallback(pl.Callback):
         probes = self._probes(trainer) if trainer.is_global_zero else None
         self.recorder = Recorder(pl_module, self.run_dir, probe_inputs=probes, options=self.options,
                                  config=config, metrics=tuple(STANDARD_FROM))
+        if self.control is not None:
+            self._start_controller(trainer, pl_module)
         if not (self.run_dir / "trace.h5").exists():  # a continued trace already has its checkpoint 0
             self.recorder.checkpoint(0, step=int(trainer.global_step))  # held until the first metrics arrive
+
+    # -- the weight-decay controller ---------------------------------------------------------------
+    def _start_controller(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches) or batches < 1:
+            raise ConfigError("StabilityCallback(control=...) needs epochs of a known length (the law's time unit); "
+                              "this fit's training loader has no len().")
+        per_epoch = max(1, math.ceil(batches / max(1, trainer.accumulate_grad_batches)))
+        probes = self.probe_inputs
+        if probes is None and value_of(self.control.statistic) == "gain":
+            if trainer.world_size > 1:  # each rank's validation batches differ: the decays would too
+                raise ConfigError("StabilityCallback(control=ControlConfig(statistic='gain')) under a distributed "
+                                  "strategy needs probe_inputs=... (the same inputs on every rank).")
+            probes = self._probes(trainer)
+        if not trainer.optimizers:
+            raise ConfigError("StabilityCallback(control=...): the module configured no optimiser to control.")
+        self.controller = EdgeController(pl_module, trainer.optimizers[0], self.control, steps_per_epoch=per_epoch,
+                                         probe_inputs=probes)
+        self.recorder.attach_controller(self.controller, restore=False)  # Lightning's checkpoint holds its state
+        if self._control_state is not None:
+            self.controller.load_state_dict(self._control_state)
+            self._control_state = None
+
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.controller is not None:
+            self.controller.step(int(trainer.global_step))  # acts when a multiple of control.every is reached
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.controller is None else {"control": self.controller.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "control" in state_dict:
+            if self.controller is not None:
+                self.controller.load_state_dict(state_dict["control"])
+            else:
+                self._control_state = dict(state_dict["control"])
 
     # -- checkpoints -------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:

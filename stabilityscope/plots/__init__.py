@@ -17,6 +17,7 @@ package under its older name::
 - :mod:`.geometry`: ``plot_geometry``, ``plot_decision_regions`` (FC-geometry);
 - :mod:`.explainability`: ``plot_explainability``, ``plot_complexity_matrix`` (SGD-complexity);
 - :mod:`.init_comparison`: ``plot_init_comparison`` (Spline-FC);
+- :mod:`.control`: ``plot_control``, the weight-decay controller's updates (``train.control=edge``);
 - :mod:`.scaling`: the figures of a sweep's scaling laws; :mod:`.calibration`: the guideline's laws;
 - :mod:`.run`: ``draw_figures``, every figure of one run; :mod:`.style`: the palette, the rc style,
   ``save_figure``.
@@ -26,6 +27,7 @@ Layer: above :mod:`stabilityscope.analysis` (figures draw what the analyses comp
 """
 from stabilityscope.analysis.readout import checkpoint_axis, geometry_layers, linear_growth_fit, optimal_index
 from stabilityscope.plots.comparison import plot_comparison, run_labels
+from stabilityscope.plots.control import plot_control
 from stabilityscope.plots.explainability import plot_complexity_matrix, plot_explainability
 from stabilityscope.plots.geometry import plot_decision_regions, plot_geometry
 from stabilityscope.plots.init_comparison import plot_init_comparison
@@ -38,7 +40,8 @@ from stabilityscope.plots.training import plot_coupling, plot_metrics
 __all__ = [
     "COLORS", "EDGE_COLOR", "FIGURES", "BackgroundSpec", "cache_dir", "checkpoint_axis", "draw_figures",
     "geometry_layers", "linear_growth_fit", "optimal_index", "phase_background", "plot_comparison",
-    "plot_complexity_matrix", "plot_coupling", "plot_decision_regions", "plot_eigenvalues", "plot_explainability",
+    "plot_complexity_matrix", "plot_control", "plot_coupling", "plot_decision_regions", "plot_eigenvalues",
+    "plot_explainability",
     "plot_geometry", "plot_init_comparison", "plot_layer_stability", "plot_metrics", "plot_phase_diagram",
     "plot_phase_path", "plot_poincare", "run_labels", "save_figure", "training_figures",
 ]

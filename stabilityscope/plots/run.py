@@ -4,7 +4,8 @@ The figures, by name (:data:`FIGURES`): ``phase_path`` (:mod:`.phase`), ``coupli
 (:mod:`stabilityscope.plots.training`), ``layer_stability``, ``poincare`` and ``eigenvalues`` (:mod:`.stability`),
 ``geometry`` (:mod:`stabilityscope.plots.geometry`, when the trace records it: ``analysis.geometry=true``),
 ``explainability`` and ``complexity_matrix`` (:mod:`stabilityscope.plots.explainability`,
-``analysis.explainability=true``).
+``analysis.explainability=true``), ``control``
+(:mod:`stabilityscope.plots.control`, a run trained with ``train.control=edge``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 
 from stabilityscope.analysis.readout import TraceLike, opened, require_checkpoints
 from stabilityscope.errors import TraceError
+from stabilityscope.plots.control import plot_control
 from stabilityscope.plots.explainability import plot_complexity_matrix, plot_explainability
 from stabilityscope.plots.geometry import plot_geometry
 from stabilityscope.plots.phase import BackgroundSpec, plot_phase_path
@@ -26,7 +28,7 @@ from stabilityscope.recording.trace import Trace
 __all__ = ["FIGURES", "draw_figures", "training_figures"]
 
 FIGURES = ("phase_path", "coupling", "metrics", "layer_stability", "poincare", "eigenvalues", "geometry",
-           "explainability", "complexity_matrix")
+           "explainability", "complexity_matrix", "control")
 
 
 def _with_baseline(tr: Trace, plot: Callable[[Trace], Figure]) -> Figure:
@@ -60,6 +62,7 @@ def draw_figures(trace: TraceLike, out_dir: Union[str, Path], *,
             "geometry": lambda: plot_geometry(tr),
             "explainability": lambda: plot_explainability(tr),
             "complexity_matrix": lambda: _with_baseline(tr, plot_complexity_matrix),
+            "control": lambda: plot_control(tr),
         }
         for name in FIGURES:
             try:

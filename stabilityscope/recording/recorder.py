@@ -33,6 +33,11 @@ for stored weights and the TensorBoard/MLflow mirrors, ``explainability=ss.Expla
 example, ``predictions=`` of :meth:`checkpoint`), ``geometry=ss.GeometryInputs(x, y)`` for the
 decision-region geometry.
 
+A weight-decay controller (:class:`~stabilityscope.control.EdgeController`) attached with
+:meth:`Recorder.attach_controller` has every update written into the trace's ``/control`` table with the
+checkpoint that follows it, and its state saved in ``state/recorder.pt`` with the tracker's; attached to
+a continued run, it gets that state back.
+
 The app's trainers record through the same object (:class:`~stabilityscope.training.trainer.Run` and
 :class:`~stabilityscope.training.batched.BatchedRuns`): one implementation of checkpoint recording.
 """
@@ -56,7 +61,7 @@ from stabilityscope.models.dissect import tracked_records
 from stabilityscope.models.wrappers import gathered, process_rank, refuse_fsdp1, unwrap_model
 from stabilityscope.recording.lock import RunLock
 from stabilityscope.recording.mirrors import Mirror, open_mirrors
-from stabilityscope.recording.trace import LOSS_METRICS, PredictionSpec, TraceWriter, open_trace
+from stabilityscope.recording.trace import LOSS_METRICS, ControlSpec, PredictionSpec, TraceWriter, open_trace
 from stabilityscope.recording.tracking import LayerTracker
 
 TRACKER_STATE = Path("state") / "recorder.pt"
@@ -147,6 +152,8 @@ class Recorder:
     Keywords of earlier versions (``tensorboard=``, ``test_labels=``, ``geometry_inputs=``, ...) raise a
     TypeError that names their new home.
     """
+
+    controller: Any = None  # an attached weight-decay controller (attach_controller)
 
     def __init__(self, model: nn.Module, run_dir: str | Path, probe_inputs: Optional[torch.Tensor] = None,
                  options: Any = None, *, config: Optional[Mapping[str, Any]] = None, metrics: Sequence[str] = (),
@@ -287,7 +294,7 @@ class Recorder:
         self.writer = TraceWriter.create(self.trace_path, attrs=root, metrics=names,
                                          layers=self.tracker.layer_specs(store_weights=self.storage.weights),
                                          weights_dtype=value_of(self.storage.weights_dtype),
-                                         predictions=self.prediction_spec)
+                                         predictions=self.prediction_spec, control=self._control_spec())
         self._open_mirrors()
         return self.writer
 
@@ -309,6 +316,47 @@ class Recorder:
         self._wall0 = time.perf_counter()
         self._open_mirrors()
         return self.writer
+
+    # -- the weight-decay controller ----------------------------------------------------------------
+    def attach_controller(self, controller: Any, restore: bool = True) -> None:
+        """Record ``controller``'s updates (a :class:`~stabilityscope.control.EdgeController`) in the trace.
+
+        Attach it before the trace is created (before the first checkpoint with metrics). On a continued
+        run the trace must have been recorded with a controller of the same maps, and (``restore``, when
+        this Recorder saves its own state) the controller continues from the state saved with the last
+        checkpoint: attach it before training resumes.
+
+        Raises:
+            TraceError: the trace exists already without a controller's table, or with other maps.
+        """
+        if self.writer is not None and not self.writer.records_control:
+            raise TraceError(f"{self.trace_path} was created without a controller: attach it before the first "
+                             f"checkpoint with metrics.")
+        if self.trace_path.exists():
+            with open_trace(self.trace_path) as tr:
+                existing = tr.control
+            if existing is None or existing.maps != list(controller.maps):
+                held = "no controller" if existing is None else "a controller of " + ", ".join(existing.maps)
+                raise TraceError(f"{self.trace_path} records {held}"
+                                 f"; continue a run with the controller it was started with "
+                                 f"({', '.join(controller.maps)} here).")
+            path = self.run_dir / TRACKER_STATE
+            if restore and self.save_tracker_state and path.exists():
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                if "control" in state:
+                    controller.load_state_dict(state["control"])
+        self.controller = controller
+
+    def _control_spec(self) -> Optional[ControlSpec]:
+        c = self.controller
+        return None if c is None else ControlSpec(len(c.maps), len(c.group_index), c.trace_attrs())
+
+    def _write_control(self, step: int) -> None:
+        """The attached controller's updates after the last one written, up to ``step``, into the trace."""
+        if self.controller is None or self.writer is None:
+            return
+        last = self.writer.last_control_step
+        self.writer.append_control([a for a in list(self.controller.actions) if last < a.step <= step])
 
     def _open_mirrors(self) -> None:
         log = self.logging
@@ -332,7 +380,8 @@ class Recorder:
 
         Args:
             epoch: the checkpoint's epoch (0 = before training), larger than the last recorded one.
-            step: optimiser steps so far (default: the last checkpoint's, −1 at first).
+            step: optimiser steps so far (default: the last checkpoint's, −1 at first; with a controller
+                attached, the steps it has counted).
             metrics: named scalars (floats or 0-d tensors); standard ones not given are NaN.
             wall_time: seconds of training so far (default: since the Recorder was made, plus the
                 wall time of a continued trace).
@@ -347,7 +396,9 @@ class Recorder:
             with gathered(self.model):  # FSDP2: the all-gather rank 0 measures from needs every rank
                 return {}
         values = {k: _scalar(k, v) for k, v in (metrics or {}).items()}
-        step = self.last_step if step is None else int(step)
+        if step is None:  # an attached controller counts the optimiser steps
+            step = self.last_step if self.controller is None else int(self.controller.steps_taken)
+        step = int(step)
         wall = self._wall0_offset() if wall_time is None else float(wall_time)
         if self.writer is None:
             if self.trace_path.exists():
@@ -384,6 +435,7 @@ class Recorder:
         layer_stats, weights = self._measure(store_weights and self.storage.weights)
         if before_commit is not None:
             before_commit()
+        self._write_control(step)
         self.writer.append(epoch=epoch, step=step, wall_time=wall_time, metrics=metrics,
                            layer_stats=layer_stats, weights=weights, epoch_fraction=epoch_fraction,
                            predictions=predictions)
@@ -440,6 +492,7 @@ class Recorder:
         self.create(metrics=metric_names)
         for row in self._held:
             metrics = {k: math.nan for k in self._declared}
+            self._write_control(row["step"])
             self.writer.append(metrics=metrics, **row)
             for mirror in self._mirrors:
                 mirror.log(row["epoch"], metrics, row["layer_stats"])
@@ -458,7 +511,10 @@ class Recorder:
         path = self.run_dir / TRACKER_STATE
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"tracker": self.tracker.state_dict()}, tmp)
+        state = {"tracker": self.tracker.state_dict()}
+        if self.controller is not None:
+            state["control"] = self.controller.state_dict()
+        torch.save(state, tmp)
         os.replace(tmp, path)  # atomic: complete or absent
 
     def _load_tracker_state(self) -> None:

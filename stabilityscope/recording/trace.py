@@ -25,9 +25,20 @@ Schema (version 2)::
     /baseline/test_predictions int8|int16 (n_test,) the linear baseline L's test predictions, with attrs
                                test_acc, info_L_Y (bits), converged, warning, iterations, grad_max, l2,
                                fit_seconds (v2, analysis.explainability only)
+    /control/                  attrs: statistic, maps (M names), targets (M), groups (JSON: each controlled
+                               parameter group's maps), group_index, law (JSON: gains, bounds, every, ...)
+                               (train.control=edge and Recorders with a controller attached)
+    /control/step              int64 (a,)   each update of the weight-decay controller: its optimiser step
+    /control/epoch             float64 (a,) ... its step / steps per epoch
+    /control/statistic         float64 (a, M) the statistic of each map it read
+    /control/error             float64 (a, G) ln(S/S*) per parameter group (combined over its maps)
+    /control/weight_decay      float64 (a, G) the decay it set (in force from the next step on)
     /weights/epoch             int64 (k,)   checkpoints whose weights are stored
     /weights/step              int64 (k,)   ... and their optimiser steps (v2)
     /weights/<layer>           float16|float32 (k, fan_out, fan_in), one checkpoint per chunk, gzip
+
+The controller's rows are written with the checkpoint that follows them, before its commit marker, and
+``/control/step`` last of them; a reader keeps the rows up to the last complete checkpoint's step.
 
 A step schedule (``train.checkpoints.unit=step``) can put several checkpoints inside one epoch:
 ``/checkpoints/epoch`` then repeats and the step is the key that increases. Version-1 traces (no
@@ -102,6 +113,34 @@ class PredictionSpec:
 
 
 @dataclass(frozen=True)
+class ControlSpec:
+    """The shape of the ``/control`` table: M maps read, G parameter groups set, and its attributes."""
+
+    n_maps: int
+    n_groups: int
+    attrs: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ControlLog:
+    """The weight-decay controller's updates of a run (``Trace.control``), a = number of updates."""
+
+    step: np.ndarray  # (a,)
+    epoch: np.ndarray  # (a,) fractional epochs
+    statistic: np.ndarray  # (a, M) per map
+    error: np.ndarray  # (a, G) ln(S/S*) per parameter group
+    weight_decay: np.ndarray  # (a, G)
+    statistic_name: str  # J2, chi, gain
+    maps: list[str]  # (M,)
+    targets: np.ndarray  # (M,) S* per map
+    groups: list[list[int]]  # each group's maps (indices into maps)
+    law: dict[str, Any]  # gains, bounds, every, combine, decay_init, steps_per_epoch, ...
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+
+@dataclass(frozen=True)
 class LayerSpec:
     """What the trace stores for one layer: its attributes, its statistics and, when kept, its weight shape."""
 
@@ -141,7 +180,7 @@ class TraceWriter:
     @classmethod
     def create(cls, path: str | Path, *, attrs: Mapping[str, Any], layers: Mapping[str, LayerSpec],
                metrics: Sequence[str] = METRICS, weights_dtype: str = "float32",
-               predictions: Optional[PredictionSpec] = None) -> "TraceWriter":
+               predictions: Optional[PredictionSpec] = None, control: Optional[ControlSpec] = None) -> "TraceWriter":
         path = Path(path)
         f = h5py.File(path, "w", libver="latest")
         f.attrs.update({"schema_version": SCHEMA_VERSION, "status": "running", "start_time": now_iso(),
@@ -170,6 +209,8 @@ class TraceWriter:
                     d = _growable(g, st.name, "i1" if st.labels else st.dtype)
                 if st.labels:
                     d.attrs["labels"] = list(st.labels)
+        if control is not None:
+            _create_control(f, control)
         if weights:
             wg = f.create_group("weights")
             _growable(wg, "epoch", "i8")
@@ -204,10 +245,11 @@ class TraceWriter:
                 kept = dst["weights/step"][:] <= last_step if "step" in dst["weights"] else \
                     dst["weights/epoch"][:] <= last_epoch
                 n_w = int(np.sum(kept))
+            n_c = int(np.sum(dst["control/step"][:] <= last_step)) if "control" in dst else 0
 
             def cut(name: str, obj: Any) -> None:
                 if isinstance(obj, h5py.Dataset) and name not in _FIXED:
-                    obj.resize(n_w if name.startswith("weights") else n, axis=0)
+                    obj.resize(n_w if name.startswith("weights") else n_c if name.startswith("control") else n, axis=0)
 
             dst.visititems(cut)
             dst.attrs.update({**dict(attrs or {}), "status": "running"})
@@ -219,6 +261,44 @@ class TraceWriter:
     @property
     def num_checkpoints(self) -> int:
         return self._n
+
+    @property
+    def records_control(self) -> bool:
+        """Whether the trace has the weight-decay controller's table (``/control``)."""
+        return "control" in self._f
+
+    @property
+    def last_control_step(self) -> int:
+        """The step of the newest controller row written (−1: none)."""
+        if not self.records_control:
+            return -1
+        d = self._f["control/step"]
+        return int(d[d.shape[0] - 1]) if d.shape[0] else -1
+
+    def append_control(self, rows: Sequence[Any]) -> None:
+        """Append controller updates (objects with step, epoch, statistic (M,), error (G,), weight_decay (G,)).
+
+        Called before the checkpoint they precede is appended: they are committed with its marker
+        (readers keep rows up to the last complete checkpoint's step). ``/control/step`` grows last.
+        """
+        if not rows:
+            return
+        if not self.records_control:
+            raise TraceError(f"{self.path} has no /control table: the controller must be attached before the trace "
+                             f"is created.")
+        g = self._f["control"]
+        k, a = g["step"].shape[0], len(rows)
+        for name in ("epoch", "statistic", "error", "weight_decay"):
+            d = g[name]
+            values = np.asarray([getattr(r, name) for r in rows], dtype=np.float64)
+            if values.shape[1:] != d.shape[1:]:
+                raise TraceError(f"controller rows of shape {values.shape[1:]} for /control/{name} of shape "
+                                 f"{d.shape[1:]}: the controller reads other maps than the trace was made for")
+            d.resize(k + a, axis=0)
+            d[k:] = values
+        self._f.flush()
+        g["step"].resize(k + a, axis=0)
+        g["step"][k:] = [int(r.step) for r in rows]
 
     @property
     def records_predictions(self) -> bool:
@@ -294,6 +374,16 @@ class TraceWriter:
 
 
 _FIXED = ("predictions/test_labels", "baseline/test_predictions")  # written once, not per checkpoint
+
+
+def _create_control(f: h5py.File, spec: ControlSpec) -> None:
+    """The controller's table (before the file enters SWMR mode): one row per update."""
+    g = f.create_group("control")
+    g.attrs.update({k: v for k, v in spec.attrs.items()})
+    _growable(g, "step", "i8")
+    _growable(g, "epoch", "f8")
+    for name, width in (("statistic", spec.n_maps), ("error", spec.n_groups), ("weight_decay", spec.n_groups)):
+        g.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype="f8", chunks=(_CHUNK, width))
 
 
 def _create_predictions(f: h5py.File, spec: PredictionSpec) -> None:
@@ -531,6 +621,20 @@ class Trace:
         d = self._f["baseline/test_predictions"]
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in d.attrs.items()}
         return {"test_predictions": self._read("baseline/test_predictions"), **attrs}
+
+    @property
+    def control(self) -> Optional[ControlLog]:
+        """The weight-decay controller's updates up to the last complete checkpoint, or None (an uncontrolled run)."""
+        if "control" not in self._f:
+            return None
+        step = self._read("control/step")
+        a = self._f["control"].attrs
+        last = self.steps[-1] if len(self) else -1
+        keep = int(np.sum(step <= last))
+        rows = {name: self._read(f"control/{name}")[:keep] for name in ("epoch", "statistic", "error", "weight_decay")}
+        return ControlLog(step[:keep], rows["epoch"], rows["statistic"], rows["error"], rows["weight_decay"],
+                          str(a["statistic"]), [str(m) for m in a["maps"]], np.asarray(a["targets"], dtype=np.float64),
+                          json.loads(a["groups"]), json.loads(a["law"]))
 
     @property
     def metrics(self) -> list[str]:

@@ -14,8 +14,9 @@ A training run writes its report into its run directory when it ends (``report=t
     write_report("checkpoints/fmnist_fc-fashion_mnist/2026-11-22_12-00-00", "my_report")
 
 The key numbers (EOC-training's reading of a run): the optimal checkpoint (argmin of the test loss),
-each layer's coupling J, J/J_c and signed edge distance ½ ln χ there, the final phase, accuracy, and
-the slope A of the linear growth of J².
+each layer's coupling J, J/J_c and signed edge distance ½ ln χ there, the final phase, accuracy, the
+slope A of the linear growth of J², and the label-free checkpoint pick (:mod:`stabilityscope.analysis.pick`,
+rule ``pick=``). A run trained with ``train.control=edge`` gets a section on its weight-decay controller.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from stabilityscope.analysis.collection import flatten_config, run_summary, vary
 from stabilityscope.analysis.explainability import explainability_summary, explainability_table
 from stabilityscope.analysis.readout import linear_growth_fit, optimal_index, run_activation
 from stabilityscope.config import BackgroundConfig, Config, as_options
-from stabilityscope.errors import TraceError
+from stabilityscope.errors import ConfigError, TraceError
 from stabilityscope.plots.comparison import plot_comparison
 from stabilityscope.plots.phase import BackgroundSpec
 from stabilityscope.plots.run import draw_figures
@@ -81,6 +82,10 @@ CAPTIONS = {
                        "Left: I(F_t;Y), the network's information about the test labels, and μ_Y(F_t;L), the part "
                        "the linear baseline L explains (bands: bootstrap intervals); black: I(L;Y). Right: the "
                        "share μ/I(F_t;Y); dotted: the last checkpoint of the linear phase (share ≥ 0.9)."),
+    "control": ("Weight decay held at the edge (train.control=edge)",
+                "Left: the statistic the controller read at every update (lines) with the checkpoints' full "
+                "measurement of the same quantity (○) and its target (dashed). Middle: the weight decay it set for "
+                "each controlled parameter group (a bounded PI step on ln λ). Right: the test loss."),
     "complexity_matrix": ("Increasing complexity",
                           "μ_Y(F_t;F_s)/I(F_t;Y): how much of checkpoint t's information about the labels "
                           "checkpoint s explains (1 = all of it); below the diagonal, earlier checkpoints."),
@@ -165,8 +170,10 @@ def _growth_line(tr: Trace) -> Optional[str]:
     return f"| J² growth (`{layer}`, ordered part of the first 50 epochs) | A = {slope:.4g} per epoch |"
 
 
-def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str, str], base: Path) -> str:
-    """The report text; figure links are relative to ``base`` (the report's folder)."""
+def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str, str], base: Path,
+                    pick: Optional[str] = "auto") -> str:
+    """The report text; figure links are relative to ``base`` (the report's folder); ``pick``: the rule of the
+    label-free checkpoint pick shown among the key numbers (None: none)."""
     s = run_summary(tr)
     epochs = tr.checkpoints
     best = optimal_index(tr)
@@ -210,6 +217,8 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
     growth = _growth_line(tr)
     if growth:
         lines.append(growth)
+    if pick is not None and not tr.is_regression:
+        lines.append(_pick_line(tr, pick))
     lines += [
         "",
         f"### Layers at the optimal checkpoint (epoch {int(epochs[best])}) and at the end (epoch {int(epochs[-1])})",
@@ -225,11 +234,52 @@ def report_markdown(tr: Trace, figures: Mapping[str, Path], skipped: Mapping[str
         "surrogate (a random square matrix with the same entry statistics); s and λ_max belong to the iterated "
         "map of a square layer.",
     ]
+    lines += _control_lines(tr)
     lines += _geometry_lines(tr, best)
     lines += _explainability_lines(tr)
     captions = {**CAPTIONS, "metrics": REGRESSION_METRICS_CAPTION} if tr.is_regression else CAPTIONS
     lines += figure_section(figures, skipped, base, captions)
     return "\n".join(lines) + "\n"
+
+
+def _pick_line(tr: Trace, rule: str) -> Optional[str]:
+    """The key-number row of the label-free checkpoint pick (``ss.pick_checkpoint``), or why there is none."""
+    from stabilityscope.analysis.pick import pick_checkpoint
+
+    try:
+        p = pick_checkpoint(tr, rule)
+    except (ConfigError, TraceError, ImportError) as exc:
+        return f"| label-free pick (rule `{rule}`) | none: {str(exc).splitlines()[0]} |"
+    return f"| label-free pick (rule `{rule}`: {p.statistic} reaches {p.edge:g}) | {p.describe()} |"
+
+
+def _control_lines(tr: Trace) -> list[str]:
+    """The weight-decay controller's section (runs trained with train.control=edge), else nothing."""
+    log = tr.control
+    if log is None:
+        return []
+    law = log.law
+    lines = ["", "### Weight decay held at the edge", "",
+             f"The controller read {log.statistic_name} of {', '.join(f'`{m}`' for m in log.maps)} every "
+             f"{law.get('every', '?')} steps ({len(log)} updates) and set the weight decay of {len(log.groups)} "
+             f"parameter group(s) by a bounded PI step on ln λ (k_p = {_fmt(law.get('proportional_gain'))}, k_i = "
+             f"{_fmt(law.get('integral_gain'))} per epoch, at most {_fmt(law.get('max_step'))} per update, λ in "
+             f"[{_fmt(law.get('decay_min'))}, {_fmt(law.get('decay_max'))}]).", ""]
+    if not len(log):
+        return lines + ["No update yet."]
+    lines += ["| group | maps | target S* | S at the last update | λ at the last update | λ median over the last "
+              "fifth | ln(S/S*) range over the last fifth |", "|---|---|---|---|---|---|---|"]
+    tail = slice(len(log) - max(1, len(log) // 5), None)
+    for g, maps in enumerate(log.groups):
+        s_last = np.median(log.statistic[-1, maps])
+        e = log.error[tail, g]
+        e = e[np.isfinite(e)]
+        band = f"{e.min():+.3f} … {e.max():+.3f}" if e.size else "—"
+        lines.append(f"| {g} | {', '.join(f'`{log.maps[m]}`' for m in maps)} | "
+                     f"{_fmt(float(np.median(log.targets[maps])))} | {_fmt(float(s_last))} | "
+                     f"{_fmt(float(log.weight_decay[-1, g]))} | {_fmt(float(np.median(log.weight_decay[tail, g])))} | "
+                     f"{band} |")
+    return lines
 
 
 def _spline_init_line(tr: Trace) -> Optional[str]:
@@ -311,7 +361,7 @@ def _geometry_lines(tr: Trace, best: int) -> list[str]:
 
 def write_report(trace: Union[str, Path, Trace], out_dir: Union[str, Path], *, figures: bool = True,
                  background: Union[bool, BackgroundSpec] = True, cache: Optional[Union[str, Path]] = None,
-                 formats: Sequence[str] = ("png", "pdf")) -> Path:
+                 formats: Sequence[str] = ("png", "pdf"), pick: Optional[str] = "auto") -> Path:
     """Write ``<out_dir>/report.md`` (and the figures into ``<out_dir>/figures/``) for one run.
 
     Args:
@@ -321,6 +371,8 @@ def write_report(trace: Union[str, Path, Trace], out_dir: Union[str, Path], *, f
         background: as in :func:`stabilityscope.plots.phase.plot_phase_path`.
         cache: folder of cached phase-diagram backgrounds (None: the user cache).
         formats: figure files to write; PNG always (the report shows it), PDF linked when written.
+        pick: the rule of the label-free checkpoint pick among the key numbers
+            (:func:`~stabilityscope.analysis.pick.pick_checkpoint`; None: left out).
 
     Returns:
         The path of ``report.md``.
@@ -334,7 +386,7 @@ def write_report(trace: Union[str, Path, Trace], out_dir: Union[str, Path], *, f
             raise TraceError(f"{tr.path} holds no checkpoint yet; there is nothing to report.")
         written, skipped = (draw_figures(tr, out / "figures", background=background, cache=cache, formats=formats)
                             if figures else ({}, {}))
-        text = report_markdown(tr, written, skipped, out)
+        text = report_markdown(tr, written, skipped, out, pick)
     finally:
         if own:
             tr.close()
@@ -349,7 +401,7 @@ def _safe(name: str) -> str:
 
 def write_index(paths: Sequence[Path], out_dir: Union[str, Path], *, figures: bool = True,
                 background: Union[bool, BackgroundSpec] = True, cache: Optional[Union[str, Path]] = None,
-                formats: Sequence[str] = ("png", "pdf")) -> Path:
+                formats: Sequence[str] = ("png", "pdf"), pick: Optional[str] = "auto") -> Path:
     """Reports for several runs: each under ``runs/``, and ``report.md`` comparing them in one table
     (what the runs' configs vary, the optimum, accuracy, the first square layer at the optimum) with the
     comparison figure. Unreadable runs are listed, not fatal."""
@@ -360,7 +412,8 @@ def write_index(paths: Sequence[Path], out_dir: Union[str, Path], *, figures: bo
         sub = out / "runs" / f"{i:02d}_{_safe(path.parent.name)}"
         try:
             with open_trace(path) as tr:
-                report = write_report(tr, sub, figures=figures, background=background, cache=cache, formats=formats)
+                report = write_report(tr, sub, figures=figures, background=background, cache=cache, formats=formats,
+                                      pick=pick)
                 coupled = [n for n in tr.layers if "J" in tr.stats(n)]  # chains and model maps have no J
                 layer = next((n for n in coupled if tr.layer_info(n).get("square")), coupled[0] if coupled else None)
                 rows.append({"report": report.relative_to(out).as_posix(), "path": str(path),
@@ -424,7 +477,7 @@ def finish_run(cfg: Config, run_dir: Path) -> None:
     options = dict(background=background_from_config(cfg.phase_background), cache=cfg.phase_background.cache_dir)
     trace = run_dir / "trace.h5"
     if cfg.report:
-        path = write_report(trace, run_dir, figures=bool(cfg.figures), **options)
+        path = write_report(trace, run_dir, figures=bool(cfg.figures), pick=str(cfg.pick), **options)
         log.info("Report: %s", path.resolve())
         if cfg.figures:
             log.info("Figures: %s", (run_dir / "figures").resolve())

@@ -66,6 +66,8 @@ def batching_obstacle(cfg: Config) -> Optional[str]:
         (value_of(cfg.task) == "train", f"task={value_of(cfg.task)}"),
         (not cfg.analysis.describe, "analysis=describe"),
         (value_of(cfg.dataset.subsample) == "none", f"dataset.subsample={value_of(cfg.dataset.subsample)}"),
+        (value_of(cfg.train.control) == "none", "train.control=edge (each run sets its own decay)"),
+        (not cfg.dataset.validation, "dataset.validation (a held-out split, evaluated per run)"),
     )
     for ok, reason in checks:
         if not ok:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from stabilityscope.errors import DataError
+from stabilityscope.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -475,3 +475,18 @@ def load_dataset(name: str, root: str | Path, *, download: bool = False,
     labels = {k: torch.from_numpy(v.astype(np.int64)) for k, v in targets.items()}
     return InMemoryData(name, images["x_train"], labels["y_train"], images["x_test"], labels["y_test"],
                         spec.num_classes, tuple(images["x_train"].shape[1:]), pad_value)
+
+
+def hold_out(data: InMemoryData, n: int) -> tuple[InMemoryData, tuple[torch.Tensor, torch.Tensor]]:
+    """The data without its last ``n`` training examples, and those examples (x (n, ...), y (n,)): a validation
+    split for early stopping, taken before any subsample or shuffle (the same examples for every run).
+
+    Raises:
+        ConfigError: ``n`` leaves fewer than one training example.
+    """
+    if not 0 < n < len(data.x_train):
+        raise ConfigError(f"Invalid value dataset.validation={n}: hold out between 1 and {len(data.x_train) - 1} of "
+                          f"the {len(data.x_train)} training examples (after dataset.train_subset).")
+    split = len(data.x_train) - n
+    kept = dataclasses.replace(data, x_train=data.x_train[:split], y_train=data.y_train[:split])
+    return kept, (data.x_train[split:], data.y_train[split:])

@@ -72,6 +72,15 @@ class StackedCanonical:
     def __len__(self) -> int:
         return self.w1.shape[0]
 
+    def matrices(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s weight matrices under the model's layer names (views, not copies)."""
+        return {"hidden": self.w1[i], "head": self.w2[i]}
+
+    def set_weight_decay(self, i: int, value: float) -> None:
+        """Member ``i``'s weight decay (of both matrices, as the optimiser's one decayed group), from the next step."""
+        self.weight_decay[i] = float(value)
+        self._hyper_flags()
+
     def keep(self, index: Sequence[int]) -> None:
         """Keep only the members at ``index`` (in that order)."""
         idx = torch.as_tensor(list(index), dtype=torch.long, device=self.w1.device)

@@ -62,6 +62,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stabilityscope.config import AnalysisConfig, Config, OptimConfig, as_options, to_container, value_of
+from stabilityscope.control.controller import EdgeController
 from stabilityscope.errors import ConfigError, DivergedError, TraceError
 from stabilityscope.interrupts import raise_if_stop_requested
 from stabilityscope.models.registry import build_model
@@ -72,7 +73,7 @@ from stabilityscope.recording.trace import EXPLAINABILITY_METRICS, METRICS, REGR
 from stabilityscope.recording.tracking import LayerTracker
 from stabilityscope.theory.information import mutual_information, performance_correlation
 from stabilityscope.training.baseline import LinearBaseline, fit_linear_baseline, load_baseline
-from stabilityscope.training.data import InMemoryData, augment_batch, load_dataset
+from stabilityscope.training.data import InMemoryData, augment_batch, hold_out, load_dataset
 from stabilityscope.training.progress import Progress
 from stabilityscope.training.schedule import checkpoint_steps, steps_per_epoch
 from stabilityscope.training.stacked import StackedCanonical, stacked_step_obstacle
@@ -80,6 +81,8 @@ from stabilityscope.training.subsample import apply_subsample
 
 log = logging.getLogger(__name__)
 EVAL_CHUNK = 8192  # examples per forward pass when evaluating
+# dataset.validation: the held-out training examples' loss and accuracy (regression: MSE and R²)
+VALIDATION_METRICS = {"classification": ("val_loss", "val_acc"), "regression": ("val_loss", "val_r2")}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -326,8 +329,9 @@ def saved_state_epochs(run_dir: Path) -> list[int]:
 
 def save_state(run_dir: Path, run: RunState, model: nn.Module, opt: torch.optim.Optimizer,
                generator: torch.Generator, tracker: LayerTracker, unit: str = "epoch",
-               perm: Optional[torch.Tensor] = None) -> None:
-    """Write the resumable state of a checkpoint; ``perm``: the epoch's permutation, for a checkpoint inside it."""
+               perm: Optional[torch.Tensor] = None, control: Optional[dict[str, Any]] = None) -> None:
+    """Write the resumable state of a checkpoint; ``perm``: the epoch's permutation, for a checkpoint inside it;
+    ``control``: the weight-decay controller's state at the checkpoint (train.control=edge)."""
     unit = value_of(unit)
     path = _state_path(run_dir, run.epoch if unit == "epoch" else run.step, unit)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -337,6 +341,8 @@ def save_state(run_dir: Path, run: RunState, model: nn.Module, opt: torch.optim.
                "tracker": tracker.state_dict()}
     if perm is not None:
         payload["perm"] = perm.cpu()
+    if control is not None:
+        payload["control"] = control
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)  # atomic: a state file is either complete or absent
@@ -501,6 +507,10 @@ class Run:
         data = data or load_dataset(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download,
                                     train_subset=cfg.dataset.train_subset, test_subset=cfg.dataset.test_subset,
                                     normalize=cfg.dataset.normalize, binarize=cfg.dataset.binarize)
+        self.validation: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # dataset.validation: (x, y) held out
+        if cfg.dataset.validation:
+            data, (x_val, y_val) = hold_out(data, cfg.dataset.validation)
+            self.validation = (x_val.to(self.device), y_val.to(self.device))
         data = apply_subsample(data, cfg.dataset, cfg.model, cfg.train.seed, self.device)  # before any training
         torch.manual_seed(cfg.train.seed)  # after the subsample's reference model: the same init with or without
         self.data = data.to(self.device)
@@ -537,7 +547,8 @@ class Run:
         # directory's lock is taken by execute(), and the tracker's state is saved with the run's state
         self.recorder = Recorder.for_app(
             self.model, self.run_dir, probe_inputs=self.data.x_test, options=cfg, config=to_container(cfg),
-            lock=False, save_tracker_state=False, metrics=standard + (EXPLAINABILITY_METRICS if self.explain else ()),
+            lock=False, save_tracker_state=False, metrics=standard + (EXPLAINABILITY_METRICS if self.explain else ())
+            + (VALIDATION_METRICS[data.task] if self.validation is not None else ()),
             loss="mse" if data.task == "regression" else "cross_entropy",
             attrs={"seed": int(cfg.train.seed), "model": cfg.model.name, "dataset": cfg.dataset.name,
                    "device": str(self.device), "task": "train", "init": value_of(cfg.model.init), **init_attrs},
@@ -556,6 +567,28 @@ class Run:
                                 if s % self.steps_per_epoch == 0})  # the checkpoints at the end of an epoch
         self.weight_steps = set(self.checkpoint_steps[:: cfg.storage.weights_every]) | {0, self.total_steps}
         self.last_checkpoint: Optional[int] = None  # epoch of the newest checkpoint in the trace
+        self.controller = self._controller()
+
+    def _controller(self) -> Optional[EdgeController]:
+        """train.control=edge: the weight-decay controller of this run, recording into its trace (else None)."""
+        cfg = self.cfg
+        if value_of(cfg.train.control) != "edge":
+            return None
+        controller = EdgeController(self.model, self.opt, cfg.control, steps_per_epoch=self.steps_per_epoch,
+                                    probe_inputs=self.data.x_test, conv1x1=bool(cfg.model.conv1x1))
+        if cfg.optim.weight_decay:
+            log.info("train.control=edge sets the weight decay of %s from %.3g (control.decay_init) on; "
+                     "optim.weight_decay=%g applies to the other parameter groups only", controller.maps,
+                     controller.decays[0], cfg.optim.weight_decay)
+        self.recorder.attach_controller(controller, restore=False)  # its state is saved with the run's own
+        return controller
+
+    def _control(self, step: int, stack: Optional[StackedCanonical]) -> None:
+        """The controller's update at ``step``: read (the stack's weights when it trains them), set the decay."""
+        weights = stack.matrices(0) if stack is not None else None
+        self.controller.update(step, weights)
+        if stack is not None:
+            stack.set_weight_decay(0, float(self.controller.decays[0]))
 
     # -- checkpoints -----------------------------------------------------------------------
     def checkpoint(self, run: RunState, perm: Optional[torch.Tensor] = None,
@@ -571,12 +604,16 @@ class Run:
         train_loss, test_loss = metrics["train_loss"], metrics["test_loss"]
         if self.explain:
             metrics.update(self.explainability(predicted))
+        if self.validation is not None:
+            score = evaluate_regression if self.task == "regression" else evaluate
+            metrics.update(zip(VALIDATION_METRICS[self.task], score(self.model, *self.validation)))
         layer_stats = self.recorder.record(
             run.epoch, run.step, run.wall_time, metrics, store_weights=run.step in self.weight_steps,
             epoch_fraction=run.step / self.steps_per_epoch,
             predictions=predicted if self.recorder.prediction_spec is not None else None,
             before_commit=lambda: save_state(self.run_dir, run, self.model, self.opt, generator, self.tracker,
-                                             self.unit, perm))
+                                             self.unit, perm, None if self.controller is None
+                                             else self.controller.state_at(run.step)))
         self.last_checkpoint = run.epoch
         prune_states(self.run_dir, self.cfg.train.keep_states, self.unit)
         if not all(math.isfinite(v) for v in (train_loss, test_loss)):
@@ -627,6 +664,10 @@ class Run:
                 torch.set_rng_state(state["torch_rng"])
                 self.tracker.load_state_dict(state["tracker"])
                 self._perm = state["perm"].to(self.device) if "perm" in state else None
+                if self.controller is not None:  # after the optimiser: the controller sets the groups' decays
+                    if "control" not in state:
+                        raise TraceError(f"{self.run_dir} was trained without train.control=edge; resume it without.")
+                    self.controller.load_state_dict(state["control"])
                 break
             except Exception as exc:  # a damaged file fails in many ways (zip, unpickler, struct, shapes)
                 log.warning("The saved state of %s %d in %s is unreadable (%s: %s); trying the one before it",
@@ -650,6 +691,12 @@ class Run:
         o = self.cfg.optim
         stack = StackedCanonical([self.model], [o.lr], [o.momentum], [o.weight_decay], self.device)
         stack.read_momentum(0, self.model, self.opt)
+        if self.controller is not None:  # one decayed group, as the stack's one decay per member
+            if self.controller.group_index != [0]:
+                raise ConfigError(f"train.fast_step: the controller sets the decay of optimiser groups "
+                                  f"{self.controller.group_index}; the hand-written step has one (group 0). Use "
+                                  f"train.fast_step=false.")
+            stack.set_weight_decay(0, float(self.controller.decays[0]))
         self._flat_x = self.data.x_train.reshape(len(self.data.x_train), -1)  # (n, D): a view, no copy
         return stack
 
@@ -697,6 +744,8 @@ class Run:
             if offset == 0 or perm is None:
                 perm = torch.randperm(len(d.x_train), generator=self.generator).to(self.device)
             stop = min(checkpoints[bisect.bisect_right(checkpoints, step)], (epoch + 1) * per_epoch)
+            if self.controller is not None:  # the controller acts between steps: stop there too
+                stop = min(stop, self.controller.next_update(step))
             stop = progress.chunk_stop(step, stop)
             progress.chunk_start_at(step)
             if stack is None:
@@ -707,6 +756,8 @@ class Run:
                 loss_sum += stacked_steps(stack, self._flat_x, d.y_train, batch, perm, offset, stop - epoch * per_epoch)
             step = stop
             progress.chunk_end(step)
+            if self.controller is not None and self.controller.due(step):  # before a checkpoint at this step
+                self._control(step, stack)
             run = RunState(step // per_epoch, step, time.perf_counter() - start)
             if step % per_epoch == 0:
                 if not math.isfinite(float(loss_sum)):

@@ -67,3 +67,38 @@ def test_the_callback_records_a_lightning_fit(tmp_path, data_root):
         assert np.isfinite(tr.metric("train_loss")[1:]).all() and np.isfinite(tr.metric("test_acc")[1:]).all()
         assert tr.config == {"lr": 0.05}
         assert tr.stat("model.hidden", "attractor")[1] in ss.ATTRACTORS
+
+
+def _fit(run_dir, data, max_epochs, ckpt_dir=None, ckpt_path=None, control=None):
+    train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train, data.y_train), batch_size=32)
+    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_test, data.y_test), batch_size=64)
+    module = Classifier(lr=0.3)
+    callback = StabilityCallback(run_dir, options=AnalysisConfig(maps=False, eigen=False, n_inputs=8), control=control)
+    callbacks = [callback]
+    if ckpt_dir is not None:
+        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_top_k=-1, every_n_epochs=1))
+    trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, callbacks=callbacks, logger=False,
+                        enable_checkpointing=ckpt_dir is not None, enable_progress_bar=False,
+                        enable_model_summary=False, deterministic=True)
+    trainer.fit(module, train, val, ckpt_path=ckpt_path)
+    return module, callback
+
+
+def test_the_callback_holds_the_edge_and_a_fit_resumed_from_its_checkpoint_continues_it(tmp_path, data_root):
+    data = load_dataset("fashion_mnist", str(data_root), train_subset=640, test_subset=128)
+    control = ss.ControlConfig(statistic="J2", every=5, target=0.26)
+    whole, cb = _fit(tmp_path / "whole", data, 3, control=control)
+    assert cb.controller.maps == ["model.hidden"] and cb.controller.steps_per_epoch == 20
+    _fit(tmp_path / "cut", data, 1, ckpt_dir=tmp_path / "ckpt", control=control)
+    (ckpt,) = (tmp_path / "ckpt").glob("*.ckpt")
+    resumed, cb2 = _fit(tmp_path / "cut", data, 3, ckpt_path=str(ckpt), control=control)
+    for p, q in zip(whole.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    with ss.open_trace(tmp_path / "whole") as a, ss.open_trace(tmp_path / "cut") as b:
+        assert a.control.step.tolist() == b.control.step.tolist() == list(range(5, 61, 5))
+        np.testing.assert_array_equal(a.control.weight_decay, b.control.weight_decay)
+        np.testing.assert_array_equal(a.control.statistic, b.control.statistic)
+        assert np.ptp(a.control.weight_decay) > 0  # the decay moved
+        # at the end of each epoch the update read the weights the checkpoint recorded
+        j2 = a.stat("model.hidden", "J") ** 2
+        np.testing.assert_allclose(a.control.statistic[[3, 7, 11], 0], j2[1:], rtol=1e-12)
