@@ -163,9 +163,11 @@ def test_comparison_labels_runs_by_what_differs(tmp_path):
 
 def test_every_figure_is_drawn_in_png_and_pdf_with_content(standard, economy, tmp_path):
     written, skipped = figures.draw_figures(standard, tmp_path / "std", background=TINY, cache=tmp_path / "bg")
-    # geometry and the SGD-complexity figures are drawn for runs that recorded them (test_explainability)
-    optional = {"geometry", "explainability", "complexity_matrix"}
+    # geometry, the SGD-complexity figures and the controller's are drawn for runs that recorded them
+    # (test_explainability, tests/control)
+    optional = {"geometry", "explainability", "complexity_matrix", "control"}
     assert set(written) == set(figures.FIGURES) - optional and set(skipped) == optional
+    assert "train.control=edge" in skipped["control"]
     assert "analysis.geometry=true" in skipped["geometry"]
     assert all("analysis.explainability=true" in skipped[n] for n in ("explainability", "complexity_matrix"))
     for png in written.values():
@@ -173,7 +175,7 @@ def test_every_figure_is_drawn_in_png_and_pdf_with_content(standard, economy, tm
     written, skipped = figures.draw_figures(economy, tmp_path / "eco", background=False)
     assert set(written) == {"phase_path", "coupling", "metrics"}
     assert set(skipped) == {"layer_stability", "poincare", "eigenvalues", "geometry", "explainability",
-                            "complexity_matrix"}
+                            "complexity_matrix", "control"}
     assert all("analysis=standard" in why for name, why in skipped.items() if name not in optional)
 
 

@@ -53,7 +53,7 @@ def test_report_has_the_key_numbers_and_every_figure(tmp_path):
     assert "A = 0.05 per epoch" in text  # J² growth
     links = linked_files(report)
     # geometry: analysis.geometry=true only; the SGD-complexity figures: analysis.explainability=true only
-    assert {p.stem for p in links} == set(FIGURES) - {"geometry", "explainability", "complexity_matrix"}
+    assert {p.stem for p in links} == set(FIGURES) - {"geometry", "explainability", "complexity_matrix", "control"}
     assert "Decision-region geometry: " in text and "analysis.geometry=true" in text  # listed as not drawn
     assert all(p.exists() and p.stat().st_size > 5000 for p in links)
     assert {p.suffix for p in links} == {".png", ".pdf"}
