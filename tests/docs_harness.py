@@ -228,13 +228,21 @@ def resolve(text: str, world: dict[str, str]) -> str:
     return text.replace(SWEEP, world["sweep"]).replace(RUN, world["run"])
 
 
+def _first_value(arg: str) -> str:
+    """``key=a,b,c`` (a sweep over values) → ``key=a``; anything else unchanged (lists in brackets, quotes)."""
+    key, eq, value = arg.partition("=")
+    if not eq or any(c in value for c in "[]()'\"{}"):
+        return arg
+    return f"{key}={value.split(',')[0]}"
+
+
 def plan(cmd: Command, world: dict[str, str]) -> list[str]:
     """The argument list the harness runs for a documented command."""
     if cmd.module != "stabilityscope":  # python -m stabilityscope.models.coverage: its CI sample
         return ["--sample", "--library", "torchvision", "--quiet"]
     args = shlex.split(resolve(cmd.text, world).split("-m stabilityscope", 1)[1])
-    if cmd.elsewhere:
-        return [a for a in args if a != "-m"] + ["--cfg", "job"]
+    if cmd.elsewhere:  # composed only: a sweep's first job (Hydra's --cfg composes one config, not a sweep)
+        return [_first_value(a) for a in args if a != "-m"] + ["--cfg", "job"]
     if "--cfg" in args or "--help" in args:
         return args
     twin = cmd.twin or (None if "long" not in cmd.comment else "")
