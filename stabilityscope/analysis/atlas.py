@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from stabilityscope.analysis.reproduction import RULES
 from stabilityscope.analysis.stats import origin_slope
 from stabilityscope.analysis.verdicts import Margin, Verdict, judge, judge_fraction, judge_mean
 from stabilityscope.errors import TraceError
-from stabilityscope.recording.trace import open_trace
+from stabilityscope.recording.trace import Trace, open_trace
 
 __all__ = ["Atlas", "AtlasRun", "Pick", "Reading", "UNDEFINED", "atlas", "family_of", "PICK_MARGIN"]
 
@@ -167,6 +168,29 @@ def _block_of(layer: str, blocks: Sequence[tuple[str, str]], head: bool) -> int:
     return -1
 
 
+def _natural_key(name: str) -> list:
+    """``blocks.10`` after ``blocks.9``: the digit runs of a name compared as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
+
+
+def _trunk_order(tr: Trace, blocks: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The trunk's blocks (record name, module) in the order of the forward pass.
+
+    The trace lists records by name; the trunk's depth record spans the blocks' modules in forward order
+    (traces written since that record held it). Older traces fall back to the names' natural order, right for
+    ``blocks.0`` … ``blocks.11`` and ResNet's ``layer1.0`` …, wrong where a name does not follow the forward
+    pass (a ConvNeXt stage's ``downsample`` runs before its ``blocks``).
+    """
+    span: list[str] = []
+    for layer in tr.layers:
+        info = tr.layer_info(layer)
+        if info.get("kind") == "depth" and info.get("span") is not None:
+            span = [str(m) for m in np.atleast_1d(info["span"])]
+    if span and all(module in span for _, module in blocks):
+        return sorted(blocks, key=lambda b: span.index(b[1]))
+    return sorted(blocks, key=lambda b: _natural_key(b[1] or b[0]))
+
+
 def read_run(path: Path) -> Optional[AtlasRun]:
     """The atlas's view of one trace (None when it has no checkpoint)."""
     with open_trace(path) as tr:
@@ -174,8 +198,8 @@ def read_run(path: Path) -> Optional[AtlasRun]:
             return None
         flat = flatten_config(tr.config or {})
         model = str(flat.get("model.name", path.parent.name))
-        blocks = [(layer, str(tr.layer_info(layer).get("module", ""))) for layer in tr.layers
-                  if tr.layer_info(layer).get("kind") == "block"]
+        blocks = _trunk_order(tr, [(layer, str(tr.layer_info(layer).get("module", ""))) for layer in tr.layers
+                                   if tr.layer_info(layer).get("kind") == "block"])
         readings: list[Reading] = []
         map_gains: dict[str, np.ndarray] = {}
         depth = np.full(len(tr), np.nan)

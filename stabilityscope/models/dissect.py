@@ -452,8 +452,10 @@ def trunk_records(model: nn.Module, analysis: AnalysisConfig, input_shape: tuple
     records = [LayerRecord(f"block:{span[0]}", math.prod(s_out), math.prod(s_in), "block", None, False, "block",
                            span[0], "", None, "", s_in, tuple(span)) for span, (s_in, s_out) in zip(spans, shapes)]
     first = records[0]
+    # the trunk's span is its blocks' modules in the order of the forward pass: the trace keeps its records by
+    # name, and a name's order is not the trunk's (ConvNeXt's downsample runs before its stage's blocks)
     records.append(LayerRecord("depth:trunk", records[-1].fan_out, first.fan_in, "depth", None, False, "depth",
-                               first.module, "", None, "", first.input_shape, ()))
+                               first.module, "", None, "", first.input_shape, tuple(m for s in spans for m in s)))
     return records
 
 

@@ -26,9 +26,13 @@ def atlas_trace(path: Path, *, model: str, seed: int, loss: Callable[[np.ndarray
                 chain: Optional[Callable[[int, int], tuple[float, float, str]]] = None,
                 block_map: Optional[Callable[[int, int], tuple[float, float, str]]] = None,
                 chi: Callable[[int, int], float] = lambda t, i: 0.5, depth: Curve = lambda t: 0.0,
-                model_map: Optional[Callable[[int], tuple[float, float, str, float, float]]] = None) -> Path:
+                model_map: Optional[Callable[[int], tuple[float, float, str, float, float]]] = None,
+                modules: Optional[list[str]] = None, span: bool = True) -> Path:
     """A trace as analysis=atlas writes it: per block an FC layer, optionally a chain, the block's depth-wise
-    readings (``gain(t, block)``) and optionally its iterated map; the trunk's depth exponent; a head."""
+    readings (``gain(t, block)``) and optionally its iterated map; the trunk's depth exponent (its span: the
+    blocks' modules in forward order, unless ``span=False``, as older traces); a head. ``modules``: the blocks'
+    module names in forward order (default ``blocks.<i>``)."""
+    modules = modules or [f"blocks.{i}" for i in range(n_blocks)]
     path.parent.mkdir(parents=True, exist_ok=True)
     layers: dict[str, LayerSpec] = {}
     mapspec = [StatSpec("s_mean"), StatSpec("lambda_max"), StatSpec("attractor", ATTRACTORS)]
@@ -38,9 +42,9 @@ def atlas_trace(path: Path, *, model: str, seed: int, loss: Callable[[np.ndarray
         if chain:
             layers[f"blocks.{i}.mlp"] = LayerSpec({"kind": "chain", "role": "mlp_block", "module": f"blocks.{i}.mlp"},
                                                   mapspec)
-        layers[f"block:blocks.{i}"] = LayerSpec({"kind": "block", "role": "block", "module": f"blocks.{i}"},
+        layers[f"block:{modules[i]}"] = LayerSpec({"kind": "block", "role": "block", "module": modules[i]},
                                                 [StatSpec(s) for s in BLOCK_STATS] + (mapspec if block_map else []))
-    layers["depth:trunk"] = LayerSpec({"kind": "depth", "role": "depth"},
+    layers["depth:trunk"] = LayerSpec({"kind": "depth", "role": "depth", **({"span": modules} if span else {})},
                                       [StatSpec(s) for s in DEPTH_STATS] + [StatSpec("depth_exponents", shape=(2,))])
     layers["head"] = LayerSpec({"kind": "linear", "role": "head", "square": False}, fc)
     if model_map:
@@ -59,11 +63,11 @@ def atlas_trace(path: Path, *, model: str, seed: int, loss: Callable[[np.ndarray
                 s, lam, att = chain(t, i)
                 stats[f"blocks.{i}.mlp"] = {"s_mean": s, "lambda_max": lam, "attractor": ATTRACTORS.index(att)}
             g = gain(t, i)
-            stats[f"block:blocks.{i}"] = {"gain_rms": g, "gain_rms_std": 0.0, "gain_rms_stderr": 0.0, "gain_top": 2 * g,
-                                          "raw_rms": g, "branch_ratio": 0.5, "stream_ratio": 1.0}
+            stats[f"block:{modules[i]}"] = {"gain_rms": g, "gain_rms_std": 0.0, "gain_rms_stderr": 0.0,
+                                            "gain_top": 2 * g, "raw_rms": g, "branch_ratio": 0.5, "stream_ratio": 1.0}
             if block_map:
                 s, lam, att = block_map(t, i)
-                stats[f"block:blocks.{i}"].update(s_mean=s, lambda_max=lam, attractor=ATTRACTORS.index(att))
+                stats[f"block:{modules[i]}"].update(s_mean=s, lambda_max=lam, attractor=ATTRACTORS.index(att))
         stats["depth:trunk"] = {"depth_lambda_max": depth(t), "depth_lambda_max_std": 0.0,
                                 "depth_exponents": np.array([depth(t), depth(t) - 1])}
         stats["head"] = {"J": 1.0, "J0": 0.0, "chi": 1.2 + 0.1 * t}  # above the edge throughout
@@ -162,6 +166,21 @@ def test_depth_profiles_hold_the_written_values_at_init_best_and_end(tmp_path):
     np.testing.assert_allclose(p["gain (depth-wise)"]["best"][:3], [5.0, 5.1, 5.2])
     np.testing.assert_allclose(p["gain (depth-wise)"]["end"][:3], [11.0, 11.1, 11.2])
     np.testing.assert_allclose(p["χ (FC, median)"]["best"], [4.5, 4.5, 4.5, 1.6])  # the head's χ = 1.2 + 0.1·t last
+
+
+def test_the_blocks_are_read_in_the_order_of_the_forward_pass_not_of_their_names(tmp_path):
+    """A ConvNeXt stage's downsample runs before its blocks but sorts after them; twelve ViT blocks sort
+    blocks.10 before blocks.2. The depth record's span gives the order; without it, the names' natural order."""
+    convnext = ["stages.0.downsample", "stages.0.blocks.0", "stages.1.downsample", "stages.1.blocks.0"]
+    atlas_trace(tmp_path / "c/trace.h5", model="convnext_x", seed=0, loss=parabola(4), n_blocks=4, modules=convnext,
+                gain=lambda t, i: 1.0 + 0.1 * i)
+    assert read_run(tmp_path / "c/trace.h5").blocks == [f"block:{m}" for m in convnext]
+    np.testing.assert_allclose(atlas(str(tmp_path / "c")).profiles["ConvNeXt"]["gain (depth-wise)"]["init"][:4],
+                               [1.0, 1.1, 1.2, 1.3])
+    vit = [f"blocks.{i}" for i in range(12)]
+    atlas_trace(tmp_path / "v/trace.h5", model="vit_x", seed=0, loss=parabola(4), n_blocks=12, span=False,
+                gain=lambda t, i: 1.0 + 0.1 * i)
+    assert read_run(tmp_path / "v/trace.h5").blocks == [f"block:{m}" for m in vit]
 
 
 def test_the_report_writes_its_tables_json_and_figures(tmp_path):
