@@ -39,6 +39,13 @@ def test_wheel_ships_every_config(wheel):
     assert not missing and "stabilityscope/conf/config.yaml" in names
 
 
+def test_wheel_ships_every_module(wheel):
+    """Every module of the source tree is in the wheel (the package list in pyproject.toml is explicit)."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "stabilityscope").rglob("*.py"))
+    assert modules and [m for m in modules if m not in names] == []
+
+
 def test_wheel_ships_the_packaged_calibration(wheel):
     """The laws recommend() reads, the runs table they were fitted on and the canonical run's table."""
     names = set(zipfile.ZipFile(wheel).namelist())
