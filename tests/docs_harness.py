@@ -35,7 +35,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 # STABILITYSCOPE_DOCS_ONLY=<regex>: only the pages and examples whose path matches (to iterate on one page)
@@ -283,19 +283,11 @@ def _redirect(log: Path):
     return f
 
 
-def _child_cli(module: str, args: list[str], cwd: str, log: str) -> Result:
-    start = time.perf_counter()
-    os.chdir(cwd)
-    _redirect(Path(log))
-    sys.argv = [module, *args]
+def _exit_code(main: Callable[[], object]) -> int:
+    """Run a program's entry point in this child as its process would: its exit status (a traceback: 1)."""
     rc = 0
     try:
-        if module == "stabilityscope":
-            from stabilityscope.cli.app import cli
-            cli()
-        else:
-            import runpy
-            runpy.run_module(module, run_name="__main__")
+        main()
     except SystemExit as exc:
         rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -303,7 +295,25 @@ def _child_cli(module: str, args: list[str], cwd: str, log: str) -> Result:
         rc = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    return Result(rc, time.perf_counter() - start, Path(log).read_text()[-4000:])
+    return rc
+
+
+def _run_module(module: str) -> None:
+    if module == "stabilityscope":
+        from stabilityscope.cli.app import cli
+        cli()
+    else:
+        import runpy
+        runpy.run_module(module, run_name="__main__")
+
+
+def _child_cli(module: str, args: list[str], cwd: str, log: str) -> Result:
+    start = time.perf_counter()
+    os.chdir(cwd)
+    _redirect(Path(log))
+    sys.argv = [module, *args]
+    rc = _exit_code(lambda: _run_module(module))
+    return Result(rc, time.perf_counter() - start, Path(log).read_text()[-4000:], _cpu())
 
 
 def resolve_python(code: str, world: dict[str, str]) -> str:
@@ -345,17 +355,9 @@ def _child_script(script: str, cwd: str, log: str) -> Result:
     os.chdir(cwd)
     _redirect(Path(log))
     sys.argv = [script, "--smoke"]
-    rc = 0
-    try:
-        import runpy
+    import runpy
 
-        runpy.run_path(script, run_name="__main__")
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        traceback.print_exc()
-        rc = 1
-    sys.stdout.flush()
+    rc = _exit_code(lambda: runpy.run_path(script, run_name="__main__"))
     return Result(rc, time.perf_counter() - start, Path(log).read_text()[-4000:], _cpu())
 
 
