@@ -318,7 +318,8 @@ def resume_step(run_dir: Path, unit: str = "epoch") -> int:
     with open_trace(path) as tr:
         keys = [int(k) for k in (tr.steps if unit == "step" else tr.checkpoints)]
         steps = [int(s) for s in tr.steps]
-    usable = [i for i, k in enumerate(keys) if k in set(saved_state_keys(Path(run_dir), unit))]
+    saved = set(saved_state_keys(Path(run_dir), unit))  # one listing of state/, not one per checkpoint
+    usable = [i for i, k in enumerate(keys) if k in saved]
     return steps[usable[-1]] if usable else 0
 
 
