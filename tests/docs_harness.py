@@ -437,10 +437,32 @@ def _saved_weights(root: Path) -> None:
                    ckpts / f"epoch={epoch}.ckpt")
 
 
+WEIGHTS = (".pt", ".ckpt", ".safetensors")
+
+
+def _link_weights(src: str, dst: str) -> None:
+    """Weight files are hard-linked, everything else copied: the project replaces a state file by a new one
+    (write, then rename) and no page writes the world's weights in place, so a link is as good as a copy, and
+    seventeen copies of the world's weights (0.8 GB each) filled CI's disk."""
+    if src.endswith(WEIGHTS):
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
 def page_copy(world_root: Path, target: Path) -> Path:
-    """A scratch directory for one page's snippets: the world's runs linked, writes stay apart."""
+    """A scratch directory for one page's snippets: the world's runs with their weights linked, its traces and
+    configs copied, so that the page's writes stay apart."""
     target.mkdir(parents=True, exist_ok=True)
     for name in ("checkpoints", "runs", "world"):
         if (world_root / name).exists() and not (target / name).exists():
-            shutil.copytree(world_root / name, target / name, symlinks=True)
+            shutil.copytree(world_root / name, target / name, symlinks=True, copy_function=_link_weights)
     return target
+
+
+def tidy(path: Path) -> Callable[[Result], None]:
+    """A job's callback: once it passed, its scratch directory goes (a failed job's stays, to be looked at)."""
+    def done(result: Result) -> None:
+        if result.rc == 0:
+            shutil.rmtree(path, ignore_errors=True)
+    return done

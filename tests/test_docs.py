@@ -37,17 +37,20 @@ def docs_runs(tmp_path_factory, data_root):
                 else [f"checkpoint_root=out/{i}"]
             module = plans[args][0].module
             jobs[("cmd", args)] = workers.apply_async(h._call, (("cli", module, [*args, *extra], str(root),
-                                                                 str(logs / f"cmd_{i}.log")),))
+                                                                 str(logs / f"cmd_{i}.log")),),
+                                                      callback=h.tidy(root / "out" / str(i)))
         for page, snippets in SNIPPETS.items():
             cwd = h.page_copy(root, root / "pages" / page.replace("/", "_"))
             snippets = [(kind, n, h.resolve_python(code, world)) for kind, n, code in snippets]
             jobs[("page", page)] = workers.apply_async(h._call, (("snippets", page, snippets, str(cwd),
-                                                                  str(logs / f"page_{page.replace('/', '_')}.log")),))
+                                                                  str(logs / f"page_{page.replace('/', '_')}.log")),),
+                                                       callback=h.tidy(cwd))
         for script in h.EXAMPLES:
             cwd = root / "examples" / script.stem
             cwd.mkdir(parents=True, exist_ok=True)
             jobs[("example", script.name)] = workers.apply_async(h._call, (("script", str(script), str(cwd),
-                                                                           str(logs / f"example_{script.stem}.log")),))
+                                                                           str(logs / f"example_{script.stem}.log")),),
+                                                                 callback=h.tidy(cwd))
         results = {key: job.get() for key, job in jobs.items()}
         for i, args in enumerate(p for p in plans if p not in independent):  # resumes: one at a time, after the rest
             results[("cmd", args)] = workers.apply_async(h._call, (("cli", "stabilityscope", list(args), str(root),
@@ -87,6 +90,23 @@ def test_every_python_snippet_runs(docs_runs, page):
 def test_every_example_runs(docs_runs, script):
     result = docs_runs["results"][("example", script)]
     assert result.rc == 0, result.output
+
+
+def test_a_page_copy_links_the_weights_copies_the_rest_and_a_passed_job_tidies_up(tmp_path):
+    """Seventeen full copies of the world's weights filled CI's disk: weights are hard links now (one file on
+    disk), traces and configs real copies (a page's writes stay apart), and a passed job's scratch goes."""
+    state = tmp_path / "world" / "checkpoints" / "run" / "state"
+    state.mkdir(parents=True)
+    (state / "step_000000001.pt").write_bytes(b"weights")
+    (state.parent / "trace.h5").write_bytes(b"trace")
+    page = h.page_copy(tmp_path / "world", tmp_path / "pages" / "a")
+    weights, trace = page / "checkpoints/run/state/step_000000001.pt", page / "checkpoints/run/trace.h5"
+    assert weights.stat().st_ino == (state / "step_000000001.pt").stat().st_ino
+    assert trace.read_bytes() == b"trace" and trace.stat().st_ino != (state.parent / "trace.h5").stat().st_ino
+    h.tidy(page)(h.Result(rc=1, seconds=0.0))
+    assert weights.exists()  # a failed job's scratch stays, to be looked at
+    h.tidy(page)(h.Result(rc=0, seconds=0.0))
+    assert not page.exists() and (state / "step_000000001.pt").read_bytes() == b"weights"
 
 
 def test_the_harness_finds_commands_marks_and_placeholders():
