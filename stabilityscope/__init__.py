@@ -77,6 +77,7 @@ before it.
 """
 from stabilityscope import runtime  # first of all: the OpenMP wait policy must be set before torch loads
 from stabilityscope.analysis.collection import open_traces, varying_config
+from stabilityscope.analysis.control_comparison import ControlComparison, compare_arms
 from stabilityscope.analysis.guideline import Recommendation, recommend
 from stabilityscope.analysis.pick import CheckpointPick, pick_checkpoint
 from stabilityscope.analysis.scaling import SweepAnalysis, analyze_sweep
@@ -159,5 +160,5 @@ __all__ = [
     "AnalysisConfig", "Config", "DatasetConfig", "LayerTracker", "ModelConfig", "OptimConfig", "TrainConfig",
     "tracked_records", "Recorder", "inspect", "load_dataset", "runtime",
     "ExplainabilityInputs", "GeometryInputs", "LoggingConfig", "RecordingConfig", "StorageConfig", "unwrap_model",
-    "CheckpointPick", "ControlConfig", "EdgeController", "pick_checkpoint",
+    "CheckpointPick", "ControlComparison", "ControlConfig", "EdgeController", "compare_arms", "pick_checkpoint",
 ]

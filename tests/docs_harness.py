@@ -54,6 +54,7 @@ SMOKE = ("train.epochs=1", "dataset.train_subset=128", "dataset.test_subset=64",
          "analysis.steps=20", "analysis.geometry_samples=64", "analysis.explainability_boot=10",
          "analysis.baseline_max_iter=20", "figures=false", "report=false", "phase_background.enabled=false",
          "train.threads=1", "train.checkpoints.num=3", "calibration.n_boot=20")
+SMOKE_VALIDATION = 32  # the largest validation split of a smoke run (a quarter of its training examples)
 # task=phase_diagram: a small grid, small N, short orbits
 SMOKE_PHASE = ("phase_diagram.n=64", "phase_diagram.steps=20", "phase_diagram.j0_over_j.num=5",
                "phase_diagram.inv_j.num=4", "figures=true")
@@ -206,7 +207,7 @@ def find_snippets(pages: list[Path] = PAGES) -> dict[str, list[tuple[str, int, s
 PLACEHOLDERS = (  # keyword in a <placeholder> → the world's path that stands for it
     ("growth", "growth"), ("guideline", "guideline"), ("decay", "decay"), ("e-4 runs", "decay"), ("× runs", "decay"),
     ("1× runs", "decay"), ("eoc_mlp", "run"), ("eoc_cnn", "run"), ("sweep", "sweep"), ("stamp", "stamp"),
-    ("seed", "cifar"),
+    ("seed", "cifar"), ("control", "control"),
     ("reference", "run"), ("run", "run"), ("dir", "run"),
 )
 
@@ -255,7 +256,13 @@ def plan(cmd: Command, world: dict[str, str]) -> list[str]:
         return args + list(SMOKE_PHASE)
     if task in ("report", "scaling", "calibrate", "reproduce"):
         return args + list(SMOKE_READ)
-    return args + list(SMOKE)
+    return [_smoke_validation(a) for a in args] + list(SMOKE)
+
+
+def _smoke_validation(arg: str) -> str:
+    """A validation split that fits the smoke run's 128 training examples: ``dataset.validation=N`` → at most 32."""
+    key, _, value = arg.partition("=")
+    return f"{key}={min(int(value), SMOKE_VALIDATION)}" if key == "dataset.validation" and value.isdigit() else arg
 
 
 # ------------------------------------------------------------------------------------ running in children
@@ -379,12 +386,23 @@ def pool(processes: int = 2):
 
 
 # ------------------------------------------------------------------------------------------------ the world
+# the controller experiment's arms (docs/guide/control.md), trained small in the world
+CONTROL_ARMS = {
+    "controlled": ["guideline.decay_factor=0", "guideline.validate=false", "train.control=edge"],
+    "early_stopping": ["guideline.decay_factor=0", "guideline.validate=false",
+                       f"dataset.validation={SMOKE_VALIDATION}"],
+    "sweep": ["guideline.decay_factor=1,4"],
+}
+
+
 def build_world(root: Path, workers) -> dict[str, str]:
     """The runs the documented commands and snippets refer to, trained small, under ``root``.
 
     ``run``: a canonical run of 2 epochs at the docs' example path; ``sweep``: a sweep of two canonical runs
     at the example sweep path; ``growth``, ``decay``, ``guideline``: the calibration presets' quick twins;
-    ``cifar``: a binarised CIFAR-10 run with the linear baseline (SGD-complexity's preset);
+    ``cifar``: a binarised CIFAR-10 run with the linear baseline (SGD-complexity's preset); ``control``: the
+    controller experiment's three arms at budget 50, three seeds each (``b50_controlled``, ``b50_early_stopping``,
+    ``b50_sweep`` with decay factors 1 and 4), as docs/guide/control.md trains them;
     ``runs/ckpts``: saved weights of the canonical network (``.pt``) and of ResNet-18 (Lightning ``.ckpt``).
     """
     root.mkdir(parents=True, exist_ok=True)
@@ -399,6 +417,9 @@ def build_world(root: Path, workers) -> dict[str, str]:
         "growth": ["-m", "experiment=calibrate_growth_quick", "checkpoint_root=world/growth", *SMOKE[1:]],
         "decay": ["-m", "experiment=calibrate_decay_quick", "checkpoint_root=world/decay", *SMOKE[1:]],
         "guideline": ["-m", "experiment=calibrate_guideline_quick", "checkpoint_root=world/guideline", *SMOKE[1:]],
+        **{f"control_{arm}": ["-m", "experiment=calibrate_guideline", "guideline.budget=50", *extra, "train.seed=0,1,2",
+                              f"hydra.sweep.dir=world/control/b50_{arm}", *SMOKE]
+           for arm, extra in CONTROL_ARMS.items()},
     }
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
@@ -412,6 +433,7 @@ def build_world(root: Path, workers) -> dict[str, str]:
     for name in ("growth", "decay", "guideline"):
         (sweep,) = (root / "world" / name).glob("multirun/*")
         world[name] = str(sweep.relative_to(root))
+    world["control"] = "world/control"
     _saved_weights(root)
     world["cpu"] = str(round(sum(world_cpu.values()), 1))
     return world

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from stabilityscope.dynamics.lyapunov import ATTRACTORS
-from stabilityscope.recording.trace import LayerSpec, StatSpec, TraceWriter
+from stabilityscope.recording.trace import METRICS, LayerSpec, StatSpec, TraceWriter
 from stabilityscope.theory.meanfield import PHASES, edge_distance, order_parameters, phase_code
 
 N = 32  # width of the synthetic square layer
@@ -63,6 +63,7 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
                     batch_size: int = 32, train_subset: Optional[int] = 1000, j2: Optional[J2Curve] = None,
                     test_loss: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                     test_acc: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                    val_loss: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                     config_extra: Optional[dict[str, Any]] = None,
                     map_stats: Optional[Callable[[int, float], tuple[float, float, str]]] = None) -> Path:
     """Write a trace at ``path`` (a trace.h5; parents created) and return it.
@@ -72,9 +73,10 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
 
     ``j2`` gives the hidden layer's J² against epoch (default: linear, 0.25 + ``j2_slope``·epoch);
     ``test_loss`` / ``test_acc`` replace the default curves (a parabola with its minimum at
-    ``best_epoch``). ``momentum``, ``batch_size``, ``train_subset`` and ``seed`` go into the stored
-    config (``seed`` is ``train.seed``, the per-seed key of a decay sweep). ``map_stats(epoch, J)`` gives
-    the iterated map's (s, λ_max, attractor) at a checkpoint instead of (J, ln J, the class by J).
+    ``best_epoch``); ``val_loss`` adds a validation loss (``dataset.validation``'s metric). ``momentum``,
+    ``batch_size``, ``train_subset`` and ``seed`` go into the stored config (``seed`` is ``train.seed``, the
+    per-seed key of a decay sweep). ``map_stats(epoch, J)`` gives the iterated map's (s, λ_max, attractor) at
+    a checkpoint instead of (J, ln J, the class by J).
     """
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,12 +110,14 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
     cfg.update(config_extra or {})  # further top-level sections (e.g. guideline)
     attrs = {"config": yaml.safe_dump(cfg), "seed": seed, "model": "fmnist_fc", "dataset": "fashion_mnist",
              "device": "cpu", "task": "train"}
-    w = TraceWriter.create(path, attrs=attrs, layers=layers)
+    w = TraceWriter.create(path, attrs=attrs, layers=layers,
+                           metrics=(*METRICS, "val_loss") if val_loss is not None else METRICS)
     e_all = np.arange(epochs + 1 if n_checkpoints is None else n_checkpoints, dtype=float)
     # J² linear in epochs by default: J = 1 at e = 0.75 / slope
     j_all = np.sqrt(np.asarray(j2(e_all) if j2 is not None else 0.25 + j2_slope * e_all, dtype=float))
     loss_all = (np.asarray(test_loss(e_all), dtype=float) if test_loss is not None
                 else 0.4 + 0.002 * (e_all - best_epoch) ** 2 + np.where(e_all == 0, 2.0, 0.0))
+    val_all = np.asarray(val_loss(e_all), dtype=float) if val_loss is not None else None
     acc_all = (np.asarray(test_acc(e_all), dtype=float) if test_acc is not None
                else 0.78 + 0.004 * e_all - 0.0002 * (e_all - best_epoch) ** 2)
     # the mean-field statistics of every checkpoint at once (one fixed-point solve per layer, not per checkpoint)
@@ -158,7 +162,8 @@ def synthetic_trace(path: Path, *, epochs: int = 20, best_epoch: int = 12, activ
                                   if k in {st.name for st in layers["block"].stats}}
         w.append(epoch=int(e), step=30 * int(e), wall_time=float(e), layer_stats=stats,
                  metrics={"train_loss": loss - 0.05, "train_acc": 0.8 + 0.005 * e, "test_loss": loss,
-                          "test_acc": float(acc_all[i])})
+                          "test_acc": float(acc_all[i]), **({"val_loss": float(val_all[i])} if val_all is not None
+                                                           else {})})
     w.close(status)
     return path
 
