@@ -121,7 +121,9 @@ class AtlasRun:
         return int(np.nanargmin(self.test_loss))
 
     def of_kind(self, kind: str) -> list[Reading]:
-        return [r for r in self.readings if r.kind == kind]
+        """The readings of one kind in the order of the forward pass (trunk index, the head last; the trace lists
+        them by name, and a ConvNeXt stage's downsample sorts after the blocks it runs before)."""
+        return sorted((r for r in self.readings if r.kind == kind), key=lambda r: r.block)
 
 
 @dataclass

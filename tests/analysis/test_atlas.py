@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 import yaml
 
-from stabilityscope.analysis.atlas import PICK_MARGIN, UNDEFINED, atlas, family_of, first_crossing, read_run
+from stabilityscope.analysis.atlas import (
+    PICK_MARGIN,
+    UNDEFINED,
+    atlas,
+    family_of,
+    first_crossing,
+    pick_statistics,
+    read_run,
+)
 from stabilityscope.dynamics.lyapunov import ATTRACTORS
 from stabilityscope.recording.trace import LayerSpec, StatSpec, TraceWriter
 from stabilityscope.recording.tracking import BLOCK_STATS, DEPTH_STATS
@@ -175,8 +183,15 @@ def test_the_blocks_are_read_in_the_order_of_the_forward_pass_not_of_their_names
     atlas_trace(tmp_path / "c/trace.h5", model="convnext_x", seed=0, loss=parabola(4), n_blocks=4, modules=convnext,
                 gain=lambda t, i: 1.0 + 0.1 * i)
     assert read_run(tmp_path / "c/trace.h5").blocks == [f"block:{m}" for m in convnext]
-    np.testing.assert_allclose(atlas(str(tmp_path / "c")).profiles["ConvNeXt"]["gain (depth-wise)"]["init"][:4],
-                               [1.0, 1.1, 1.2, 1.3])
+    a = atlas(str(tmp_path / "c"))
+    np.testing.assert_allclose(a.profiles["ConvNeXt"]["gain (depth-wise)"]["init"][:4], [1.0, 1.1, 1.2, 1.3])
+    # every per-block number follows that order: the deepest block is stages.1.blocks.0 (gain 1.3), not the
+    # downsample that sorts last by name (1.2), in the claims and in the label-free pick's statistic alike
+    optimum = {c["map"]: c["estimate"] for c in a.claims if c["claim"] == "the best test loss lies near s = 1"}
+    assert optimum["depth-wise gain, deepest block"] == pytest.approx(1.3)
+    assert [optimum[f"depth-wise gain, block {i}"] for i in range(4)] == pytest.approx([1.0, 1.1, 1.2, 1.3])
+    values, _ = pick_statistics(read_run(tmp_path / "c/trace.h5"))["gain of the deepest block (depth-wise)"]
+    np.testing.assert_allclose(values, 1.3)
     vit = [f"blocks.{i}" for i in range(12)]
     atlas_trace(tmp_path / "v/trace.h5", model="vit_x", seed=0, loss=parabola(4), n_blocks=12, span=False,
                 gain=lambda t, i: 1.0 + 0.1 * i)
