@@ -42,6 +42,17 @@ def test_auto_on_the_canonical_network_is_chi_of_its_hidden_layer_against_1(trac
     assert ss.pick_checkpoint(trace).statistic == "χ, median over the trunk's FC layers"
 
 
+def test_auto_on_eoc_optimalitys_mlp_is_s_of_its_iterated_model_map(tmp_path):
+    from tests.analysis.test_atlas import atlas_trace, parabola
+
+    path = atlas_trace(tmp_path / "eoc" / "trace.h5", model="eoc_mlp", seed=0, loss=parabola(6),
+                       gain=lambda t, i: 1.0, chi=lambda t, i: 0.2,
+                       model_map=lambda t: (0.5 + 0.1 * t, math.log(0.5 + 0.1 * t), "periodic", 1.0, 1.0))
+    p = ss.pick_checkpoint(path)
+    assert p.statistic == "s of the iterated model map" and p.index == 5 and p.value == pytest.approx(1.0)
+    assert p.best_index == 6 and ss.pick_checkpoint(path, rule="s_model").index == 5
+
+
 def test_a_statistic_that_never_reaches_its_edge_picks_nothing(tmp_path):
     path = synthetic_trace(tmp_path / "slow" / "trace.h5", epochs=10, j2_slope=0.01)
     p = ss.pick_checkpoint(path, rule="J:hidden")
