@@ -76,8 +76,9 @@ def _body_maps(tr: Trace) -> list[str]:
 def run_outcome(run: RunPath) -> RunOutcome:
     """The comparison's numbers of one run (a run directory or its trace)."""
     with open_trace(run) as tr:
-        if len(tr) == 0:
-            raise ConfigError(f"The run {run} has no checkpoint yet; the comparison needs finished runs.")
+        if tr.status != "finished":  # a killed run's last checkpoint is not the end of its budget
+            raise ConfigError(f"The run {run} is {tr.status}, not finished; the comparison reads each run's end. "
+                              f"Continue it with `python -m stabilityscope resume={run}` (or leave it out).")
         loss = tr.metric("test_loss")
         epochs = tr.position("epoch")
         best = int(np.nanargmin(loss))

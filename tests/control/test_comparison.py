@@ -93,6 +93,9 @@ def test_bad_arms_are_refused_with_what_to_do(tmp_path):
         compare_arms({"controlled": runs, "empty": []})
     with pytest.raises(ConfigError, match=r"dataset.validation=N"):
         compare_arms({"controlled": runs}, early_stopped={"es": runs})
+    killed = synthetic_trace(tmp_path / "killed" / "trace.h5", epochs=EPOCHS, status="running").parent
+    with pytest.raises(ConfigError, match=r"is running, not finished.*resume="):
+        compare_arms({"controlled": runs, "other": [killed]})
 
 
 def test_a_real_controlled_run_reports_the_controllers_last_decay_and_its_layers_j2(tmp_path, data_root):
