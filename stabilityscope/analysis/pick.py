@@ -104,7 +104,7 @@ def pick_checkpoint(trace: Union[str, Path, Trace], rule: str = "auto") -> Check
     best-test-loss checkpoint). ``chi`` on the canonical network (one run, 100 epochs): epoch 53 against the
     best at 33, a test loss 5.7% above the best. ``s_model`` on EOC-optimality's MLP (two seeds): 2 and 1
     epochs before the best, 0.9% and 3.4% above it (mean 2.2%, 95% interval −14% to +19%: two seeds do not
-    settle it). On the ViT, MLP-Mixer, ResMLP and ConvNeXt runs no statistic picked a checkpoint within 5% of
+    settle it). On the ViT, MLP-Mixer, ResMLP, ConvNeXt and ResNet-18 runs no statistic picked a checkpoint within 5% of
     the best in every run: χ of their FC maps mostly never reaches 1, and the depth-wise gain crosses 1 in the
     first epoch or two, 30 or more epochs before the best. There, use a validation split
     (``dataset.validation``) instead.
