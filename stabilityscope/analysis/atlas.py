@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from stabilityscope.analysis.collection import Source, find_traces, flatten_config
+from stabilityscope.analysis.collection import Source, find_traces, flatten_config, natural_key
 from stabilityscope.analysis.reproduction import RULES
 from stabilityscope.analysis.stats import origin_slope
 from stabilityscope.analysis.verdicts import Margin, Verdict, judge, judge_fraction, judge_mean
@@ -170,11 +169,6 @@ def _block_of(layer: str, blocks: Sequence[tuple[str, str]], head: bool) -> int:
     return -1
 
 
-def _natural_key(name: str) -> list:
-    """``blocks.10`` after ``blocks.9``: the digit runs of a name compared as numbers."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
-
-
 def _trunk_order(tr: Trace, blocks: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The trunk's blocks (record name, module) in the order of the forward pass.
 
@@ -190,7 +184,7 @@ def _trunk_order(tr: Trace, blocks: list[tuple[str, str]]) -> list[tuple[str, st
             span = [str(m) for m in np.atleast_1d(info["span"])]
     if span and all(module in span for _, module in blocks):
         return sorted(blocks, key=lambda b: span.index(b[1]))
-    return sorted(blocks, key=lambda b: _natural_key(b[1] or b[0]))
+    return sorted(blocks, key=lambda b: natural_key(b[1] or b[0]))
 
 
 def read_run(path: Path) -> Optional[AtlasRun]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import glob
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence, Union
@@ -92,6 +93,11 @@ def find_traces(source: Source) -> list[Path]:
         raise TraceError(f"No trace found for {source!r}: pass a trace.h5, a run directory, a sweep directory "
                          f"or a glob such as 'checkpoints/multirun/*/*'.")
     return unique
+
+
+def natural_key(name: str) -> list[tuple[int, int, str]]:
+    """Sort key that orders embedded numbers by value: ``run2`` before ``run10``, ``blocks.9`` before ``blocks.10``."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import numpy as np
 
 from stabilityscope.analysis.canonical import CANONICAL_C
-from stabilityscope.analysis.collection import Source, find_traces, flatten_config
+from stabilityscope.analysis.collection import Source, find_traces, flatten_config, natural_key
 from stabilityscope.analysis.decay import EXCLUDED_STATUSES, DecayAnalysis, crossing_decay, decay_analysis
 from stabilityscope.analysis.runs_table import CONFIG_KEYS, RunRecord, read_runs_table, split_sources, trace_sha256
 from stabilityscope.analysis.stats import jsonable, ols
@@ -589,11 +588,6 @@ class SweepAnalysis:
         })
 
 
-def _natural(name: str) -> list[Any]:
-    """Sort key that orders embedded numbers by value ('run2' before 'run10')."""
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
-
-
 def _labels(paths: Sequence[Path]) -> list[str]:
     """Run names: each run folder relative to the folder all of them share (``0``, ``1``, ... in a sweep)."""
     dirs = [p.parent.resolve() for p in paths]
@@ -668,7 +662,7 @@ def analyze_sweep(source: Source, *, layer: str = "hidden", window: float = 50, 
     paths = rows  # counted by _describe
     runs = pd.DataFrame(rows)
     # natural order of the run names (0, 1, 2, ..., 10), not the string order of their paths
-    runs = runs.iloc[sorted(range(len(runs)), key=lambda i: _natural(runs["run"].iloc[i]))].reset_index(drop=True)
+    runs = runs.iloc[sorted(range(len(runs)), key=lambda i: natural_key(runs["run"].iloc[i]))].reset_index(drop=True)
     for col in ("A", "A_se", "c", "C", "rho", "rate", "j2_plateau", "relaxation_epochs", "last_epoch"):
         if col not in runs.columns:
             runs[col] = math.nan
