@@ -33,12 +33,13 @@ def docs_runs(tmp_path_factory, data_root):
         independent = [p for p in plans if not any(a.startswith("resume=") for a in p)]
         jobs = {}
         for i, args in enumerate(independent):
+            out = f"out/{i}"  # the command's checkpoint_root, relative to the world's root
             extra = [] if ("--cfg" in args or "--help" in args or plans[args][0].module != "stabilityscope") \
-                else [f"checkpoint_root=out/{i}"]
+                else [f"checkpoint_root={out}"]
             module = plans[args][0].module
             jobs[("cmd", args)] = workers.apply_async(h._call, (("cli", module, [*args, *extra], str(root),
                                                                  str(logs / f"cmd_{i}.log")),),
-                                                      callback=h.tidy(root / "out" / str(i)))
+                                                      callback=h.tidy(root / out))
         for page, snippets in SNIPPETS.items():
             cwd = h.page_copy(root, root / "pages" / page.replace("/", "_"))
             snippets = [(kind, n, h.resolve_python(code, world)) for kind, n, code in snippets]

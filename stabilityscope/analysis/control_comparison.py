@@ -9,8 +9,9 @@ judged on the test loss it ends with, against *arms* trained with the same optim
 - no decay with early stopping: each run's test loss at the checkpoint of its lowest validation loss
   (``dataset.validation=N``).
 
-Per arm it reports the final and the best test loss over seeds (t intervals), where J² and χ of the FC maps
-below the head ended, and the decay at the end; per other arm one verdict with the fixed rules of
+Per arm it reports the final and the best test loss over seeds (t intervals), where J² of the FC maps below
+the head ended, and the decay at the end (each run's :class:`RunOutcome` also holds its χ there); per other
+arm one verdict with the fixed rules of
 :mod:`stabilityscope.analysis.verdicts`: the controlled arm's mean log test loss minus the other's, Welch
 interval, against the margin "at most 2% worse" (``LOSS_MARGIN``, the margin of the reproduction report's
 "best decay at the edge"). *holds*: the interval lies inside (the controller is within 2% of the arm or
