@@ -42,10 +42,11 @@ PICK_RULES = {
 }
 # rule="auto", by model family (analysis.atlas.family_of); any other family: "chi". On the canonical network
 # "chi" is χ of its hidden layer from the weights (its only FC map below the head), edge 1. On EOC-optimality's
-# MLP it is s of the iterated model map, the statistic EOC-optimality places at the best checkpoint and the
-# only one the atlas saw pick within two epochs of it. On the atlas's modern families no statistic picked a
+# MLP and CNN it is s of the iterated model map, the statistic EOC-optimality places at the best checkpoint and
+# the only one the atlas saw pick within two epochs of it. On the atlas's modern families no statistic picked a
 # near-best checkpoint (docs/results/atlas.md), so none is made their default: they get "chi" like any model.
-AUTO_RULES: dict[str, str] = {"canonical MLP": "chi", "EOC-optimality MLP": "s_model"}
+AUTO_RULES: dict[str, str] = {"canonical MLP": "chi", "EOC-optimality MLP": "s_model",
+                               "EOC-optimality CNN": "s_model"}
 # the edge value of a layer statistic named in a "<stat>:<layer>" rule
 _LAYER_EDGES = {"chi": 1.0, "s_mean": 1.0, "gain_rms": 1.0, "lambda_max": 0.0, "edge_distance": 0.0}
 
@@ -103,16 +104,17 @@ def pick_checkpoint(trace: Union[str, Path, Trace], rule: str = "auto") -> Check
     Measured error (the atlas's runs of 2026-12-06, docs: Results → Atlas; the pick against the
     best-test-loss checkpoint). ``chi`` on the canonical network (one run, 100 epochs): epoch 53 against the
     best at 33, a test loss 5.7% above the best. ``s_model`` on EOC-optimality's MLP (two seeds): 2 and 1
-    epochs before the best, 0.9% and 3.4% above it (mean 2.2%, 95% interval −14% to +19%: two seeds do not
-    settle it). On the ViT, MLP-Mixer, ResMLP, ConvNeXt and ResNet-18 runs no statistic picked a checkpoint within 5% of
-    the best in every run: χ of their FC maps mostly never reaches 1, and the depth-wise gain crosses 1 in the
-    first epoch or two, 30 or more epochs before the best. There, use a validation split
-    (``dataset.validation``) instead.
+    epochs before the best, 0.9% and 3.4% above it; on its CNN (one seed, 10 epochs, a checkpoint every half
+    epoch): the best checkpoint itself (epoch 4). Over the three runs the mean excess is 1.4% (95% interval
+    −3.0% to +5.9%: about five runs would settle it). On the ViT, MLP-Mixer, ResMLP, ConvNeXt and ResNet-18
+    runs no statistic picked a checkpoint within 5% of the best in every run: χ of their FC maps mostly never
+    reaches 1, and the depth-wise gain crosses 1 in the first epoch or two, 30 or more epochs before the best.
+    There, use a validation split (``dataset.validation``) instead.
 
     Args:
         trace: a trace, its ``trace.h5`` or its run directory.
-        rule: ``auto`` (the model family's default, :data:`AUTO_RULES`: ``s_model`` on EOC-optimality's MLP,
-            ``chi`` otherwise), a short name of
+        rule: ``auto`` (the model family's default, :data:`AUTO_RULES`: ``s_model`` on EOC-optimality's MLP
+            and CNN, ``chi`` otherwise), a short name of
             :data:`PICK_RULES` (``chi``: the median χ of the FC maps below the head; ``gain``: the median
             depth-wise block gain; ...), one of the atlas's full statistic names, or ``<stat>:<layer>`` for
             one recorded layer statistic (``J:hidden`` against J_c, ``chi:hidden``, ``s:hidden``,

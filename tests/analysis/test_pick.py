@@ -42,10 +42,11 @@ def test_auto_on_the_canonical_network_is_chi_of_its_hidden_layer_against_1(trac
     assert ss.pick_checkpoint(trace).statistic == "χ, median over the trunk's FC layers"
 
 
-def test_auto_on_eoc_optimalitys_mlp_is_s_of_its_iterated_model_map(tmp_path):
+@pytest.mark.parametrize("model", ["eoc_mlp", "eoc_cnn"])
+def test_auto_on_eoc_optimalitys_models_is_s_of_their_iterated_model_map(tmp_path, model):
     from tests.analysis.test_atlas import atlas_trace, parabola
 
-    path = atlas_trace(tmp_path / "eoc" / "trace.h5", model="eoc_mlp", seed=0, loss=parabola(6),
+    path = atlas_trace(tmp_path / "eoc" / "trace.h5", model=model, seed=0, loss=parabola(6),
                        gain=lambda t, i: 1.0, chi=lambda t, i: 0.2,
                        model_map=lambda t: (0.5 + 0.1 * t, math.log(0.5 + 0.1 * t), "periodic", 1.0, 1.0))
     p = ss.pick_checkpoint(path)
