@@ -408,6 +408,9 @@ class AnalysisConfig(CheckedOptions):
     maps: bool = True  # iterate square layers: s (M1), λ_max, M4, attractor
     n_inputs: int = 100  # real test inputs used as start states
     steps: int = 500  # T of the iterated map
+    # a map whose two orbits settle at a fixed point to this relative tolerance is held there and only its tangent
+    # vectors are iterated for the rest of the T steps (λ_max and M2 as before; d_t at rounding); null: never
+    hold_tol: Optional[float] = 1.0e-5
     spectrum_k: int = 0  # top-k Lyapunov exponents (QR) of square layers; 0 = off
     spectrum_inputs: int = 10  # start states (the first test inputs) for the spectrum
     weight_structure: bool = True  # oscillation–diffusion diagnostics (interpretations)
@@ -442,6 +445,8 @@ class AnalysisConfig(CheckedOptions):
     def check(self) -> None:
         _require(self.n_inputs >= 1, "analysis.n_inputs", self.n_inputs, "must be a positive integer")
         _require(self.steps >= 2, "analysis.steps", self.steps, "the map needs at least 2 steps")
+        _require(self.hold_tol is None or 0 < self.hold_tol < 1, "analysis.hold_tol", self.hold_tol,
+                 "a relative tolerance in (0, 1), or null to iterate every orbit all analysis.steps steps")
         for key in ("depth_inputs", "depth_probes", "depth_vectors", "block_map_inputs"):
             _require(getattr(self, key) >= 1, f"analysis.{key}", getattr(self, key), "must be a positive integer")
         _require(self.block_map_steps >= 2, "analysis.block_map_steps", self.block_map_steps,

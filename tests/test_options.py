@@ -74,6 +74,7 @@ CASES = [
     (["analysis.depth_vectors=0"], "analysis.depth_vectors"),
     (["analysis.block_map_inputs=0"], "analysis.block_map_inputs"),
     (["analysis.block_map_steps=1"], "analysis.block_map_steps"),
+    (["analysis.hold_tol=0"], "analysis.hold_tol"),
     (["analysis.depth_lanczos=-1"], "analysis.depth_lanczos"),
     (["analysis.spectrum_k=-1"], "analysis.spectrum_k"), (["analysis.spectrum_inputs=0"], "analysis.spectrum_inputs"),
     (["analysis.geometry_delta=0.5"], "analysis.geometry_delta"),

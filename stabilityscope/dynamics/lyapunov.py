@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ PERIOD_RTOL = 1e-3  # x_{t+L} ≈ x_t means ||x_{t+L} − x_t|| ≤ PERIOD_ATOL 
 # 0.44·||x_t|| fell under the floor a few steps before ||x_{t+1} − x_t|| = 1.75·||x_t|| did.
 PERIOD_ATOL = COLLAPSE_NORM
 MAX_PERIOD = 32  # longest cycle searched for; the orbit tail holds 2·MAX_PERIOD states
+HOLD_CHECK = 8  # map_measures(hold_tol=...): steps between two checks whether a map's orbits have settled
 # An orbit "drifts" (escapes slowly; never chaos, never the edge) when along its tail the norm rises at
 # >= DRIFT_MONOTONE of the steps, by >= DRIFT_GROWTH overall, at steps that do not shrink (the last step
 # >= half the first). A residual map x + f(x) with a bounded branch does this: |x| grows ~linearly and
@@ -331,8 +333,8 @@ def _gather_orbit(orbit: dict[int, Tensor], idx: list[int]) -> Tensor:
 
 
 def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: float = 1e-4, seed: int = 0,
-                 lyapunov: bool = True, converge_tol: float | None = None, m2_passes: int = 1,
-                 max_period: int = MAX_PERIOD, lambda_tol: float = LAMBDA_TOL) -> MapMeasures:
+                 lyapunov: bool = True, converge_tol: float | None = None, hold_tol: float | None = None,
+                 m2_passes: int = 1, max_period: int = MAX_PERIOD, lambda_tol: float = LAMBDA_TOL) -> MapMeasures:
     """M1–M5, Benettin λ_max and the attractor class from one shared reference orbit (EOC-optimality).
 
     Per step the reference orbit x_t, the perturbed orbit x'_t = F^t(x0 + δ) and the tangent vectors
@@ -390,6 +392,18 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
             their last values: the averages over T are extrapolated exactly (up to tol); M2
             replays the fixed point for the missing steps. Such maps report stop_reason
             "converged" and use the full window [T/2, T).
+        hold_tol: if given (and ``lyapunov``), a map whose every orbit has reached a fixed point to this
+            tolerance (the state conditions of ``converge_tol``: x_t, x'_t and d_t settled, whatever the
+            tangent does) is held there: x_t and x'_t keep their values, so d_t, X_t and the orbit tail are
+            constant from then on (they differ from the moving orbit's by less than ``hold_tol``
+            relative, and d_t has collapsed to rounding), while the tangent columns keep being iterated,
+            at the Jacobian of the held state. Once every running map of the stack is held, a step costs
+            only the tangent columns (:meth:`IteratedMap.linearization`): one row of three on a
+            LayerMap. This saves time on maps whose fixed point has a complex dominant pair, where the
+            tangent growth oscillates and ``converge_tol`` never stops them. λ_max and M2 are still
+            averages over every step (differing from the unheld ones by the states' residual motion);
+            the stop reasons and steps run are unchanged: the maps still run all T steps. Checked every
+            ``HOLD_CHECK`` steps.
         m2_passes: power-iteration passes for M2 (0 disables M2 and the orbit storage; passes
             beyond the first replay the stored window, τ jvps each).
         max_period: longest cycle searched for by :func:`classify_attractor`.
@@ -403,7 +417,7 @@ def map_measures(F: IteratedMap, x0: Tensor, steps: int = 500, *, perturbation: 
     x, lead = _canonical(F, x0)  # (L, B, N)
     run = _TrackedOrbits.start(x, steps, perturbation, seed, lyapunov and m2_passes > 0, 2 * max_period)
     for t in range(steps):
-        run.advance(F, t, lyapunov, converge_tol)
+        run.advance(F, t, lyapunov, converge_tol, hold_tol if lyapunov else None)
         if not bool(run.active.any()):
             break
 
@@ -453,6 +467,9 @@ class _TrackedOrbits:
     use_m2: bool
     m2_start: int  # the M2 vector joins here: window [T/2, T)
     n_tail: int
+    held: Tensor = None  # (L,) bool, CPU: both orbits held at their fixed point (hold_tol)
+    held_dev: Tensor = None
+    tangent_map: Optional[Callable[[Tensor], Tensor]] = None  # v ↦ J(x)·v once every running map is held
 
     @classmethod
     def start(cls, x: Tensor, steps: int, perturbation: float, seed: int, use_m2: bool,
@@ -478,14 +495,20 @@ class _TrackedOrbits:
                    growth=torch.zeros(steps, L, B, **f64), m2_log=torch.zeros(L, B, **f64), orbit={0: x},
                    active=active, active_dev=active.to(dev), steps_run=torch.zeros(L, dtype=torch.int64),
                    stop=torch.zeros(L, dtype=torch.int64), steps=steps, use_m2=use_m2, m2_start=steps // 2,
-                   n_tail=n_tail)
+                   n_tail=n_tail, held=torch.zeros(L, dtype=torch.bool),
+                   held_dev=torch.zeros(L, dtype=torch.bool, device=dev))
 
-    def advance(self, F: IteratedMap, t: int, lyapunov: bool, converge_tol: float | None) -> None:
+    def advance(self, F: IteratedMap, t: int, lyapunov: bool, converge_tol: float | None,
+                hold_tol: float | None = None) -> None:
         """Step t → t + 1 of every running map: states, tangent columns, records, stops, orbit pruning."""
         with_u = self.use_m2 and t >= self.m2_start
         v_new = u_new = None
         if lyapunov:
-            fx, fxp, jv = F.tracked_step(self.x, self.xp, torch.cat([self.v, self.u], -1) if with_u else self.v)
+            cols = torch.cat([self.v, self.u], -1) if with_u else self.v
+            if self.tangent_map is not None:  # every running map is held: only the tangent columns move
+                fx, fxp, jv = self.x, self.xp, self.tangent_map(cols)
+            else:
+                fx, fxp, jv = F.tracked_step(self.x, self.xp, cols)
             cols, gn = _normalise(jv)
             v_new = cols[..., :1]
             self.growth[t] = gn[..., 0, 0].log()  # (L, B)
@@ -495,38 +518,61 @@ class _TrackedOrbits:
         else:
             fx, fxp = F(self.x), F(self.xp)
         converged = self._converged(t, fx, fxp, lyapunov, converge_tol)
+        settle = None  # checked every HOLD_CHECK steps: on a chaotic orbit the check is pure overhead
+        if hold_tol is not None and t % HOLD_CHECK == HOLD_CHECK - 1 and self.tangent_map is None:
+            settle = self._settled(t, fx, fxp, hold_tol) & self.active & ~self.held
         self._move(fx, fxp, v_new, u_new if with_u else None, lyapunov)
         self.sep[t + 1] = (self.xp - self.x).norm(dim=-1)
         self.proj[t + 1] = (self.x * self.m_hat[:, None]).sum(-1)
         self.orbit[t + 1] = self.x
         self._update_stops(t, converged)
+        if settle is not None:
+            self._hold(F, settle)
         self._prune_orbit(t)
 
-    def _converged(self, t: int, fx: Tensor, fxp: Tensor, lyapunov: bool, converge_tol: float | None) -> Tensor:
-        """(L,) CPU bool: every orbit of the map has reached a fixed point to ``converge_tol``."""
-        L = fx.shape[0]
-        if converge_tol is None or t < 1:
-            return torch.zeros(L, dtype=torch.bool)
+    def _settled(self, t: int, fx: Tensor, fxp: Tensor, tol: float) -> Tensor:
+        """(L,) CPU bool: both orbits of every start state are at a fixed point to ``tol`` (relative change
+        of x_t and x'_t, and of d_t beyond rounding), whatever the tangent columns do."""
+        if t < 1:
+            return torch.zeros(fx.shape[0], dtype=torch.bool)
         x, xp = self.x, self.xp
         eps = torch.finfo(x.dtype).eps
         xn, xpn = x.norm(dim=-1), xp.norm(dim=-1)
-        d_new = (fxp - fx).norm(dim=-1)
-        ok = ((fx - x).norm(dim=-1) <= converge_tol * xn) & ((fxp - xp).norm(dim=-1) <= converge_tol * xpn)
-        ok &= (d_new - self.sep[t]).abs() <= converge_tol * self.sep[t] + 8 * eps * (xn + xpn)
-        if lyapunov:
-            ok &= (self.growth[t] - self.growth[t - 1]).abs() <= converge_tol
+        ok = ((fx - x).norm(dim=-1) <= tol * xn) & ((fxp - xp).norm(dim=-1) <= tol * xpn)
+        ok &= ((fxp - fx).norm(dim=-1) - self.sep[t]).abs() <= tol * self.sep[t] + 8 * eps * (xn + xpn)
         return ok.all(-1).cpu()
 
+    def _converged(self, t: int, fx: Tensor, fxp: Tensor, lyapunov: bool, converge_tol: float | None) -> Tensor:
+        """(L,) CPU bool: every orbit of the map has reached a fixed point to ``converge_tol``."""
+        if converge_tol is None or t < 1:
+            return torch.zeros(fx.shape[0], dtype=torch.bool)
+        ok = self._settled(t, fx, fxp, converge_tol)
+        if lyapunov:
+            ok &= ((self.growth[t] - self.growth[t - 1]).abs() <= converge_tol).all(-1).cpu()
+        return ok
+
+    def _hold(self, F: IteratedMap, newly: Tensor) -> None:
+        """Hold the maps ``newly`` at their (just taken) states; once every running map is held, the
+        tangent columns are advanced by the linearisation at those states alone."""
+        if bool(newly.any()):
+            self.held = self.held | newly
+            self.held_dev = self.held.to(self.x.device)
+        if self.tangent_map is None and bool(self.active.any()) and bool((self.held | ~self.active).all()):
+            self.tangent_map = F.linearization(self.x)
+
     def _move(self, fx: Tensor, fxp: Tensor, v_new: Tensor | None, u_new: Tensor | None, lyapunov: bool) -> None:
-        """Take the new states and tangent columns; stopped maps stay frozen at their last state."""
-        if bool(self.active.all()):
+        """Take the new states and tangent columns; stopped maps stay frozen at their last state, held maps
+        keep their states and take the new tangent columns."""
+        if bool(self.active.all()) and not bool(self.held.any()):
             self.x, self.xp = fx, fxp
             if lyapunov:
                 self.v = v_new
                 self.u = u_new if u_new is not None else self.u
             return
         a3 = self.active_dev[:, None, None]
-        self.x, self.xp = torch.where(a3, fx, self.x), torch.where(a3, fxp, self.xp)
+        if self.tangent_map is None:  # else no running state moves
+            moving = (self.active_dev & ~self.held_dev)[:, None, None]
+            self.x, self.xp = torch.where(moving, fx, self.x), torch.where(moving, fxp, self.xp)
         if lyapunov:
             self.v = torch.where(a3[..., None], v_new, self.v)
             self.u = torch.where(a3[..., None], u_new, self.u) if u_new is not None else self.u

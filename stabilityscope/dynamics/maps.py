@@ -104,6 +104,14 @@ class IteratedMap(abc.ABC):
         """Frobenius norm ||∂F(x)||_F per state, shape (..., B)."""
         return torch.linalg.matrix_norm(self.jacobian(x))
 
+    def linearization(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """v ↦ J(x)·v at fixed states x (..., B, N), for tangent columns v (..., B, N, k).
+
+        For an orbit held at a fixed point (``map_measures(hold_tol=...)``) the states stop changing, so a
+        map can prepare what J(x) needs once; this default calls :meth:`jvp` each time.
+        """
+        return lambda v: self.jvp(x, v)[1]
+
 
 def _activation_name(activation: Activation | nn.Module) -> Activation:
     """Canonical activation: a known name, or a callable (differentiated by autodiff)."""
@@ -263,6 +271,18 @@ class LayerMap(IteratedMap):
         if dy is not None:
             wv = wv * dy.unsqueeze(-2)  # J v = φ'(pre) ⊙ W v
         return y, wv.mT
+
+    def linearization(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        # φ'(Wx + b) once; each call is then one product W v of the k tangent rows (tracked_step: 2 + k rows)
+        x, _, dy = self._state_step(x)
+        w = self._params(x)[0]
+
+        def apply(v: Tensor) -> Tensor:
+            rows = v.expand(*x.shape, v.shape[-1]).mT.contiguous()  # (..., B, k, N); strided rows take a slow GEMM
+            wv = self._rows_times_wt(rows, w)  # (W v)ᵀ
+            return (wv if dy is None else wv * dy.unsqueeze(-2)).mT
+
+        return apply
 
     def jvp_reflectors(self, x: Tensor, reflectors: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
         """F(x) and J Q = φ'(Wx + b) ⊙ (W Q), W Q by applying the reflectors to W from the right (ormqr).

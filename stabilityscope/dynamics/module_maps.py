@@ -13,7 +13,7 @@ default 100 start states the blocks' matrix products dominate either way.)
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -148,6 +148,22 @@ class ProbedModuleMap(ModuleMap):
             return super().tracked_step(x, x_other, v)
         (fx, fo), jv = self._mlp_fused(mlp, [self.broadcast_states(x), self.broadcast_states(x_other)], v)
         return fx, fo, jv
+
+    def linearization(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        mlp = self._mlp()
+        if mlp is None:
+            return super().linearization(x)
+        fc1, act, fc2 = mlp  # J v = W2 (φ'(a) ⊙ W1 v): φ'(a) once, then two products of the k tangent rows
+        x = self.broadcast_states(x)
+        _, slope = torch.func.jvp(act, (torch.nn.functional.linear(x, fc1.weight, fc1.bias),),
+                                  (torch.ones(*x.shape[:-1], fc1.out_features, dtype=x.dtype, device=x.device),))
+
+        def apply(v: Tensor) -> Tensor:
+            rows = v.expand(*x.shape, v.shape[-1]).mT.contiguous()  # (..., B, k, d); strided rows take a slow GEMM
+            hidden = torch.nn.functional.linear(rows, fc1.weight) * slope.unsqueeze(-2)
+            return torch.nn.functional.linear(hidden, fc2.weight).mT  # (..., B, d, k)
+
+        return apply
 
     def jacobian_norm(self, x: Tensor) -> Tensor:
         mlp = linear_act_linear(self.module)

@@ -163,7 +163,9 @@ class LayerTracker:
 
     def __init__(self, model: nn.Module, records: list[LayerRecord], analysis: AnalysisConfig,
                  probe_inputs: Optional[torch.Tensor] = None, geometry_inputs: Optional[torch.Tensor] = None,
-                 geometry_labels: Optional[torch.Tensor] = None) -> None:
+                 geometry_labels: Optional[torch.Tensor] = None, weight_distance: bool = True) -> None:
+        """``weight_distance=False``: no copy of W(0) is kept and ``weight_distance`` is not measured (a
+        one-shot reading such as ``inspect``, where it would be 0 by construction)."""
         model = unwrap_model(model)  # DDP, torch.compile, ...: the bare model's layers
         self.records = {r.name: r for r in records}
         self.analysis = as_options(analysis, AnalysisConfig, "analysis")
@@ -177,7 +179,8 @@ class LayerTracker:
                         f"analysis.geometry=true: layer {r.name!r} (kind {r.kind}) is not a fully connected layer on "
                         f"flat feature vectors (a convolution or a fused view has no single set of hyperplanes); "
                         f"select flat nn.Linear layers with analysis.layers=<regex>, or set analysis.geometry=false.")
-        self.initial = {n: r.weight(model).detach().clone() for n, r in self.records.items() if not r.is_map}
+        self.initial = ({n: r.weight(model).detach().clone() for n, r in self.records.items() if not r.is_map}
+                        if weight_distance else None)
         self.previous: dict[str, torch.Tensor] = {}
         self.previous_increment: dict[str, torch.Tensor] = {}
 
@@ -203,7 +206,9 @@ class LayerTracker:
         a = self.analysis
         specs = []
         if not r.is_map:
-            specs += [StatSpec("J"), StatSpec("J0"), StatSpec("weight_distance")]
+            specs += [StatSpec("J"), StatSpec("J0")]
+            if self.initial is not None:
+                specs.append(StatSpec("weight_distance"))
             if a.meanfield:
                 specs += [StatSpec("chi"), StatSpec("edge_distance"), StatSpec("phase", PHASES)]
         if r.kind == "block":
@@ -291,15 +296,19 @@ class LayerTracker:
     def _measure(self, model: nn.Module) -> dict[str, dict[str, Any]]:
         weights = self.weights(model)
         out: dict[str, dict[str, Any]] = {n: {} for n in self.records}
+        for n, w in weights.items():  # layer by layer: a stacked float64 copy costs a ViT-B 3x as much
+            j0, j = phase_coordinates(w)
+            out[n].update(J=float(j), J0=float(j0))
+            if self.initial is not None:  # ||W(t) − W(0)||
+                out[n]["weight_distance"] = float(torch.linalg.matrix_norm(w - self.initial[n]))
         for names in self._groups(lambda r: r.shape, only=list(self.matrices)):
+            square = self.records[names[0]].fan_in == self.records[names[0]].fan_out
+            if not (self.analysis.weight_structure or (self.analysis.eigen and square)):
+                continue
             W = torch.stack([weights[n] for n in names])  # (L, M, N)
-            j0, j = phase_coordinates(W)
-            for i, n in enumerate(names):  # ||W(t) − W(0)|| per layer: no stacked copy of the W(0)s
-                dist = torch.linalg.matrix_norm(weights[n] - self.initial[n])
-                out[n].update(J=float(j[i]), J0=float(j0[i]), weight_distance=float(dist))
             if self.analysis.weight_structure:
                 self._structure(names, W, out)
-            if self.analysis.eigen and W.shape[-1] == W.shape[-2]:
+            if self.analysis.eigen and square:
                 # float32 LAPACK halves the cost; complex_fraction uses a sqrt(eps32)·radius tolerance
                 es = eigen_summary(W, return_eigenvalues=True, dtype=torch.float32)
                 ev = torch.stack([es.eigenvalues.real, es.eigenvalues.imag], -1).float().cpu().numpy()  # (L, N, 2)
@@ -339,7 +348,7 @@ class LayerTracker:
             if r.is_map and x0[n] is not None:
                 F = module_map_for(model, r)
                 with unfused_attention(model):  # forward-mode derivatives through timm attention
-                    mm = map_measures(F, x0[n], steps=self._steps(r), seed=0)
+                    mm = map_measures(F, x0[n], steps=self._steps(r), seed=0, hold_tol=self.analysis.hold_tol)
                 if r.kind == "block":  # a residual map: its identity regime is named, never an edge
                     mm = dataclasses.replace(mm, attractor=near_identity(mm.orbit_tail, mm.attractor))
                     out[n]["map_relative_step"] = float(relative_step(mm.orbit_tail)[0].nanmedian())
@@ -524,7 +533,7 @@ class LayerTracker:
                      [b.detach() if b is not None else torch.zeros(r.fan_out, device=weights[r.name].device)
                       for b, r in zip(biases, recs)], _map_phi(map_activation(recs[0])))
         x = torch.stack([x0[n] for n in names])  # (L, B, N)
-        mm = map_measures(F, x, steps=self.analysis.steps, seed=0)
+        mm = map_measures(F, x, steps=self.analysis.steps, seed=0, hold_tol=self.analysis.hold_tol)
         for i, n in enumerate(names):
             out[n].update(self._map_stats(mm, x.shape[1], i))
         self._spectrum(F, x, names, out)
@@ -541,10 +550,11 @@ class LayerTracker:
 
     # -- resume ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"initial": dict(self.initial), "previous": dict(self.previous),
+        return {"initial": dict(self.initial or {}), "previous": dict(self.previous),
                 "previous_increment": dict(self.previous_increment)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.initial = {k: v.clone() for k, v in state["initial"].items()}
+        if self.initial is not None:
+            self.initial = {k: v.clone() for k, v in state["initial"].items()}
         self.previous = {k: v.clone() for k, v in state.get("previous", {}).items()}
         self.previous_increment = {k: v.clone() for k, v in state.get("previous_increment", {}).items()}

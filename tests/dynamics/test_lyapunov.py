@@ -280,6 +280,80 @@ def test_converge_tol_extrapolates_exactly():
     assert _name(fast.attractor) == ["fixed_point"] * 4
 
 
+
+class _Counting(LayerMap):
+    """A LayerMap that counts its full steps and its linearisations."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.full_steps = self.linearizations = 0
+
+    def tracked_step(self, x, x_other, v):
+        self.full_steps += 1
+        return super().tracked_step(x, x_other, v)
+
+    def linearization(self, x):
+        self.linearizations += 1
+        return super().linearization(x)
+
+
+def _rotating_contraction(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b): a contraction whose dominant eigenvalues are a complex pair 0.8·e^{±0.9i} of a non-normal block,
+    so the tangent growth at the fixed point oscillates step after step and converge_tol never stops it."""
+    g = _gen(seed)
+    q = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+    d = torch.diag(0.5 * torch.rand(n, generator=g, dtype=torch.float64))
+    # a non-normal block (a rotation would keep |J v| = 0.8 exactly): eigenvalues 0.8·e^{±0.9i}, yet |J v|/|v|
+    # swings between 0.57 and 1.74 times 0.8 as v turns (the singular values of the block)
+    d[:2, :2] = 0.8 * torch.tensor([[math.cos(0.9), -2 * math.sin(0.9)], [math.sin(0.9) / 2, math.cos(0.9)]])
+    return q @ d @ q.T, torch.randn(n, generator=g, dtype=torch.float64) * 0.5
+
+
+def test_hold_tol_holds_settled_orbits_and_iterates_only_the_tangent():
+    # a fixed point with a rotating dominant pair: λ_max = ln 0.8 exactly (identity activation: J = W)
+    w, b = _rotating_contraction(60, 21)
+    x0 = torch.randn(4, 60, generator=_gen(22), dtype=torch.float64)
+    full = map_measures(LayerMap(w, b, "identity"), x0, steps=400)
+    f = _Counting(w, b, "identity")
+    held = map_measures(f, x0, steps=400, hold_tol=1e-9)
+    assert f.linearizations == 1 and f.full_steps < 150  # held after the orbits settled, long before T
+    assert int(held.steps_run) == 400 and STOP_REASONS[int(held.stop_reason)] == "completed"
+    for name in ("s", "jacobian_product_exponent", "asymptotic_distance", "lyapunov_max", "poincare"):
+        torch.testing.assert_close(getattr(held, name), getattr(full, name), atol=1e-8, rtol=0, equal_nan=True)
+    assert (held.attractor == full.attractor).all() and _name(held.attractor) == ["fixed_point"] * 4
+    # the Benettin estimate over [T/2, T) of a rotating pair: ln 0.8 up to O(1/τ)
+    assert float(held.lyapunov_max.mean()) == pytest.approx(math.log(0.8), abs=0.02)
+    # converge_tol alone never stops this map: the tangent growth oscillates
+    assert int(map_measures(LayerMap(w, b, "identity"), x0, steps=400, converge_tol=1e-6).steps_run) == 400
+
+
+def test_hold_tol_leaves_a_chaotic_map_untouched():
+    g = _gen(23)
+    f = _Counting(torch.randn(80, 80, generator=g, dtype=torch.float64) * 1.5 / math.sqrt(80))
+    x0 = torch.randn(3, 80, generator=g, dtype=torch.float64)
+    full = map_measures(LayerMap(f.weight), x0, steps=300)
+    held = map_measures(f, x0, steps=300, hold_tol=1e-5)
+    assert f.linearizations == 0 and f.full_steps == 300
+    for name in ("lyapunov_max", "jacobian_product_exponent", "two_trajectory_exponent", "asymptotic_distance"):
+        assert torch.equal(getattr(held, name), getattr(full, name))
+
+
+def test_a_held_stack_gives_each_map_its_own_numbers():
+    # two settling maps and one chaotic: the stack is never all held, yet each settling map is held as alone
+    w1, b1 = _rotating_contraction(60, 24)
+    w2, b2 = _rotating_contraction(60, 25)
+    g = _gen(26)
+    w3 = torch.randn(60, 60, generator=g, dtype=torch.float64) * 1.5 / math.sqrt(60)
+    b3 = torch.zeros(60, dtype=torch.float64)
+    x0 = torch.randn(3, 60, generator=g, dtype=torch.float64)
+    stack = map_measures(LayerMap([w1, w2, w3], [b1, b2, b3], "tanh"), x0, steps=300, hold_tol=1e-9)
+    for i, (w, b) in enumerate([(w1, b1), (w2, b2), (w3, b3)]):
+        one = map_measures(LayerMap(w, b, "tanh"), x0, steps=300, hold_tol=1e-9)
+        tol = 1e-8 if i < 2 else 0.05  # the chaotic map amplifies bmm-vs-mm rounding
+        torch.testing.assert_close(stack.lyapunov_max[i], one.lyapunov_max, atol=tol, rtol=0)
+        torch.testing.assert_close(stack.asymptotic_distance[i], one.asymptotic_distance,
+                                   atol=1e-8 if i < 2 else math.inf, rtol=0)
+
 def test_stacked_maps_equal_one_at_a_time():
     """L maps in one call (ordered/collapsing, chaotic, biased) give each map's own results."""
     g = _gen(7)

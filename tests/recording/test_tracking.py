@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from stabilityscope.config import AnalysisConfig
 from stabilityscope.dynamics.lyapunov import ATTRACTORS
+from stabilityscope.dynamics.maps import LayerMap
 from stabilityscope.models.dissect import dissect
 from stabilityscope.models.registry import FashionFC
 from stabilityscope.recording.trace import TraceWriter, open_trace
@@ -62,6 +63,47 @@ def test_head_gets_surrogate_coordinates_only():
     w = model.head.weight.detach().double()
     assert stats["J"] == pytest.approx(float(w.std(correction=0) * math.sqrt(784)))
 
+
+
+def test_a_one_shot_tracker_keeps_no_initial_weights_and_measures_the_same():
+    # weight_distance=False (inspect's tracker): no W(0) copy, no weight_distance stat, every other
+    # number as the run tracker's (J, J0 now per layer, not from a stacked copy)
+    model = _network(1.5)
+    full = _tracker(model, maps=False).measure(model)
+    a = OmegaConf.structured(AnalysisConfig(n_inputs=16, steps=400, maps=False))
+    one_shot = LayerTracker(model, dissect(model), a, weight_distance=False)
+    assert one_shot.initial is None
+    assert "weight_distance" not in {s.name for s in one_shot.layer_specs()["hidden"].stats}
+    got = one_shot.measure(model)
+    for layer in ("hidden", "head"):
+        assert "weight_distance" not in got[layer] and full[layer]["weight_distance"] == 0.0
+        assert got[layer]["J"] == full[layer]["J"] and got[layer]["J0"] == full[layer]["J0"]
+        assert got[layer]["chi"] == full[layer]["chi"]
+    w = model.hidden.weight.detach().double()
+    assert got["hidden"]["J0"] == pytest.approx(float(w.mean() * 784), rel=1e-12, abs=1e-12)
+    assert got["hidden"]["spectral_radius"] == full["hidden"]["spectral_radius"]
+
+
+def test_holding_settled_orbits_changes_no_map_statistic(monkeypatch):
+    # an ordered layer with a bias settles at a non-zero fixed point: analysis.hold_tol (default) holds it there
+    # and iterates only the tangent vectors; hold_tol=None iterates everything all T steps
+    torch.manual_seed(3)
+    nn = torch.nn
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 784), nn.Tanh(), nn.Linear(784, 10))
+    with torch.no_grad():
+        model[1].weight.normal_(0, 0.7 / 28)
+        model[1].bias.normal_(0, 0.5)
+    calls = []
+    linearization = LayerMap.linearization
+    monkeypatch.setattr(LayerMap, "linearization", lambda self, x: calls.append(1) or linearization(self, x))
+    held = _tracker(model, eigen=False).measure(model)["1"]
+    assert calls == [1]  # it was held: from then on only the tangent vectors moved
+    full = _tracker(model, eigen=False, hold_tol=None).measure(model)["1"]
+    assert calls == [1]
+    assert ATTRACTORS[held["attractor"]] == ATTRACTORS[full["attractor"]] == "fixed_point"
+    assert held["map_steps"] == full["map_steps"] == 400
+    for key in ("s_mean", "lambda_max", "jacobian_product_exponent"):
+        assert held[key] == pytest.approx(full[key], rel=1e-5, abs=1e-7)
 
 def test_step_statistics_follow_the_weights():
     model = _network(0.5)
