@@ -161,3 +161,29 @@ def test_module_map_jvp_consistent_with_jacobian(kind):
     torch.testing.assert_close(jv, jac @ v, atol=1e-9, rtol=0)
     torch.testing.assert_close(fx, mm(x), atol=ATOL, rtol=0)
     torch.testing.assert_close(mm.jacobian_norm(x), torch.linalg.matrix_norm(jac), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["tanh layer stack", "identity layer", "MLP block", "module"])
+def test_linearization_equals_the_jacobian_vector_product(kind):
+    # the held-orbit path (map_measures(hold_tol=...)) advances tangents with linearization(x); it must be
+    # J(x)·v as jvp gives it, for k = 1 and 2 columns, on every map with its own closed form and the default
+    from stabilityscope.dynamics.module_maps import ProbedModuleMap
+
+    g = torch.Generator().manual_seed(31)
+    n = 24
+    if kind == "tanh layer stack":
+        F = LayerMap(torch.randn(3, n, n, generator=g, dtype=torch.float64) / math.sqrt(n),
+                     torch.randn(3, n, generator=g, dtype=torch.float64), "tanh")
+    elif kind == "identity layer":
+        F = LayerMap(torch.randn(n, n, generator=g, dtype=torch.float64) / math.sqrt(n), None, "identity")
+    else:
+        torch.manual_seed(32)
+        mlp = nn.Sequential(nn.Linear(n, 4 * n), nn.GELU(), nn.Linear(4 * n, n)).double().eval()
+        for p in mlp.parameters():
+            p.requires_grad_(False)
+        F = ProbedModuleMap(mlp, (n,)) if kind == "MLP block" else ModuleMap(mlp, (n,))
+    x = torch.randn(5, n, generator=g, dtype=torch.float64)
+    lin = F.linearization(x)
+    for k in (1, 2):
+        v = torch.randn(5, n, k, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(lin(v), F.jvp(x, v)[1], rtol=1e-12, atol=1e-12)
