@@ -155,8 +155,8 @@ class ProbedModuleMap(ModuleMap):
             return super().linearization(x)
         fc1, act, fc2 = mlp  # J v = W2 (φ'(a) ⊙ W1 v): φ'(a) once, then two products of the k tangent rows
         x = self.broadcast_states(x)
-        _, slope = torch.func.jvp(act, (torch.nn.functional.linear(x, fc1.weight, fc1.bias),),
-                                  (torch.ones(*x.shape[:-1], fc1.out_features, dtype=x.dtype, device=x.device),))
+        a = torch.nn.functional.linear(x, fc1.weight, fc1.bias)  # (..., B, h)
+        _, slope = torch.func.jvp(act, (a,), (torch.ones_like(a),))  # φ'(a), as in _mlp_fused
 
         def apply(v: Tensor) -> Tensor:
             rows = v.expand(*x.shape, v.shape[-1]).mT.contiguous()  # (..., B, k, d); strided rows take a slow GEMM

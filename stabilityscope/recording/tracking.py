@@ -302,7 +302,7 @@ class LayerTracker:
             if self.initial is not None:  # ||W(t) − W(0)||
                 out[n]["weight_distance"] = float(torch.linalg.matrix_norm(w - self.initial[n]))
         for names in self._groups(lambda r: r.shape, only=list(self.matrices)):
-            square = self.records[names[0]].fan_in == self.records[names[0]].fan_out
+            square = self.records[names[0]].square
             if not (self.analysis.weight_structure or (self.analysis.eigen and square)):
                 continue
             W = torch.stack([weights[n] for n in names])  # (L, M, N)
